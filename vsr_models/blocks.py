@@ -1,0 +1,88 @@
+"""Building blocks shared by several networks.
+
+Key names follow BasicSR so that official checkpoints load without remapping.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ResidualBlockNoBN(nn.Module):
+    """``x + conv2(relu(conv1(x)))``, 3x3 convolutions, no batch norm.
+
+    Args:
+        num_feat: channels in and out.
+
+    Shapes: (N, C, H, W) -> (N, C, H, W).
+    """
+
+    def __init__(self, num_feat: int = 64) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1, bias=True)
+        self.conv2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1, bias=True)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.relu(self.conv1(x)))
+
+
+class ConvResidualBlocks(nn.Module):
+    """A 3x3 conv with LeakyReLU(0.1), then ``num_block`` residual blocks.
+
+    Args:
+        num_in_ch: input channels.
+        num_out_ch: feature channels.
+        num_block: number of :class:`ResidualBlockNoBN`.
+
+    Shapes: (N, num_in_ch, H, W) -> (N, num_out_ch, H, W).
+    """
+
+    def __init__(self, num_in_ch: int = 3, num_out_ch: int = 64, num_block: int = 15) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(num_in_ch, num_out_ch, 3, 1, 1, bias=True),
+            nn.LeakyReLU(negative_slope=0.1, inplace=True),
+            nn.Sequential(*[ResidualBlockNoBN(num_out_ch) for _ in range(num_block)]),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x)
+
+
+def pixel_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """Integer pixel coordinates as an (h, w, 2) tensor in (x, y) order, FP32."""
+    ys = torch.arange(h, device=like.device, dtype=torch.float32)
+    xs = torch.arange(w, device=like.device, dtype=torch.float32)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((grid_x, grid_y), dim=2)
+
+
+def flow_warp(
+    x: torch.Tensor,
+    flow: torch.Tensor,
+    interp_mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    align_corners: bool = True,
+) -> torch.Tensor:
+    """Warp ``x`` by a dense flow with ``grid_sample`` (BasicSR convention).
+
+    The sampling position of output pixel (x, y) is (x + flow_x, y + flow_y), normalised with
+    ``align_corners=True`` spacing, i.e. ``2 * p / max(size - 1, 1) - 1``. The coordinate
+    arithmetic is done in FP32 whatever the dtype of ``x``.
+
+    Args:
+        x: (N, C, H, W) features or images.
+        flow: (N, H, W, 2) flow in pixels, channel 0 horizontal, channel 1 vertical.
+
+    Returns:
+        (N, C, H, W) warped ``x``.
+    """
+    _, _, h, w = x.shape
+    grid = pixel_grid(h, w, x) + flow.float()
+    gx = 2.0 * grid[..., 0] / max(w - 1, 1) - 1.0
+    gy = 2.0 * grid[..., 1] / max(h - 1, 1) - 1.0
+    grid = torch.stack((gx, gy), dim=3)
+    return F.grid_sample(x, grid.to(x.dtype), mode=interp_mode, padding_mode=padding_mode,
+                         align_corners=align_corners)

@@ -1,0 +1,118 @@
+"""Loading official checkpoints strictly, from the formats they were released in."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded into the network it was given to."""
+
+
+def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checkpoint(path: str | Path, allow: tuple[type, ...] = ()) -> Any:
+    """Read a ``.pth``/``.ckpt`` (pickle, with ``weights_only``) or ``.safetensors`` file.
+
+    ``allow`` lists extra harmless types the pickle may hold (e.g. ``datetime.datetime`` in
+    training metadata); no pickled code is ever executed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a released weight file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+
+
+def extract_state_dict(obj: Any, key: str | None = None) -> dict[str, torch.Tensor]:
+    """The parameter dict inside a released file.
+
+    Accepts BasicSR files (``{'params': ..., 'params_ema': ...}``; ``key`` picks one, default
+    ``params``), mmcv files (``{'state_dict': {'generator.' + name: ...}}``) and plain state
+    dicts. Leading ``module.`` (DataParallel) and ``generator.`` prefixes are removed.
+    """
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"expected a dict of tensors, found {type(obj).__name__}")
+    if key is not None:
+        if key not in obj:
+            raise CheckpointError(f"checkpoint has no {key!r} entry; it has {sorted(obj)}")
+        obj = obj[key]
+    elif "params" in obj or "params_ema" in obj:
+        obj = obj["params"] if "params" in obj else obj["params_ema"]
+    elif "state_dict" in obj:
+        obj = obj["state_dict"]
+    state: dict[str, torch.Tensor] = {}
+    for name, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        for prefix in ("module.", "generator."):
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+        state[name] = value
+    if not state:
+        raise CheckpointError("checkpoint holds no tensors")
+    return state
+
+
+def _listing(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    """Copy ``state`` into ``module``; any missing, unexpected or mis-shaped key is an error."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+                    for k in set(own) & set(state) if state[k].shape != own[k].shape)
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_listing(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es): {_listing(shapes)}")
+    if problems:
+        raise CheckpointError(
+            f"{what} does not match {type(module).__name__}: " + "; ".join(problems)
+            + ". Check that the file is the network's official release and the configuration "
+              "matches (create_model(name, **config)).")
+    module.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, key: str | None = None) -> nn.Module:
+    """Load an official checkpoint into ``model``, strictly.
+
+    ``key`` picks an entry of a BasicSR file (``params`` by default, or ``params_ema``).
+    A network made of separately released parts (e.g. DAVSR and its Super-SloMo) implements
+    ``route_checkpoint(obj, key) -> (submodule_prefix, state_dict)`` to say which part a file
+    fills; that part is then loaded strictly.
+    """
+    obj = read_checkpoint(path, getattr(model, "checkpoint_safe_types", ()))
+    route = getattr(model, "route_checkpoint", None)
+    if route is not None:
+        prefix, state = route(obj, key)
+    else:
+        prefix, state = "", extract_state_dict(obj, key)
+    target = model.get_submodule(prefix) if prefix else model
+    load_state_dict_strict(target, state, f"checkpoint {path}")
+    return model

@@ -1,0 +1,200 @@
+"""Stages and plans: how a recurrent network is cut into pure per-step graphs.
+
+A network exposes *stages* (small modules, pure functions of tensors) and a *plan* (data) that
+says how the stages are driven over the frames of a clip. The plan is written into the model
+package's manifest as JSON and run by :mod:`runtime.executor` on any backend.
+
+Vocabulary:
+
+* A *sequence* is a per-frame list of tensors, ``name[t]`` for t in 0..T-1. ``lr`` is the input
+  clip; every other sequence is written by a step.
+* A :class:`Step` runs one stage for each t of a range, in ascending (``forward``) or descending
+  (``backward``) order. Each stage input reads ``seq[t + offset]`` (:class:`Read`); a read outside
+  the clip, or of a frame the step's range did not write, falls back to the read's ``default``:
+  zeros (shaped by the sequence's :class:`TensorSpec`) or another read.
+* Each stage output is written to ``seq[t]``.
+
+All tensors are (1, C, h * scale, w * scale) with (h, w) the LR frame size.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Union
+
+import torch
+from torch import nn
+
+_READ_RE = re.compile(r"^(?P<seq>[A-Za-z_][A-Za-z0-9_]*)\[t(?P<off>[+-]\d+)?\]$")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A per-frame tensor: ``channels`` x (h * scale) x (w * scale), in ``dtype``."""
+
+    channels: int
+    scale: int = 1
+    dtype: str = "float32"
+
+    def shape(self, h: int, w: int) -> tuple[int, int, int, int]:
+        return (1, self.channels, h * self.scale, w * self.scale)
+
+
+@dataclass(frozen=True)
+class Read:
+    """``seq[t + offset]``, or ``default`` where that frame does not exist.
+
+    ``default`` is ``"zeros"``, another :class:`Read`, or ``None`` (a missing frame is an error).
+    """
+
+    seq: str
+    offset: int = 0
+    default: Union["Read", Literal["zeros"], None] = None
+
+    @classmethod
+    def parse(cls, text: str, default: Union["Read", str, None] = None) -> "Read":
+        """``Read.parse("hb[t+1]", default="zeros")``."""
+        m = _READ_RE.match(text.replace(" ", ""))
+        if not m:
+            raise ValueError(f"bad read {text!r}: write it as name[t], name[t+1] or name[t-2]")
+        if isinstance(default, str) and default != "zeros":
+            default = cls.parse(default)
+        return cls(m["seq"], int(m["off"] or 0), default)  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        off = f"{self.offset:+d}" if self.offset else ""
+        text = f"{self.seq}[t{off}]"
+        return f"{text} ?? {self.default}" if self.default is not None else text
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"seq": self.seq, "offset": self.offset}
+        if isinstance(self.default, Read):
+            d["default"] = self.default.to_json()
+        elif self.default is not None:
+            d["default"] = self.default
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Read":
+        default = d.get("default")
+        if isinstance(default, dict):
+            default = cls.from_json(default)
+        return cls(d["seq"], int(d.get("offset", 0)), default)
+
+
+@dataclass(frozen=True)
+class Step:
+    """Run ``stage`` for t = ``first`` .. T-1+``last`` (inclusive), in ``order``.
+
+    ``first`` >= 0 skips frames at the start, ``last`` <= 0 at the end (a flow between frame t and
+    t+1 has ``last = -1``).
+    """
+
+    stage: str
+    inputs: dict[str, Read]
+    outputs: dict[str, str]
+    order: Literal["forward", "backward"] = "forward"
+    first: int = 0
+    last: int = 0
+
+    def frames(self, num_frames: int) -> range:
+        lo, hi = self.first, num_frames - 1 + self.last
+        return range(lo, hi + 1) if self.order == "forward" else range(hi, lo - 1, -1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stage, "order": self.order, "first": self.first, "last": self.last,
+                "inputs": {k: r.to_json() for k, r in self.inputs.items()}, "outputs": dict(self.outputs)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Step":
+        return cls(stage=d["stage"], order=d["order"], first=d["first"], last=d["last"],
+                   inputs={k: Read.from_json(r) for k, r in d["inputs"].items()}, outputs=dict(d["outputs"]))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The whole schedule: ``steps`` in order, the ``tensors`` they pass, and the ``output``.
+
+    ``lr`` is always the input sequence; ``output`` names the sequence returned per frame.
+    """
+
+    steps: list[Step]
+    tensors: dict[str, TensorSpec]
+    output: str = "hr"
+
+    def __post_init__(self) -> None:
+        known = {"lr"}
+        for step in self.steps:
+            for name, read in step.inputs.items():
+                r: Any = read
+                while isinstance(r, Read):
+                    if r.seq not in self.tensors:
+                        raise ValueError(f"step {step.stage!r} input {name!r} reads {r.seq!r}, which has no TensorSpec")
+                    r = r.default
+            known.update(step.outputs.values())
+        if self.output not in known:
+            raise ValueError(f"plan output {self.output!r} is written by no step")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"output": self.output, "tensors": {k: asdict(v) for k, v in self.tensors.items()},
+                "steps": [s.to_json() for s in self.steps]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Plan":
+        return cls(steps=[Step.from_json(s) for s in d["steps"]], output=d["output"],
+                   tensors={k: TensorSpec(**v) for k, v in d["tensors"].items()})
+
+    def last_use(self) -> dict[str, int]:
+        """Index of the last step that reads each sequence (so an executor can free it after)."""
+        last: dict[str, int] = {}
+        for i, step in enumerate(self.steps):
+            for read in step.inputs.values():
+                r: Any = read
+                while isinstance(r, Read):
+                    last[r.seq] = i
+                    r = r.default
+        return last
+
+
+@dataclass
+class Stage:
+    """A stage: a module and the names of its inputs and outputs, in call order.
+
+    ``module(*inputs)`` returns one tensor or a tuple in ``outputs`` order. ``fp32`` lists the
+    inputs and outputs that must stay FP32 in an FP16 graph (flows, coordinates).
+    """
+
+    module: nn.Module
+    inputs: list[str]
+    outputs: list[str]
+    fp32: list[str] = field(default_factory=list)
+
+    def __call__(self, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.module(*(tensors[name] for name in self.inputs))
+        if isinstance(out, torch.Tensor):
+            out = (out,)
+        return dict(zip(self.outputs, out))
+
+
+@dataclass(frozen=True)
+class SizeConstraints:
+    """What LR frame sizes a network accepts: at least ``min_h`` x ``min_w``, multiples of ``multiple``.
+
+    The runtime pads frames (replicate) to meet them and crops the output back.
+    """
+
+    min_h: int = 1
+    min_w: int = 1
+    multiple: int = 1
+
+    def padded(self, h: int, w: int) -> tuple[int, int]:
+        ph = max(h, self.min_h)
+        pw = max(w, self.min_w)
+        m = self.multiple
+        return (ph + m - 1) // m * m, (pw + m - 1) // m * m
+
+    def check(self, h: int, w: int) -> None:
+        if (h, w) != self.padded(h, w):
+            raise ValueError(
+                f"frames of {h}x{w} do not fit this network: it needs at least {self.min_h}x{self.min_w} "
+                f"in multiples of {self.multiple}; pad them (vsr-run does this for you)")
