@@ -7,10 +7,10 @@ strictly.
 Stages (h, w: LR size):
 
 * ``flow(a, b)``: (1, 3, h, w) x2 -> flow (1, 2, h, w), warps frame ``b`` onto frame ``a``.
-* ``backward_step(x, flow, h)``: frame (1, 3, h, w), flow to the next frame, next state
-  (1, C, h, w) -> state (1, C, h, w).
-* ``forward_step(x, flow, h, hb)``: frame, flow to the previous frame, previous forward state,
-  backward state of this frame -> (forward state (1, C, h, w), output (1, 3, 4h, 4w)).
+* ``backward_step(x, flow, h_next)``: frame (1, 3, h, w), flow to the next frame, next state
+  (1, C, h, w) -> state ``h`` (1, C, h, w).
+* ``forward_step(x, flow, h_prev, hb)``: frame, flow to the previous frame, previous forward
+  state, backward state of this frame -> (forward state ``h`` (1, C, h, w), ``hr`` (1, 3, 4h, 4w)).
 
 Plan: ``flow_bwd[t] = flow(lr[t], lr[t+1])``, ``flow_fwd[t] = flow(lr[t], lr[t-1])``;
 t = T-1..0: ``hb[t] = backward_step(lr[t], flow_bwd[t], hb[t+1])``;
@@ -139,8 +139,9 @@ class BasicVSR(VSRNetwork):
     def stages(self) -> dict[str, Stage]:
         return {
             "flow": Stage(self.spynet, ["a", "b"], ["flow"], fp32=["flow"]),
-            "backward_step": Stage(self._parts["backward_step"], ["x", "flow", "h"], ["h"], fp32=["flow"]),
-            "forward_step": Stage(self._parts["forward_step"], ["x", "flow", "h", "hb"], ["h", "hr"], fp32=["flow"]),
+            "backward_step": Stage(self._parts["backward_step"], ["x", "flow", "h_next"], ["h"], fp32=["flow"]),
+            "forward_step": Stage(self._parts["forward_step"], ["x", "flow", "h_prev", "hb"], ["h", "hr"],
+                                  fp32=["flow"]),
         }
 
     def plan(self) -> Plan:
@@ -152,10 +153,10 @@ class BasicVSR(VSRNetwork):
                 Step("flow", {"a": Read("lr"), "b": Read("lr", 1)}, {"flow": "flow_bwd"}, last=-1),
                 Step("flow", {"a": Read("lr"), "b": Read("lr", -1)}, {"flow": "flow_fwd"}, first=1),
                 Step("backward_step",
-                     {"x": Read("lr"), "flow": Read("flow_bwd", 0, "zeros"), "h": Read("hb", 1, "zeros")},
+                     {"x": Read("lr"), "flow": Read("flow_bwd", 0, "zeros"), "h_next": Read("hb", 1, "zeros")},
                      {"h": "hb"}, order="backward"),
                 Step("forward_step",
-                     {"x": Read("lr"), "flow": Read("flow_fwd", 0, "zeros"), "h": Read("hf", -1, "zeros"),
+                     {"x": Read("lr"), "flow": Read("flow_fwd", 0, "zeros"), "h_prev": Read("hf", -1, "zeros"),
                       "hb": Read("hb")},
                      {"h": "hf", "hr": "hr"}),
             ],

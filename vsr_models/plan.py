@@ -169,6 +169,11 @@ class Stage:
     outputs: list[str]
     fp32: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        shared = set(self.inputs) & set(self.outputs)
+        if shared:
+            raise ValueError(f"stage input and output names must differ (ONNX graphs need it): {sorted(shared)}")
+
     def __call__(self, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.module(*(tensors[name] for name in self.inputs))
         if isinstance(out, torch.Tensor):

@@ -20,9 +20,16 @@ def _basicvsr(**kw: Any) -> VSRNetwork:
     return BasicVSR(**kw)
 
 
+def _iart(**kw: Any) -> VSRNetwork:
+    from .iart import IART
+
+    return IART(**kw)
+
+
 #: Architecture builders; each default configuration is the official released one.
 ARCHITECTURES: dict[str, Callable[..., VSRNetwork]] = {
     "basicvsr": _basicvsr,
+    "iart": _iart,
 }
 
 

@@ -1,0 +1,1 @@
+"""Engines: ONNX Runtime sessions and TensorRT engines built from model packages."""

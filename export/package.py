@@ -1,0 +1,240 @@
+"""Model packages: a directory with ``manifest.json`` and one ONNX graph per stage.
+
+Layout::
+
+    PKG/
+      manifest.json      model, scale, size constraints, stages (I/O names, dtypes, shapes),
+                         the plan, provenance (checkpoint sha256, opset, versions)
+      fp32/<stage>.onnx  one graph per stage
+      fp16/<stage>.onnx  optional, written by ``vsr-export --precision fp16``
+
+Every graph is exported with ``torch.onnx.export(dynamo=True)`` at opset 19 with dynamic height
+and width, optimised (constants folded) by the exporter, and validated by the ONNX checker.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import onnx
+import torch
+
+from vsr_models.base import VSRNetwork
+from vsr_models.plan import Plan, SizeConstraints, Stage, TensorSpec
+
+OPSET = 19
+FORMAT = "vsr-package"
+FORMAT_VERSION = 1
+#: ONNX GridSample mode names TensorRT's parser reads correctly (opset 20 renamed them).
+GRID_SAMPLE_MODES = {b"bilinear", b"nearest", b"bicubic"}
+
+
+class PackageError(ValueError):
+    """A model package that is missing, incomplete or of another format version."""
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def stage_io_specs(plan: Plan, stage_name: str, stage: Stage) -> tuple[dict[str, TensorSpec], dict[str, TensorSpec]]:
+    """The TensorSpec of every input and output of a stage, read off the plan's steps."""
+    ins: dict[str, TensorSpec] = {}
+    outs: dict[str, TensorSpec] = {}
+    for step in plan.steps:
+        if step.stage != stage_name:
+            continue
+        for name, read in step.inputs.items():
+            ins.setdefault(name, plan.tensors[read.seq])
+        for name, seq in step.outputs.items():
+            outs.setdefault(name, plan.tensors[seq])
+    missing = [n for n in stage.inputs if n not in ins] + [n for n in stage.outputs if n not in outs]
+    if missing:
+        raise ValueError(f"stage {stage_name!r}: the plan never feeds or writes {missing}")
+    return {n: ins[n] for n in stage.inputs}, {n: outs[n] for n in stage.outputs}
+
+
+def example_size(constraints: SizeConstraints) -> tuple[int, int]:
+    """A non-square LR size to trace with, clear of 0/1 specialisation and of the minimum."""
+    return constraints.padded(max(constraints.min_h, 64), max(constraints.min_w, 64) + 32)
+
+
+def _dim_expr(scale: int, axis: str) -> str:
+    return axis if scale == 1 else f"{scale}*{axis}"
+
+
+def export_stage(stage: Stage, ins: dict[str, TensorSpec], outs: dict[str, TensorSpec],
+                 constraints: SizeConstraints, path: Path) -> dict[str, Any]:
+    """Export one stage to ``path`` (opset 19, dynamic h and w); returns its manifest entry."""
+    h0, w0 = example_size(constraints)
+    hd = torch.export.Dim("h", min=constraints.min_h, max=8192)
+    wd = torch.export.Dim("w", min=constraints.min_w, max=8192)
+    args = tuple(torch.rand(spec.shape(h0, w0)) for spec in ins.values())
+    dynamic = tuple({2: hd * spec.scale if spec.scale != 1 else hd,
+                     3: wd * spec.scale if spec.scale != 1 else wd} for spec in ins.values())
+    with warnings.catch_warnings(), torch.no_grad(), _quiet_torch_logs():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            stage.module.eval(), args, input_names=list(ins), output_names=list(outs),
+            opset_version=OPSET, dynamo=True, dynamic_shapes=dynamic, optimize=True, verbose=False,
+        )
+    program.save(str(path))
+    model = onnx.load(str(path))
+    validate_graph(model, str(path))
+
+    def entry(name: str, spec: TensorSpec) -> dict[str, Any]:
+        return {"name": name, "dtype": spec.dtype,
+                "shape": [1, spec.channels, _dim_expr(spec.scale, "h"), _dim_expr(spec.scale, "w")]}
+
+    return {"file": str(path.relative_to(path.parent.parent)),
+            "inputs": [entry(n, s) for n, s in ins.items()],
+            "outputs": [entry(n, s) for n, s in outs.items()],
+            "fp32": list(stage.fp32)}
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    """Silence the exporter's chatter (torchvision not installed, sympy retries) during export."""
+    names = ["torch.onnx", "torch.utils._sympy", "torch.fx.experimental.symbolic_shapes", "torch.export"]
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def validate_graph(model: onnx.ModelProto, what: str) -> None:
+    """ONNX checker, opset 19 in the default domain, and GridSample modes TensorRT reads right."""
+    onnx.checker.check_model(model, full_check=True)
+    opsets = {o.domain: o.version for o in model.opset_import}
+    if opsets.get("", opsets.get("ai.onnx")) != OPSET:
+        raise PackageError(f"{what}: default-domain opset is {opsets}, expected {OPSET}")
+    for node in model.graph.node:
+        if node.op_type == "GridSample":
+            mode = next((a.s for a in node.attribute if a.name == "mode"), b"bilinear")
+            if mode not in GRID_SAMPLE_MODES:
+                raise PackageError(f"{what}: GridSample {node.name} has mode {mode!r}, which TensorRT would "
+                                   "silently read as nearest; export at opset 19")
+
+
+def export_package(model: VSRNetwork, out_dir: str | Path, *, weights: str | None = None,
+                   checkpoints: list[Path] | None = None, overwrite: bool = False,
+                   config: dict[str, Any] | None = None) -> "Package":
+    """Export every stage of ``model`` and write the manifest into ``out_dir``.
+
+    The package is written into a temporary directory beside ``out_dir`` and renamed at the end,
+    so an interrupted export leaves nothing behind. ``weights`` (a zoo name) and ``checkpoints``
+    (files loaded into the model) are recorded with their sha256 as provenance.
+    """
+    from vsr_models.checkpoint import sha256sum
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise PackageError(f"{out_dir} exists; choose another -o or pass --overwrite")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    plan = model.plan()
+    stages = model.stages()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        (tmp / "fp32").mkdir()
+        entries = {}
+        for name, stage in stages.items():
+            ins, outs = stage_io_specs(plan, name, stage)
+            entries[name] = export_stage(stage, ins, outs, model.constraints, tmp / "fp32" / f"{name}.onnx")
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "model": model.name, "weights": weights, "config": config or {},
+            "scale": model.scale,
+            "constraints": asdict(model.constraints),
+            "opset": OPSET,
+            "precisions": {"fp32": {n: e["file"] for n, e in entries.items()}},
+            "stages": entries,
+            "plan": plan.to_json(),
+            "provenance": {
+                "checkpoints": [{"file": Path(c).name, "path": str(Path(c).resolve()), "sha256": sha256sum(c)}
+                                for c in (checkpoints or [])],
+                "vsr": _version("vsr"), "torch": torch.__version__, "onnx": onnx.__version__,
+                "exporter": "torch.onnx.export(dynamo=True, optimize=True)",
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            },
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a package is an ordinary folder
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Package.open(out_dir)
+
+
+@dataclass
+class Package:
+    """A model package on disk, opened read-only."""
+
+    root: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, root: str | Path) -> "Package":
+        root = Path(root)
+        path = root / "manifest.json"
+        if not path.is_file():
+            raise PackageError(f"{root} is not a model package (no manifest.json); make one with vsr-export")
+        try:
+            manifest = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise PackageError(f"{path} is not valid JSON ({exc}); export the package again") from exc
+        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+            raise PackageError(f"{root} has format {manifest.get('format')!r} v{manifest.get('format_version')}, "
+                               f"this tool reads {FORMAT!r} v{FORMAT_VERSION}; export the package again")
+        return cls(root, manifest)
+
+    @property
+    def plan(self) -> Plan:
+        return Plan.from_json(self.manifest["plan"])
+
+    @property
+    def scale(self) -> int:
+        return int(self.manifest["scale"])
+
+    @property
+    def constraints(self) -> SizeConstraints:
+        return SizeConstraints(**self.manifest["constraints"])
+
+    @property
+    def precisions(self) -> list[str]:
+        return list(self.manifest["precisions"])
+
+    def stage_file(self, stage: str, precision: str = "fp32") -> Path:
+        files = self.manifest["precisions"].get(precision)
+        if files is None:
+            raise PackageError(f"{self.root} has no {precision} graphs (it has {self.precisions}); "
+                               f"run vsr-export with --precision {precision}")
+        path = self.root / files[stage]
+        if not path.is_file():
+            raise PackageError(f"{path} is missing; export the package again")
+        return path
+
+    def stage_names(self) -> list[str]:
+        return list(self.manifest["stages"])

@@ -1,0 +1,79 @@
+"""Resolve what the user names (a package folder or a zoo name) into packages, networks, backends."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from export.package import Package, PackageError, export_package
+from vsr_models import WEIGHTS, create_model, load_checkpoint, pretrained
+from vsr_models.base import VSRNetwork
+from vsr_models.checkpoint import CheckpointError, sha256sum
+
+from .executor import Backend
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+
+
+def cache_dir() -> Path:
+    """Where exported packages and engines are cached: ``$VSR_CACHE_DIR`` or ``~/.cache/vsr``."""
+    if "VSR_CACHE_DIR" in os.environ:
+        return Path(os.environ["VSR_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vsr"
+
+
+def resolve_package(model: str, log=print) -> Package:
+    """A package folder as given, or the cached export of a zoo name (exported on first use)."""
+    path = Path(model)
+    if path.is_dir():
+        return Package.open(path)
+    if model in WEIGHTS:
+        entry = WEIGHTS[model]
+        target = cache_dir() / "packages" / f"{model}-{entry.sha256[:12]}"
+        if (target / "manifest.json").is_file():
+            return Package.open(target)
+        log(f"exporting {model} to {target} (first use; later runs reuse it) ...")
+        return export_package(pretrained(model), target, weights=model, checkpoints=[entry.path()])
+    if path.exists():
+        raise PackageError(f"{model} is not a model package folder; make one with vsr-export")
+    raise PackageError(f"--model {model!r} is neither a package folder nor a known model; "
+                       f"known: {', '.join(sorted(WEIGHTS))}")
+
+
+def torch_model(package: Package) -> VSRNetwork:
+    """The PyTorch network a package was exported from, with the same weights (sha256 checked)."""
+    manifest = package.manifest
+    if manifest.get("weights") in WEIGHTS:
+        return pretrained(manifest["weights"])
+    model = create_model(manifest["model"], **manifest.get("config", {}))
+    for ckpt in manifest["provenance"].get("checkpoints", []):
+        path = Path(ckpt["path"])
+        if not path.is_file():
+            raise CheckpointError(f"the PyTorch backend needs {path}, the checkpoint this package was exported "
+                                  "from; it is gone: export again or use --backend onnxruntime")
+        if sha256sum(path) != ckpt["sha256"]:
+            raise CheckpointError(f"{path} changed since the package was exported (sha256 differs)")
+        load_checkpoint(model, path)
+    return model
+
+
+def make_backend(kind: str, package: Package, device: str = "cpu", precision: str = "fp32",
+                 threads: int = 0) -> Backend:
+    """Build a backend. ``auto`` picks the fastest available on ``device``: TensorRT engines,
+    then ONNX Runtime (CUDA provider on a GPU, else the CPU)."""
+    if kind not in BACKENDS:
+        raise ValueError(f"unknown backend {kind!r}; choose from {', '.join(BACKENDS)}")
+    if kind == "auto":
+        kind = "onnxruntime"
+    if kind == "torch":
+        from .backends import TorchBackend
+
+        dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
+        return TorchBackend(torch_model(package), device=device, dtype=dtype)
+    if kind == "onnxruntime":
+        from .backends import OrtBackend
+
+        return OrtBackend(package, device=device, precision=precision, threads=threads)
+    raise RuntimeError("the TensorRT backend is not available in this build; use --backend onnxruntime")

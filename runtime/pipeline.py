@@ -1,0 +1,165 @@
+"""Upscale a stream of frames: chunks with overlap in time, tiles with overlap in space.
+
+Bidirectional networks need the future, so frames are processed in windows of
+``chunk + 2 * overlap`` frames; only the middle ``chunk`` outputs of each window are kept (the
+first window keeps its start, the last its end). Memory is bounded by the window, not the video.
+Frames larger than ``tile`` (LR pixels) are cut into tiles with ``tile_overlap`` pixels of
+context on each side; each tile runs the whole plan over the window and only its core is kept.
+Frames are padded (edge replication) to the network's size constraints and cropped back.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from vsr_models.plan import Plan, SizeConstraints
+
+from .executor import Backend, run_plan
+
+#: Default chunk and overlap, chosen from the chunked-vs-whole-clip measurement in the README.
+DEFAULT_CHUNK = 20
+DEFAULT_OVERLAP = 6
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile: the region run through the network (``y0:y1, x0:x1``, LR) and the core kept."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    core_y0: int
+    core_y1: int
+    core_x0: int
+    core_x1: int
+
+
+def plan_tiles(h: int, w: int, tile: int | None, overlap: int) -> list[Tile]:
+    """Cover an h x w frame with tiles of at most ``tile`` core pixels and ``overlap`` context."""
+    if not tile or (h <= tile and w <= tile):
+        return [Tile(0, h, 0, w, 0, h, 0, w)]
+    if tile <= 0 or overlap < 0:
+        raise ValueError("tile must be positive and tile overlap non-negative")
+
+    def spans(n: int) -> list[tuple[int, int]]:
+        count = -(-n // tile)
+        edges = [round(i * n / count) for i in range(count + 1)]
+        return list(zip(edges[:-1], edges[1:]))
+
+    tiles = []
+    for cy0, cy1 in spans(h):
+        for cx0, cx1 in spans(w):
+            tiles.append(Tile(max(cy0 - overlap, 0), min(cy1 + overlap, h), max(cx0 - overlap, 0),
+                              min(cx1 + overlap, w), cy0, cy1, cx0, cx1))
+    return tiles
+
+
+def pad_to(frames: np.ndarray, constraints: SizeConstraints) -> np.ndarray:
+    """Pad (T, 3, h, w) frames at the bottom and right by edge replication to fit ``constraints``."""
+    h, w = frames.shape[-2:]
+    ph, pw = constraints.padded(h, w)
+    if (ph, pw) == (h, w):
+        return frames
+    return np.pad(frames, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode="edge")
+
+
+class Upscaler:
+    """Runs a plan over windows and tiles of a frame stream.
+
+    Args:
+        backend: where the stages run.
+        plan: the network's plan.
+        scale: spatial scale of the output.
+        constraints: LR size constraints (frames are padded to meet them).
+        chunk: output frames per window (``None``: the whole clip in one window).
+        overlap: extra frames of context on each side of a window.
+        tile: maximum tile size in LR pixels (``None``: whole frames).
+        tile_overlap: LR pixels of context around each tile.
+    """
+
+    def __init__(self, backend: Backend, plan: Plan, scale: int, constraints: SizeConstraints, *,
+                 chunk: int | None = DEFAULT_CHUNK, overlap: int = DEFAULT_OVERLAP,
+                 tile: int | None = None, tile_overlap: int = 16) -> None:
+        if chunk is not None and chunk < 1:
+            raise ValueError("chunk must be at least 1 frame")
+        if overlap < 0:
+            raise ValueError("overlap must be >= 0")
+        self.backend, self.plan, self.scale, self.constraints = backend, plan, scale, constraints
+        self.chunk, self.overlap, self.tile, self.tile_overlap = chunk, overlap, tile, tile_overlap
+
+    def run_window(self, lr: np.ndarray, keep: range, emit: Callable[[int, np.ndarray], None],
+                   on_step: Callable[[str], None] | None = None) -> None:
+        """Upscale (T, 3, h, w) ``lr``; ``emit(t, (3, s*h, s*w))`` for each t in ``keep``, in order."""
+        t_count, _, h, w = lr.shape
+        s = self.scale
+        tiles = plan_tiles(h, w, self.tile, self.tile_overlap)
+        out = np.empty((len(keep), 3, h * s, w * s), dtype=np.float32) if len(tiles) > 1 else None
+        for tile in tiles:
+            region = pad_to(lr[:, :, tile.y0:tile.y1, tile.x0:tile.x1], self.constraints)
+            th, tw = tile.y1 - tile.y0, tile.x1 - tile.x0
+            oy, ox = (tile.core_y0 - tile.y0) * s, (tile.core_x0 - tile.x0) * s
+            ch, cw = (tile.core_y1 - tile.core_y0) * s, (tile.core_x1 - tile.core_x0) * s
+            pending: dict[int, np.ndarray] = {}
+            next_t = keep.start
+
+            def take(t: int, handle: object) -> None:
+                nonlocal next_t
+                if t not in keep:
+                    return
+                hr = self.backend.download(handle)[0, :, :th * s, :tw * s]
+                if out is not None:
+                    out[t - keep.start, :, tile.core_y0 * s:tile.core_y0 * s + ch,
+                        tile.core_x0 * s:tile.core_x0 * s + cw] = hr[:, oy:oy + ch, ox:ox + cw]
+                    return
+                pending[t] = hr
+                while next_t in pending:  # outputs may arrive out of order; emit in order
+                    emit(next_t, pending.pop(next_t))
+                    next_t += 1
+
+            frames = [self.backend.upload(region[i:i + 1]) for i in range(t_count)]
+            run_plan(self.plan, self.backend, frames, on_output=take, on_step=on_step)
+            if out is None and pending:
+                raise RuntimeError(f"plan produced frames {sorted(pending)} out of order with a gap")
+        if out is not None:
+            for i, t in enumerate(keep):
+                emit(t, out[i])
+
+    def stream(self, frames: Iterable[np.ndarray],
+               on_step: Callable[[str], None] | None = None) -> Iterator[np.ndarray]:
+        """Upscale an iterable of (3, h, w) float32 frames, yielding (3, s*h, s*w) frames in order.
+
+        Frames are read ahead only as far as the current window needs.
+        """
+        it = iter(frames)
+        buffer: dict[int, np.ndarray] = {}
+        read = 0
+        exhausted = False
+        start = 0
+        while True:
+            want = None if self.chunk is None else start + self.chunk + self.overlap
+            while not exhausted and (want is None or read < want):
+                try:
+                    frame = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                if buffer and frame.shape != next(iter(buffer.values())).shape:
+                    raise ValueError(f"frame {read} is {frame.shape[1]}x{frame.shape[2]}, earlier frames "
+                                     f"{next(iter(buffer.values())).shape[1:]}: all frames must have one size")
+                buffer[read] = frame
+                read += 1
+            if start >= read:
+                return
+            stop = read if self.chunk is None else min(start + self.chunk, read)
+            lo = max(start - self.overlap, 0)
+            hi = read if self.chunk is None else min(stop + self.overlap, read)
+            window = np.stack([buffer[i] for i in range(lo, hi)])
+            results: list[np.ndarray] = []
+            self.run_window(window, range(start - lo, stop - lo), lambda _t, f: results.append(f), on_step)
+            yield from results
+            start = stop
+            for i in [k for k in buffer if k < start - self.overlap]:
+                del buffer[i]

@@ -1,0 +1,56 @@
+"""Shared fixtures: real frames from the installed sample clips, the BasicVSR weights, one exported package."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.samples import downscale, sample_clip
+from runtime.video import read_frames
+
+
+def has_cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def clip_frames(name: str = "bikes.mp4", count: int = 8, start: int = 0) -> np.ndarray:
+    """(T, 3, H, W) float32 RGB frames of an installed sample clip."""
+    frames = []
+    for frame in read_frames(sample_clip(name)):
+        if frame.index < start:
+            continue
+        if len(frames) == count:
+            break
+        frames.append(frame.rgb.transpose(2, 0, 1))
+    return np.ascontiguousarray(np.stack(frames))
+
+
+def lr_clip(count: int, h: int, w: int, name: str = "bikes.mp4", y0: int = 64, x0: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    """(LR, HR) pair: an HR crop of a real clip (4h x 4w at y0, x0) and its x4 bicubic downscale."""
+    hr = clip_frames(name, count)[:, :, y0:y0 + 4 * h, x0:x0 + 4 * w]
+    assert hr.shape[-2:] == (4 * h, 4 * w), "crop outside the clip"
+    return downscale(hr, 4), hr
+
+
+@pytest.fixture(scope="session")
+def basicvsr():
+    from vsr_models import pretrained
+
+    return pretrained("basicvsr")
+
+
+@pytest.fixture(scope="session")
+def basicvsr_package(tmp_path_factory, basicvsr):
+    """The REDS4 BasicVSR exported once per test session."""
+    from export.package import export_package
+    from vsr_models import WEIGHTS
+
+    out = tmp_path_factory.mktemp("packages") / "basicvsr"
+    return export_package(basicvsr, out, weights="basicvsr", checkpoints=[WEIGHTS["basicvsr"].path()])
+
+
+@pytest.fixture(scope="session")
+def sample_video() -> Path:
+    return sample_clip("bikes.mp4")

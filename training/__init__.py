@@ -1,0 +1,1 @@
+"""Training and fine-tuning in PyTorch (not implemented yet; see README)."""
