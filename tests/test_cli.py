@@ -1,0 +1,135 @@
+"""The command-line tools end to end, as a user runs them, including bad input."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from export.cli import main as export_main
+from runtime.cli import bench_main, parity_main, run_main
+from runtime.video import probe, read_frames
+
+
+def _short_clip(src: Path, out: Path, frames: int = 4, crop=(0, 0, 128, 96)) -> Path:
+    """A few real frames of ``src`` re-encoded losslessly, cropped to keep the test quick."""
+    x0, y0, w, h = crop
+    with av.open(str(src)) as inp, av.open(str(out), "w") as outc:
+        stream = outc.add_stream("libx264", rate=25, options={"qp": "0"})
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i, frame in enumerate(inp.decode(video=0)):
+            if i == frames:
+                break
+            rgb = frame.to_ndarray(format="rgb24")[y0:y0 + h, x0:x0 + w]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+                outc.mux(packet)
+        for packet in stream.encode():
+            outc.mux(packet)
+    return out
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory, sample_video) -> Path:
+    return _short_clip(sample_video, tmp_path_factory.mktemp("clips") / "short.mp4", crop=(200, 60, 48, 40))
+
+
+def _ok(result) -> None:
+    assert result.exit_code == 0, result.output + repr(result.exception)
+
+
+def test_run_upscales_a_video_with_onnxruntime(tmp_path, short_clip, basicvsr_package):
+    out = tmp_path / "up.mp4"
+    result = CliRunner().invoke(run_main, [str(short_clip), "-o", str(out), "--model", str(basicvsr_package.root),
+                                           "--backend", "onnxruntime", "--crf", "0"])
+    _ok(result)
+    assert re.search(r"wrote .*up\.mp4: 4 frames, 192x160, [\d.]+ frames/s", result.output)
+    info, src = probe(out), probe(short_clip)
+    assert (info.width, info.height, info.num_frames) == (192, 160, 4)
+    assert info.fps == src.fps
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_run_writes_png_frames_and_torch_backend_agrees(tmp_path, short_clip, basicvsr_package):
+    outs = {}
+    for backend in ("onnxruntime", "torch"):
+        out = tmp_path / backend
+        _ok(CliRunner().invoke(run_main, [str(short_clip), "-o", str(out), "--model", str(basicvsr_package.root),
+                                          "--backend", backend]))
+        outs[backend] = np.stack([f.rgb for f in read_frames(out)])
+    assert outs["torch"].shape == (4, 160, 192, 3)
+    # both are quantised to 8 bits: at most one level apart
+    assert np.abs(outs["torch"] - outs["onnxruntime"]).max() <= 1 / 255 + 1e-6
+
+
+def test_run_refuses_to_overwrite_and_leaves_no_partial_file(tmp_path, short_clip, basicvsr_package):
+    out = tmp_path / "exists.mp4"
+    out.write_bytes(b"user data")
+    result = CliRunner().invoke(run_main, [str(short_clip), "-o", str(out), "--model", str(basicvsr_package.root)])
+    assert result.exit_code != 0 and "--overwrite" in result.output
+    assert out.read_bytes() == b"user data"
+
+
+@pytest.mark.parametrize("case", ["missing", "not_video", "bad_dir"])
+def test_run_bad_input_is_a_clear_error(tmp_path, short_clip, basicvsr_package, case):
+    src, out = short_clip, tmp_path / "o.mp4"
+    if case == "missing":
+        src = tmp_path / "nope.mp4"
+    elif case == "not_video":
+        src = tmp_path / "text.mp4"
+        src.write_text("this is not a video\n")
+    else:
+        blocker = tmp_path / "file.txt"
+        blocker.write_text("x")
+        out = blocker / "o.mp4"
+    result = CliRunner().invoke(run_main, [str(src), "-o", str(out), "--model", str(basicvsr_package.root)])
+    assert result.exit_code != 0
+    assert "Error:" in result.output and "Traceback" not in result.output
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        {"missing": [], "not_video": ["text.mp4"], "bad_dir": ["file.txt"]}[case])
+
+
+def test_run_unknown_model_names_the_known_ones(tmp_path, short_clip):
+    result = CliRunner().invoke(run_main, [str(short_clip), "-o", str(tmp_path / "o.mp4"), "--model", "nosuch"])
+    assert result.exit_code != 0 and "basicvsr" in result.output
+
+
+def test_parity_passes_on_the_exported_package(basicvsr_package):
+    result = CliRunner().invoke(parity_main, [str(basicvsr_package.root), "--frames", "4", "--crop", "36x40"])
+    _ok(result)
+    worst = float(re.search(r"max abs error ([\d.e+-]+)", result.output).group(1))
+    assert worst <= 1e-4 and "parity OK" in result.output
+
+
+def test_bench_prints_ratios(basicvsr_package):
+    result = CliRunner().invoke(bench_main, ["--model", str(basicvsr_package.root), "--size", "36x48",
+                                             "--frames", "3"])
+    _ok(result)
+    assert "speed-up vs torch:fp32" in result.output and "flow" in result.output
+
+
+def test_export_refuses_existing_output_and_unknown_model(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    result = CliRunner().invoke(export_main, ["basicvsr", "-o", str(tmp_path / "pkg")])
+    assert result.exit_code != 0 and "--overwrite" in result.output
+    result = CliRunner().invoke(export_main, ["nosuch", "-o", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "known:" in result.output
+
+
+def test_demo_upscales_the_sample_clip_and_beats_bicubic(tmp_path, monkeypatch, basicvsr_package):
+    """The README's first command, on 3 frames, with the zoo name resolved through the cache."""
+    import shutil
+
+    from runtime.models import cache_dir
+    from vsr_models import WEIGHTS
+
+    monkeypatch.setenv("VSR_CACHE_DIR", str(tmp_path / "cache"))
+    shutil.copytree(basicvsr_package.root, cache_dir() / "packages" / f"basicvsr-{WEIGHTS['basicvsr'].sha256[:12]}")
+    out = tmp_path / "demo.mp4"
+    result = CliRunner().invoke(run_main, ["--demo", "-o", str(out), "--frames", "3"])
+    _ok(result)
+    gain = float(re.search(r"gain ([+-][\d.]+) dB", result.output).group(1))
+    assert gain >= 3.0 and probe(out).num_frames == 3
