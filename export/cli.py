@@ -19,11 +19,17 @@ from .package import PackageError, export_package
 @click.option("--key", default=None, help="Entry of a BasicSR checkpoint to load: params (default) or params_ema.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Package folder to write.")
 @click.option("--overwrite", is_flag=True, help="Replace the package folder if it exists.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16 also writes fp16/ graphs (FP16 with coordinates, flows and states kept FP32); "
+                   "fp32 graphs are always written.")
+@click.option("--check-tensorrt", is_flag=True,
+              help="Check every graph written against TensorRT's ONNX parser (statically, no TensorRT "
+                   "needed), print the report, and exit non-zero if any node is unsupported.")
 @click.option("--random-weights", is_flag=True,
               help="Export with random weights (for testing the toolchain on a network whose weights "
                    "are not installed).")
 def main(model: str, checkpoints: tuple[Path, ...], key: str | None, output: Path, overwrite: bool,
-         random_weights: bool) -> None:
+         precision: str, check_tensorrt: bool, random_weights: bool) -> None:
     """Export MODEL (a zoo name: an architecture or installed weights) to a package at -o.
 
     \b
@@ -57,10 +63,29 @@ def main(model: str, checkpoints: tuple[Path, ...], key: str | None, output: Pat
         click.echo(f"exporting {model} ({len(net.stages())} stages) to {output} ...", err=True)
         package = export_package(net, output, weights=weights, checkpoints=list(checkpoints),
                                  overwrite=overwrite)
+        if precision == "fp16":
+            from .fp16 import add_fp16
+
+            package = add_fp16(package.root)
     except (PackageError, CheckpointError, FileNotFoundError, KeyError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     stages = ", ".join(package.stage_names())
-    click.echo(f"wrote {output}: stages {stages}; opset {package.manifest['opset']}")
+    click.echo(f"wrote {output}: stages {stages}; opset {package.manifest['opset']}; "
+               f"precisions {', '.join(package.precisions)}")
+    if precision == "fp16":
+        kept = package.manifest["precision_notes"]["fp16"]["fp32_nodes"]
+        click.echo("fp16: nodes kept in FP32 (coordinates, GridSample, ...; reasons in manifest.json "
+                   "precision_notes): " + ", ".join(f"{stage} {len(nodes)}" for stage, nodes in kept.items()))
+    if check_tensorrt:
+        from .trt_check import check_package
+
+        reports = check_package(package.root)
+        for report in reports:
+            click.echo(report.format())
+        failed = [r.graph for r in reports if not r.ok]
+        if failed:
+            raise click.ClickException(f"TensorRT check FAILED for {', '.join(failed)} (the package is written)")
+        click.echo("TensorRT check OK: every node of every graph is supported by TensorRT >= 10.1's ONNX parser")
 
 
 main.help = (main.help or "").format(archs=", ".join(sorted(ARCHITECTURES)), weights=", ".join(sorted(WEIGHTS)))

@@ -188,6 +188,45 @@ def export_package(model: VSRNetwork, out_dir: str | Path, *, weights: str | Non
     return Package.open(out_dir)
 
 
+def add_precision(root: str | Path, precision: str, graphs: dict[str, onnx.ModelProto],
+                  note: dict[str, Any] | None = None) -> "Package":
+    """Write ``<precision>/<stage>.onnx`` for every stage into an existing package and list them in
+    ``manifest["precisions"][precision]`` (replacing graphs of that precision if present).
+
+    ``graphs`` must cover every stage. The graphs' inputs and outputs must be those of the FP32
+    graphs (names and dtypes), since the manifest describes one I/O per stage. ``note`` (e.g. the
+    FP16 policy's blocked nodes) is recorded under ``manifest["precision_notes"][precision]``.
+    The manifest is replaced atomically after all graphs are written.
+    """
+    package = Package.open(root)
+    if precision == "fp32":
+        raise PackageError("fp32 graphs are written by export_package; add other precisions here")
+    missing = set(package.stage_names()) - set(graphs)
+    if missing:
+        raise PackageError(f"add_precision({precision!r}) lacks graphs for stages {sorted(missing)}")
+    folder = package.root / precision
+    folder.mkdir(exist_ok=True)
+    files = {}
+    for name in package.stage_names():
+        graph = graphs[name]
+        reference = onnx.load(str(package.stage_file(name, "fp32")), load_external_data=False)
+        io = [(v.name, v.type.tensor_type.elem_type) for v in [*graph.graph.input, *graph.graph.output]]
+        ref_io = [(v.name, v.type.tensor_type.elem_type) for v in [*reference.graph.input, *reference.graph.output]]
+        if io != ref_io:
+            raise PackageError(f"{precision} graph of {name!r} has inputs/outputs {io}, the fp32 graph {ref_io}")
+        path = folder / f"{name}.onnx"
+        onnx.save(graph, str(path))
+        files[name] = str(path.relative_to(package.root))
+    manifest = dict(package.manifest)
+    manifest["precisions"] = {**manifest["precisions"], precision: files}
+    if note is not None:
+        manifest["precision_notes"] = {**manifest.get("precision_notes", {}), precision: note}
+    tmp = package.root / ".manifest.json.partial"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, package.root / "manifest.json")
+    return Package.open(package.root)
+
+
 @dataclass
 class Package:
     """A model package on disk, opened read-only."""

@@ -21,7 +21,10 @@ class TorchBackend:
     Args:
         model: the network (its stages are taken from ``model.stages()``).
         device: torch device string.
-        dtype: ``torch.float32`` or ``torch.float16``; inputs a stage marks FP32 (flows) stay FP32.
+        dtype: ``torch.float32`` or ``torch.float16``. Inputs and outputs a stage marks FP32 (flows)
+            are passed as FP32, and warping samples in FP32; the layers themselves run in ``dtype``
+            (``model.half()``, what PyTorch users do today), so torch FP16 is a speed baseline, less
+            faithful than the FP16 graphs, whose coordinate math stays FP32 throughout.
     """
 
     def __init__(self, model: VSRNetwork, device: str = "cpu", dtype: torch.dtype = torch.float32) -> None:
@@ -47,7 +50,8 @@ class TorchBackend:
         spec = self.stages[stage]
         feeds = {k: (v.float() if k in spec.fp32 else v.to(self.dtype)) for k, v in inputs.items()}
         with torch.inference_mode():
-            return spec(**feeds)
+            outputs = spec(**feeds)
+        return {k: (v.float() if k in spec.fp32 else v) for k, v in outputs.items()}
 
 
 def ort_providers(device: str) -> list[Any]:

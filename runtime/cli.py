@@ -25,7 +25,12 @@ from .pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP, Upscaler, pad_to
 from .samples import downscale, psnr, sample_clip, upscale_bicubic
 from .video import InputError, OutputError, VideoWriter, probe, read_frames
 
-console = Console(stderr=True)
+
+
+def say(message: str) -> None:
+    """A status line on stderr (never wrapped, so it can be parsed)."""
+    click.echo(message, err=True)
+
 USER_ERRORS = (InputError, OutputError, PackageError, CheckpointError, FileNotFoundError, ValueError, RuntimeError)
 
 
@@ -88,8 +93,8 @@ def run_main(input_path: Path | None, output: Path | None, model: str, backend: 
         rate = info.fps
         if rate is None:
             rate = Fraction(fps or 25).limit_denominator(1001)
-            console.print(f"{input_path} has no frame rate; writing {float(rate):g} frames/s (set it with --fps)")
-        package = resolve_package(model, log=console.print)
+            say(f"{input_path} has no frame rate; writing {float(rate):g} frames/s (set it with --fps)")
+        package = resolve_package(model, log=say)
         be = make_backend(backend, package, device, precision, threads)
         upscaler = Upscaler(be, package.plan, package.scale, package.constraints, chunk=chunk, overlap=overlap,
                             tile=tile, tile_overlap=tile_overlap)
@@ -115,7 +120,7 @@ def run_main(input_path: Path | None, output: Path | None, model: str, backend: 
                 count += 1
                 bar.update(1)
         elapsed = time.perf_counter() - start
-        console.print(f"wrote {output}: {count} frames, {info.width * s}x{info.height * s}, "
+        say(f"wrote {output}: {count} frames, {info.width * s}x{info.height * s}, "
                       f"{count / elapsed:.2f} frames/s with {be.name} on {device}")
     except USER_ERRORS as exc:
         raise _fail(exc) from exc
@@ -128,7 +133,7 @@ def _demo(output: Path, model: str, backend: str, device: str, precision: str, t
     if output.exists() and not overwrite:
         raise OutputError(f"{output} exists; pass --overwrite to replace it")
     info = probe(clip)
-    package = resolve_package(model, log=console.print)
+    package = resolve_package(model, log=say)
     s = package.scale
     gt = []
     for frame in read_frames(clip):
@@ -139,7 +144,7 @@ def _demo(output: Path, model: str, backend: str, device: str, precision: str, t
     h, w = hr.shape[-2] // s * s, hr.shape[-1] // s * s
     hr = hr[:, :, :h, :w]
     lr = downscale(hr, s)
-    console.print(f"demo: {len(hr)} frames of {clip.name} ({w}x{h}) downscaled x{s} (bicubic, antialiased) "
+    say(f"demo: {len(hr)} frames of {clip.name} ({w}x{h}) downscaled x{s} (bicubic, antialiased) "
                   f"to {w // s}x{h // s}, upscaled by {package.manifest['model']}")
     be = make_backend(backend, package, device, precision, threads)
     upscaler = Upscaler(be, package.plan, s, package.constraints, chunk=chunk, overlap=overlap, tile=tile,
@@ -155,8 +160,8 @@ def _demo(output: Path, model: str, backend: str, device: str, precision: str, t
             bar.update(1)
     elapsed = time.perf_counter() - start
     sr_psnr, bic_psnr = psnr(np.stack(sr), hr), psnr(upscale_bicubic(lr, s), hr)
-    console.print(f"wrote {output}: {len(sr)} frames, {w}x{h}, {len(sr) / elapsed:.2f} frames/s with {be.name}")
-    console.print(f"PSNR against the original frames: {sr_psnr:.2f} dB ({package.manifest['model']}), "
+    say(f"wrote {output}: {len(sr)} frames, {w}x{h}, {len(sr) / elapsed:.2f} frames/s with {be.name}")
+    say(f"PSNR against the original frames: {sr_psnr:.2f} dB ({package.manifest['model']}), "
                   f"{bic_psnr:.2f} dB (bicubic), gain {sr_psnr - bic_psnr:+.2f} dB")
 
 
@@ -223,7 +228,7 @@ def parity_main(package_path: str, video: Path | None, frames: int, crop: str, d
     a whole-clip run and the contender a chunked run, both on --backend. Exits 1 past the tolerance.
     """
     try:
-        package = resolve_package(package_path, log=console.print)
+        package = resolve_package(package_path, log=say)
         lr = _load_lr(video, frames, None if crop.lower() == "none" else _size(crop), downscale_by)
         s = package.scale
         h, w = lr.shape[-2:]
@@ -307,7 +312,7 @@ def bench_main(model: str, size: str, frames: int, contenders: str, device: str,
     """
     try:
         h, w = _size(size)
-        package = resolve_package(model, log=console.print)
+        package = resolve_package(model, log=say)
         clip = _load_lr(None, frames, None, None)
         lr = torch.nn.functional.interpolate(torch.from_numpy(clip), size=(h, w), mode="bicubic",
                                              antialias=True, align_corners=False).clamp(0, 1).numpy()

@@ -61,12 +61,14 @@ def torch_model(package: Package) -> VSRNetwork:
 
 def make_backend(kind: str, package: Package, device: str = "cpu", precision: str = "fp32",
                  threads: int = 0) -> Backend:
-    """Build a backend. ``auto`` picks the fastest available on ``device``: TensorRT engines,
-    then ONNX Runtime (CUDA provider on a GPU, else the CPU)."""
+    """Build a backend. ``auto`` picks the fastest available: TensorRT engines (if TensorRT
+    imports, a GPU is present and engines for this package, GPU and precision are cached), else
+    ONNX Runtime with the CUDA provider when ``device`` is cuda and the provider exists, else ONNX
+    Runtime on the CPU. TensorRT always runs on a GPU (``cuda:0`` unless ``device`` names one)."""
     if kind not in BACKENDS:
         raise ValueError(f"unknown backend {kind!r}; choose from {', '.join(BACKENDS)}")
     if kind == "auto":
-        kind = "onnxruntime"
+        kind, device = _auto(package, device, precision)
     if kind == "torch":
         from .backends import TorchBackend
 
@@ -76,4 +78,28 @@ def make_backend(kind: str, package: Package, device: str = "cpu", precision: st
         from .backends import OrtBackend
 
         return OrtBackend(package, device=device, precision=precision, threads=threads)
-    raise RuntimeError("the TensorRT backend is not available in this build; use --backend onnxruntime")
+    from engines.tensorrt import TensorRTBackend
+
+    return TensorRTBackend(package, device=_gpu(device), precision=precision)
+
+
+def _gpu(device: str) -> str:
+    return device if device.startswith("cuda") else "cuda"
+
+
+def _auto(package: Package, device: str, precision: str) -> tuple[str, str]:
+    """(backend, device) for ``--backend auto``; see :func:`make_backend`."""
+    from engines.tensorrt import TensorRTUnavailable, find_engines, tensorrt_available
+
+    if tensorrt_available():
+        try:
+            if find_engines(package, precision, _gpu(device)):
+                return "tensorrt", _gpu(device)
+        except TensorRTUnavailable:
+            pass
+    if device.startswith("cuda"):
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return "onnxruntime", device
+    return "onnxruntime", "cpu"

@@ -19,7 +19,7 @@ from vsr_models.plan import Plan, SizeConstraints
 from .executor import Backend, run_plan
 
 #: Default chunk and overlap, chosen from the chunked-vs-whole-clip measurement in the README.
-DEFAULT_CHUNK = 20
+DEFAULT_CHUNK = 30
 DEFAULT_OVERLAP = 6
 
 

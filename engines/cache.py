@@ -1,0 +1,231 @@
+"""The engine cache: TensorRT engines keyed by GPU, TensorRT version, package, precision and profile.
+
+Pure Python (no TensorRT, no GPU needed): what identifies an engine set, where it lives, and
+how a backend finds one that fits a frame size.
+
+Layout under ``<cache dir>/engines`` (``$VSR_CACHE_DIR`` or ``~/.cache/vsr``)::
+
+    <gpu>-sm<major><minor>-trt<version>/        one folder per GPU model and TensorRT version
+      timing.cache                              TensorRT's timing cache, shared by builds there
+      <model>-<package hash[:12]>-<precision>-<profile>-<key[:8]>/
+        engine.json                             the key fields, the profile, the files, when
+        <stage>.engine                          one serialized engine per stage
+
+An engine only runs on the GPU model and TensorRT version it was built with, and only for the
+exact graphs it was built from: the package hash covers the manifest and every graph file.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT = "vsr-engines"
+FORMAT_VERSION = 1
+
+
+class EngineNotFound(RuntimeError):
+    """No engine set in the cache fits the package, GPU, TensorRT version, precision and size."""
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """The GPU an engine is built for: its name and compute capability (major, minor)."""
+
+    name: str
+    capability: tuple[int, int]
+
+    @property
+    def slug(self) -> str:
+        name = re.sub(r"[^A-Za-z0-9]+", "-", self.name).strip("-").lower()
+        return f"{name}-sm{self.capability[0]}{self.capability[1]}"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """An optimization profile over LR frame sizes (h, w): min <= opt <= max on both axes."""
+
+    min: tuple[int, int]
+    opt: tuple[int, int]
+    max: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        for axis in (0, 1):
+            if not 1 <= self.min[axis] <= self.opt[axis] <= self.max[axis]:
+                raise ValueError(f"profile {self} needs 1 <= min <= opt <= max on both axes")
+
+    def covers(self, h: int, w: int) -> bool:
+        return self.min[0] <= h <= self.max[0] and self.min[1] <= w <= self.max[1]
+
+    def __str__(self) -> str:
+        return "_".join(f"{h}x{w}" for h, w in (self.min, self.opt, self.max))
+
+    def to_json(self) -> dict[str, list[int]]:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Profile":
+        return cls(tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))  # type: ignore[arg-type]
+
+    def shapes(self, channels: int, scale: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """(min, opt, max) NCHW shapes of a tensor of ``channels`` at ``scale`` x the LR size."""
+        return tuple((1, channels, h * scale, w * scale) for h, w in (self.min, self.opt, self.max))  # type: ignore
+
+
+def package_hash(root: str | Path) -> str:
+    """sha256 over ``manifest.json`` and every graph file the manifest lists (all precisions)."""
+    root = Path(root)
+    manifest_bytes = (root / "manifest.json").read_bytes()
+    manifest = json.loads(manifest_bytes)
+    files = sorted({f for graphs in manifest["precisions"].values() for f in graphs.values()})
+    digest = hashlib.sha256()
+    digest.update(b"manifest.json\0" + manifest_bytes)
+    for rel in files:
+        digest.update(b"\0" + rel.encode() + b"\0")
+        with open(root / rel, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """Everything an engine set depends on."""
+
+    gpu: GpuInfo
+    tensorrt: str
+    package_hash: str
+    precision: str
+    profile: Profile
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON of the fields (stable across runs and machines)."""
+        fields = {"gpu": {"name": self.gpu.name, "capability": list(self.gpu.capability)},
+                  "tensorrt": self.tensorrt, "package_hash": self.package_hash, "precision": self.precision,
+                  "profile": self.profile.to_json()}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    @property
+    def platform_dir(self) -> str:
+        return f"{self.gpu.slug}-trt{self.tensorrt}"
+
+
+@dataclass
+class EngineSet:
+    """One built engine set in the cache (read from its ``engine.json``)."""
+
+    path: Path
+    key: EngineKey
+    model: str
+    stages: dict[str, str]  # stage -> engine file name
+    created: str
+
+    def engine_file(self, stage: str) -> Path:
+        return self.path / self.stages[stage]
+
+
+def default_root() -> Path:
+    """``<cache dir>/engines`` (the cache dir of :func:`runtime.models.cache_dir`)."""
+    from runtime.models import cache_dir
+
+    return cache_dir() / "engines"
+
+
+class EngineCache:
+    """Engine sets on disk under ``root`` (default :func:`default_root`)."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+
+    def timing_cache_path(self, gpu: GpuInfo, tensorrt: str) -> Path:
+        """TensorRT timing cache for one GPU model and TensorRT version."""
+        return self.root / f"{gpu.slug}-trt{tensorrt}" / "timing.cache"
+
+    def write(self, key: EngineKey, model: str, engines: dict[str, bytes]) -> EngineSet:
+        """Store serialized engines (stage -> bytes) under ``key``, atomically; replaces the same key."""
+        folder = self.root / key.platform_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{model}-{key.package_hash[:12]}-{key.precision}-{key.profile}-{key.digest()[:8]}"
+        target = folder / name
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=folder))
+        try:
+            stages = {}
+            for stage, blob in engines.items():
+                (tmp / f"{stage}.engine").write_bytes(blob)
+                stages[stage] = f"{stage}.engine"
+            meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model,
+                    "gpu": {"name": key.gpu.name, "capability": list(key.gpu.capability)},
+                    "tensorrt": key.tensorrt, "package_hash": key.package_hash, "precision": key.precision,
+                    "profile": key.profile.to_json(), "key": key.digest(), "stages": stages,
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            (tmp / "engine.json").write_text(json.dumps(meta, indent=2) + "\n")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        found = self._read(target)
+        assert found is not None
+        return found
+
+    def entries(self) -> list[EngineSet]:
+        """Every readable engine set in the cache (unreadable folders are skipped)."""
+        if not self.root.is_dir():
+            return []
+        sets = [self._read(p.parent) for p in sorted(self.root.glob("*/*/engine.json"))]
+        return [s for s in sets if s is not None]
+
+    @staticmethod
+    def _read(path: Path) -> EngineSet | None:
+        try:
+            meta = json.loads((path / "engine.json").read_text())
+            if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+                return None
+            gpu = GpuInfo(meta["gpu"]["name"], tuple(meta["gpu"]["capability"]))  # type: ignore[arg-type]
+            key = EngineKey(gpu, meta["tensorrt"], meta["package_hash"], meta["precision"],
+                            Profile.from_json(meta["profile"]))
+            if key.digest() != meta.get("key"):
+                return None
+            if not all((path / f).is_file() for f in meta["stages"].values()):
+                return None
+            return EngineSet(path, key, meta["model"], dict(meta["stages"]), meta["created"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def candidates(self, pkg_hash: str, gpu: GpuInfo, tensorrt: str, precision: str) -> list[EngineSet]:
+        """Engine sets for this package, GPU, TensorRT version and precision, any profile."""
+        return [s for s in self.entries() if s.key.package_hash == pkg_hash and s.key.gpu == gpu
+                and s.key.tensorrt == tensorrt and s.key.precision == precision]
+
+    def find(self, pkg_hash: str, gpu: GpuInfo, tensorrt: str, precision: str, size: tuple[int, int],
+             stages: list[str] | None = None, package: str = "PKG") -> EngineSet:
+        """The engine set whose profile covers the LR ``size`` (h, w) most tightly.
+
+        Among covering sets, the smallest ``max`` area wins (less memory), then the ``opt``
+        nearest to ``size``. ``stages``: the set must have an engine for each. Raises
+        :class:`EngineNotFound` with the ``vsr-build-engine`` command to run.
+        """
+        h, w = size
+        sets = [s for s in self.candidates(pkg_hash, gpu, tensorrt, precision)
+                if stages is None or set(stages) <= set(s.stages)]
+        covering = [s for s in sets if s.key.profile.covers(h, w)]
+        if covering:
+            def rank(s: EngineSet) -> tuple[int, int]:
+                p = s.key.profile
+                return p.max[0] * p.max[1], abs(p.opt[0] - h) + abs(p.opt[1] - w)
+            return min(covering, key=rank)
+        built = ", ".join(f"{s.key.profile.min[0]}x{s.key.profile.min[1]} to "
+                          f"{s.key.profile.max[0]}x{s.key.profile.max[1]}" for s in sets)
+        what = f"for {h}x{w} frames" + (f" (built for {built} only)" if built else "")
+        raise EngineNotFound(
+            f"no engine built for {package} on {gpu.name} (sm{gpu.capability[0]}{gpu.capability[1]}, "
+            f"TensorRT {tensorrt}, {precision}) {what}: run vsr-build-engine {package} --precision {precision} "
+            f"--max-shape {max(h, 64)}x{max(w, 64)} (or use --backend onnxruntime)")

@@ -1,0 +1,291 @@
+"""FP16 graphs: the keep-FP32 policy, the converted graphs, and FP16 accuracy on real frames.
+
+ONNX Runtime on the CPU runs FP16 graphs, so the FP16 accuracy is measured here without a GPU.
+The reference for accuracy is FP32 (ONNX Runtime running the same plan on the fp32 graphs, which
+test the PyTorch parity elsewhere, or PyTorch's whole-clip forward in the slow test).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from export.fp16 import (FP16Error, check_fp16_graph, convert_to_fp16, fp32_nodes)
+from export.package import Package
+
+FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
+
+
+# ------------------------------------------------------------------ shared BasicVSR package
+def fp16_package_from(package: Package, tmp_path_factory: pytest.TempPathFactory) -> Package:
+    """A copy of ``package`` with fp16 graphs added, made once per session (in its base temp dir)."""
+    from export.fp16 import add_fp16
+
+    root = tmp_path_factory.getbasetemp() / f"{package.root.name}-with-fp16"
+    if not (root / "manifest.json").is_file():
+        partial = root.with_name(root.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(package.root, partial)
+        add_fp16(partial)
+        os.replace(partial, root)
+    return Package.open(root)
+
+
+@pytest.fixture(scope="session")
+def basicvsr_fp16_package(basicvsr_package: Package, tmp_path_factory: pytest.TempPathFactory) -> Package:
+    """conftest's BasicVSR package (REDS4 weights, exported once per session) with fp16 graphs.
+
+    test_trt_check and test_engines import this fixture; the copy is made once per session.
+    """
+    return fp16_package_from(basicvsr_package, tmp_path_factory)
+
+
+# ------------------------------------------------------------------ small graphs
+def _model(graph: onnx.GraphProto, *extra: onnx.OperatorSetIdProto) -> onnx.ModelProto:
+    """Opset 19, IR version 9 (what ONNX Runtime and the exporter use)."""
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19), *extra], ir_version=9)
+
+
+def _base_grid(h: int, w: int) -> np.ndarray:
+    ys, xs = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+    return np.stack([xs, ys], axis=-1)[None]  # (1, h, w, 2)
+
+
+def _warp_graph(h: int = 8, w: int = 12) -> onnx.ModelProto:
+    """feat = Conv(x); grid = (base + flow^T) * (2 / (size - 1)) - 1; out = Conv(GridSample(feat, grid))."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal((3, 4, 3, 3)).astype(np.float32), "w2"),
+        numpy_helper.from_array(_base_grid(h, w), "base"),
+        numpy_helper.from_array(np.array([2 / (w - 1), 2 / (h - 1)], np.float32), "norm"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["feat"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Transpose", ["flow"], ["flow_t"], name="flow_t", perm=[0, 2, 3, 1]),
+        helper.make_node("Add", ["base", "flow_t"], ["pos"], name="pos"),
+        helper.make_node("Mul", ["pos", "norm"], ["scaled"], name="scaled"),
+        helper.make_node("Sub", ["scaled", "one"], ["grid"], name="grid"),
+        helper.make_node("GridSample", ["feat", "grid"], ["warped"], name="warp", align_corners=1),
+        helper.make_node("Conv", ["warped", "w2"], ["out"], name="conv2", pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "warp", [helper.make_tensor_value_info("x", FLOAT, [1, 3, h, w]),
+                        helper.make_tensor_value_info("flow", FLOAT, [1, 2, h, w])],
+        [helper.make_tensor_value_info("out", FLOAT, [1, 3, h, w])], inits)
+    return _model(graph)
+
+
+def _accumulate_graph() -> onnx.ModelProto:
+    """flow_out = Conv(x) + flow_in * 2 (a SpyNet level): an FP32 output fed by a learned layer."""
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.standard_normal((2, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array(2.0, np.float32), "two")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["residual"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["flow_in", "two"], ["up"], name="up"),
+             helper.make_node("Add", ["residual", "up"], ["flow_out"], name="acc")]
+    graph = helper.make_graph(
+        nodes, "acc", [helper.make_tensor_value_info("x", FLOAT, [1, 3, 8, 8]),
+                       helper.make_tensor_value_info("flow_in", FLOAT, [1, 2, 8, 8])],
+        [helper.make_tensor_value_info("flow_out", FLOAT, [1, 2, 8, 8])], inits)
+    return _model(graph)
+
+
+def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def _types(model: onnx.ModelProto) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {i.name: i.data_type for i in inferred.graph.initializer}
+    for vi in [*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info]:
+        types[vi.name] = vi.type.tensor_type.elem_type
+    return types
+
+
+def test_policy_keeps_the_coordinate_path_and_grid_sample_fp32():
+    blocked = {b.node: b for b in fp32_nodes(_warp_graph(), ["flow"])}
+    assert set(blocked) == {"flow_t", "pos", "scaled", "grid", "warp"}
+    for name in ("flow_t", "pos", "scaled", "grid"):
+        assert blocked[name].reason.startswith("coordinate math: computes a GridSample grid (warp)")
+    assert "GridSample" in blocked["warp"].reason and "one dtype" in blocked["warp"].reason
+    assert "conv1" not in blocked and "conv2" not in blocked
+    assert str(blocked["pos"]).startswith("pos (Add): coordinate math")
+
+
+def test_learned_layer_ends_the_coordinate_trace():
+    blocked = {b.node: b.reason for b in fp32_nodes(_accumulate_graph(), ["flow_in", "flow_out"])}
+    assert set(blocked) == {"up", "acc"}
+    assert blocked["acc"] == "coordinate math: computes the FP32 output 'flow_out'"
+
+
+def test_converted_graph_is_fp16_outside_the_policy_and_runs():
+    model = _warp_graph()
+    fp16 = convert_to_fp16(model, ["flow"])
+    types = _types(fp16)
+    nodes = {n.name: n for n in fp16.graph.node}
+    assert types[nodes["conv1"].input[1]] == FLOAT16 and types[nodes["conv2"].output[0]] == FLOAT16
+    for name in ("flow_t", "pos", "scaled", "grid", "warp"):
+        assert all(types[t] == FLOAT for t in [*nodes[name].input, *nodes[name].output])
+    assert [i.type.tensor_type.elem_type for i in fp16.graph.input] == [FLOAT, FLOAT]
+    assert fp16.graph.output[0].type.tensor_type.elem_type == FLOAT
+    # The flow reaches the grid unrounded: the graph input is read directly by the Transpose.
+    assert nodes["flow_t"].input[0] == "flow"
+    rng = np.random.default_rng(2)
+    feeds = {"x": rng.random((1, 3, 8, 12), dtype=np.float32),
+             "flow": (rng.standard_normal((1, 2, 8, 12)) * 2).astype(np.float32)}
+    (ref,), (out,) = _run(model, feeds), _run(fp16, feeds)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, rtol=0, atol=0.05 * np.abs(ref).max())
+
+
+def test_fp32_output_of_a_blocked_node_is_exact():
+    """A coordinate written by an FP32 node reaches the FP32 graph output without an FP16 round trip."""
+    model = _accumulate_graph()
+    fp16 = convert_to_fp16(model, ["flow_in", "flow_out"])
+    feeds = {"x": np.zeros((1, 3, 8, 8), np.float32), "flow_in": np.full((1, 2, 8, 8), 1000.1, np.float32)}
+    (ref,), (out,) = _run(model, feeds), _run(fp16, feeds)
+    np.testing.assert_array_equal(out, ref)  # 2000.2 is not an FP16 number: any round trip would show
+
+
+@pytest.mark.parametrize("constant", ["initializer", "Constant node"])
+def test_coordinate_read_by_two_fp32_nodes_and_shared_constants_stay_exact(constant: str):
+    """Regression: the converter routes FP32 -> FP32 edges through FP16 when a value has two FP32
+    readers, and rounds constants shared with FP16 nodes; neither may reach coordinate math."""
+    c = numpy_helper.from_array(np.array(0.1, np.float32), "c")
+    inits = [numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")]
+    nodes = [helper.make_node("Mul", ["flow", "c"], ["a"], name="a"),          # coordinate, reads c
+             helper.make_node("Mul", ["feat_in", "c"], ["feat"], name="feat"),  # FP16, also reads c
+             helper.make_node("Conv", ["feat", "w"], ["feat2"], name="conv"),
+             helper.make_node("Add", ["a", "a"], ["b"], name="b"),               # two FP32 readers of a
+             helper.make_node("Sub", ["a", "b"], ["flow_out"], name="out"),
+             helper.make_node("Identity", ["feat2"], ["feat_out"], name="feat_out")]
+    if constant == "initializer":
+        inits.append(c)
+    else:
+        nodes.insert(0, helper.make_node("Constant", [], ["c"], name="c", value=c))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("flow", FLOAT, [1, 2, 4, 4]),
+                     helper.make_tensor_value_info("feat_in", FLOAT, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("flow_out", FLOAT, [1, 2, 4, 4]),
+         helper.make_tensor_value_info("feat_out", FLOAT, [1, 2, 4, 4])], inits)
+    model = _model(graph)
+    fp16 = convert_to_fp16(model, ["flow", "flow_out"])
+    feeds = {"flow": np.full((1, 2, 4, 4), 1234.567, np.float32), "feat_in": np.ones((1, 2, 4, 4), np.float32)}
+    ref, out = _run(model, feeds), _run(fp16, feeds)
+    np.testing.assert_array_equal(out[0], ref[0])
+    np.testing.assert_allclose(out[1], ref[1], rtol=1e-3)
+
+
+def test_check_rejects_a_rounded_coordinate():
+    """check_fp16_graph catches a blocked node fed through FP32 -> FP16 -> FP32."""
+    model = _accumulate_graph()
+    fp16 = convert_to_fp16(model, ["flow_in", "flow_out"])
+    blocked = fp32_nodes(model, ["flow_in", "flow_out"])
+    up = next(n for n in fp16.graph.node if n.name == "up")
+    fp16.graph.node.insert(0, helper.make_node("Cast", ["flow_in"], ["f16"], name="bad16", to=FLOAT16))
+    fp16.graph.node.insert(1, helper.make_node("Cast", ["f16"], ["f32"], name="bad32", to=FLOAT))
+    up.input[0] = "f32"
+    with pytest.raises(FP16Error, match="rounded to FP16 and back"):
+        check_fp16_graph(fp16, model, blocked)
+
+
+def test_custom_op_declared_fp32_inputs_are_coordinates():
+    nodes = [helper.make_node("Add", ["flow", "flow"], ["f2"], name="double"),
+             helper.make_node("Relu", ["src"], ["src2"], name="relu"),
+             helper.make_node("ImplicitWarp", ["src2", "src2", "f2"], ["y"], name="iw", domain="vsr")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("flow", FLOAT, [1, 2, 4, 4]),
+                     helper.make_tensor_value_info("src", FLOAT, [1, 4, 4, 4])],
+        [helper.make_tensor_value_info("y", FLOAT, [1, 4, 4, 4])])
+    model = _model(graph, helper.make_opsetid("vsr", 1))
+    blocked = {b.node: b.reason for b in fp32_nodes(model)}
+    assert blocked["double"].startswith("coordinate math: computes the FP32 input 'flow' of vsr::ImplicitWarp")
+    assert blocked["iw"].startswith("custom op vsr::ImplicitWarp")
+    assert "relu" not in blocked  # a feature input is not a coordinate
+
+
+# ------------------------------------------------------------------ BasicVSR
+def test_basicvsr_fp16_graphs_follow_the_policy(basicvsr_fp16_package: Package):
+    notes = basicvsr_fp16_package.manifest["precision_notes"]["fp16"]
+    for stage in basicvsr_fp16_package.stage_names():
+        fp32 = onnx.load(str(basicvsr_fp16_package.stage_file(stage, "fp32")))
+        fp16 = onnx.load(str(basicvsr_fp16_package.stage_file(stage, "fp16")))
+        blocked = fp32_nodes(fp32, basicvsr_fp16_package.manifest["stages"][stage]["fp32"])
+        check_fp16_graph(fp16, fp32, blocked)
+        assert notes["fp32_nodes"][stage] == [str(b) for b in blocked]
+        kinds = {b.node: b.op_type for b in blocked}
+        assert all(kinds.get(n.name) for n in fp32.graph.node if n.op_type in ("GridSample", "Range"))
+        assert not any(op == "Conv" for op in kinds.values())
+        types = _types(fp16)
+        convs = [n for n in fp16.graph.node if n.op_type == "Conv"]
+        assert convs and all(types[n.input[1]] == FLOAT16 for n in convs)
+        assert all(v.type.tensor_type.elem_type == FLOAT for v in [*fp16.graph.input, *fp16.graph.output])
+
+
+def _lr(frames: int, crop: tuple[int, int]) -> np.ndarray:
+    from runtime.cli import _load_lr
+
+    return _load_lr(None, frames, crop, None)
+
+
+def _psnrs(out: np.ndarray, ref: np.ndarray) -> list[float]:
+    from runtime.samples import psnr
+
+    return [psnr(out[i], ref[i]) for i in range(len(ref))]
+
+
+def test_basicvsr_fp16_accuracy_on_real_frames_short(basicvsr_fp16_package: Package):
+    """6 real frames (bikes.mp4 / 4, centre 40x56): FP16 against FP32, both on ONNX Runtime CPU."""
+    from runtime.backends import OrtBackend
+    from runtime.cli import run_backend
+
+    lr = _lr(6, (40, 56))
+    ref = run_backend(OrtBackend(basicvsr_fp16_package, precision="fp32"), basicvsr_fp16_package, lr)
+    out = run_backend(OrtBackend(basicvsr_fp16_package, precision="fp16"), basicvsr_fp16_package, lr)
+    assert min(_psnrs(out, ref)) >= 50.0
+
+
+@pytest.mark.slow
+def test_basicvsr_fp16_accuracy_20_frames_no_drift(basicvsr_fp16_package: Package):
+    """Acceptance: 20 real frames (centre 64x96 of bikes.mp4 / 4), FP16 graphs on ONNX Runtime CPU
+    against PyTorch's whole-clip FP32 forward.
+
+    Criteria: every frame >= 50 dB; no drift along the clip in either sweep direction: the mean
+    PSNR of the last 5 frames is at most 1 dB below that of the first 5 (forward-sweep drift), and
+    each end (first 5, last 5) is at most 1 dB below the clip's median (backward-sweep drift
+    would pull the first frames down).
+    """
+    import torch
+
+    from runtime.backends import OrtBackend
+    from runtime.cli import run_backend
+    from runtime.models import torch_model
+
+    lr = _lr(20, (64, 96))
+    with torch.inference_mode():
+        ref = torch_model(basicvsr_fp16_package)(torch.from_numpy(lr)[None])[0].numpy()
+    out = run_backend(OrtBackend(basicvsr_fp16_package, precision="fp16"), basicvsr_fp16_package, lr)
+    p = np.array(_psnrs(out, ref))
+    first, last, median = p[:5].mean(), p[-5:].mean(), float(np.median(p))
+    print(f"FP16 vs FP32 PSNR: min {p.min():.2f} mean {p.mean():.2f} first5 {first:.2f} last5 {last:.2f} dB")
+    assert p.min() >= 50.0
+    assert last >= first - 1.0
+    assert first >= median - 1.0 and last >= median - 1.0
+
+
+def test_vsr_parity_fp16_end_to_end(basicvsr_fp16_package: Package):
+    from runtime.cli import parity_main
+
+    result = CliRunner().invoke(parity_main, [str(basicvsr_fp16_package.root), "--precision", "fp16", "--backend",
+                                              "onnxruntime", "--frames", "3", "--crop", "40x48"])
+    assert result.exit_code == 0, result.output
+    assert "parity OK" in result.output
