@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from vsr_models import ARCHITECTURES, WEIGHTS, create_model, load_checkpoint, pretrained
-from vsr_models.checkpoint import CheckpointError
+from vsr_models.checkpoint import CheckpointError, check_all_parts_loaded
 
 from .package import PackageError, export_package
 
@@ -49,6 +49,7 @@ def main(model: str, checkpoints: tuple[Path, ...], key: str | None, output: Pat
             net = create_model(arch)
             for path in checkpoints:
                 load_checkpoint(net, path, key=key)
+            check_all_parts_loaded(net)
         elif model in WEIGHTS:
             net, weights = pretrained(model), model
             checkpoints = (WEIGHTS[model].path(),)

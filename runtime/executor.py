@@ -45,7 +45,8 @@ def run_plan(plan: Plan, backend: Backend, frames: Sequence[Any],
     """Run ``plan`` over ``frames`` (handles of (1, 3, h, w) LR frames, already uploaded).
 
     Returns the plan's output sequence as handles, in frame order; with ``on_output(t, handle)``
-    each output frame is handed over as it is produced instead and the list is empty.
+    each output frame is handed over as it is produced instead and the list is empty. ``t`` is
+    the output frame's index: 0 .. ``plan.output_rate`` * len(frames) - 1.
     ``on_step(stage)`` is called after every stage call (progress).
     """
     num = len(frames)
@@ -59,7 +60,7 @@ def run_plan(plan: Plan, backend: Backend, frames: Sequence[Any],
     def feed(read: Read, t: int, why: str) -> Any:
         r: Read | str | None = read
         while isinstance(r, Read):
-            value = seqs.get(r.seq, {}).get(t + r.offset)
+            value = seqs.get(r.seq, {}).get(r.index(t, plan.length(r.seq, num)))
             if value is not None:
                 return value
             if r.default == "zeros":
@@ -75,10 +76,12 @@ def run_plan(plan: Plan, backend: Backend, frames: Sequence[Any],
             inputs = {name: feed(read, t, f"stage {step.stage!r} input {name!r}") for name, read in step.inputs.items()}
             outputs = backend.run(step.stage, inputs)
             for out_name, seq in step.outputs.items():
+                at = step.write_at.get(out_name)
+                slot = t if at is None else at.index(t, plan.length(seq, num))
                 if seq == plan.output and on_output is not None:
-                    on_output(t, outputs[out_name])
+                    on_output(slot, outputs[out_name])
                 else:
-                    seqs.setdefault(seq, {})[t] = outputs[out_name]
+                    seqs.setdefault(seq, {})[slot] = outputs[out_name]
             # A state read only by its own sweep is dropped once the sweep has moved past it.
             for seq, lo, hi in carried:
                 frames = seqs.get(seq, {})
@@ -96,13 +99,21 @@ def run_plan(plan: Plan, backend: Backend, frames: Sequence[Any],
 
 
 def _carried_states(plan: Plan, index: int, last_use: dict[str, int]) -> list[tuple[str, int, int]]:
-    """(sequence, min offset, max offset) of the states step ``index`` writes and is the last to read."""
+    """(sequence, min offset, max offset) of the states step ``index`` writes and is the last to read.
+
+    Only plain states qualify (read at ``t + offset``, written at ``t``); strided or wrapped
+    sequences are kept until the step ends.
+    """
     step = plan.steps[index]
     offsets: dict[str, list[int]] = {}
+    irregular = {step.outputs[name] for name in step.write_at}
     for read in step.inputs.values():
         r: Read | str | None = read
         while isinstance(r, Read):
             offsets.setdefault(r.seq, []).append(r.offset)
+            if r.stride != 1 or r.wrap:
+                irregular.add(r.seq)
             r = r.default
     return [(seq, min(offs), max(offs)) for seq, offs in offsets.items()
-            if seq in step.outputs.values() and last_use.get(seq) == index and seq != plan.output]
+            if seq in step.outputs.values() and last_use.get(seq) == index and seq != plan.output
+            and seq not in irregular]

@@ -41,10 +41,12 @@ backend_options = _apply([
 ])
 
 schedule_options = _apply([
-    click.option("--chunk", type=click.IntRange(min=1), default=DEFAULT_CHUNK, show_default=True,
-                 help="Output frames per window; memory is bounded by the window, not the video."),
-    click.option("--overlap", type=click.IntRange(min=0), default=DEFAULT_OVERLAP, show_default=True,
-                 help="Frames of context on each side of a window (their outputs are discarded)."),
+    click.option("--chunk", type=click.IntRange(min=1), default=None,
+                 help=f"Output frames per window; memory is bounded by the window, not the video. "
+                      f"[default: {DEFAULT_CHUNK}, or the clip length of a clip-level network such as DAVSR]"),
+    click.option("--overlap", type=click.IntRange(min=0), default=None,
+                 help=f"Frames of context on each side of a window (their outputs are discarded). "
+                      f"[default: {DEFAULT_OVERLAP}, or 0 for a clip-level network]"),
     click.option("--tile", type=click.IntRange(min=16), default=None,
                  help="Cut frames larger than this many LR pixels (height or width) into tiles."),
     click.option("--tile-overlap", type=click.IntRange(min=0), default=16, show_default=True,

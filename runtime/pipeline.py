@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vsr_models.plan import Plan, SizeConstraints
 
 from .executor import Backend, run_plan
+
+if TYPE_CHECKING:
+    from export.package import Package
 
 #: Default chunk and overlap, chosen from the chunked-vs-whole-clip measurement in the README.
 DEFAULT_CHUNK = 30
@@ -58,16 +62,20 @@ def plan_tiles(h: int, w: int, tile: int | None, overlap: int) -> list[Tile]:
 
 
 def pad_to(frames: np.ndarray, constraints: SizeConstraints) -> np.ndarray:
-    """Pad (T, 3, h, w) frames at the bottom and right by edge replication to fit ``constraints``."""
+    """Pad (T, 3, h, w) frames at the bottom and right to fit ``constraints`` (edge replication or
+    zeros, as ``constraints.pad`` says)."""
     h, w = frames.shape[-2:]
     ph, pw = constraints.padded(h, w)
     if (ph, pw) == (h, w):
         return frames
-    return np.pad(frames, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode="edge")
+    mode = "constant" if constraints.pad == "zeros" else "edge"
+    return np.pad(frames, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode=mode)
 
 
 class Upscaler:
     """Runs a plan over windows and tiles of a frame stream.
+
+    A plan with an output rate r > 1 (space-time networks) yields r output frames per input frame.
 
     Args:
         backend: where the stages run.
@@ -92,9 +100,11 @@ class Upscaler:
 
     def run_window(self, lr: np.ndarray, keep: range, emit: Callable[[int, np.ndarray], None],
                    on_step: Callable[[str], None] | None = None) -> None:
-        """Upscale (T, 3, h, w) ``lr``; ``emit(t, (3, s*h, s*w))`` for each t in ``keep``, in order."""
+        """Upscale (T, 3, h, w) ``lr``; ``emit(t, (3, s*h, s*w))`` for the output frames of the
+        input frames in ``keep`` (``rate`` of them per input frame), in order."""
         t_count, _, h, w = lr.shape
-        s = self.scale
+        s, rate = self.scale, self.plan.output_rate
+        keep = range(keep.start * rate, keep.stop * rate)
         tiles = plan_tiles(h, w, self.tile, self.tile_overlap)
         out = np.empty((len(keep), 3, h * s, w * s), dtype=np.float32) if len(tiles) > 1 else None
         for tile in tiles:
@@ -129,7 +139,8 @@ class Upscaler:
 
     def stream(self, frames: Iterable[np.ndarray],
                on_step: Callable[[str], None] | None = None) -> Iterator[np.ndarray]:
-        """Upscale an iterable of (3, h, w) float32 frames, yielding (3, s*h, s*w) frames in order.
+        """Upscale an iterable of (3, h, w) float32 frames, yielding (3, s*h, s*w) frames in order
+        (``plan.output_rate`` of them per input frame).
 
         Frames are read ahead only as far as the current window needs.
         """
@@ -163,3 +174,16 @@ class Upscaler:
             start = stop
             for i in [k for k in buffer if k < start - self.overlap]:
                 del buffer[i]
+
+
+def upscaler_for(package: "Package", backend: Backend, chunk: int | None = None, overlap: int | None = None,
+                 tile: int | None = None, tile_overlap: int = 16) -> Upscaler:
+    """An :class:`Upscaler` for a package; ``None`` picks the package's schedule: non-overlapping
+    clips of ``clip_frames`` for a clip-level network, else ``DEFAULT_CHUNK`` + ``DEFAULT_OVERLAP``."""
+    clip = package.clip_frames
+    if chunk is None:
+        chunk = clip or DEFAULT_CHUNK
+    if overlap is None:
+        overlap = 0 if clip else DEFAULT_OVERLAP
+    return Upscaler(backend, package.plan, package.scale, package.constraints, chunk=chunk, overlap=overlap,
+                    tile=tile, tile_overlap=tile_overlap)

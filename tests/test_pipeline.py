@@ -51,3 +51,27 @@ def test_small_and_odd_frames_are_padded_and_cropped_back(basicvsr_package, size
     out = _run(basicvsr_package, lr, chunk=None)
     assert out.shape == (2, 3, 4 * size[0], 4 * size[1])
     assert np.isfinite(out).all()
+
+
+def test_space_time_plans_yield_rate_frames_per_input_frame_in_order():
+    """A plan with output rate 2 (as DAVSR's 5) through windows: 2 frames per input, in time order."""
+    from torch import nn
+
+    from runtime.backends import TorchBackend
+    from vsr_models.plan import At, Plan, Read, SizeConstraints, Stage, Step, TensorSpec
+
+    class Twice(nn.Module):
+        def forward(self, x):
+            return x, x + 0.5
+
+    class Net(nn.Module):
+        def stages(self):
+            return {"twice": Stage(Twice(), ["x"], ["a", "b"])}
+
+    plan = Plan(tensors={"lr": TensorSpec(3), "hr": TensorSpec(3, rate=2)},
+                steps=[Step("twice", {"x": Read("lr")}, {"a": "hr", "b": "hr"},
+                            write_at={"a": At(2, 0), "b": At(2, 1)})], output="hr")
+    frames = [np.full((3, 2, 2), i, np.float32) for i in range(5)]
+    up = Upscaler(TorchBackend(Net()), plan, 1, SizeConstraints(), chunk=2, overlap=0)
+    out = [float(f[0, 0, 0]) for f in up.stream(iter(frames))]
+    assert out == [0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5]

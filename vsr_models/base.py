@@ -19,6 +19,10 @@ class VSRNetwork(nn.Module, ABC):
     name: str = ""
     scale: int = 4
     constraints: SizeConstraints = SizeConstraints()
+    #: A clip-level network (solved as a whole over a clip, e.g. DAVSR) sets the clip length it
+    #: was made for; the runtime then cuts videos into non-overlapping clips of this many frames.
+    #: ``None``: a recurrent network, run in overlapping windows.
+    clip_frames: int | None = None
 
     @abstractmethod
     def forward(self, lr: torch.Tensor) -> torch.Tensor:

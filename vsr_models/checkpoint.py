@@ -115,4 +115,16 @@ def load_checkpoint(model: nn.Module, path: str | Path, key: str | None = None) 
         prefix, state = "", extract_state_dict(obj, key)
     target = model.get_submodule(prefix) if prefix else model
     load_state_dict_strict(target, state, f"checkpoint {path}")
+    if route is not None:
+        model.loaded_parts = getattr(model, "loaded_parts", frozenset()) | {prefix}
     return model
+
+
+def check_all_parts_loaded(model: nn.Module) -> None:
+    """For a network made of separately released files, fail unless every part was loaded."""
+    parts = getattr(model, "checkpoint_parts", ())
+    missing = sorted(set(parts) - set(getattr(model, "loaded_parts", ())))
+    if missing:
+        raise CheckpointError(f"{type(model).__name__} is made of {len(parts)} released files "
+                              f"({', '.join(parts)}); nothing was loaded into {', '.join(missing)}: "
+                              "pass every file with its own --checkpoint")

@@ -12,9 +12,16 @@ Vocabulary:
   (``backward``) order. Each stage input reads ``seq[t + offset]`` (:class:`Read`); a read outside
   the clip, or of a frame the step's range did not write, falls back to the read's ``default``:
   zeros (shaped by the sequence's :class:`TensorSpec`) or another read.
-* Each stage output is written to ``seq[t]``.
+* Each stage output is written to ``seq[t]``, or to the frame its :class:`At` in
+  ``Step.write_at`` names.
 
 All tensors are (1, C, h * scale, w * scale) with (h, w) the LR frame size.
+
+Frame rates: a sequence whose :class:`TensorSpec` has ``rate`` r holds r * T frames for T input
+frames (DAVSR writes 5 HR frames per LR frame). A step with ``rate`` r runs over t in
+0..r*T-1 (before ``first``/``last``). A read or write may address frame ``stride * t + offset``
+and, with ``wrap``, take that index modulo the sequence's length (a clip whose time axis is
+circular). The defaults (rate 1, stride 1, no wrap, write at t) are the per-frame plans.
 """
 from __future__ import annotations
 
@@ -25,49 +32,93 @@ from typing import Any, Literal, Union
 import torch
 from torch import nn
 
-_READ_RE = re.compile(r"^(?P<seq>[A-Za-z_][A-Za-z0-9_]*)\[t(?P<off>[+-]\d+)?\]$")
+_READ_RE = re.compile(r"^(?P<seq>[A-Za-z_][A-Za-z0-9_]*)\[(?P<stride>\d+)?t(?P<off>[+-]\d+)?\]$")
 
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A per-frame tensor: ``channels`` x (h * scale) x (w * scale), in ``dtype``."""
+    """A per-frame tensor: ``channels`` x (h * scale) x (w * scale), in ``dtype``.
+
+    ``rate``: frames of this sequence per input frame (1: one per LR frame; DAVSR's HR clip: 5).
+    """
 
     channels: int
     scale: int = 1
     dtype: str = "float32"
+    rate: int = 1
 
     def shape(self, h: int, w: int) -> tuple[int, int, int, int]:
         return (1, self.channels, h * self.scale, w * self.scale)
 
 
+def frame_index(t: int, stride: int, offset: int, wrap: bool, length: int) -> int:
+    """``stride * t + offset``, taken modulo ``length`` when ``wrap``."""
+    index = stride * t + offset
+    return index % length if wrap else index
+
+
+def _index_text(stride: int, offset: int, wrap: bool) -> str:
+    text = f"{stride if stride != 1 else ''}t{f'{offset:+d}' if offset else ''}"
+    return f"({text}) mod len" if wrap else text
+
+
+@dataclass(frozen=True)
+class At:
+    """Where a step writes an output: frame ``stride * t + offset``, modulo the length with ``wrap``."""
+
+    stride: int = 1
+    offset: int = 0
+    wrap: bool = False
+
+    def index(self, t: int, length: int) -> int:
+        return frame_index(t, self.stride, self.offset, self.wrap, length)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stride": self.stride, "offset": self.offset, "wrap": self.wrap}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "At":
+        return cls(int(d.get("stride", 1)), int(d.get("offset", 0)), bool(d.get("wrap", False)))
+
+
 @dataclass(frozen=True)
 class Read:
-    """``seq[t + offset]``, or ``default`` where that frame does not exist.
+    """``seq[stride * t + offset]``, or ``default`` where that frame does not exist.
 
     ``default`` is ``"zeros"``, another :class:`Read`, or ``None`` (a missing frame is an error).
+    With ``wrap`` the index is taken modulo the sequence's length (rate * T), so it always exists
+    once the sequence is complete.
     """
 
     seq: str
     offset: int = 0
     default: Union["Read", Literal["zeros"], None] = None
+    stride: int = 1
+    wrap: bool = False
+
+    def index(self, t: int, length: int) -> int:
+        return frame_index(t, self.stride, self.offset, self.wrap, length)
 
     @classmethod
     def parse(cls, text: str, default: Union["Read", str, None] = None) -> "Read":
-        """``Read.parse("hb[t+1]", default="zeros")``."""
+        """``Read.parse("hb[t+1]", default="zeros")``; ``"x[5t+2]"`` reads with stride 5."""
         m = _READ_RE.match(text.replace(" ", ""))
         if not m:
-            raise ValueError(f"bad read {text!r}: write it as name[t], name[t+1] or name[t-2]")
+            raise ValueError(f"bad read {text!r}: write it as name[t], name[t+1], name[t-2] or name[5t+2]")
         if isinstance(default, str) and default != "zeros":
             default = cls.parse(default)
-        return cls(m["seq"], int(m["off"] or 0), default)  # type: ignore[arg-type]
+        return cls(m["seq"], int(m["off"] or 0), default, int(m["stride"] or 1))  # type: ignore[arg-type]
 
     def __str__(self) -> str:
-        off = f"{self.offset:+d}" if self.offset else ""
-        text = f"{self.seq}[t{off}]"
+        text = f"{self.seq}[{_index_text(self.stride, self.offset, self.wrap)}]"
         return f"{text} ?? {self.default}" if self.default is not None else text
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"seq": self.seq, "offset": self.offset}
+        if self.stride != 1:
+            d["stride"] = self.stride
+        if self.wrap:
+            d["wrap"] = True
         if isinstance(self.default, Read):
             d["default"] = self.default.to_json()
         elif self.default is not None:
@@ -79,15 +130,16 @@ class Read:
         default = d.get("default")
         if isinstance(default, dict):
             default = cls.from_json(default)
-        return cls(d["seq"], int(d.get("offset", 0)), default)
+        return cls(d["seq"], int(d.get("offset", 0)), default, int(d.get("stride", 1)), bool(d.get("wrap", False)))
 
 
 @dataclass(frozen=True)
 class Step:
-    """Run ``stage`` for t = ``first`` .. T-1+``last`` (inclusive), in ``order``.
+    """Run ``stage`` for t = ``first`` .. rate*T-1+``last`` (inclusive), in ``order``.
 
     ``first`` >= 0 skips frames at the start, ``last`` <= 0 at the end (a flow between frame t and
-    t+1 has ``last = -1``).
+    t+1 has ``last = -1``). ``rate`` > 1 runs over a sequence of ``rate`` frames per input frame.
+    An output listed in ``write_at`` goes to that frame of its sequence instead of ``seq[t]``.
     """
 
     stage: str
@@ -96,19 +148,29 @@ class Step:
     order: Literal["forward", "backward"] = "forward"
     first: int = 0
     last: int = 0
+    rate: int = 1
+    write_at: dict[str, At] = field(default_factory=dict)
 
     def frames(self, num_frames: int) -> range:
-        lo, hi = self.first, num_frames - 1 + self.last
+        lo, hi = self.first, num_frames * self.rate - 1 + self.last
         return range(lo, hi + 1) if self.order == "forward" else range(hi, lo - 1, -1)
 
     def to_json(self) -> dict[str, Any]:
-        return {"stage": self.stage, "order": self.order, "first": self.first, "last": self.last,
-                "inputs": {k: r.to_json() for k, r in self.inputs.items()}, "outputs": dict(self.outputs)}
+        d: dict[str, Any] = {"stage": self.stage, "order": self.order, "first": self.first, "last": self.last,
+                             "inputs": {k: r.to_json() for k, r in self.inputs.items()},
+                             "outputs": dict(self.outputs)}
+        if self.rate != 1:
+            d["rate"] = self.rate
+        if self.write_at:
+            d["write_at"] = {k: a.to_json() for k, a in self.write_at.items()}
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Step":
         return cls(stage=d["stage"], order=d["order"], first=d["first"], last=d["last"],
-                   inputs={k: Read.from_json(r) for k, r in d["inputs"].items()}, outputs=dict(d["outputs"]))
+                   inputs={k: Read.from_json(r) for k, r in d["inputs"].items()}, outputs=dict(d["outputs"]),
+                   rate=int(d.get("rate", 1)),
+                   write_at={k: At.from_json(a) for k, a in d.get("write_at", {}).items()})
 
 
 @dataclass(frozen=True)
@@ -125,15 +187,34 @@ class Plan:
     def __post_init__(self) -> None:
         known = {"lr"}
         for step in self.steps:
+            if step.rate < 1:
+                raise ValueError(f"step {step.stage!r} has rate {step.rate}; it must be at least 1")
             for name, read in step.inputs.items():
                 r: Any = read
                 while isinstance(r, Read):
                     if r.seq not in self.tensors:
                         raise ValueError(f"step {step.stage!r} input {name!r} reads {r.seq!r}, which has no TensorSpec")
                     r = r.default
+            stray = set(step.write_at) - set(step.outputs)
+            if stray:
+                raise ValueError(f"step {step.stage!r} places outputs {sorted(stray)} it does not have")
+            unknown = [seq for name, seq in step.outputs.items() if step.write_at.get(name) and seq not in self.tensors]
+            if unknown:
+                raise ValueError(f"step {step.stage!r} writes {unknown} at strided frames; they need a TensorSpec")
             known.update(step.outputs.values())
         if self.output not in known:
             raise ValueError(f"plan output {self.output!r} is written by no step")
+
+    @property
+    def output_rate(self) -> int:
+        """Output frames per input frame (1 for per-frame super-resolution, 5 for DAVSR)."""
+        spec = self.tensors.get(self.output)
+        return spec.rate if spec is not None else 1
+
+    def length(self, seq: str, num_frames: int) -> int:
+        """Frames of sequence ``seq`` for ``num_frames`` input frames."""
+        spec = self.tensors.get(seq)
+        return num_frames * (spec.rate if spec is not None else 1)
 
     def to_json(self) -> dict[str, Any]:
         return {"output": self.output, "tensors": {k: asdict(v) for k, v in self.tensors.items()},
@@ -185,12 +266,15 @@ class Stage:
 class SizeConstraints:
     """What LR frame sizes a network accepts: at least ``min_h`` x ``min_w``, multiples of ``multiple``.
 
-    The runtime pads frames (replicate) to meet them and crops the output back.
+    The runtime pads frames at the bottom and right to meet them and crops the output back:
+    ``pad="edge"`` replicates the last row and column, ``pad="zeros"`` fills with black (as the
+    test scripts of networks that zero-pad do).
     """
 
     min_h: int = 1
     min_w: int = 1
     multiple: int = 1
+    pad: Literal["edge", "zeros"] = "edge"
 
     def padded(self, h: int, w: int) -> tuple[int, int]:
         ph = max(h, self.min_h)

@@ -26,10 +26,24 @@ def _iart(**kw: Any) -> VSRNetwork:
     return IART(**kw)
 
 
+def _basicvsrpp(**kw: Any) -> VSRNetwork:
+    from .basicvsrpp import BasicVSRPlusPlus
+
+    return BasicVSRPlusPlus(**kw)
+
+
+def _davsr(**kw: Any) -> VSRNetwork:
+    from .davsr import DAVSR
+
+    return DAVSR(**kw)
+
+
 #: Architecture builders; each default configuration is the official released one.
 ARCHITECTURES: dict[str, Callable[..., VSRNetwork]] = {
     "basicvsr": _basicvsr,
     "iart": _iart,
+    "basicvsrpp": _basicvsrpp,
+    "davsr": _davsr,
 }
 
 
