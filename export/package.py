@@ -176,6 +176,14 @@ def export_package(model: VSRNetwork, out_dir: str | Path, *, weights: str | Non
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             },
         }
+        if not checkpoints and weights is None:
+            # No released file backs these weights (random, or set in Python): keep them, so the
+            # PyTorch reference (vsr-parity, --backend torch) can be rebuilt from the package.
+            from safetensors.torch import save_file
+
+            (tmp / "torch").mkdir()
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "torch" / "weights.safetensors"))
+            manifest["torch_weights"] = "torch/weights.safetensors"
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         umask = os.umask(0)
         os.umask(umask)

@@ -48,6 +48,14 @@ def torch_model(package: Package) -> VSRNetwork:
     if manifest.get("weights") in WEIGHTS:
         return pretrained(manifest["weights"])
     model = create_model(manifest["model"], **manifest.get("config", {}))
+    if manifest.get("torch_weights"):
+        from safetensors.torch import load_file
+
+        from vsr_models.checkpoint import load_state_dict_strict
+
+        load_state_dict_strict(model, load_file(str(package.root / manifest["torch_weights"])),
+                               f"{package.root / manifest['torch_weights']}")
+        return model
     for ckpt in manifest["provenance"].get("checkpoints", []):
         path = Path(ckpt["path"])
         if not path.is_file():
