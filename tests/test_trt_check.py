@@ -79,13 +79,20 @@ def test_affine_grid_fails():
 
 def test_unknown_op_and_unregistered_custom_op_fail():
     nodes = [helper.make_node("FancyWarp", ["x"], ["y"], name="fancy"),
-             helper.make_node("ImplicitWarp", ["y", "y", "flow"], ["z"], name="iw", domain="vsr")]
+             helper.make_node("UnknownWarp", ["y", "y", "flow"], ["z"], name="iw", domain="vsr")]
     model = _model(nodes, [_vi("x", [1, 4, 8, 8]), _vi("flow", [1, 2, 8, 8])], [_vi("z", None)],
                    extra=[helper.make_opsetid("vsr", 1)])
     report = check_model(model)
     statuses = {f.node: f.status for f in report.failures}
     assert statuses == {"fancy": "unknown", "iw": "unknown"}
     assert "not a registered TensorRT plugin" in report.failures[1].problems[0]
+
+
+def test_implicit_warp_is_a_registered_plugin():
+    node = helper.make_node("ImplicitWarp", ["x", "x", "flow"], ["z"], name="iw", domain="vsr")
+    model = _model([node], [_vi("x", [1, 4, 8, 8]), _vi("flow", [1, 2, 8, 8])], [_vi("z", None)],
+                   extra=[helper.make_opsetid("vsr", 1)])
+    assert check_model(model).nodes[0].status == "plugin"
 
 
 def test_registered_plugin_passes(monkeypatch: pytest.MonkeyPatch):

@@ -1,6 +1,6 @@
 """Registry of our TensorRT plugins: which custom ONNX nodes (domain ``vsr``) TensorRT can run.
 
-Empty for now. The mechanism:
+Plugins: ``vsr::ImplicitWarp`` (:mod:`.implicit_warp`, an AOT Triton QDP; untested on a GPU). The mechanism:
 
 * A plugin module in this package describes itself with a :class:`PluginSpec` and calls
   :func:`register` at import; the module is listed in :data:`MODULES` so that
@@ -15,8 +15,9 @@ Empty for now. The mechanism:
   namespace (the ``plugin_namespace`` attribute, or the node's domain from TensorRT 10.10 on);
   see notes/deploy.md section 2.3. A spec records those so export and registration agree.
 
-``vsr::ImplicitWarp`` (IART) is exported as a custom node; until its plugin lands here the static
-check reports it as unknown, and the decomposed (standard-op) export is the one to build engines from.
+``vsr::ImplicitWarp`` (IART) is exported as a custom node; :mod:`.implicit_warp` registers its plugin
+(written against the documented ``tensorrt.plugin`` API, never run: prefer the decomposed export until
+it has been tested on a GPU with TensorRT).
 
 Nothing here imports TensorRT at import time.
 """
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 #: Plugin modules of this package that :func:`load_all` imports (each calls :func:`register`).
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = ("implicit_warp",)
 
 
 @dataclass(frozen=True)

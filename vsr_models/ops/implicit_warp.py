@@ -48,14 +48,14 @@ position of 300 px has 0.25 px steps, and the code arguments reach 270 rad).
 
 Implementations here:
 
-* :func:`implicit_warp`: the reference. Four gathers of whole pixel rows (C values each) at the
-  corners; keys and values are projected once on the source map and gathered afterwards (the
-  projections are per pixel, so gathering commutes with them), so it needs neither the
-  original's (N, C, 4hw) int64 index nor its (N, 4hw, C) key/value tensors. It uses standard
-  ops only and is the decomposed ONNX form (Gather, MatMul, Softmax, Sin, Cos, ...).
+* :func:`implicit_warp`: the reference. One corner at a time: a gather of whole pixel rows
+  (C values each) with an (N*h*w,) index, the slot code, the key (then value) projection; so it
+  needs neither the original's (N, C, 4hw) int64 index nor its (N, 4hw, C) key/value tensors, and
+  computes the same sums in the same order. It uses standard ops only and is the decomposed
+  ONNX form (Gather, MatMul, Softmax, Sin, Cos, ...).
 * :func:`implicit_warp_gather`: a straightforward restatement of the original's batched gather
   (one flattened index for all four corners, repeated over channels). Tests use it as the
-  cross-check; do not deploy it, it needs about five times the memory.
+  cross-check; do not deploy it: its peak memory is about eight times the reference's.
 * :func:`implicit_warp_op`: what networks call. Under ``torch.onnx.export`` it emits the
   ``vsr::ImplicitWarp`` node when :func:`set_implicit_warp_export` chose ``"custom"``; otherwise
   (the default, ``"decomposed"``, which ONNX Runtime runs) it is :func:`implicit_warp`.
@@ -185,14 +185,14 @@ def implicit_warp(source: torch.Tensor, target: torch.Tensor, flow: torch.Tensor
     heads, head_dim = num_heads, c // num_heads
     scale = head_dim ** -0.5 if scale is None else scale
     dtype = target.dtype
-    key_pe = key_pe.reshape(len(CORNERS), c).to(torch.float32)
 
     pos_y, pos_x = _positions(flow, h, w)
     top, left = torch.floor(pos_y), torch.floor(pos_x)
     code = _query_code(pos_y - top, pos_x - left, divisors.to(torch.float32))
     query = target.permute(0, 2, 3, 1) + code.to(dtype)                     # (N, h, w, C)
-    q = (F.linear(query, q_weight, q_bias) * scale).reshape(n * h * w, heads, head_dim)
-    del query, code
+    del code
+    q = F.linear(query, q_weight, q_bias).mul_(scale).reshape(n * h * w, heads, head_dim)
+    del query
 
     # Row index of each corner in the (N*h*w, C) token matrix; clamping is border replication.
     base = (torch.arange(n, device=flow.device) * (h * w)).view(n, 1, 1)
@@ -202,21 +202,25 @@ def implicit_warp(source: torch.Tensor, target: torch.Tensor, flow: torch.Tensor
         col = torch.clamp(left + b, 0, w - 1).to(torch.int64)
         index.append((base + row * w + col).reshape(-1))
 
-    tokens = source.permute(0, 2, 3, 1)                                       # (N, h, w, C)
-    keys = F.linear(tokens, k_weight).reshape(n * h * w, c)
-    key_slot = F.linear(key_pe.to(dtype), k_weight, k_bias)                   # (4, C)
-    logits = [(q * (keys.index_select(0, idx) + key_slot[s]).view(-1, heads, head_dim)).sum(-1)
-              for s, idx in enumerate(index)]
-    del keys, q
-    attn = torch.softmax(torch.stack(logits, dim=-1), dim=-1)                 # (N*h*w, heads, 4)
+    # Source pixels as token rows; each corner is a row gather with an (N*h*w,) index.
+    tokens = source.permute(0, 2, 3, 1).reshape(n * h * w, c)
+    slot_pe = key_pe.reshape(len(CORNERS), c).to(dtype)
 
-    values = F.linear(tokens, v_weight).reshape(n * h * w, c)
-    value_slot = F.linear(key_pe.to(dtype), v_weight, v_bias)
-    out = None
-    for s, idx in enumerate(index):
-        term = attn[..., s:s + 1] * (values.index_select(0, idx) + value_slot[s]).view(-1, heads, head_dim)
-        out = term if out is None else out + term
-    assert out is not None
+    def corner(weight: torch.Tensor, bias: torch.Tensor | None, s: int) -> torch.Tensor:
+        """Keys or values of corner slot ``s``: (N*h*w, heads, head_dim)."""
+        rows = tokens.index_select(0, index[s])
+        rows += slot_pe[s]                      # in place on the fresh gather: one (N*h*w, C) buffer less
+        return F.linear(rows, weight, bias).view(-1, heads, head_dim)
+
+    # One (1 x d) @ (d x 1) product per head and slot: the original's dot products, term by term.
+    q = q.unsqueeze(-2)
+    logits = torch.cat([(q @ corner(k_weight, k_bias, s).unsqueeze(-1)).squeeze(-1)
+                        for s in range(len(CORNERS))], dim=-1)
+    del q
+    attn = torch.softmax(logits, dim=-1)                                      # (N*h*w, heads, 4)
+    out = attn[..., 0:1] * corner(v_weight, v_bias, 0)
+    for s in range(1, len(CORNERS)):
+        out = out + attn[..., s:s + 1] * corner(v_weight, v_bias, s)
     return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 
