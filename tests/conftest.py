@@ -1,12 +1,15 @@
 """Shared fixtures: real frames from the installed sample clips, the BasicVSR weights, one exported package."""
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from export.package import Package
 from runtime.samples import downscale, sample_clip
 from runtime.video import read_frames
 
@@ -54,3 +57,26 @@ def basicvsr_package(tmp_path_factory, basicvsr):
 @pytest.fixture(scope="session")
 def sample_video() -> Path:
     return sample_clip("bikes.mp4")
+
+
+def fp16_package_from(package: Package, tmp_path_factory: pytest.TempPathFactory) -> Package:
+    """A copy of ``package`` with fp16 graphs added, made once per session (in its base temp dir)."""
+    from export.fp16 import add_fp16
+
+    root = tmp_path_factory.getbasetemp() / f"{package.root.name}-with-fp16"
+    if not (root / "manifest.json").is_file():
+        partial = root.with_name(root.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(package.root, partial)
+        add_fp16(partial)
+        os.replace(partial, root)
+    return Package.open(root)
+
+
+@pytest.fixture(scope="session")
+def basicvsr_fp16_package(basicvsr_package: Package, tmp_path_factory: pytest.TempPathFactory) -> Package:
+    """conftest's BasicVSR package (REDS4 weights, exported once per session) with fp16 graphs.
+
+    The copy is made once per session.
+    """
+    return fp16_package_from(basicvsr_package, tmp_path_factory)

@@ -14,7 +14,6 @@ from engines.cli import main as build_main
 from engines.cli import resolve_profile
 from engines.tensorrt import INSTALL_HINT, TensorRTUnavailable, stage_profiles, tensorrt_available
 from export.package import Package
-from tests.test_fp16 import basicvsr_fp16_package  # noqa: F401  (session fixture, made once)
 from vsr_models.plan import SizeConstraints
 
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", (9, 0))

@@ -6,8 +6,6 @@ test the PyTorch parity elsewhere, or PyTorch's whole-clip forward in the slow t
 """
 from __future__ import annotations
 
-import os
-import shutil
 
 import numpy as np
 import onnx
@@ -23,29 +21,6 @@ FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
 
 
 # ------------------------------------------------------------------ shared BasicVSR package
-def fp16_package_from(package: Package, tmp_path_factory: pytest.TempPathFactory) -> Package:
-    """A copy of ``package`` with fp16 graphs added, made once per session (in its base temp dir)."""
-    from export.fp16 import add_fp16
-
-    root = tmp_path_factory.getbasetemp() / f"{package.root.name}-with-fp16"
-    if not (root / "manifest.json").is_file():
-        partial = root.with_name(root.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(package.root, partial)
-        add_fp16(partial)
-        os.replace(partial, root)
-    return Package.open(root)
-
-
-@pytest.fixture(scope="session")
-def basicvsr_fp16_package(basicvsr_package: Package, tmp_path_factory: pytest.TempPathFactory) -> Package:
-    """conftest's BasicVSR package (REDS4 weights, exported once per session) with fp16 graphs.
-
-    test_trt_check and test_engines import this fixture; the copy is made once per session.
-    """
-    return fp16_package_from(basicvsr_package, tmp_path_factory)
-
-
 # ------------------------------------------------------------------ small graphs
 def _model(graph: onnx.GraphProto, *extra: onnx.OperatorSetIdProto) -> onnx.ModelProto:
     """Opset 19, IR version 9 (what ONNX Runtime and the exporter use)."""

@@ -9,7 +9,6 @@ from onnx import TensorProto, helper, numpy_helper
 from engines import plugins
 from export.package import Package
 from export.trt_check import OPERATORS, RULES, check_model, check_package
-from tests.test_fp16 import basicvsr_fp16_package  # noqa: F401  (session fixture, made once)
 
 FLOAT = TensorProto.FLOAT
 

@@ -43,7 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import VSRNetwork
-from .blocks import ConvResidualBlocks, flow_warp
+from .blocks import ComposeFlow, ConvResidualBlocks, compose_flow, flow_warp
 from .ops.deform_conv import ModulatedDeformConv2d, deform_conv2d
 from .plan import Plan, Read, SizeConstraints, Stage, Step, TensorSpec
 from .spynet import LEVELS, SpyNet
@@ -151,11 +151,6 @@ class SecondOrderDeformableAlignment(ModulatedDeformConv2d):
                              padding=self.padding, dilation=self.dilation, groups=self.groups)
 
 
-def compose_flow(flow1: torch.Tensor, flow_next: torch.Tensor) -> torch.Tensor:
-    """The flow two frames back: ``flow1`` (t -> t1) followed by ``flow_next`` (t1 -> t2), FP32."""
-    flow1, flow_next = flow1.float(), flow_next.float()
-    return flow1 + flow_warp(flow_next, flow1.permute(0, 2, 3, 1))
-
 
 # ---------------------------------------------------------------------- stage modules
 class _Features(nn.Module):
@@ -188,10 +183,6 @@ class _Downsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return bicubic_quarter(x)
 
-
-class _Compose(nn.Module):
-    def forward(self, flow1: torch.Tensor, flow_next: torch.Tensor) -> torch.Tensor:
-        return compose_flow(flow1, flow_next)
 
 
 class _BranchStep(nn.Module):
@@ -291,7 +282,7 @@ class BasicVSRPlusPlus(VSRNetwork):
         self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
         # Stage modules share the layers above; a plain dict keeps them out of the state dict.
         self._parts: dict[str, nn.Module] = {
-            "feat": _Features(self.feat_extract), "downsample": _Downsample(), "compose": _Compose(),
+            "feat": _Features(self.feat_extract), "downsample": _Downsample(), "compose": ComposeFlow(),
             "upsample": _Upsample(self),
             **{branch: _BranchStep(self.deform_align[branch], self.backbone[branch]) for branch, _ in BRANCHES},
         }

@@ -87,3 +87,19 @@ def flow_warp(
     # Sampling runs in FP32 too (as the FP16 graphs do): an FP16 grid is 0.47 px coarse at 1920.
     out = F.grid_sample(x.float(), grid, mode=interp_mode, padding_mode=padding_mode, align_corners=align_corners)
     return out.to(x.dtype)
+
+
+def compose_flow(flow1: torch.Tensor, flow_next: torch.Tensor) -> torch.Tensor:
+    """Second-order flow: ``flow1`` (t -> t1) followed by ``flow_next`` (t1 -> t2), FP32.
+
+    Shapes: (N, 2, H, W) x2 -> (N, 2, H, W).
+    """
+    flow1, flow_next = flow1.float(), flow_next.float()
+    return flow1 + flow_warp(flow_next, flow1.permute(0, 2, 3, 1))
+
+
+class ComposeFlow(nn.Module):
+    """:func:`compose_flow` as a stage module."""
+
+    def forward(self, flow1: torch.Tensor, flow_next: torch.Tensor) -> torch.Tensor:
+        return compose_flow(flow1, flow_next)

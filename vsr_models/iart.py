@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import VSRNetwork
-from .blocks import flow_warp
+from .blocks import ComposeFlow, compose_flow
 from .ops.implicit_warp import ImplicitWarp
 from .plan import Plan, Read, SizeConstraints, Stage, Step, TensorSpec
 from .spynet import SpyNet
@@ -59,11 +59,6 @@ BRANCHES = (("backward_1", "backward"), ("forward_1", "forward"), ("backward_2",
             ("forward_2", "forward"))
 
 
-def compose_flow(flow1: torch.Tensor, flow_next: torch.Tensor) -> torch.Tensor:
-    """Second-order flow: t -> t1 followed by t1 -> t2, both (N, 2, h, w), FP32."""
-    flow1, flow_next = flow1.float(), flow_next.float()
-    return flow1 + flow_warp(flow_next, flow1.permute(0, 2, 3, 1))
-
 
 class _Embed(nn.Module):
     def __init__(self, conv_first: nn.Conv2d) -> None:
@@ -73,10 +68,6 @@ class _Embed(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.conv_first(x), torch.ones_like(x[:, :1])
 
-
-class _Compose(nn.Module):
-    def forward(self, flow1: torch.Tensor, flow_next: torch.Tensor) -> torch.Tensor:
-        return compose_flow(flow1, flow_next)
 
 
 class _BranchStep(nn.Module):
@@ -177,7 +168,7 @@ class IART(VSRNetwork):
         self.implicit_warp = ImplicitWarp(dim=embed_dim, pe_dim=embed_dim, num_heads=num_heads[0], pe_temp=0.01)
         # Stage modules share the layers above; a plain dict keeps them out of the state dict.
         self._parts: dict[str, nn.Module] = {
-            "embed": _Embed(self.conv_first), "compose": _Compose(), "upsample": _Upsample(self),
+            "embed": _Embed(self.conv_first), "compose": ComposeFlow(), "upsample": _Upsample(self),
             **{name: _BranchStep(self.swin_backbone[name], self.implicit_warp) for name, _ in BRANCHES},
         }
 
