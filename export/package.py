@@ -44,6 +44,7 @@ class PackageError(ValueError):
 
 
 def _version(dist: str) -> str:
+    """Installed version of a distribution, or ``unknown``."""
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -296,3 +297,8 @@ class Package:
 
     def stage_names(self) -> list[str]:
         return list(self.manifest["stages"])
+
+
+def package_tool_version() -> str:
+    """The version of this toolchain (recorded in manifests, part of the package cache key)."""
+    return _version("vsr")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from export.package import Package, PackageError, export_package
+from export.package import Package, PackageError, export_package, package_tool_version
 from vsr_models import WEIGHTS, create_model, load_checkpoint, pretrained
 from vsr_models.base import VSRNetwork
 from vsr_models.checkpoint import CheckpointError, sha256sum
@@ -31,7 +31,8 @@ def resolve_package(model: str, log=print) -> Package:
         return Package.open(path)
     if model in WEIGHTS:
         entry = WEIGHTS[model]
-        target = cache_dir() / "packages" / f"{model}-{entry.sha256[:12]}"
+        # Keyed by the weights and by this tool's version: a new release re-exports.
+        target = cache_dir() / "packages" / f"{model}-{entry.sha256[:12]}-vsr{package_tool_version()}"
         if (target / "manifest.json").is_file():
             return Package.open(target)
         log(f"exporting {model} to {target} (first use; later runs reuse it) ...")

@@ -127,7 +127,10 @@ def test_demo_upscales_the_sample_clip_and_beats_bicubic(tmp_path, monkeypatch, 
     from vsr_models import WEIGHTS
 
     monkeypatch.setenv("VSR_CACHE_DIR", str(tmp_path / "cache"))
-    shutil.copytree(basicvsr_package.root, cache_dir() / "packages" / f"basicvsr-{WEIGHTS['basicvsr'].sha256[:12]}")
+    from export.package import package_tool_version
+
+    cached = cache_dir() / "packages" / f"basicvsr-{WEIGHTS['basicvsr'].sha256[:12]}-vsr{package_tool_version()}"
+    shutil.copytree(basicvsr_package.root, cached)
     out = tmp_path / "demo.mp4"
     result = CliRunner().invoke(run_main, ["--demo", "-o", str(out), "--frames", "3"])
     _ok(result)
