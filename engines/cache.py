@@ -19,13 +19,12 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from export.package import staged_directory
 
 FORMAT = "vsr-engines"
 FORMAT_VERSION = 1
@@ -150,12 +149,9 @@ class EngineCache:
 
     def write(self, key: EngineKey, model: str, engines: dict[str, bytes]) -> EngineSet:
         """Store serialized engines (stage -> bytes) under ``key``, atomically; replaces the same key."""
-        folder = self.root / key.platform_dir
-        folder.mkdir(parents=True, exist_ok=True)
         name = f"{model}-{key.package_hash[:12]}-{key.precision}-{key.profile}-{key.digest()[:8]}"
-        target = folder / name
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=folder))
-        try:
+        target = self.root / key.platform_dir / name
+        with staged_directory(target) as tmp:
             stages = {}
             for stage, blob in engines.items():
                 (tmp / f"{stage}.engine").write_bytes(blob)
@@ -166,12 +162,6 @@ class EngineCache:
                     "profile": key.profile.to_json(), "key": key.digest(), "stages": stages,
                     "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
             (tmp / "engine.json").write_text(json.dumps(meta, indent=2) + "\n")
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         found = self._read(target)
         assert found is not None
         return found

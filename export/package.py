@@ -135,25 +135,43 @@ def validate_graph(model: onnx.ModelProto, what: str) -> None:
                                    "silently read as nearest; export at opset 19")
 
 
+@contextlib.contextmanager
+def staged_directory(target: Path) -> Iterator[Path]:
+    """Yield a hidden temporary folder beside ``target``; when the block succeeds it becomes
+    ``target`` (replacing it) with ordinary permissions, and when it fails it is removed, so an
+    interrupted write never leaves a partial folder behind."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def export_package(model: VSRNetwork, out_dir: str | Path, *, weights: str | None = None,
                    checkpoints: list[Path] | None = None, overwrite: bool = False,
                    config: dict[str, Any] | None = None) -> "Package":
     """Export every stage of ``model`` and write the manifest into ``out_dir``.
 
-    The package is written into a temporary directory beside ``out_dir`` and renamed at the end,
-    so an interrupted export leaves nothing behind. ``weights`` (a zoo name) and ``checkpoints``
-    (files loaded into the model) are recorded with their sha256 as provenance.
+    The package is written into a temporary directory beside ``out_dir`` and renamed at the end
+    (:func:`staged_directory`), so an interrupted export leaves nothing behind. ``weights`` (a zoo
+    name) and ``checkpoints`` (files loaded into the model) are recorded with their sha256.
     """
     from vsr_models.checkpoint import sha256sum
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise PackageError(f"{out_dir} exists; choose another -o or pass --overwrite")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     plan = model.plan()
     stages = model.stages()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+    with staged_directory(out_dir) as tmp:
         (tmp / "fp32").mkdir()
         entries = {}
         for name, stage in stages.items():
@@ -186,15 +204,6 @@ def export_package(model: VSRNetwork, out_dir: str | Path, *, weights: str | Non
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "torch" / "weights.safetensors"))
             manifest["torch_weights"] = "torch/weights.safetensors"
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a package is an ordinary folder
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return Package.open(out_dir)
 
 
