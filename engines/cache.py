@@ -24,13 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from export.package import staged_directory
+from export.atomic import staged_directory
+from export.format import cache_dir
+from vsr_models.errors import VSRError
 
 FORMAT = "vsr-engines"
 FORMAT_VERSION = 1
 
 
-class EngineNotFound(RuntimeError):
+class EngineNotFound(VSRError, RuntimeError):
     """No engine set in the cache fits the package, GPU, TensorRT version, precision and size."""
 
 
@@ -131,9 +133,7 @@ class EngineSet:
 
 
 def default_root() -> Path:
-    """``<cache dir>/engines`` (the cache dir of :func:`runtime.models.cache_dir`)."""
-    from runtime.models import cache_dir
-
+    """``<cache dir>/engines`` (see :func:`export.format.cache_dir`)."""
     return cache_dir() / "engines"
 
 

@@ -3,23 +3,17 @@ from __future__ import annotations
 
 import click
 
-from export.package import PackageError
+from export.format import PackageError
+from runtime.cli.common import CONTEXT, SIZE, DeviceType, say, user_errors
+from runtime.devices import Device
+from runtime.resolve import resolve_package
 
-from .cache import EngineCache, Profile
+from .cache import EngineCache, Profile, package_hash
+from .tensorrt import build_engines
 
 #: Default LR range: 180x320 (-> 720x1280) is the optimum, up to 540x960 (-> 2160x3840).
 DEFAULT_OPT = (180, 320)
 DEFAULT_MAX = (540, 960)
-
-
-def _size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: write sizes as HxW (LR frame size), e.g. 180x320") from None
-    return h, w
 
 
 def resolve_profile(constraints, min_shape: tuple[int, int] | None, opt_shape: tuple[int, int] | None,
@@ -39,20 +33,21 @@ def resolve_profile(constraints, min_shape: tuple[int, int] | None, opt_shape: t
         raise click.BadParameter(f"{exc} (sizes are LR frame sizes, padded to the network's constraints)") from exc
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT)
 @click.argument("package_path", metavar="PKG")
 @click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True,
               help="Which graphs of the package to build (fp16 needs vsr-export --precision fp16).")
-@click.option("--min-shape", default=None, help="Smallest LR frame HxW the engines accept "
+@click.option("--min-shape", type=SIZE, default=None, help="Smallest LR frame HxW the engines accept "
                                                 "(default: the network's minimum).")
-@click.option("--opt-shape", default=None, help="LR frame HxW the engines are tuned for (default: 180x320).")
-@click.option("--max-shape", default=None, help="Largest LR frame HxW the engines accept (default: 540x960).")
+@click.option("--opt-shape", type=SIZE, default=None, help="LR frame HxW the engines are tuned for (default: 180x320).")
+@click.option("--max-shape", type=SIZE, default=None, help="Largest LR frame HxW the engines accept (default: 540x960).")
 @click.option("--workspace", type=click.FloatRange(min=0.25), default=4.0, show_default=True,
               help="TensorRT workspace memory limit in GiB.")
-@click.option("--device", default="cuda", show_default=True, help="cuda or cuda:N.")
+@click.option("--device", type=DeviceType(), default="cuda", show_default=True, help="cuda or cuda:N.")
 @click.option("--list", "list_only", is_flag=True, help="List the engine sets cached for PKG and exit.")
-def main(package_path: str, precision: str, min_shape: str | None, opt_shape: str | None, max_shape: str | None,
-         workspace: float, device: str, list_only: bool) -> None:
+@user_errors
+def main(package_path: str, precision: str, min_shape: tuple[int, int] | None, opt_shape: tuple[int, int] | None,
+         max_shape: tuple[int, int] | None, workspace: float, device: Device, list_only: bool) -> None:
     """Build one TensorRT engine per stage of PKG (a package folder or a zoo name) for this GPU.
 
     Engines are cached per GPU model, compute capability, TensorRT version, package contents,
@@ -60,29 +55,19 @@ def main(package_path: str, precision: str, min_shape: str | None, opt_shape: st
     Graphs are built strongly typed: the FP16 graphs carry their precision (and their FP32
     islands for coordinates), on TensorRT 10 and 11 alike.
     """
-    from runtime.models import resolve_package
-
-    from .cache import package_hash
-    from .tensorrt import BuildError, TensorRTUnavailable, build_engines
-
-    try:
-        package = resolve_package(package_path, log=lambda m: click.echo(m, err=True))
-        if list_only:
-            digest = package_hash(package.root)
-            sets = [s for s in EngineCache().entries() if s.key.package_hash == digest]
-            for s in sets:
-                click.echo(f"{s.key.precision} LR {s.key.profile} on {s.key.gpu.name} "
-                           f"(sm{s.key.gpu.capability[0]}{s.key.gpu.capability[1]}), TensorRT {s.key.tensorrt}: "
-                           f"{s.path}")
-            if not sets:
-                click.echo(f"no engines cached for {package.root}")
-            return
-        profile = resolve_profile(package.constraints, _size(min_shape), _size(opt_shape), _size(max_shape))
-        if precision not in package.precisions:
-            raise PackageError(f"{package.root} has no {precision} graphs (it has {package.precisions}); run "
-                               f"vsr-export {package.manifest['model']} --precision {precision} -o ...")
-        built = build_engines(package, precision, profile, device=device, workspace_gb=workspace,
-                              log=lambda m: click.echo(m, err=True))
-    except (TensorRTUnavailable, BuildError, PackageError, FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    package = resolve_package(package_path, log=say)
+    if list_only:
+        digest = package_hash(package.root)
+        sets = [s for s in EngineCache().entries() if s.key.package_hash == digest]
+        for s in sets:
+            click.echo(f"{s.key.precision} LR {s.key.profile} on {s.key.gpu.name} "
+                       f"(sm{s.key.gpu.capability[0]}{s.key.gpu.capability[1]}), TensorRT {s.key.tensorrt}: {s.path}")
+        if not sets:
+            click.echo(f"no engines cached for {package.root}")
+        return
+    profile = resolve_profile(package.constraints, min_shape, opt_shape, max_shape)
+    if precision not in package.precisions:
+        raise PackageError(f"{package.root} has no {precision} graphs (it has {package.precisions}); run "
+                           f"vsr-export {package.manifest['model']} --precision {precision} -o ...")
+    built = build_engines(package, precision, profile, device=str(device), workspace_gb=workspace, log=say)
     click.echo(f"wrote {len(built.stages)} engines to {built.path}")

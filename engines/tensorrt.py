@@ -1,4 +1,4 @@
-"""TensorRT: build one engine per stage of a model package, and run them as an executor backend.
+"""TensorRT: build one engine per stage of a model package (the runner is :mod:`runtime.backends.trt`).
 
 Written against TensorRT's documented Python API for 10.x (10.1 or later, for ONNX DeformConv)
 and 11.x, and **untested on the machine it was written on** (no GPU, no TensorRT there): the
@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from export.package import Package
+from export.format import Package
+from vsr_models.errors import VSRError
 
 from .cache import EngineCache, EngineKey, EngineNotFound, EngineSet, GpuInfo, Profile, package_hash
 
@@ -32,11 +33,11 @@ INSTALL_HINT = ("TensorRT is not installed: pip install tensorrt (the wheel fetc
                 "or use --backend onnxruntime")
 
 
-class TensorRTUnavailable(RuntimeError):
+class TensorRTUnavailable(VSRError, RuntimeError):
     """TensorRT (or a CUDA GPU for it) is missing; the message says what to install or use instead."""
 
 
-class BuildError(RuntimeError):
+class BuildError(VSRError, RuntimeError):
     """TensorRT could not parse or build a stage graph."""
 
 
@@ -189,113 +190,3 @@ def find_engines(package: Package, precision: str, device: str = "cuda", size: t
     cache = cache or EngineCache()
     sets = cache.candidates(package_hash(package.root), gpu, trt.__version__, precision)
     return [s for s in sets if size is None or s.key.profile.covers(*size)]
-
-
-class TensorRTBackend:
-    """Runs a package's stages as TensorRT engines; every value stays on the GPU between steps.
-
-    Buffers are torch CUDA tensors: inputs and outputs are bound with
-    ``context.set_tensor_address(name, tensor.data_ptr())`` and each stage is enqueued with
-    ``execute_async_v3`` on PyTorch's current stream, so uploads, stages and downloads are
-    ordered without extra synchronisation. Graph inputs and outputs are float32 in both
-    precisions (the FP16 graphs cast inside).
-
-    The engine set is chosen when the first stage runs, from the frame size (the executor's
-    frames are already padded to the network's constraints), and again whenever a frame size
-    falls outside the current set's profile.
-
-    Untested here: written against the documented API (see the module docstring).
-    """
-
-    def __init__(self, package: Package, device: str = "cuda", precision: str = "fp16",
-                 cache: EngineCache | None = None) -> None:
-        import torch
-
-        self.name = "tensorrt"
-        self.trt = import_tensorrt()
-        self.torch = torch
-        index = cuda_device(device)
-        self.device = torch.device("cuda", index)
-        self.gpu = gpu_info(index)
-        self.package = package
-        self.precision = precision
-        self.cache = cache or EngineCache()
-        self.pkg_hash = package_hash(package.root)
-        self.scales = {stage: {spec["name"]: _scale(spec["shape"][2])
-                               for spec in package.manifest["stages"][stage]["inputs"]}
-                       for stage in package.stage_names()}
-        if not self.cache.candidates(self.pkg_hash, self.gpu, self.trt.__version__, precision):
-            raise EngineNotFound(
-                f"no {precision} engines for {package.root} on {self.gpu.name} with TensorRT {self.trt.__version__}: "
-                f"run vsr-build-engine {package.root} --precision {precision} (or use --backend onnxruntime)")
-        self.runtime = self.trt.Runtime(_init(self.trt))
-        self.current: EngineSet | None = None
-        self.engines: dict[str, Any] = {}
-        self.contexts: dict[str, Any] = {}
-
-    # ---------------------------------------------------------------------------- handles
-    def upload(self, array: np.ndarray) -> Any:
-        host = self.torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-        return host.to(self.device, non_blocking=False)
-
-    def download(self, handle: Any) -> np.ndarray:
-        return handle.detach().float().cpu().numpy()
-
-    def zeros(self, shape: tuple[int, ...]) -> Any:
-        return self.torch.zeros(shape, dtype=self.torch.float32, device=self.device)
-
-    def shape(self, handle: Any) -> tuple[int, ...]:
-        return tuple(handle.shape)
-
-    # ---------------------------------------------------------------------------- engines
-    def _select(self, stage: str, inputs: dict[str, Any]) -> None:
-        name, tensor = next(iter(inputs.items()))
-        s = self.scales[stage][name]
-        size = (tensor.shape[2] // s, tensor.shape[3] // s)
-        if self.current is not None and self.current.key.profile.covers(*size):
-            return
-        found = self.cache.find(self.pkg_hash, self.gpu, self.trt.__version__, self.precision, size,
-                                stages=self.package.stage_names(), package=str(self.package.root))
-        self.engines, self.contexts = {}, {}
-        for st in self.package.stage_names():
-            engine = self.runtime.deserialize_cuda_engine(found.engine_file(st).read_bytes())
-            if engine is None:
-                raise RuntimeError(f"TensorRT could not load {found.engine_file(st)}; rebuild it with vsr-build-engine")
-            self.engines[st] = engine
-            self.contexts[st] = engine.create_execution_context()
-        self.current = found
-
-    def _torch_dtype(self, dtype: Any) -> Any:
-        trt, torch = self.trt, self.torch
-        table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
-                 trt.DataType.INT32: torch.int32, trt.DataType.BOOL: torch.bool}
-        if hasattr(trt.DataType, "INT64"):
-            table[trt.DataType.INT64] = torch.int64
-        return table[dtype]
-
-    def run(self, stage: str, inputs: dict[str, Any]) -> dict[str, Any]:
-        self._select(stage, inputs)
-        trt, torch = self.trt, self.torch
-        engine, context = self.engines[stage], self.contexts[stage]
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        outputs: dict[str, Any] = {}
-        keep = []  # converted inputs stay alive until the stage is enqueued
-        for name in names:
-            if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
-                continue
-            tensor = inputs[name].to(self._torch_dtype(engine.get_tensor_dtype(name))).contiguous()
-            keep.append(tensor)
-            context.set_input_shape(name, tuple(tensor.shape))
-            context.set_tensor_address(name, tensor.data_ptr())
-        for name in names:
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                continue
-            shape = tuple(context.get_tensor_shape(name))
-            out = torch.empty(shape, dtype=self._torch_dtype(engine.get_tensor_dtype(name)), device=self.device)
-            context.set_tensor_address(name, out.data_ptr())
-            outputs[name] = out
-        stream = torch.cuda.current_stream(self.device)
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError(f"TensorRT failed to run stage {stage!r}")
-        del keep  # freed memory is reused only by later work on this same stream: safe
-        return outputs

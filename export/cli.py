@@ -5,13 +5,17 @@ from pathlib import Path
 
 import click
 
-from vsr_models import ARCHITECTURES, WEIGHTS, create_model, load_checkpoint, pretrained
-from vsr_models.checkpoint import CheckpointError, check_all_parts_loaded
+from runtime.cli.common import CONTEXT, say, user_errors
+from vsr_models.checkpoint import check_all_parts_loaded, load_checkpoint
+from vsr_models.registry import all_weights, create_model, networks, pretrained, zoo_listing
 
-from .package import PackageError, export_package
+from .format import PackageError
+from .fp16 import add_fp16
+from .package import export_package
+from .trt_check import check_package
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT)
 @click.argument("model")
 @click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(path_type=Path),
               help="Official weight file(s) to load (repeat for networks with several files). "
@@ -28,48 +32,46 @@ from .package import PackageError, export_package
 @click.option("--random-weights", is_flag=True,
               help="Export with random weights (for testing the toolchain on a network whose weights "
                    "are not installed).")
+@user_errors
 def main(model: str, checkpoints: tuple[Path, ...], key: str | None, output: Path, overwrite: bool,
          precision: str, check_tensorrt: bool, random_weights: bool) -> None:
-    """Export MODEL (a zoo name: an architecture or installed weights) to a package at -o.
+    """Export MODEL (a network, or the zoo name of released weights) to a package at -o.
 
     \b
-    Architectures: {archs}
-    Installed weights: {weights}
+    The zoo:
+    {zoo}
 
     Each stage becomes one ONNX graph (opset 19, dynamic height and width, checked by the ONNX
     checker, constants folded); manifest.json records the plan, the stages' inputs and outputs,
     size constraints and the checkpoints' sha256.
     """
-    try:
-        if output.exists() and not overwrite:
-            raise PackageError(f"{output} exists; pass --overwrite to replace it")
-        weights = None
+    if output.exists() and not overwrite:
+        raise PackageError(f"{output} exists; pass --overwrite to replace it")
+    weights, nets, released = None, networks(), all_weights()
+    arch = released[model].arch if model in released else model
+    if arch not in nets:
+        raise click.UsageError(f"unknown model {model!r}; known: {', '.join(sorted(set(nets) | set(released)))}")
+    if random_weights:
         if checkpoints:
-            arch = WEIGHTS[model].arch if model in WEIGHTS else model
-            net = create_model(arch)
-            for path in checkpoints:
-                load_checkpoint(net, path, key=key)
-            check_all_parts_loaded(net)
-        elif model in WEIGHTS:
-            net, weights = pretrained(model), model
-            checkpoints = (WEIGHTS[model].path(),)
-        elif model in ARCHITECTURES:
-            if not random_weights:
-                raise click.UsageError(f"{model} has no installed weights: pass --checkpoint FILE "
-                                       "(or --random-weights to test the toolchain)")
-            net = create_model(model)
-        else:
-            known = ", ".join(sorted(set(ARCHITECTURES) | set(WEIGHTS)))
-            raise click.UsageError(f"unknown model {model!r}; known: {known}")
-        click.echo(f"exporting {model} ({len(net.stages())} stages) to {output} ...", err=True)
-        package = export_package(net, output, weights=weights, checkpoints=list(checkpoints),
-                                 overwrite=overwrite)
-        if precision == "fp16":
-            from .fp16 import add_fp16
-
-            package = add_fp16(package.root)
-    except (PackageError, CheckpointError, FileNotFoundError, KeyError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+            raise click.UsageError("--random-weights and --checkpoint exclude each other")
+        net = create_model(arch)
+    elif checkpoints:
+        net = create_model(arch)
+        for path in checkpoints:
+            load_checkpoint(net, path, key=key)
+        check_all_parts_loaded(net)
+    elif model in released:
+        net, weights = pretrained(model), model
+        checkpoints = (released[model].path(),)
+    else:
+        names = ", ".join(w.name for w in nets[model].weights)
+        raise click.UsageError(f"{model} has no installed weights: pass --checkpoint FILE (released: "
+                               f"{names or 'none'}; see vsr-export --help), or --random-weights to test the "
+                               "toolchain")
+    say(f"exporting {model} ({len(net.stages())} stages) to {output} ...")
+    package = export_package(net, output, weights=weights, checkpoints=list(checkpoints), overwrite=overwrite)
+    if precision == "fp16":
+        package = add_fp16(package.root)
     stages = ", ".join(package.stage_names())
     click.echo(f"wrote {output}: stages {stages}; opset {package.manifest['opset']}; "
                f"precisions {', '.join(package.precisions)}")
@@ -78,8 +80,6 @@ def main(model: str, checkpoints: tuple[Path, ...], key: str | None, output: Pat
         click.echo("fp16: nodes kept in FP32 (coordinates, GridSample, ...; reasons in manifest.json "
                    "precision_notes): " + ", ".join(f"{stage} {len(nodes)}" for stage, nodes in kept.items()))
     if check_tensorrt:
-        from .trt_check import check_package
-
         reports = check_package(package.root)
         for report in reports:
             click.echo(report.format())
@@ -89,4 +89,4 @@ def main(model: str, checkpoints: tuple[Path, ...], key: str | None, output: Pat
         click.echo("TensorRT check OK: every node of every graph is supported by TensorRT >= 10.1's ONNX parser")
 
 
-main.help = (main.help or "").format(archs=", ".join(sorted(ARCHITECTURES)), weights=", ".join(sorted(WEIGHTS)))
+main.help = (main.help or "").replace("{zoo}", zoo_listing().replace("\n", "\n    "))

@@ -55,13 +55,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import onnx
 from onnx import TensorProto
 
-if TYPE_CHECKING:
-    from .package import Package
+from vsr_models.errors import VSRError
+
+from .format import Package
+from .package import add_precision
 
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
 _INT_TYPES = {TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8,
@@ -116,7 +116,7 @@ class Blocked:
         return f"{self.node} ({self.op_type}): {self.reason}"
 
 
-class FP16Error(ValueError):
+class FP16Error(VSRError, ValueError):
     """An FP16 graph that breaks the policy (an FP32 node fed a rounded coordinate, wrong I/O dtypes)."""
 
 
@@ -394,15 +394,13 @@ def check_fp16_graph(fp16: onnx.ModelProto, fp32: onnx.ModelProto, blocked: list
                 raise FP16Error(f"{b.node} ({b.op_type}) reads the constant {up.input[0]!r} rounded to FP16")
 
 
-def add_fp16(root: str | Path) -> "Package":
+def add_fp16(root: str | Path) -> Package:
     """Convert every stage of the package at ``root`` to FP16 and add them as ``fp16/``.
 
     Each stage's FP32-marked inputs and outputs (``Stage.fp32`` in the manifest) seed the
     coordinate rule. The blocked nodes are recorded in the manifest
     (``precision_notes.fp16.fp32_nodes``: stage -> ["node (op): reason", ...]).
     """
-    from .package import Package, add_precision
-
     package = Package.open(root)
     graphs, notes = {}, {}
     for name in package.stage_names():

@@ -1,12 +1,4 @@
-"""Model packages: a directory with ``manifest.json`` and one ONNX graph per stage.
-
-Layout::
-
-    PKG/
-      manifest.json      model, scale, size constraints, stages (I/O names, dtypes, shapes),
-                         the plan, provenance (checkpoint sha256, opset, versions)
-      fp32/<stage>.onnx  one graph per stage
-      fp16/<stage>.onnx  optional, written by ``vsr-export --precision fp16``
+"""Writing model packages (the format is :mod:`export.format`).
 
 Every graph is exported with ``torch.onnx.export(dynamo=True)`` at opset 19 with dynamic height
 and width, optimised (constants folded) by the exporter, and validated by the ONNX checker.
@@ -17,38 +9,23 @@ import contextlib
 import datetime as _dt
 import json
 import logging
-import os
-import shutil
-import tempfile
 import warnings
-from dataclasses import asdict, dataclass
-from importlib import metadata
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import onnx
 import torch
 
-from vsr_models.base import VSRNetwork
-from vsr_models.plan import Plan, SizeConstraints, Stage, TensorSpec
+from vsr_models.base import Stage, VSRNetwork
+from vsr_models.checkpoint import sha256sum
+from vsr_models.plan import Plan, SizeConstraints, TensorSpec
 
-OPSET = 19
-FORMAT = "vsr-package"
-FORMAT_VERSION = 1
+from .atomic import staged_directory, write_text_atomic
+from .format import FORMAT, FORMAT_VERSION, OPSET, Package, PackageError, tool_version
 #: ONNX GridSample mode names TensorRT's parser reads correctly (opset 20 renamed them).
 GRID_SAMPLE_MODES = {b"bilinear", b"nearest", b"bicubic"}
-
-
-class PackageError(ValueError):
-    """A model package that is missing, incomplete or of another format version."""
-
-
-def _version(dist: str) -> str:
-    """Installed version of a distribution, or ``unknown``."""
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def stage_io_specs(plan: Plan, stage_name: str, stage: Stage) -> tuple[dict[str, TensorSpec], dict[str, TensorSpec]]:
@@ -135,37 +112,14 @@ def validate_graph(model: onnx.ModelProto, what: str) -> None:
                                    "silently read as nearest; export at opset 19")
 
 
-@contextlib.contextmanager
-def staged_directory(target: Path) -> Iterator[Path]:
-    """Yield a hidden temporary folder beside ``target``; when the block succeeds it becomes
-    ``target`` (replacing it) with ordinary permissions, and when it fails it is removed, so an
-    interrupted write never leaves a partial folder behind."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def export_package(model: VSRNetwork, out_dir: str | Path, *, weights: str | None = None,
-                   checkpoints: list[Path] | None = None, overwrite: bool = False,
-                   config: dict[str, Any] | None = None) -> "Package":
+                   checkpoints: list[Path] | None = None, overwrite: bool = False) -> Package:
     """Export every stage of ``model`` and write the manifest into ``out_dir``.
 
     The package is written into a temporary directory beside ``out_dir`` and renamed at the end
     (:func:`staged_directory`), so an interrupted export leaves nothing behind. ``weights`` (a zoo
     name) and ``checkpoints`` (files loaded into the model) are recorded with their sha256.
     """
-    from vsr_models.checkpoint import sha256sum
-
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise PackageError(f"{out_dir} exists; choose another -o or pass --overwrite")
@@ -179,7 +133,7 @@ def export_package(model: VSRNetwork, out_dir: str | Path, *, weights: str | Non
             entries[name] = export_stage(stage, ins, outs, model.constraints, tmp / "fp32" / f"{name}.onnx")
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
-            "model": model.name, "weights": weights, "config": config or {},
+            "model": model.name, "weights": weights, "config": model.init_args,
             "scale": model.scale,
             "constraints": asdict(model.constraints),
             "clip_frames": model.clip_frames,
@@ -190,7 +144,7 @@ def export_package(model: VSRNetwork, out_dir: str | Path, *, weights: str | Non
             "provenance": {
                 "checkpoints": [{"file": Path(c).name, "path": str(Path(c).resolve()), "sha256": sha256sum(c)}
                                 for c in (checkpoints or [])],
-                "vsr": _version("vsr"), "torch": torch.__version__, "onnx": onnx.__version__,
+                "vsr": tool_version(), "torch": torch.__version__, "onnx": onnx.__version__,
                 "exporter": "torch.onnx.export(dynamo=True, optimize=True)",
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             },
@@ -240,74 +194,5 @@ def add_precision(root: str | Path, precision: str, graphs: dict[str, onnx.Model
     manifest["precisions"] = {**manifest["precisions"], precision: files}
     if note is not None:
         manifest["precision_notes"] = {**manifest.get("precision_notes", {}), precision: note}
-    tmp = package.root / ".manifest.json.partial"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, package.root / "manifest.json")
+    write_text_atomic(package.root / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return Package.open(package.root)
-
-
-@dataclass
-class Package:
-    """A model package on disk, opened read-only."""
-
-    root: Path
-    manifest: dict[str, Any]
-
-    @classmethod
-    def open(cls, root: str | Path) -> "Package":
-        root = Path(root)
-        path = root / "manifest.json"
-        if not path.is_file():
-            raise PackageError(f"{root} is not a model package (no manifest.json); make one with vsr-export")
-        try:
-            manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise PackageError(f"{path} is not valid JSON ({exc}); export the package again") from exc
-        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-            raise PackageError(f"{root} has format {manifest.get('format')!r} v{manifest.get('format_version')}, "
-                               f"this tool reads {FORMAT!r} v{FORMAT_VERSION}; export the package again")
-        return cls(root, manifest)
-
-    @property
-    def plan(self) -> Plan:
-        return Plan.from_json(self.manifest["plan"])
-
-    @property
-    def scale(self) -> int:
-        return int(self.manifest["scale"])
-
-    @property
-    def constraints(self) -> SizeConstraints:
-        return SizeConstraints(**self.manifest["constraints"])
-
-    @property
-    def clip_frames(self) -> int | None:
-        """Clip length of a clip-level network (non-overlapping clips), ``None`` for recurrent ones."""
-        return self.manifest.get("clip_frames")
-
-    @property
-    def output_rate(self) -> int:
-        """Output frames per input frame (5 for DAVSR's space-time upscaling)."""
-        return self.plan.output_rate
-
-    @property
-    def precisions(self) -> list[str]:
-        return list(self.manifest["precisions"])
-
-    def stage_file(self, stage: str, precision: str = "fp32") -> Path:
-        files = self.manifest["precisions"].get(precision)
-        if files is None:
-            raise PackageError(f"{self.root} has no {precision} graphs (it has {self.precisions}); "
-                               f"run vsr-export with --precision {precision}")
-        path = self.root / files[stage]
-        if not path.is_file():
-            raise PackageError(f"{path} is missing; export the package again")
-        return path
-
-    def stage_names(self) -> list[str]:
-        return list(self.manifest["stages"])
-
-
-def package_tool_version() -> str:
-    """The version of this toolchain (recorded in manifests, part of the package cache key)."""
-    return _version("vsr")

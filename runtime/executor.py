@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vsr_models.errors import VSRError
 from vsr_models.plan import Plan, Read
 
 
@@ -35,7 +36,7 @@ class Backend(Protocol):
         """Run one stage on handles; returns handles by output name."""
 
 
-class PlanError(RuntimeError):
+class PlanError(VSRError, RuntimeError):
     """The plan asked for a frame that no step wrote and no default covers."""
 
 

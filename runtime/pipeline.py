@@ -11,16 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from export.format import Package
 from vsr_models.plan import Plan, SizeConstraints
 
 from .executor import Backend, run_plan
-
-if TYPE_CHECKING:
-    from export.package import Package
 
 #: Default chunk and overlap, chosen from the chunked-vs-whole-clip measurement in the README.
 DEFAULT_CHUNK = 30
@@ -176,7 +173,7 @@ class Upscaler:
                 del buffer[i]
 
 
-def upscaler_for(package: "Package", backend: Backend, chunk: int | None = None, overlap: int | None = None,
+def upscaler_for(package: Package, backend: Backend, chunk: int | None = None, overlap: int | None = None,
                  tile: int | None = None, tile_overlap: int = 16) -> Upscaler:
     """An :class:`Upscaler` for a package; ``None`` picks the package's schedule: non-overlapping
     clips of ``clip_frames`` for a clip-level network, else ``DEFAULT_CHUNK`` + ``DEFAULT_OVERLAP``."""
@@ -187,3 +184,13 @@ def upscaler_for(package: "Package", backend: Backend, chunk: int | None = None,
         overlap = 0 if clip else DEFAULT_OVERLAP
     return Upscaler(backend, package.plan, package.scale, package.constraints, chunk=chunk, overlap=overlap,
                     tile=tile, tile_overlap=tile_overlap)
+
+
+def upscale_clip(backend: Backend, package: Package, lr: np.ndarray) -> np.ndarray:
+    """One whole-clip run of the package's plan: (T, 3, h, w) -> (T * rate, 3, s*h, s*w), padded to
+    the network's constraints and cropped back (no windows, no tiles)."""
+    h, w = lr.shape[-2:]
+    s = package.scale
+    padded = pad_to(lr, package.constraints)
+    outs = run_plan(package.plan, backend, [backend.upload(padded[i:i + 1]) for i in range(len(padded))])
+    return np.concatenate([backend.download(o) for o in outs])[:, :, :h * s, :w * s]

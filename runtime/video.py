@@ -42,6 +42,8 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation
 
+from vsr_models.errors import VSRError
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -58,11 +60,11 @@ __all__ = [
 ]
 
 
-class InputError(ValueError):
+class InputError(VSRError, ValueError):
     """An input video or frame folder cannot be used; the message names the problem and the fix."""
 
 
-class OutputError(ValueError):
+class OutputError(VSRError, ValueError):
     """The output path or output settings cannot be used; the message names the fix."""
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.package import Package
+from export.format import Package
 from runtime.samples import downscale, sample_clip
 from runtime.video import read_frames
 
@@ -48,10 +48,10 @@ def basicvsr():
 def basicvsr_package(tmp_path_factory, basicvsr):
     """The REDS4 BasicVSR exported once per test session."""
     from export.package import export_package
-    from vsr_models import WEIGHTS
+    from vsr_models import get_weights
 
     out = tmp_path_factory.mktemp("packages") / "basicvsr"
-    return export_package(basicvsr, out, weights="basicvsr", checkpoints=[WEIGHTS["basicvsr"].path()])
+    return export_package(basicvsr, out, weights="basicvsr", checkpoints=[get_weights("basicvsr").path()])
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import torch
 from runtime.backends import OrtBackend, TorchBackend
 from runtime.pipeline import Upscaler
 from runtime.samples import psnr, upscale_bicubic
-from vsr_models import CheckpointError, WEIGHTS, create_model, load_checkpoint
+from vsr_models import CheckpointError, create_model, get_weights, load_checkpoint, network
 
 from .conftest import lr_clip
 
@@ -30,7 +30,7 @@ def _wheel_arch():
 def test_centre_frame_equals_the_released_arch_code(basicvsr):
     arch = _wheel_arch()
     ref = arch.BasicVSR(num_feat=64, num_block=30).eval()
-    ref.load_state_dict(torch.load(WEIGHTS["basicvsr"].path(), weights_only=True)["params"])
+    ref.load_state_dict(torch.load(get_weights("basicvsr").path(), weights_only=True)["params"])
     lr, _ = lr_clip(5, 36, 52)
     x = torch.from_numpy(lr)[None]
     with torch.inference_mode():
@@ -41,14 +41,17 @@ def test_centre_frame_equals_the_released_arch_code(basicvsr):
 
 
 def test_all_three_released_files_load_strictly():
-    for name, entry in WEIGHTS.items():
+    released = network("basicvsr").weights
+    assert [w.name for w in released] == ["basicvsr", "basicvsr-vimeo-bi", "basicvsr-vimeo-bd"]
+    for entry in released:
+        name = entry.name
         model = create_model(entry.arch)
         load_checkpoint(model, entry.path())
         assert sum(p.numel() for p in model.parameters()) > 6_000_000, name
 
 
 def test_checkpoint_errors_name_the_keys(tmp_path):
-    state = torch.load(WEIGHTS["basicvsr"].path(), weights_only=True)["params"]
+    state = torch.load(get_weights("basicvsr").path(), weights_only=True)["params"]
     missing = dict(state)
     del missing["fusion.weight"]
     torch.save({"params": missing}, tmp_path / "missing.pth")
@@ -63,7 +66,7 @@ def test_checkpoint_errors_name_the_keys(tmp_path):
 
 
 def test_mmcv_layout_and_params_ema_load(tmp_path):
-    state = torch.load(WEIGHTS["basicvsr"].path(), weights_only=True)["params"]
+    state = torch.load(get_weights("basicvsr").path(), weights_only=True)["params"]
     torch.save({"meta": {}, "state_dict": {f"generator.{k}": v for k, v in state.items()}}, tmp_path / "mmcv.pth")
     load_checkpoint(create_model("basicvsr"), tmp_path / "mmcv.pth")
     zeros = {k: torch.zeros_like(v) for k, v in state.items()}

@@ -10,7 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from export.cli import main as export_main
-from runtime.cli import bench_main, parity_main, run_main
+from runtime.cli.bench import main as bench_main
+from runtime.cli.parity import main as parity_main
+from runtime.cli.run import main as run_main
 from runtime.video import probe, read_frames
 
 
@@ -123,13 +125,13 @@ def test_demo_upscales_the_sample_clip_and_beats_bicubic(tmp_path, monkeypatch, 
     """The README's first command, on 3 frames, with the zoo name resolved through the cache."""
     import shutil
 
-    from runtime.models import cache_dir
-    from vsr_models import WEIGHTS
+    from export.format import cache_dir
+    from vsr_models import get_weights
 
     monkeypatch.setenv("VSR_CACHE_DIR", str(tmp_path / "cache"))
-    from export.package import package_tool_version
+    from export.format import tool_version as package_tool_version
 
-    cached = cache_dir() / "packages" / f"basicvsr-{WEIGHTS['basicvsr'].sha256[:12]}-vsr{package_tool_version()}"
+    cached = cache_dir() / "packages" / f"basicvsr-{get_weights('basicvsr').sha256[:12]}-vsr{package_tool_version()}"
     shutil.copytree(basicvsr_package.root, cached)
     out = tmp_path / "demo.mp4"
     result = CliRunner().invoke(run_main, ["--demo", "-o", str(out), "--frames", "3"])

@@ -13,7 +13,7 @@ from engines.cache import EngineCache, EngineKey, EngineNotFound, GpuInfo, Profi
 from engines.cli import main as build_main
 from engines.cli import resolve_profile
 from engines.tensorrt import INSTALL_HINT, TensorRTUnavailable, stage_profiles, tensorrt_available
-from export.package import Package
+from export.format import Package
 from vsr_models.plan import SizeConstraints
 
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", (9, 0))
@@ -167,12 +167,8 @@ def test_stage_profiles_scale_each_input():
 
 # ------------------------------------------------------------------ without TensorRT
 @pytest.mark.skipif(_has_tensorrt(), reason="TensorRT is installed: the missing-TensorRT messages do not apply")
-def test_build_engine_without_tensorrt_exits_with_the_hint(tmp_path: Path):
-    root = _fake_package(tmp_path / "p")
-    manifest = json.loads((root / "manifest.json").read_text())
-    manifest.update(plan={"steps": [], "tensors": {}, "output": "hr"}, stages={}, scale=4,
-                    constraints={"min_h": 33, "min_w": 33, "multiple": 1})
-    (root / "manifest.json").write_text(json.dumps(manifest))
+def test_build_engine_without_tensorrt_exits_with_the_hint(basicvsr_package: Package):
+    root = basicvsr_package.root
     result = CliRunner().invoke(build_main, [str(root), "--precision", "fp32"])
     assert result.exit_code != 0
     assert "TensorRT is not installed: pip install tensorrt" in result.output
@@ -181,7 +177,7 @@ def test_build_engine_without_tensorrt_exits_with_the_hint(tmp_path: Path):
 
 @pytest.mark.skipif(_has_tensorrt(), reason="TensorRT is installed: the missing-TensorRT messages do not apply")
 def test_tensorrt_backend_without_tensorrt_raises_the_hint(basicvsr_fp16_package: Package):
-    from runtime.models import make_backend
+    from runtime.backends import make_backend
 
     with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed"):
         make_backend("tensorrt", basicvsr_fp16_package, "cuda", "fp16")
@@ -189,7 +185,7 @@ def test_tensorrt_backend_without_tensorrt_raises_the_hint(basicvsr_fp16_package
 
 @pytest.mark.skipif(_has_tensorrt(), reason="TensorRT is installed: the missing-TensorRT messages do not apply")
 def test_vsr_run_backend_tensorrt_without_tensorrt_exits(basicvsr_fp16_package: Package, tmp_path: Path):
-    from runtime.cli import run_main
+    from runtime.cli.run import main as run_main
     from runtime.samples import sample_clip
 
     result = CliRunner().invoke(run_main, [str(sample_clip()), "-o", str(tmp_path / "out.mp4"), "--model",
@@ -203,7 +199,7 @@ def test_auto_backend_falls_back_to_onnxruntime(basicvsr_fp16_package: Package):
     for cuda and present, else the CPU."""
     import onnxruntime as ort
 
-    from runtime.models import make_backend
+    from runtime.backends import make_backend
 
     backend = make_backend("auto", basicvsr_fp16_package, "cpu", "fp16")
     assert backend.name == "onnxruntime" and backend.device_type == "cpu"
@@ -214,7 +210,7 @@ def test_auto_backend_falls_back_to_onnxruntime(basicvsr_fp16_package: Package):
 
 # ------------------------------------------------------------------ with TensorRT and a GPU
 def _real_frames(n: int, crop: tuple[int, int]) -> np.ndarray:
-    from runtime.cli import _load_lr
+    from runtime.samples import load_lr as _load_lr
 
     return _load_lr(None, n, crop, None)
 
@@ -224,9 +220,10 @@ def _real_frames(n: int, crop: tuple[int, int]) -> np.ndarray:
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_build_and_run_against_onnxruntime(basicvsr_fp16_package: Package, tmp_path: Path, precision: str):
     """Build engines for a small LR range, run 4 real frames, compare with ONNX Runtime FP32."""
-    from engines.tensorrt import TensorRTBackend, build_engines
-    from runtime.backends import OrtBackend
-    from runtime.cli import run_backend
+    from engines.tensorrt import build_engines
+    from runtime.backends import TensorRTBackend, TensorRTOptions
+    from runtime.backends import OrtBackend, OrtOptions
+    from runtime.pipeline import upscale_clip as run_backend
     from runtime.samples import psnr
 
     cache = EngineCache(tmp_path / "engines")
@@ -235,14 +232,14 @@ def test_build_and_run_against_onnxruntime(basicvsr_fp16_package: Package, tmp_p
     assert set(built.stages) == set(basicvsr_fp16_package.stage_names())
     assert cache.timing_cache_path(built.key.gpu, built.key.tensorrt).stat().st_size > 0
     lr = _real_frames(4, (48, 64))
-    ref = run_backend(OrtBackend(basicvsr_fp16_package, precision="fp32"), basicvsr_fp16_package, lr)
-    out = run_backend(TensorRTBackend(basicvsr_fp16_package, "cuda", precision, cache=cache), basicvsr_fp16_package, lr)
+    ref = run_backend(OrtBackend(basicvsr_fp16_package, OrtOptions(precision="fp32")), basicvsr_fp16_package, lr)
+    out = run_backend(TensorRTBackend(basicvsr_fp16_package, TensorRTOptions(precision=precision, cache=cache)), basicvsr_fp16_package, lr)
     if precision == "fp32":
         assert np.abs(out - ref).max() < 1e-3  # FP32 engines are built without TF32
     else:
         assert min(psnr(out[i], ref[i]) for i in range(len(lr))) >= 50.0
     with pytest.raises(EngineNotFound, match="vsr-build-engine"):
-        run_backend(TensorRTBackend(basicvsr_fp16_package, "cuda", precision, cache=cache), basicvsr_fp16_package,
+        run_backend(TensorRTBackend(basicvsr_fp16_package, TensorRTOptions(precision=precision, cache=cache)), basicvsr_fp16_package,
                     _real_frames(2, (120, 160)))
 
 
@@ -251,7 +248,7 @@ def test_build_and_run_against_onnxruntime(basicvsr_fp16_package: Package, tmp_p
 def test_auto_prefers_tensorrt_once_built(basicvsr_fp16_package: Package, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch):
     from engines.tensorrt import build_engines
-    from runtime.models import make_backend
+    from runtime.backends import make_backend
 
     monkeypatch.setenv("VSR_CACHE_DIR", str(tmp_path))
     assert make_backend("auto", basicvsr_fp16_package, "cuda", "fp16").name != "tensorrt"

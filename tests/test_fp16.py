@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from export.fp16 import (FP16Error, check_fp16_graph, convert_to_fp16, fp32_nodes)
-from export.package import Package
+from export.format import Package
 
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
 
@@ -207,7 +207,7 @@ def test_basicvsr_fp16_graphs_follow_the_policy(basicvsr_fp16_package: Package):
 
 
 def _lr(frames: int, crop: tuple[int, int]) -> np.ndarray:
-    from runtime.cli import _load_lr
+    from runtime.samples import load_lr as _load_lr
 
     return _load_lr(None, frames, crop, None)
 
@@ -220,12 +220,12 @@ def _psnrs(out: np.ndarray, ref: np.ndarray) -> list[float]:
 
 def test_basicvsr_fp16_accuracy_on_real_frames_short(basicvsr_fp16_package: Package):
     """6 real frames (bikes.mp4 / 4, centre 40x56): FP16 against FP32, both on ONNX Runtime CPU."""
-    from runtime.backends import OrtBackend
-    from runtime.cli import run_backend
+    from runtime.backends import OrtBackend, OrtOptions
+    from runtime.pipeline import upscale_clip as run_backend
 
     lr = _lr(6, (40, 56))
-    ref = run_backend(OrtBackend(basicvsr_fp16_package, precision="fp32"), basicvsr_fp16_package, lr)
-    out = run_backend(OrtBackend(basicvsr_fp16_package, precision="fp16"), basicvsr_fp16_package, lr)
+    ref = run_backend(OrtBackend(basicvsr_fp16_package, OrtOptions(precision="fp32")), basicvsr_fp16_package, lr)
+    out = run_backend(OrtBackend(basicvsr_fp16_package, OrtOptions(precision="fp16")), basicvsr_fp16_package, lr)
     assert min(_psnrs(out, ref)) >= 50.0
 
 
@@ -241,14 +241,14 @@ def test_basicvsr_fp16_accuracy_20_frames_no_drift(basicvsr_fp16_package: Packag
     """
     import torch
 
-    from runtime.backends import OrtBackend
-    from runtime.cli import run_backend
-    from runtime.models import torch_model
+    from runtime.backends import OrtBackend, OrtOptions
+    from runtime.pipeline import upscale_clip as run_backend
+    from runtime.backends import model_for_package as torch_model
 
     lr = _lr(20, (64, 96))
     with torch.inference_mode():
         ref = torch_model(basicvsr_fp16_package)(torch.from_numpy(lr)[None])[0].numpy()
-    out = run_backend(OrtBackend(basicvsr_fp16_package, precision="fp16"), basicvsr_fp16_package, lr)
+    out = run_backend(OrtBackend(basicvsr_fp16_package, OrtOptions(precision="fp16")), basicvsr_fp16_package, lr)
     p = np.array(_psnrs(out, ref))
     first, last, median = p[:5].mean(), p[-5:].mean(), float(np.median(p))
     print(f"FP16 vs FP32 PSNR: min {p.min():.2f} mean {p.mean():.2f} first5 {first:.2f} last5 {last:.2f} dB")
@@ -258,7 +258,7 @@ def test_basicvsr_fp16_accuracy_20_frames_no_drift(basicvsr_fp16_package: Packag
 
 
 def test_vsr_parity_fp16_end_to_end(basicvsr_fp16_package: Package):
-    from runtime.cli import parity_main
+    from runtime.cli.parity import main as parity_main
 
     result = CliRunner().invoke(parity_main, [str(basicvsr_fp16_package.root), "--precision", "fp16", "--backend",
                                               "onnxruntime", "--frames", "3", "--crop", "40x48"])

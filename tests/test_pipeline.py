@@ -58,7 +58,8 @@ def test_space_time_plans_yield_rate_frames_per_input_frame_in_order():
     from torch import nn
 
     from runtime.backends import TorchBackend
-    from vsr_models.plan import At, Plan, Read, SizeConstraints, Stage, Step, TensorSpec
+    from vsr_models.base import Stage
+    from vsr_models.plan import At, Plan, Read, SizeConstraints, Step, TensorSpec
 
     class Twice(nn.Module):
         def forward(self, x):

@@ -10,7 +10,8 @@ from torch import nn
 
 from runtime.backends import TorchBackend
 from runtime.executor import PlanError, run_plan
-from vsr_models.plan import Plan, Read, SizeConstraints, Stage, Step, TensorSpec
+from vsr_models.base import Stage
+from vsr_models.plan import Plan, Read, SizeConstraints, Step, TensorSpec
 
 
 class _Add(nn.Module):

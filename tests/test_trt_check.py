@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from engines import plugins
-from export.package import Package
+from export.format import Package
 from export.trt_check import OPERATORS, RULES, check_model, check_package
 
 FLOAT = TensorProto.FLOAT

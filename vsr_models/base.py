@@ -1,19 +1,50 @@
 """What every network of the zoo offers the tools: stages, a plan, a whole-clip forward."""
 from __future__ import annotations
 
+import functools
+import inspect
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from .plan import Plan, SizeConstraints, Stage
+from .plan import Plan, SizeConstraints
+
+
+@dataclass
+class Stage:
+    """A stage: a module and the names of its inputs and outputs, in call order.
+
+    ``module(*inputs)`` returns one tensor or a tuple in ``outputs`` order. ``fp32`` lists the
+    inputs and outputs that must stay FP32 in an FP16 graph (flows, coordinates).
+    """
+
+    module: nn.Module
+    inputs: list[str]
+    outputs: list[str]
+    fp32: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        shared = set(self.inputs) & set(self.outputs)
+        if shared:
+            raise ValueError(f"stage input and output names must differ (ONNX graphs need it): {sorted(shared)}")
+
+    def __call__(self, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.module(*(tensors[name] for name in self.inputs))
+        if isinstance(out, torch.Tensor):
+            out = (out,)
+        return dict(zip(self.outputs, out))
 
 
 class VSRNetwork(nn.Module, ABC):
     """Base class of the zoo's networks.
 
-    Subclasses set ``name``, ``scale`` and ``constraints`` and implement :meth:`forward`
-    (whole clip, equal to the official implementation), :meth:`stages` and :meth:`plan`.
+    Subclasses set ``name``, ``scale`` and ``constraints``, register themselves with
+    :func:`vsr_models.registry.register_network`, and implement :meth:`forward` (whole clip, equal
+    to the official implementation), :meth:`stages` and :meth:`plan`.
     """
 
     name: str = ""
@@ -23,6 +54,26 @@ class VSRNetwork(nn.Module, ABC):
     #: was made for; the runtime then cuts videos into non-overlapping clips of this many frames.
     #: ``None``: a recurrent network, run in overlapping windows.
     clip_frames: int | None = None
+    #: The constructor arguments the network was built with (those given explicitly, as JSON
+    #: values), recorded by every subclass's ``__init__``: a package's manifest keeps them so
+    #: that the same configuration can be built again (``create_model(name, **init_args)``).
+    init_args: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def recording_init(self: VSRNetwork, *args: Any, **kw: Any) -> None:
+            init(self, *args, **kw)
+            if type(self) is cls:
+                bound = signature.bind(self, *args, **kw)
+                self.init_args = {k: _json_value(v) for k, v in list(bound.arguments.items())[1:]}
+
+        cls.__init__ = recording_init  # type: ignore[method-assign]
 
     @abstractmethod
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
@@ -36,7 +87,29 @@ class VSRNetwork(nn.Module, ABC):
     def plan(self) -> Plan:
         """How the stages are driven across a clip."""
 
+    def share_layers(self, **parts: nn.Module) -> None:
+        """Keep stage modules built from this network's own layers, for :meth:`part`.
+
+        They are held in a plain dict, not as submodules, so the state dict keeps the official key
+        names (each layer appears once, where the original has it) and ``.to()``/``.half()``
+        still reach every parameter through the network itself.
+        """
+        self._parts = dict(parts)
+
+    def part(self, name: str) -> nn.Module:
+        """A stage module given to :meth:`share_layers`."""
+        return self._parts[name]
+
     def check_input(self, lr: torch.Tensor) -> None:
         if lr.ndim != 5 or lr.shape[2] != 3:
             raise ValueError(f"{self.name} takes (N, T, 3, h, w) RGB clips, got shape {tuple(lr.shape)}")
         self.constraints.check(lr.shape[3], lr.shape[4])
+
+
+def _json_value(value: Any) -> Any:
+    """A constructor argument as JSON holds it (tuples as lists, paths as strings)."""
+    if isinstance(value, (tuple, list)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

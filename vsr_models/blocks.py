@@ -103,3 +103,45 @@ class ComposeFlow(nn.Module):
 
     def forward(self, flow1: torch.Tensor, flow_next: torch.Tensor) -> torch.Tensor:
         return compose_flow(flow1, flow_next)
+
+
+def flow_pair(spynet: nn.Module, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SpyNet flows between the neighbours of a clip, computed in one batch per direction.
+
+    Shapes: lr (N, T, 3, h, w) -> (backward flows, forward flows), each (N, T-1, 2, h, w):
+    ``backward[:, t]`` warps frame t+1 onto frame t, ``forward[:, t]`` frame t onto frame t+1.
+    """
+    n, t, c, h, w = lr.shape
+    first, second = lr[:, :-1].reshape(-1, c, h, w), lr[:, 1:].reshape(-1, c, h, w)
+    return spynet(first, second).view(n, t - 1, 2, h, w), spynet(second, first).view(n, t - 1, 2, h, w)
+
+
+class UpsampleX4(nn.Module):
+    """The x4 reconstruction head of BasicVSR, IART and BasicVSR++, sharing its owner's layers.
+
+    ``up1``, ``up2`` each map features to pixel-shuffled x2 features (a conv then
+    ``PixelShuffle(2)``); each is followed by LeakyReLU(0.1), then ``conv_hr`` + LeakyReLU(0.1)
+    and ``conv_last``. The skip connection (bilinear x4 of the LR frame, see
+    :func:`bilinear_x4`) is the caller's.
+
+    Shapes: (N, C, h, w) -> (N, 3, 4h, 4w).
+    """
+
+    def __init__(self, up1: nn.Module, up2: nn.Module, conv_hr: nn.Module, conv_last: nn.Module) -> None:
+        super().__init__()
+        self.up1, self.up2, self.conv_hr, self.conv_last = up1, up2, conv_hr, conv_last
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        out = F.leaky_relu(self.up1(feat), 0.1)
+        out = F.leaky_relu(self.up2(out), 0.1)
+        return self.conv_last(F.leaky_relu(self.conv_hr(out), 0.1))
+
+
+def conv_shuffle(conv: nn.Module) -> nn.Module:
+    """``conv`` followed by a x2 pixel shuffle (for :class:`UpsampleX4`)."""
+    return nn.Sequential(conv, nn.PixelShuffle(2))
+
+
+def bilinear_x4(lr: torch.Tensor) -> torch.Tensor:
+    """The skip of the x4 networks: bilinear (not bicubic) x4, half-pixel centres. (N, 3, h, w) -> (N, 3, 4h, 4w)."""
+    return F.interpolate(lr, scale_factor=4, mode="bilinear", align_corners=False)

@@ -9,9 +9,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import VSRError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(VSRError, ValueError):
     """A checkpoint that cannot be loaded into the network it was given to."""
+
+
+def strip_prefix(name: str, *prefixes: str) -> str:
+    """``name`` without the leading ``prefixes``, in order (``module.`` from DataParallel,
+    ``generator.`` from mmcv), each removed where present."""
+    for prefix in prefixes:
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return name
 
 
 def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -59,14 +70,8 @@ def extract_state_dict(obj: Any, key: str | None = None) -> dict[str, torch.Tens
         obj = obj["params"] if "params" in obj else obj["params_ema"]
     elif "state_dict" in obj:
         obj = obj["state_dict"]
-    state: dict[str, torch.Tensor] = {}
-    for name, value in obj.items():
-        if not isinstance(value, torch.Tensor):
-            continue
-        for prefix in ("module.", "generator."):
-            if name.startswith(prefix):
-                name = name[len(prefix):]
-        state[name] = value
+    state = {strip_prefix(name, "module.", "generator."): value
+             for name, value in obj.items() if isinstance(value, torch.Tensor)}
     if not state:
         raise CheckpointError("checkpoint holds no tensors")
     return state

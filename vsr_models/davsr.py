@@ -43,11 +43,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import VSRNetwork
+from .base import Stage, VSRNetwork
 from .basicvsrpp import BasicVSRPlusPlus
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, strip_prefix
 from .fourier import SCALE_FACTORS, data_step_block, data_step_fft
-from .plan import At, Plan, Read, SizeConstraints, Stage, Step, TensorSpec
+from .plan import At, Plan, Read, SizeConstraints, Step, TensorSpec
+from .registry import QuickCheck, register_network
 from .superslomo import MEAN, SuperSloMo
 
 #: HR frames per LR frame.
@@ -163,6 +164,11 @@ def hyper_parameters(hypanet: HyPaNet, like: torch.Tensor) -> torch.Tensor:
     return hypanet(x.to(weight.dtype).view(1, 3, 1, 1, 1)).reshape(-1).float()
 
 
+@register_network(
+    summary="DAVSR (ECCV 2022), x4 in space and x5 in time, deep unfolding with BasicVSR++ and Super SloMo "
+            "(no released weights could be confirmed; pass both files with --checkpoint)",
+    quick=QuickCheck({"mid_channels": 16, "num_blocks": 1}, size=(64, 64), frames=2),
+)
 class DAVSR(VSRNetwork):
     """DAVSR, x4 in space and x5 in time. Defaults are the released configuration.
 
@@ -207,11 +213,8 @@ class DAVSR(VSRNetwork):
         self.generator = DAVSRGenerator(n_iter, h_nc, in_nc, out_nc, tuple(nc), nb, mid_channels, num_blocks,
                                         max_residue_magnitude)
         self.slomo = SuperSloMo()
-        # Stage modules share the layers above; a plain dict keeps them out of the state dict.
-        self._parts: dict[str, nn.Module] = {
-            "keyframe": _Keyframe(), "interpolate": _Interpolate(self.slomo),
-            **{f"data_{i + 1}": _DataStep(self, i) for i in range(n_iter)},
-        }
+        self.share_layers(keyframe=_Keyframe(), interpolate=_Interpolate(self.slomo),
+                          **{f"data_{i + 1}": _DataStep(self, i) for i in range(n_iter)})
 
     @property
     def vsr(self) -> BasicVSRPlusPlus:
@@ -248,9 +251,9 @@ class DAVSR(VSRNetwork):
         block_in = [f"z{d}" for d in range(RATE)]
         block_out = [f"x{d}" for d in range(RATE)]
         return {
-            "keyframe": Stage(self._parts["keyframe"], ["a"], ["out"]),
-            "interpolate": Stage(self._parts["interpolate"], ["a", "b"], [f"f{k}" for k in range(1, RATE)]),
-            **{f"data_{i + 1}": Stage(self._parts[f"data_{i + 1}"], ["y", *block_in], block_out,
+            "keyframe": Stage(self.part("keyframe"), ["a"], ["out"]),
+            "interpolate": Stage(self.part("interpolate"), ["a", "b"], [f"f{k}" for k in range(1, RATE)]),
+            **{f"data_{i + 1}": Stage(self.part(f"data_{i + 1}"), ["y", *block_in], block_out,
                                       fp32=["y", *block_in, *block_out]) for i in range(self.n_iter)},
             **self.vsr.stages(),
         }
@@ -318,9 +321,7 @@ def _tensors(obj: Any, what: str) -> dict[str, torch.Tensor]:
     """The tensors of a state dict, without a leading ``module.`` (DataParallel)."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{what} is a {type(obj).__name__}, not a dict of tensors")
-    out = {}
     for name, value in obj.items():
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{what}[{name!r}] is a {type(value).__name__}, not a tensor")
-        out[name[len("module."):] if name.startswith("module.") else name] = value
-    return out
+    return {strip_prefix(name, "module."): value for name, value in obj.items()}

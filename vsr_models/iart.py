@@ -47,11 +47,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import VSRNetwork
-from .blocks import ComposeFlow, compose_flow
+from .base import Stage, VSRNetwork
+from .blocks import ComposeFlow, UpsampleX4, bilinear_x4, compose_flow, conv_shuffle, flow_pair
 from .ops.implicit_warp import ImplicitWarp
-from .plan import Plan, Read, SizeConstraints, Stage, Step, TensorSpec
+from .plan import Plan, Read, SizeConstraints, Step, TensorSpec
+from .registry import QuickCheck, Weights, register_network
 from .spynet import SpyNet
+from .sweeps import flow_pair_steps, second_order_flow_steps, second_order_reads
 from .swin import SwinIRFM
 
 #: The propagation sweeps in the order they run: (name, direction).
@@ -88,23 +90,35 @@ class _BranchStep(nn.Module):
 
 
 class _Upsample(nn.Module):
-    """Two pixel shuffles x2, then the bilinear x4 skip of the LR frame. Shares the IART's layers."""
+    """The x4 head after ``conv_before_upsample``, plus the bilinear x4 skip. Shares the IART's layers."""
 
     def __init__(self, net: "IART") -> None:
         super().__init__()
-        self.conv_before_upsample, self.upconv1, self.upconv2 = net.conv_before_upsample, net.upconv1, net.upconv2
-        self.conv_hr, self.conv_last = net.conv_hr, net.conv_last
-        self.pixel_shuffle = nn.PixelShuffle(2)
-        self.lrelu = nn.LeakyReLU(negative_slope=0.1)
+        self.conv_before_upsample = net.conv_before_upsample
+        self.head = UpsampleX4(conv_shuffle(net.upconv1), conv_shuffle(net.upconv2), net.conv_hr, net.conv_last)
 
     def forward(self, feat: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-        out = self.conv_before_upsample(feat)
-        out = self.lrelu(self.pixel_shuffle(self.upconv1(out)))
-        out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))
-        out = self.conv_last(self.lrelu(self.conv_hr(out)))
-        return out + F.interpolate(lr, scale_factor=4, mode="bilinear", align_corners=False)
+        return self.head(self.conv_before_upsample(feat)) + bilinear_x4(lr)
 
 
+_RELEASE = "https://github.com/kai422/IART (Google Drive folder linked from its README)"
+
+
+def _release(name: str, filename: str, data: str, degradation: str) -> Weights:
+    return Weights(name, "iart", filename, _RELEASE, "see the IART repository", data, degradation)
+
+
+@register_network(
+    summary="IART (CVPR 2024), x4, recurrent Swin with implicit-resampling alignment",
+    quick=QuickCheck({"embed_dim": 32, "depths": (2,), "num_heads": (2,)}, size=(64, 64), frames=3),
+    checkpoint_keys=1162,
+    weights=(
+        _release("iart-reds-n6", "IART_REDS_BI_N6.pth", "REDS (REDS4 held out), 6-frame clips", "BI"),
+        _release("iart-reds-n16", "IART_REDS_BI_N16.pth", "REDS (REDS4 held out), 16-frame clips", "BI"),
+        _release("iart-vimeo-bi", "IART_Vimeo-90K_BI.pth", "Vimeo-90K", "BI"),
+        _release("iart-vimeo-bd", "IART_Vimeo-90K_BD.pth", "Vimeo-90K", "BD"),
+    ),
+)
 class IART(VSRNetwork):
     """IART, x4. Defaults are the released configuration (all four checkpoints share it).
 
@@ -166,11 +180,8 @@ class IART(VSRNetwork):
         self.conv_hr = nn.Conv2d(64, 64, 3, 1, 1)
         self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
         self.implicit_warp = ImplicitWarp(dim=embed_dim, pe_dim=embed_dim, num_heads=num_heads[0], pe_temp=0.01)
-        # Stage modules share the layers above; a plain dict keeps them out of the state dict.
-        self._parts: dict[str, nn.Module] = {
-            "embed": _Embed(self.conv_first), "compose": ComposeFlow(), "upsample": _Upsample(self),
-            **{name: _BranchStep(self.swin_backbone[name], self.implicit_warp) for name, _ in BRANCHES},
-        }
+        self.share_layers(embed=_Embed(self.conv_first), compose=ComposeFlow(), upsample=_Upsample(self),
+                          **{name: _BranchStep(self.swin_backbone[name], self.implicit_warp) for name, _ in BRANCHES})
 
     def _load_spynet(self, path: str | Path) -> None:
         from .checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
@@ -184,15 +195,13 @@ class IART(VSRNetwork):
         spatial = self.conv_first(lr.reshape(-1, c, h, w)).view(n, t, -1, h, w)
         feats = [spatial[:, i] for i in range(t)]
         if t > 1:
-            first, second = lr[:, :-1].reshape(-1, c, h, w), lr[:, 1:].reshape(-1, c, h, w)
-            flows_bwd = self.spynet(first, second).view(n, t - 1, 2, h, w)    # t -> t + 1
-            flows_fwd = self.spynet(second, first).view(n, t - 1, 2, h, w)    # t + 1 -> t
+            flows_bwd, flows_fwd = flow_pair(self.spynet, lr)
         else:
             flows_bwd = flows_fwd = lr.new_zeros(n, 0, 2, h, w)
         for name, direction in BRANCHES:
             feats = self._propagate(feats, flows_bwd if direction == "backward" else flows_fwd, name,
                                     direction == "backward")
-        upsample = self._parts["upsample"]
+        upsample = self.part("upsample")
         return torch.stack([upsample(feats[i], lr[:, i]) for i in range(t)], dim=1)
 
     def _propagate(self, inputs: list[torch.Tensor], flows: torch.Tensor, name: str,
@@ -222,13 +231,13 @@ class IART(VSRNetwork):
     def stages(self) -> dict[str, Stage]:
         branch_inputs = ["x", "prev1", "prev2", "flow1", "flow2", "has1", "has2"]
         return {
-            "embed": Stage(self._parts["embed"], ["x"], ["feat", "valid"]),
+            "embed": Stage(self.part("embed"), ["x"], ["feat", "valid"]),
             "flow": Stage(self.spynet, ["a", "b"], ["flow"], fp32=["flow"]),
-            "compose": Stage(self._parts["compose"], ["flow1", "flow_next"], ["flow2"],
+            "compose": Stage(self.part("compose"), ["flow1", "flow_next"], ["flow2"],
                              fp32=["flow1", "flow_next", "flow2"]),
-            **{name: Stage(self._parts[name], branch_inputs, ["feat"], fp32=["flow1", "flow2"])
+            **{name: Stage(self.part(name), branch_inputs, ["feat"], fp32=["flow1", "flow2"])
                for name, _ in BRANCHES},
-            "upsample": Stage(self._parts["upsample"], ["feat", "lr"], ["hr"]),
+            "upsample": Stage(self.part("upsample"), ["feat", "lr"], ["hr"]),
         }
 
     def plan(self) -> Plan:
@@ -238,25 +247,12 @@ class IART(VSRNetwork):
                    "flow2_bwd": TensorSpec(2), "flow2_fwd": TensorSpec(2),
                    **{name: TensorSpec(f) for name, _ in BRANCHES},
                    "hr": TensorSpec(3, self.scale)}
-        steps = [
-            Step("embed", {"x": Read("lr")}, {"feat": "spatial", "valid": "valid"}),
-            Step("flow", {"a": Read("lr"), "b": Read("lr", 1)}, {"flow": "flow_bwd"}, last=-1),
-            Step("flow", {"a": Read("lr"), "b": Read("lr", -1)}, {"flow": "flow_fwd"}, first=1),
-            Step("compose", {"flow1": Read("flow_bwd"), "flow_next": Read("flow_bwd", 1)},
-                 {"flow2": "flow2_bwd"}, last=-2),
-            Step("compose", {"flow1": Read("flow_fwd"), "flow_next": Read("flow_fwd", -1)},
-                 {"flow2": "flow2_fwd"}, first=2),
-        ]
+        steps = [Step("embed", {"x": Read("lr")}, {"feat": "spatial", "valid": "valid"}),
+                 *flow_pair_steps("lr"), *second_order_flow_steps()]
         source = "spatial"
         for name, direction in BRANCHES:
-            back = 1 if direction == "backward" else -1        # offset of the frame one step back
-            suffix = "bwd" if direction == "backward" else "fwd"
-            steps.append(Step(name, {
-                "x": Read(source),
-                "prev1": Read(name, back, "zeros"), "prev2": Read(name, 2 * back, "zeros"),
-                "flow1": Read(f"flow_{suffix}", 0, "zeros"), "flow2": Read(f"flow2_{suffix}", 0, "zeros"),
-                "has1": Read("valid", back, "zeros"), "has2": Read("valid", 2 * back, "zeros"),
-            }, {"feat": name}, order=direction))
+            steps.append(Step(name, {"x": Read(source), **second_order_reads(name, direction, "valid")},
+                              {"feat": name}, order=direction))
             source = name
         steps.append(Step("upsample", {"feat": Read(source), "lr": Read("lr")}, {"hr": "hr"}))
         return Plan(steps=steps, tensors=tensors, output="hr")

@@ -17,6 +17,8 @@ Vocabulary:
 
 All tensors are (1, C, h * scale, w * scale) with (h, w) the LR frame size.
 
+This module is plain Python (no torch): the runtime reads plans from manifests without it.
+
 Frame rates: a sequence whose :class:`TensorSpec` has ``rate`` r holds r * T frames for T input
 frames (DAVSR writes 5 HR frames per LR frame). A step with ``rate`` r runs over t in
 0..r*T-1 (before ``first``/``last``). A read or write may address frame ``stride * t + offset``
@@ -28,9 +30,6 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Union
-
-import torch
-from torch import nn
 
 _READ_RE = re.compile(r"^(?P<seq>[A-Za-z_][A-Za-z0-9_]*)\[(?P<stride>\d+)?t(?P<off>[+-]\d+)?\]$")
 
@@ -235,31 +234,6 @@ class Plan:
                     last[r.seq] = i
                     r = r.default
         return last
-
-
-@dataclass
-class Stage:
-    """A stage: a module and the names of its inputs and outputs, in call order.
-
-    ``module(*inputs)`` returns one tensor or a tuple in ``outputs`` order. ``fp32`` lists the
-    inputs and outputs that must stay FP32 in an FP16 graph (flows, coordinates).
-    """
-
-    module: nn.Module
-    inputs: list[str]
-    outputs: list[str]
-    fp32: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        shared = set(self.inputs) & set(self.outputs)
-        if shared:
-            raise ValueError(f"stage input and output names must differ (ONNX graphs need it): {sorted(shared)}")
-
-    def __call__(self, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.module(*(tensors[name] for name in self.inputs))
-        if isinstance(out, torch.Tensor):
-            out = (out,)
-        return dict(zip(self.outputs, out))
 
 
 @dataclass(frozen=True)

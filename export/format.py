@@ -1,0 +1,157 @@
+"""The model package format: reading ``manifest.json`` and finding the graphs, without torch or onnx.
+
+Layout::
+
+    PKG/
+      manifest.json      model, scale, size constraints, stages (I/O names, dtypes, shapes),
+                         the plan, provenance (checkpoint sha256, opset, versions)
+      fp32/<stage>.onnx  one graph per stage
+      fp16/<stage>.onnx  optional, written by ``vsr-export --precision fp16``
+      torch/weights.safetensors
+                         optional: the weights, for a package no released file backs
+
+The writer is :mod:`export.package`; everything that runs a package (the runtime, the engine
+builder) reads it through :class:`Package`, which checks the manifest when it opens it, so a
+damaged package is reported by name with what to do instead of failing deep inside a backend.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from vsr_models.errors import VSRError
+from vsr_models.plan import Plan, SizeConstraints
+
+FORMAT = "vsr-package"
+FORMAT_VERSION = 1
+OPSET = 19
+
+#: Keys every manifest has, with their JSON types.
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "format": str, "format_version": int, "model": str, "scale": int, "constraints": dict,
+    "opset": int, "precisions": dict, "stages": dict, "plan": dict, "provenance": dict,
+}
+
+
+class PackageError(VSRError, ValueError):
+    """A model package that is missing, damaged or of another format version."""
+
+
+def tool_version() -> str:
+    """The installed version of this toolchain (recorded in manifests, part of cache keys)."""
+    try:
+        return metadata.version("vsr")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def cache_dir() -> Path:
+    """Where exported packages and engines are cached: ``$VSR_CACHE_DIR`` or ``~/.cache/vsr``."""
+    if "VSR_CACHE_DIR" in os.environ:
+        return Path(os.environ["VSR_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vsr"
+
+
+def _damaged(root: Path, what: str) -> PackageError:
+    return PackageError(f"{root} is a damaged model package: {what}; export it again with vsr-export")
+
+
+def check_manifest(root: Path, manifest: Any) -> None:
+    """Raise :class:`PackageError` naming the first problem of a manifest read from ``root``."""
+    if not isinstance(manifest, dict):
+        raise _damaged(root, "manifest.json does not hold a JSON object")
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise PackageError(f"{root} has format {manifest.get('format')!r} v{manifest.get('format_version')}, "
+                           f"this tool reads {FORMAT!r} v{FORMAT_VERSION}; export the package again")
+    for key, kind in _REQUIRED.items():
+        if key not in manifest:
+            raise _damaged(root, f"manifest.json has no {key!r}")
+        if not isinstance(manifest[key], kind) or isinstance(manifest[key], bool):
+            raise _damaged(root, f"manifest.json's {key!r} is a {type(manifest[key]).__name__}")
+    try:
+        plan = Plan.from_json(manifest["plan"])
+        SizeConstraints(**manifest["constraints"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _damaged(root, f"its plan or size constraints do not parse ({type(exc).__name__}: {exc})") from exc
+    stages = manifest["stages"]
+    for step in plan.steps:
+        if step.stage not in stages:
+            raise _damaged(root, f"its plan runs stage {step.stage!r}, which the manifest does not describe")
+    for name, entry in stages.items():
+        if not isinstance(entry, dict) or not all(k in entry for k in ("file", "inputs", "outputs")):
+            raise _damaged(root, f"stage {name!r} lacks its file, inputs or outputs")
+    if "fp32" not in manifest["precisions"]:
+        raise _damaged(root, "it lists no fp32 graphs")
+    for precision, files in manifest["precisions"].items():
+        if not isinstance(files, dict) or set(files) != set(stages):
+            raise _damaged(root, f"its {precision} graphs do not cover the stages {sorted(stages)}")
+
+
+@dataclass
+class Package:
+    """A model package on disk, opened read-only (the manifest checked, the graphs found)."""
+
+    root: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str]) -> Package:
+        root = Path(root)
+        path = root / "manifest.json"
+        if not path.is_file():
+            raise PackageError(f"{root} is not a model package (no manifest.json); make one with vsr-export")
+        try:
+            manifest = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise _damaged(root, f"manifest.json is not valid JSON ({exc})") from exc
+        check_manifest(root, manifest)
+        return cls(root, manifest)
+
+    @property
+    def model(self) -> str:
+        return str(self.manifest["model"])
+
+    @property
+    def plan(self) -> Plan:
+        return Plan.from_json(self.manifest["plan"])
+
+    @property
+    def scale(self) -> int:
+        return int(self.manifest["scale"])
+
+    @property
+    def constraints(self) -> SizeConstraints:
+        return SizeConstraints(**self.manifest["constraints"])
+
+    @property
+    def clip_frames(self) -> int | None:
+        """Clip length of a clip-level network (non-overlapping clips), ``None`` for recurrent ones."""
+        return self.manifest.get("clip_frames")
+
+    @property
+    def output_rate(self) -> int:
+        """Output frames per input frame (5 for DAVSR's space-time upscaling)."""
+        return self.plan.output_rate
+
+    @property
+    def precisions(self) -> list[str]:
+        return list(self.manifest["precisions"])
+
+    def stage_file(self, stage: str, precision: str = "fp32") -> Path:
+        """The graph of ``stage`` in ``precision``; a clear error if it was not exported or is gone."""
+        files = self.manifest["precisions"].get(precision)
+        if files is None:
+            raise PackageError(f"{self.root} has no {precision} graphs (it has {', '.join(self.precisions)}); "
+                               f"run vsr-export with --precision {precision}")
+        path = self.root / files[stage]
+        if not path.is_file() or path.stat().st_size == 0:
+            raise PackageError(f"{path} is missing or empty; export the package again")
+        return path
+
+    def stage_names(self) -> list[str]:
+        return list(self.manifest["stages"])

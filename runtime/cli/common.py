@@ -1,0 +1,123 @@
+"""What every console script shares: flag groups defined once (so ``--backend``, ``--device`` and
+``--precision`` mean the same in ``vsr-run``, ``vsr-parity`` and ``vsr-bench``), the HxW size
+parser, and the handling of user errors.
+
+Errors: a :class:`~vsr_models.errors.VSRError` (bad input, a missing install, a wrong option) is
+printed as ``Error: <message>`` with exit status 1; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from vsr_models.errors import VSRError
+from vsr_models.registry import DEFAULT_MODEL, all_weights
+
+from ..backends import BACKENDS
+from ..devices import Device
+from ..pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP
+
+F = TypeVar("F", bound=Callable[..., Any])
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def say(message: str) -> None:
+    """A status line on stderr (never wrapped, so it can be parsed)."""
+    click.echo(message, err=True)
+
+
+def user_errors(func: F) -> F:
+    """Turn a :class:`VSRError` raised by a command into click's clean error exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except VSRError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+class SizeType(click.ParamType):
+    """``HxW`` (height x width, as every size in this tool), e.g. ``180x320``."""
+
+    name = "HxW"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            h, w = (int(v) for v in str(value).lower().split("x"))
+        except ValueError:
+            self.fail(f"{value!r}: write sizes as HxW (height x width), e.g. 180x320", param, ctx)
+        if h < 1 or w < 1:
+            self.fail(f"{value!r}: both sides must be at least 1 pixel", param, ctx)
+        return h, w
+
+
+SIZE = SizeType()
+
+
+class DeviceType(click.ParamType):
+    """``cpu``, ``cuda`` or ``cuda:N``, parsed once into a :class:`~runtime.devices.Device`."""
+
+    name = "DEVICE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Device:
+        try:
+            return Device.parse(value)
+        except VSRError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DEVICE = DeviceType()
+
+
+def apply(options: list[Callable[[F], F]]) -> Callable[[F], F]:
+    """One decorator applying a group of click options in order."""
+
+    def decorate(func: F) -> F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def model_option(func: F) -> F:
+    names = ", ".join(sorted(w.name for w in all_weights().values() if w.installable))
+    return click.option("--model", "model", default=DEFAULT_MODEL, show_default=True,
+                        help="A model package folder (from vsr-export) or the zoo name of installed weights "
+                             f"({names}); a zoo name is exported into the cache on first use.")(func)
+
+
+device_option = click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+threads_option = click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+                              help="CPU threads for ONNX Runtime and PyTorch (0: all cores).")
+
+backend_options = apply([
+    click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+                 help="Where the stages run. auto: TensorRT engines if built, else ONNX Runtime "
+                      "(CUDA provider on a GPU, else CPU). torch runs the PyTorch network (the reference)."),
+    device_option,
+    click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+                 help="Graph precision (fp16 graphs keep flows and coordinates in FP32)."),
+    threads_option,
+])
+
+schedule_options = apply([
+    click.option("--chunk", type=click.IntRange(min=1), default=None,
+                 help=f"Output frames per window; memory is bounded by the window, not the video. "
+                      f"[default: {DEFAULT_CHUNK}, or the clip length of a clip-level network such as DAVSR]"),
+    click.option("--overlap", type=click.IntRange(min=0), default=None,
+                 help=f"Frames of context on each side of a window (their outputs are discarded). "
+                      f"[default: {DEFAULT_OVERLAP}, or 0 for a clip-level network]"),
+    click.option("--tile", type=click.IntRange(min=16), default=None,
+                 help="Cut frames larger than this many LR pixels (height or width) into tiles."),
+    click.option("--tile-overlap", type=click.IntRange(min=0), default=16, show_default=True,
+                 help="LR pixels of context around each tile."),
+])

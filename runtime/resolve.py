@@ -1,0 +1,43 @@
+"""What the user names with ``--model``: a package folder, or a zoo name exported into the cache.
+
+This is the one place that may run the exporter on the user's behalf; the runtime's core
+(executor, backends, pipeline) only ever reads packages.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from export.format import Package, PackageError, cache_dir, tool_version
+from export.package import export_package
+from vsr_models.registry import all_weights, networks, pretrained
+
+
+def resolve_package(model: str, log: Callable[[str], None] = print) -> Package:
+    """A package folder as given, or the cached export of a zoo name (exported on first use).
+
+    The cache entry is keyed by the weights' sha256 and this tool's version, so a new release
+    re-exports instead of reusing stale graphs.
+    """
+    path = Path(model)
+    if path.is_dir():
+        return Package.open(path)
+    weights = all_weights()
+    if model in weights:
+        entry = weights[model]
+        source = entry.path()  # says how to get the file where it is not installed
+        digest = (entry.sha256 or "unchecked")[:12]
+        target = cache_dir() / "packages" / f"{model}-{digest}-vsr{tool_version()}"
+        if (target / "manifest.json").is_file():
+            return Package.open(target)
+        log(f"exporting {model} to {target} (first use; later runs reuse it) ...")
+        return export_package(pretrained(model), target, weights=model, checkpoints=[source])
+    if model in networks():
+        names = [w.name for w in networks()[model].weights]
+        hint = f" (its released weights: {', '.join(names)})" if names else ""
+        raise PackageError(f"--model {model} names a network, not weights{hint}: export it with "
+                           f"vsr-export {model} --checkpoint FILE -o PKG and pass --model PKG")
+    if path.exists():
+        raise PackageError(f"{model} is not a model package folder; make one with vsr-export")
+    raise PackageError(f"--model {model!r} is neither a package folder nor known weights; "
+                       f"known: {', '.join(sorted(weights))}")
