@@ -14,6 +14,7 @@ Layout under ``<cache dir>/engines`` (``$VSR_CACHE_DIR`` or ``~/.cache/vsr``)::
 An engine only runs on the GPU model and TensorRT version it was built with, and only for the
 exact graphs it was built from: the package hash covers the manifest and every graph file.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -72,7 +73,7 @@ class Profile:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Profile":
+    def from_json(cls, d: dict[str, Any]) -> Profile:
         return cls(tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))  # type: ignore[arg-type]
 
     def shapes(self, channels: int, scale: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -108,9 +109,13 @@ class EngineKey:
 
     def digest(self) -> str:
         """sha256 of the canonical JSON of the fields (stable across runs and machines)."""
-        fields = {"gpu": {"name": self.gpu.name, "capability": list(self.gpu.capability)},
-                  "tensorrt": self.tensorrt, "package_hash": self.package_hash, "precision": self.precision,
-                  "profile": self.profile.to_json()}
+        fields = {
+            "gpu": {"name": self.gpu.name, "capability": list(self.gpu.capability)},
+            "tensorrt": self.tensorrt,
+            "package_hash": self.package_hash,
+            "precision": self.precision,
+            "profile": self.profile.to_json(),
+        }
         return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     @property
@@ -156,11 +161,19 @@ class EngineCache:
             for stage, blob in engines.items():
                 (tmp / f"{stage}.engine").write_bytes(blob)
                 stages[stage] = f"{stage}.engine"
-            meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model,
-                    "gpu": {"name": key.gpu.name, "capability": list(key.gpu.capability)},
-                    "tensorrt": key.tensorrt, "package_hash": key.package_hash, "precision": key.precision,
-                    "profile": key.profile.to_json(), "key": key.digest(), "stages": stages,
-                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            meta = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "model": model,
+                "gpu": {"name": key.gpu.name, "capability": list(key.gpu.capability)},
+                "tensorrt": key.tensorrt,
+                "package_hash": key.package_hash,
+                "precision": key.precision,
+                "profile": key.profile.to_json(),
+                "key": key.digest(),
+                "stages": stages,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            }
             (tmp / "engine.json").write_text(json.dumps(meta, indent=2) + "\n")
         found = self._read(target)
         assert found is not None
@@ -180,8 +193,9 @@ class EngineCache:
             if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
                 return None
             gpu = GpuInfo(meta["gpu"]["name"], tuple(meta["gpu"]["capability"]))  # type: ignore[arg-type]
-            key = EngineKey(gpu, meta["tensorrt"], meta["package_hash"], meta["precision"],
-                            Profile.from_json(meta["profile"]))
+            key = EngineKey(
+                gpu, meta["tensorrt"], meta["package_hash"], meta["precision"], Profile.from_json(meta["profile"])
+            )
             if key.digest() != meta.get("key"):
                 return None
             if not all((path / f).is_file() for f in meta["stages"].values()):
@@ -192,11 +206,25 @@ class EngineCache:
 
     def candidates(self, pkg_hash: str, gpu: GpuInfo, tensorrt: str, precision: str) -> list[EngineSet]:
         """Engine sets for this package, GPU, TensorRT version and precision, any profile."""
-        return [s for s in self.entries() if s.key.package_hash == pkg_hash and s.key.gpu == gpu
-                and s.key.tensorrt == tensorrt and s.key.precision == precision]
+        return [
+            s
+            for s in self.entries()
+            if s.key.package_hash == pkg_hash
+            and s.key.gpu == gpu
+            and s.key.tensorrt == tensorrt
+            and s.key.precision == precision
+        ]
 
-    def find(self, pkg_hash: str, gpu: GpuInfo, tensorrt: str, precision: str, size: tuple[int, int],
-             stages: list[str] | None = None, package: str = "PKG") -> EngineSet:
+    def find(
+        self,
+        pkg_hash: str,
+        gpu: GpuInfo,
+        tensorrt: str,
+        precision: str,
+        size: tuple[int, int],
+        stages: list[str] | None = None,
+        package: str = "PKG",
+    ) -> EngineSet:
         """The engine set whose profile covers the LR ``size`` (h, w) most tightly.
 
         Among covering sets, the smallest ``max`` area wins (less memory), then the ``opt``
@@ -204,18 +232,26 @@ class EngineCache:
         :class:`EngineNotFound` with the ``vsr-build-engine`` command to run.
         """
         h, w = size
-        sets = [s for s in self.candidates(pkg_hash, gpu, tensorrt, precision)
-                if stages is None or set(stages) <= set(s.stages)]
+        sets = [
+            s
+            for s in self.candidates(pkg_hash, gpu, tensorrt, precision)
+            if stages is None or set(stages) <= set(s.stages)
+        ]
         covering = [s for s in sets if s.key.profile.covers(h, w)]
         if covering:
+
             def rank(s: EngineSet) -> tuple[int, int]:
                 p = s.key.profile
                 return p.max[0] * p.max[1], abs(p.opt[0] - h) + abs(p.opt[1] - w)
+
             return min(covering, key=rank)
-        built = ", ".join(f"{s.key.profile.min[0]}x{s.key.profile.min[1]} to "
-                          f"{s.key.profile.max[0]}x{s.key.profile.max[1]}" for s in sets)
+        built = ", ".join(
+            f"{s.key.profile.min[0]}x{s.key.profile.min[1]} to {s.key.profile.max[0]}x{s.key.profile.max[1]}"
+            for s in sets
+        )
         what = f"for {h}x{w} frames" + (f" (built for {built} only)" if built else "")
         raise EngineNotFound(
             f"no engine built for {package} on {gpu.name} (sm{gpu.capability[0]}{gpu.capability[1]}, "
             f"TensorRT {tensorrt}, {precision}) {what}: run vsr-build-engine {package} --precision {precision} "
-            f"--max-shape {max(h, 64)}x{max(w, 64)} (or use --backend onnxruntime)")
+            f"--max-shape {max(h, 64)}x{max(w, 64)} (or use --backend onnxruntime)"
+        )

@@ -1,4 +1,5 @@
 """vsr-build-engine: build TensorRT engines for a model package on the GPU it runs on."""
+
 from __future__ import annotations
 
 import click
@@ -16,8 +17,9 @@ DEFAULT_OPT = (180, 320)
 DEFAULT_MAX = (540, 960)
 
 
-def resolve_profile(constraints, min_shape: tuple[int, int] | None, opt_shape: tuple[int, int] | None,
-                    max_shape: tuple[int, int] | None) -> Profile:
+def resolve_profile(
+    constraints, min_shape: tuple[int, int] | None, opt_shape: tuple[int, int] | None, max_shape: tuple[int, int] | None
+) -> Profile:
     """The LR profile from the flags: min defaults to the network's minimum, max to 540x960 (or the
     given opt), opt to 180x320 clamped into [min, max]. Every size is padded as the runtime pads."""
     lo = constraints.padded(*(min_shape or (constraints.min_h, constraints.min_w)))
@@ -35,19 +37,43 @@ def resolve_profile(constraints, min_shape: tuple[int, int] | None, opt_shape: t
 
 @click.command(context_settings=CONTEXT)
 @click.argument("package_path", metavar="PKG")
-@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True,
-              help="Which graphs of the package to build (fp16 needs vsr-export --precision fp16).")
-@click.option("--min-shape", type=SIZE, default=None, help="Smallest LR frame HxW the engines accept "
-                                                "(default: the network's minimum).")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp16", "fp32"]),
+    default="fp16",
+    show_default=True,
+    help="Which graphs of the package to build (fp16 needs vsr-export --precision fp16).",
+)
+@click.option(
+    "--min-shape",
+    type=SIZE,
+    default=None,
+    help="Smallest LR frame HxW the engines accept (default: the network's minimum).",
+)
 @click.option("--opt-shape", type=SIZE, default=None, help="LR frame HxW the engines are tuned for (default: 180x320).")
-@click.option("--max-shape", type=SIZE, default=None, help="Largest LR frame HxW the engines accept (default: 540x960).")
-@click.option("--workspace", type=click.FloatRange(min=0.25), default=4.0, show_default=True,
-              help="TensorRT workspace memory limit in GiB.")
+@click.option(
+    "--max-shape", type=SIZE, default=None, help="Largest LR frame HxW the engines accept (default: 540x960)."
+)
+@click.option(
+    "--workspace",
+    type=click.FloatRange(min=0.25),
+    default=4.0,
+    show_default=True,
+    help="TensorRT workspace memory limit in GiB.",
+)
 @click.option("--device", type=DeviceType(), default="cuda", show_default=True, help="cuda or cuda:N.")
 @click.option("--list", "list_only", is_flag=True, help="List the engine sets cached for PKG and exit.")
 @user_errors
-def main(package_path: str, precision: str, min_shape: tuple[int, int] | None, opt_shape: tuple[int, int] | None,
-         max_shape: tuple[int, int] | None, workspace: float, device: Device, list_only: bool) -> None:
+def main(
+    package_path: str,
+    precision: str,
+    min_shape: tuple[int, int] | None,
+    opt_shape: tuple[int, int] | None,
+    max_shape: tuple[int, int] | None,
+    workspace: float,
+    device: Device,
+    list_only: bool,
+) -> None:
     """Build one TensorRT engine per stage of PKG (a package folder or a zoo name) for this GPU.
 
     Engines are cached per GPU model, compute capability, TensorRT version, package contents,
@@ -60,14 +86,18 @@ def main(package_path: str, precision: str, min_shape: tuple[int, int] | None, o
         digest = package_hash(package.root)
         sets = [s for s in EngineCache().entries() if s.key.package_hash == digest]
         for s in sets:
-            click.echo(f"{s.key.precision} LR {s.key.profile} on {s.key.gpu.name} "
-                       f"(sm{s.key.gpu.capability[0]}{s.key.gpu.capability[1]}), TensorRT {s.key.tensorrt}: {s.path}")
+            click.echo(
+                f"{s.key.precision} LR {s.key.profile} on {s.key.gpu.name} "
+                f"(sm{s.key.gpu.capability[0]}{s.key.gpu.capability[1]}), TensorRT {s.key.tensorrt}: {s.path}"
+            )
         if not sets:
             click.echo(f"no engines cached for {package.root}")
         return
     profile = resolve_profile(package.constraints, min_shape, opt_shape, max_shape)
     if precision not in package.precisions:
-        raise PackageError(f"{package.root} has no {precision} graphs (it has {package.precisions}); run "
-                           f"vsr-export {package.manifest['model']} --precision {precision} -o ...")
+        raise PackageError(
+            f"{package.root} has no {precision} graphs (it has {package.precisions}); run "
+            f"vsr-export {package.manifest['model']} --precision {precision} -o ..."
+        )
     built = build_engines(package, precision, profile, device=str(device), workspace_gb=workspace, log=say)
     click.echo(f"wrote {len(built.stages)} engines to {built.path}")

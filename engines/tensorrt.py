@@ -14,6 +14,7 @@ Plugins: ``init_libnvinfer_plugins`` registers TensorRT's standard plugins (the 
 ``DeformConv`` onto ``ModulatedDeformConv2d`` from there), then :func:`engines.plugins.load_all`
 registers ours, before any graph is parsed or engine deserialized.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,16 +22,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from export.format import Package
 from vsr_models.errors import VSRError
 
-from .cache import EngineCache, EngineKey, EngineNotFound, EngineSet, GpuInfo, Profile, package_hash
+from .cache import EngineCache, EngineKey, EngineSet, GpuInfo, Profile, package_hash
 
-INSTALL_HINT = ("TensorRT is not installed: pip install tensorrt (the wheel fetches NVIDIA's libraries from "
-                "NVIDIA's index, pypi.nvidia.com) on a machine with an NVIDIA GPU and driver, "
-                "or use --backend onnxruntime")
+INSTALL_HINT = (
+    "TensorRT is not installed: pip install tensorrt (the wheel fetches NVIDIA's libraries from "
+    "NVIDIA's index, pypi.nvidia.com) on a machine with an NVIDIA GPU and driver, "
+    "or use --backend onnxruntime"
+)
 
 
 class TensorRTUnavailable(VSRError, RuntimeError):
@@ -68,8 +69,10 @@ def cuda_device(device: str) -> int:
     if not device.startswith("cuda"):
         raise TensorRTUnavailable(f"TensorRT runs on a CUDA GPU; got --device {device}: pass --device cuda")
     if not torch.cuda.is_available():
-        raise TensorRTUnavailable("TensorRT needs a CUDA GPU and a CUDA build of PyTorch (its buffers are torch "
-                                  "tensors); none is visible here: use --backend onnxruntime")
+        raise TensorRTUnavailable(
+            "TensorRT needs a CUDA GPU and a CUDA build of PyTorch (its buffers are torch "
+            "tensors); none is visible here: use --backend onnxruntime"
+        )
     index = int(device.split(":")[1]) if ":" in device else 0
     if index >= torch.cuda.device_count():
         raise TensorRTUnavailable(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
@@ -114,8 +117,14 @@ def stage_profiles(package: Package, stage: str, profile: Profile) -> dict[str, 
     return shapes
 
 
-def build_stage(trt: Any, onnx_path: Path, inputs: dict[str, tuple[tuple[int, ...], ...]], workspace_gb: float,
-                timing_cache: bytes | None, precision: str = "fp16") -> tuple[bytes, bytes]:
+def build_stage(
+    trt: Any,
+    onnx_path: Path,
+    inputs: dict[str, tuple[tuple[int, ...], ...]],
+    workspace_gb: float,
+    timing_cache: bytes | None,
+    precision: str = "fp16",
+) -> tuple[bytes, bytes]:
     """Parse one ONNX graph and build a serialized engine; returns (engine, updated timing cache).
 
     ``fp32`` builds clear ``BuilderFlag.TF32`` where it exists, so FP32 engines compute in FP32
@@ -129,8 +138,10 @@ def build_stage(trt: Any, onnx_path: Path, inputs: dict[str, tuple[tuple[int, ..
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise BuildError(f"TensorRT's ONNX parser rejected {onnx_path}: {errors} "
-                         f"(run vsr-export --check-tensorrt to see which nodes it cannot take)")
+        raise BuildError(
+            f"TensorRT's ONNX parser rejected {onnx_path}: {errors} "
+            f"(run vsr-export --check-tensorrt to see which nodes it cannot take)"
+        )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     tf32 = getattr(trt.BuilderFlag, "TF32", None)
@@ -151,9 +162,16 @@ def build_stage(trt: Any, onnx_path: Path, inputs: dict[str, tuple[tuple[int, ..
     return bytes(engine), bytes(config.get_timing_cache().serialize())
 
 
-def build_engines(package: Package, precision: str, profile: Profile, *, device: str = "cuda",
-                  workspace_gb: float = 4.0, cache: EngineCache | None = None,
-                  log: Callable[[str], None] = print) -> EngineSet:
+def build_engines(
+    package: Package,
+    precision: str,
+    profile: Profile,
+    *,
+    device: str = "cuda",
+    workspace_gb: float = 4.0,
+    cache: EngineCache | None = None,
+    log: Callable[[str], None] = print,
+) -> EngineSet:
     """Build one engine per stage of ``package`` for ``profile`` and store them in the cache.
 
     The timing cache of this GPU and TensorRT version is read before and written after, so
@@ -172,17 +190,27 @@ def build_engines(package: Package, precision: str, profile: Profile, *, device:
     engines = {}
     for stage in package.stage_names():
         start = time.perf_counter()
-        engines[stage], timing = build_stage(trt, package.stage_file(stage, precision),
-                                             stage_profiles(package, stage, profile), workspace_gb, timing,
-                                             precision)
+        engines[stage], timing = build_stage(
+            trt,
+            package.stage_file(stage, precision),
+            stage_profiles(package, stage, profile),
+            workspace_gb,
+            timing,
+            precision,
+        )
         log(f"built {stage} ({precision}, LR {profile}) in {time.perf_counter() - start:.0f} s")
     timing_path.parent.mkdir(parents=True, exist_ok=True)
     timing_path.write_bytes(timing or b"")
     return cache.write(key, package.manifest["model"], engines)
 
 
-def find_engines(package: Package, precision: str, device: str = "cuda", size: tuple[int, int] | None = None,
-                 cache: EngineCache | None = None) -> list[EngineSet]:
+def find_engines(
+    package: Package,
+    precision: str,
+    device: str = "cuda",
+    size: tuple[int, int] | None = None,
+    cache: EngineCache | None = None,
+) -> list[EngineSet]:
     """Engine sets in the cache for this package, GPU, TensorRT version and precision (covering
     ``size`` if given). Raises :class:`TensorRTUnavailable` without TensorRT or a GPU."""
     trt = import_tensorrt()

@@ -8,6 +8,7 @@ existing one until the new one is complete.
 
 Plain Python: no torch, no onnx.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """vsr-export: write a model package (manifest + one ONNX graph per stage)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,24 +18,47 @@ from .trt_check import check_package
 
 @click.command(context_settings=CONTEXT)
 @click.argument("model")
-@click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(path_type=Path),
-              help="Official weight file(s) to load (repeat for networks with several files). "
-                   "Without it, a zoo name uses its installed weights.")
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Official weight file(s) to load (repeat for networks with several files). "
+    "Without it, a zoo name uses its installed weights.",
+)
 @click.option("--key", default=None, help="Entry of a BasicSR checkpoint to load: params (default) or params_ema.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Package folder to write.")
 @click.option("--overwrite", is_flag=True, help="Replace the package folder if it exists.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
-              help="fp16 also writes fp16/ graphs (FP16 with coordinates, flows and states kept FP32); "
-                   "fp32 graphs are always written.")
-@click.option("--check-tensorrt", is_flag=True,
-              help="Check every graph written against TensorRT's ONNX parser (statically, no TensorRT "
-                   "needed), print the report, and exit non-zero if any node is unsupported.")
-@click.option("--random-weights", is_flag=True,
-              help="Export with random weights (for testing the toolchain on a network whose weights "
-                   "are not installed).")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="fp16 also writes fp16/ graphs (FP16 with coordinates, flows and states kept FP32); "
+    "fp32 graphs are always written.",
+)
+@click.option(
+    "--check-tensorrt",
+    is_flag=True,
+    help="Check every graph written against TensorRT's ONNX parser (statically, no TensorRT "
+    "needed), print the report, and exit non-zero if any node is unsupported.",
+)
+@click.option(
+    "--random-weights",
+    is_flag=True,
+    help="Export with random weights (for testing the toolchain on a network whose weights are not installed).",
+)
 @user_errors
-def main(model: str, checkpoints: tuple[Path, ...], key: str | None, output: Path, overwrite: bool,
-         precision: str, check_tensorrt: bool, random_weights: bool) -> None:
+def main(
+    model: str,
+    checkpoints: tuple[Path, ...],
+    key: str | None,
+    output: Path,
+    overwrite: bool,
+    precision: str,
+    check_tensorrt: bool,
+    random_weights: bool,
+) -> None:
     """Export MODEL (a network, or the zoo name of released weights) to a package at -o.
 
     \b
@@ -65,20 +89,26 @@ def main(model: str, checkpoints: tuple[Path, ...], key: str | None, output: Pat
         checkpoints = (released[model].path(),)
     else:
         names = ", ".join(w.name for w in nets[model].weights)
-        raise click.UsageError(f"{model} has no installed weights: pass --checkpoint FILE (released: "
-                               f"{names or 'none'}; see vsr-export --help), or --random-weights to test the "
-                               "toolchain")
+        raise click.UsageError(
+            f"{model} has no installed weights: pass --checkpoint FILE (released: "
+            f"{names or 'none'}; see vsr-export --help), or --random-weights to test the "
+            "toolchain"
+        )
     say(f"exporting {model} ({len(net.stages())} stages) to {output} ...")
     package = export_package(net, output, weights=weights, checkpoints=list(checkpoints), overwrite=overwrite)
     if precision == "fp16":
         package = add_fp16(package.root)
     stages = ", ".join(package.stage_names())
-    click.echo(f"wrote {output}: stages {stages}; opset {package.manifest['opset']}; "
-               f"precisions {', '.join(package.precisions)}")
+    click.echo(
+        f"wrote {output}: stages {stages}; opset {package.manifest['opset']}; "
+        f"precisions {', '.join(package.precisions)}"
+    )
     if precision == "fp16":
         kept = package.manifest["precision_notes"]["fp16"]["fp32_nodes"]
-        click.echo("fp16: nodes kept in FP32 (coordinates, GridSample, ...; reasons in manifest.json "
-                   "precision_notes): " + ", ".join(f"{stage} {len(nodes)}" for stage, nodes in kept.items()))
+        click.echo(
+            "fp16: nodes kept in FP32 (coordinates, GridSample, ...; reasons in manifest.json "
+            "precision_notes): " + ", ".join(f"{stage} {len(nodes)}" for stage, nodes in kept.items())
+        )
     if check_tensorrt:
         reports = check_package(package.root)
         for report in reports:

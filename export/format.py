@@ -14,6 +14,7 @@ The writer is :mod:`export.package`; everything that runs a package (the runtime
 builder) reads it through :class:`Package`, which checks the manifest when it opens it, so a
 damaged package is reported by name with what to do instead of failing deep inside a backend.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,16 @@ OPSET = 19
 
 #: Keys every manifest has, with their JSON types.
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "format": str, "format_version": int, "model": str, "scale": int, "constraints": dict,
-    "opset": int, "precisions": dict, "stages": dict, "plan": dict, "provenance": dict,
+    "format": str,
+    "format_version": int,
+    "model": str,
+    "scale": int,
+    "constraints": dict,
+    "opset": int,
+    "precisions": dict,
+    "stages": dict,
+    "plan": dict,
+    "provenance": dict,
 }
 
 
@@ -66,8 +75,10 @@ def check_manifest(root: Path, manifest: Any) -> None:
     if not isinstance(manifest, dict):
         raise _damaged(root, "manifest.json does not hold a JSON object")
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise PackageError(f"{root} has format {manifest.get('format')!r} v{manifest.get('format_version')}, "
-                           f"this tool reads {FORMAT!r} v{FORMAT_VERSION}; export the package again")
+        raise PackageError(
+            f"{root} has format {manifest.get('format')!r} v{manifest.get('format_version')}, "
+            f"this tool reads {FORMAT!r} v{FORMAT_VERSION}; export the package again"
+        )
     for key, kind in _REQUIRED.items():
         if key not in manifest:
             raise _damaged(root, f"manifest.json has no {key!r}")
@@ -146,8 +157,10 @@ class Package:
         """The graph of ``stage`` in ``precision``; a clear error if it was not exported or is gone."""
         files = self.manifest["precisions"].get(precision)
         if files is None:
-            raise PackageError(f"{self.root} has no {precision} graphs (it has {', '.join(self.precisions)}); "
-                               f"run vsr-export with --precision {precision}")
+            raise PackageError(
+                f"{self.root} has no {precision} graphs (it has {', '.join(self.precisions)}); "
+                f"run vsr-export with --precision {precision}"
+            )
         path = self.root / files[stage]
         if not path.is_file() or path.stat().st_size == 0:
             raise PackageError(f"{path} is missing or empty; export the package again")

@@ -50,11 +50,13 @@ accumulate differently), real frames of bikes.mp4 downscaled x4:
   of 64x64: 92.72 dB with LayerNormalization/Softmax/ReduceSum in FP32, 91.75 dB with them in
   FP16; they stay FP32 (a small, unmeasured-on-GPU cost, and trained activations may be larger).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
 import onnx
 from onnx import TensorProto
 
@@ -64,8 +66,17 @@ from .format import Package
 from .package import add_precision
 
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
-_INT_TYPES = {TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8,
-              TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64, TensorProto.BOOL}
+_INT_TYPES = {
+    TensorProto.INT8,
+    TensorProto.INT16,
+    TensorProto.INT32,
+    TensorProto.INT64,
+    TensorProto.UINT8,
+    TensorProto.UINT16,
+    TensorProto.UINT32,
+    TensorProto.UINT64,
+    TensorProto.BOOL,
+}
 
 #: Layers with learned weights: coordinate tracing stops at their output (they run in FP16).
 LEARNED_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
@@ -86,21 +97,33 @@ CUSTOM_OP_FP32_INPUTS: dict[tuple[str, str], dict[int, str]] = {
 }
 
 #: Normalisations and reductions kept FP32 (they accumulate over many values).
-REDUCTION_OPS = frozenset({
-    "LayerNormalization", "GroupNormalization", "InstanceNormalization", "Softmax", "LogSoftmax",
-    "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp",
-})
+REDUCTION_OPS = frozenset(
+    {
+        "LayerNormalization",
+        "GroupNormalization",
+        "InstanceNormalization",
+        "Softmax",
+        "LogSoftmax",
+        "ReduceMean",
+        "ReduceSum",
+        "ReduceSumSquare",
+        "ReduceL2",
+        "ReduceLogSumExp",
+    }
+)
 
 #: Ops kept FP32 as a whole, with the reason.
 FP32_OPS: dict[str, str] = {
     "GridSample": "GridSample: input and grid must share one dtype in TensorRT (strongly typed) and "
-                  "the grid is FP32; the sampled features are cast around it",
+    "the grid is FP32; the sampled features are cast around it",
     "DeformConv": "DeformConv: its offsets are FP32 and TensorRT's ModulatedDeformConv2d plugin needs all "
-                  "inputs in one dtype (deploy.md section 1)",
+    "inputs in one dtype (deploy.md section 1)",
     "Sin": "positional encoding: the argument reaches hundreds of radians (FP16 steps of 0.125 rad at 256)",
     "Cos": "positional encoding: the argument reaches hundreds of radians (FP16 steps of 0.125 rad at 256)",
-    **{op: f"{op}: a normalisation or reduction over many values, kept FP32 (measured: see the module "
-               "docstring)" for op in REDUCTION_OPS},
+    **{
+        op: f"{op}: a normalisation or reduction over many values, kept FP32 (measured: see the module docstring)"
+        for op in REDUCTION_OPS
+    },
 }
 
 
@@ -164,8 +187,11 @@ def fp32_nodes(model: onnx.ModelProto, fp32_names: Iterable[str] = ()) -> list[B
         if _is_custom(node):
             op = f"{node.domain}::{node.op_type}"
             declared = CUSTOM_OP_FP32_INPUTS.get((node.domain, node.op_type))
-            sinks = ({i: f"the FP32 input {name!r} of {op}" for i, name in declared.items()} if declared is not None
-                     else {i: f"an input of {op} (no dtype contract declared)" for i in range(len(node.input))})
+            sinks = (
+                {i: f"the FP32 input {name!r} of {op}" for i, name in declared.items()}
+                if declared is not None
+                else dict.fromkeys(range(len(node.input)), f"an input of {op} (no dtype contract declared)")
+            )
         else:
             sinks = COORDINATE_SINKS.get(node.op_type, {})
         if _cast_to(node) in _INT_TYPES:
@@ -192,8 +218,10 @@ def fp32_nodes(model: onnx.ModelProto, fp32_names: Iterable[str] = ()) -> list[B
         if node.name in coord:
             reason = f"coordinate math: computes {coord[node.name]}"
         elif _is_custom(node):
-            reason = (f"custom op {node.domain}::{node.op_type}: its dtypes are set by its plugin; FP32 until "
-                      "the plugin declares FP16 inputs")
+            reason = (
+                f"custom op {node.domain}::{node.op_type}: its dtypes are set by its plugin; FP32 until "
+                "the plugin declares FP16 inputs"
+            )
         elif node.op_type in FP32_OPS:
             reason = FP32_OPS[node.op_type]
         elif node.op_type in default_block:
@@ -228,8 +256,11 @@ def convert_to_fp16(model: onnx.ModelProto, fp32_names: Iterable[str] = ()) -> o
             node.name = f"node_{i}_{node.op_type}"
     blocked = fp32_nodes(model, fp32_names)
     fp16 = float16.convert_float_to_float16(
-        onnx.ModelProto.FromString(model.SerializeToString()), keep_io_types=True, op_block_list=[],
-        node_block_list=[b.node for b in blocked])
+        onnx.ModelProto.FromString(model.SerializeToString()),
+        keep_io_types=True,
+        op_block_list=[],
+        node_block_list=[b.node for b in blocked],
+    )
     del fp16.graph.value_info[:]  # the converter leaves duplicate, stale entries; types are re-inferred
     _drop_duplicate_casts(fp16.graph)
     _restore_fp32_initializers(fp16, model)
@@ -247,8 +278,9 @@ def _drop_duplicate_casts(graph: onnx.GraphProto) -> None:
         if node.op_type != "Cast":
             continue
         key = node.output[0]
-        body = onnx.NodeProto(op_type=node.op_type, input=node.input, output=node.output,
-                              attribute=node.attribute).SerializeToString()
+        body = onnx.NodeProto(
+            op_type=node.op_type, input=node.input, output=node.output, attribute=node.attribute
+        ).SerializeToString()
         if key in seen:
             if seen[key] != body:
                 raise FP16Error(f"the converter wrote two different Casts to {key!r}")
@@ -372,8 +404,9 @@ def check_fp16_graph(fp16: onnx.ModelProto, fp32: onnx.ModelProto, blocked: list
             raise FP16Error(f"graph I/O {new.name!r} changed dtype; inputs and outputs must stay as exported")
     types = _elem_types(inferred)
     halves = {i.name for i in inferred.graph.initializer if i.data_type == FLOAT16}
-    halves |= {n.output[0] for n in inferred.graph.node
-               if n.op_type == "Constant" and types.get(n.output[0]) == FLOAT16}
+    halves |= {
+        n.output[0] for n in inferred.graph.node if n.op_type == "Constant" and types.get(n.output[0]) == FLOAT16
+    }
     nodes = {n.name: n for n in inferred.graph.node}
     producer = {out: n for n in inferred.graph.node for out in n.output}
     for b in blocked:
@@ -408,10 +441,17 @@ def add_fp16(root: str | Path) -> Package:
         fp32_io = package.manifest["stages"][name].get("fp32", [])
         graphs[name] = convert_to_fp16(model, fp32_io)
         notes[name] = [str(b) for b in fp32_nodes(model, fp32_io)]
-    return add_precision(package.root, "fp16", graphs, note={
-        "converter": f"onnxruntime {_converter_version()} transformers.float16.convert_float_to_float16"
-                     "(keep_io_types=True, node_block_list=policy)",
-        "policy": "export.fp16.fp32_nodes", "fp32_nodes": notes})
+    return add_precision(
+        package.root,
+        "fp16",
+        graphs,
+        note={
+            "converter": f"onnxruntime {_converter_version()} transformers.float16.convert_float_to_float16"
+            "(keep_io_types=True, node_block_list=policy)",
+            "policy": "export.fp16.fp32_nodes",
+            "fp32_nodes": notes,
+        },
+    )
 
 
 def _converter_version() -> str:

@@ -3,6 +3,7 @@
 Every graph is exported with ``torch.onnx.export(dynamo=True)`` at opset 19 with dynamic height
 and width, optimised (constants folded) by the exporter, and validated by the ONNX checker.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,6 +25,7 @@ from vsr_models.plan import Plan, SizeConstraints, TensorSpec
 
 from .atomic import staged_directory, write_text_atomic
 from .format import FORMAT, FORMAT_VERSION, OPSET, Package, PackageError, tool_version
+
 #: ONNX GridSample mode names TensorRT's parser reads correctly (opset 20 renamed them).
 GRID_SAMPLE_MODES = {b"bilinear", b"nearest", b"bicubic"}
 
@@ -54,33 +56,48 @@ def _dim_expr(scale: int, axis: str) -> str:
     return axis if scale == 1 else f"{scale}*{axis}"
 
 
-def export_stage(stage: Stage, ins: dict[str, TensorSpec], outs: dict[str, TensorSpec],
-                 constraints: SizeConstraints, path: Path) -> dict[str, Any]:
+def export_stage(
+    stage: Stage, ins: dict[str, TensorSpec], outs: dict[str, TensorSpec], constraints: SizeConstraints, path: Path
+) -> dict[str, Any]:
     """Export one stage to ``path`` (opset 19, dynamic h and w); returns its manifest entry."""
     h0, w0 = example_size(constraints)
     hd = torch.export.Dim("h", min=constraints.min_h, max=8192)
     wd = torch.export.Dim("w", min=constraints.min_w, max=8192)
     args = tuple(torch.rand(spec.shape(h0, w0)) for spec in ins.values())
-    dynamic = tuple({2: hd * spec.scale if spec.scale != 1 else hd,
-                     3: wd * spec.scale if spec.scale != 1 else wd} for spec in ins.values())
+    dynamic = tuple(
+        {2: hd * spec.scale if spec.scale != 1 else hd, 3: wd * spec.scale if spec.scale != 1 else wd}
+        for spec in ins.values()
+    )
     with warnings.catch_warnings(), torch.no_grad(), _quiet_torch_logs():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            stage.module.eval(), args, input_names=list(ins), output_names=list(outs),
-            opset_version=OPSET, dynamo=True, dynamic_shapes=dynamic, optimize=True, verbose=False,
+            stage.module.eval(),
+            args,
+            input_names=list(ins),
+            output_names=list(outs),
+            opset_version=OPSET,
+            dynamo=True,
+            dynamic_shapes=dynamic,
+            optimize=True,
+            verbose=False,
         )
     program.save(str(path))
     model = onnx.load(str(path))
     validate_graph(model, str(path))
 
     def entry(name: str, spec: TensorSpec) -> dict[str, Any]:
-        return {"name": name, "dtype": spec.dtype,
-                "shape": [1, spec.channels, _dim_expr(spec.scale, "h"), _dim_expr(spec.scale, "w")]}
+        return {
+            "name": name,
+            "dtype": spec.dtype,
+            "shape": [1, spec.channels, _dim_expr(spec.scale, "h"), _dim_expr(spec.scale, "w")],
+        }
 
-    return {"file": str(path.relative_to(path.parent.parent)),
-            "inputs": [entry(n, s) for n, s in ins.items()],
-            "outputs": [entry(n, s) for n, s in outs.items()],
-            "fp32": list(stage.fp32)}
+    return {
+        "file": str(path.relative_to(path.parent.parent)),
+        "inputs": [entry(n, s) for n, s in ins.items()],
+        "outputs": [entry(n, s) for n, s in outs.items()],
+        "fp32": list(stage.fp32),
+    }
 
 
 @contextlib.contextmanager
@@ -108,12 +125,20 @@ def validate_graph(model: onnx.ModelProto, what: str) -> None:
         if node.op_type == "GridSample":
             mode = next((a.s for a in node.attribute if a.name == "mode"), b"bilinear")
             if mode not in GRID_SAMPLE_MODES:
-                raise PackageError(f"{what}: GridSample {node.name} has mode {mode!r}, which TensorRT would "
-                                   "silently read as nearest; export at opset 19")
+                raise PackageError(
+                    f"{what}: GridSample {node.name} has mode {mode!r}, which TensorRT would "
+                    "silently read as nearest; export at opset 19"
+                )
 
 
-def export_package(model: VSRNetwork, out_dir: str | Path, *, weights: str | None = None,
-                   checkpoints: list[Path] | None = None, overwrite: bool = False) -> Package:
+def export_package(
+    model: VSRNetwork,
+    out_dir: str | Path,
+    *,
+    weights: str | None = None,
+    checkpoints: list[Path] | None = None,
+    overwrite: bool = False,
+) -> Package:
     """Export every stage of ``model`` and write the manifest into ``out_dir``.
 
     The package is written into a temporary directory beside ``out_dir`` and renamed at the end
@@ -132,8 +157,11 @@ def export_package(model: VSRNetwork, out_dir: str | Path, *, weights: str | Non
             ins, outs = stage_io_specs(plan, name, stage)
             entries[name] = export_stage(stage, ins, outs, model.constraints, tmp / "fp32" / f"{name}.onnx")
         manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
-            "model": model.name, "weights": weights, "config": model.init_args,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": model.name,
+            "weights": weights,
+            "config": model.init_args,
             "scale": model.scale,
             "constraints": asdict(model.constraints),
             "clip_frames": model.clip_frames,
@@ -142,9 +170,13 @@ def export_package(model: VSRNetwork, out_dir: str | Path, *, weights: str | Non
             "stages": entries,
             "plan": plan.to_json(),
             "provenance": {
-                "checkpoints": [{"file": Path(c).name, "path": str(Path(c).resolve()), "sha256": sha256sum(c)}
-                                for c in (checkpoints or [])],
-                "vsr": tool_version(), "torch": torch.__version__, "onnx": onnx.__version__,
+                "checkpoints": [
+                    {"file": Path(c).name, "path": str(Path(c).resolve()), "sha256": sha256sum(c)}
+                    for c in (checkpoints or [])
+                ],
+                "vsr": tool_version(),
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
                 "exporter": "torch.onnx.export(dynamo=True, optimize=True)",
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             },
@@ -155,14 +187,17 @@ def export_package(model: VSRNetwork, out_dir: str | Path, *, weights: str | Non
             from safetensors.torch import save_file
 
             (tmp / "torch").mkdir()
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "torch" / "weights.safetensors"))
+            save_file(
+                {k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "torch" / "weights.safetensors")
+            )
             manifest["torch_weights"] = "torch/weights.safetensors"
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return Package.open(out_dir)
 
 
-def add_precision(root: str | Path, precision: str, graphs: dict[str, onnx.ModelProto],
-                  note: dict[str, Any] | None = None) -> "Package":
+def add_precision(
+    root: str | Path, precision: str, graphs: dict[str, onnx.ModelProto], note: dict[str, Any] | None = None
+) -> Package:
     """Write ``<precision>/<stage>.onnx`` for every stage into an existing package and list them in
     ``manifest["precisions"][precision]`` (replacing graphs of that precision if present).
 

@@ -25,6 +25,7 @@ Where the sources are silent the check does not guess, and says so here:
 * Ops with no rule in :data:`RULES` are judged by the matrix row alone (supported, and the dtype
   of their data tensor among the row's types).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -42,10 +43,17 @@ OPSET_RANGE = (9, 20)
 #: (clamped), UINT8 is allowed only as a network input or output, INT8/INT4/FP8 only through
 #: quantize/dequantize.
 _DTYPE_NAMES = {
-    TensorProto.FLOAT: "FP32", TensorProto.FLOAT16: "FP16", TensorProto.BFLOAT16: "BF16",
-    TensorProto.INT32: "INT32", TensorProto.INT64: "INT64", TensorProto.BOOL: "BOOL",
-    TensorProto.UINT8: "UINT8", TensorProto.INT8: "INT8", TensorProto.DOUBLE: "DOUBLE",
-    TensorProto.FLOAT8E4M3FN: "FP8", TensorProto.INT4: "INT4",
+    TensorProto.FLOAT: "FP32",
+    TensorProto.FLOAT16: "FP16",
+    TensorProto.BFLOAT16: "BF16",
+    TensorProto.INT32: "INT32",
+    TensorProto.INT64: "INT64",
+    TensorProto.BOOL: "BOOL",
+    TensorProto.UINT8: "UINT8",
+    TensorProto.INT8: "INT8",
+    TensorProto.DOUBLE: "DOUBLE",
+    TensorProto.FLOAT8E4M3FN: "FP8",
+    TensorProto.INT4: "INT4",
 }
 
 # Op | supported (Y/N) | types | restrictions, transcribed from OT10.1-doc ("INF64" read as INT64).
@@ -261,7 +269,7 @@ class OpEntry:
 def _parse_table(text: str) -> dict[str, OpEntry]:
     table = {}
     for line in text.strip().splitlines():
-        op, supported, types, restrictions = (line.split("|") + ["", "", ""])[:4]
+        op, supported, types, restrictions = ([*line.split("|"), "", "", ""])[:4]
         table[op] = OpEntry(supported == "Y", frozenset(types.split()), restrictions.strip())
     return table
 
@@ -308,12 +316,14 @@ def _one_of(name: str, allowed: Iterable[str], default: str) -> Rule:
     def rule(v: NodeView) -> list[str]:
         value = v.attrs.get(name, default)
         return [] if value in allowed else [f"{name}={value!r} is not supported (TensorRT takes {', '.join(allowed)})"]
+
     return rule
 
 
 def _const_inputs(*indices: int, what: str = "must be an initializer") -> Rule:
     def rule(v: NodeView) -> list[str]:
         return [f"input {i} ({v.input(i)!r}) {what}" for i in indices if v.input(i) and not v.const(i)]
+
     return rule
 
 
@@ -332,8 +342,10 @@ def _grid_sample(v: NodeView) -> list[str]:
     problems = []
     mode = v.attrs.get("mode", "bilinear")
     if mode in ("linear", "cubic"):
-        problems.append(f"mode={mode!r} is the opset-20 name: TensorRT's parser does not know it and silently "
-                        "samples nearest; export at opset 19 ('bilinear'/'bicubic')")
+        problems.append(
+            f"mode={mode!r} is the opset-20 name: TensorRT's parser does not know it and silently "
+            "samples nearest; export at opset 19 ('bilinear'/'bicubic')"
+        )
     elif mode not in ("bilinear", "nearest", "bicubic"):
         problems.append(f"mode={mode!r} is unknown to TensorRT (bilinear, nearest, bicubic)")
     problems += _one_of("padding_mode", ("zeros", "border", "reflection"), "zeros")(v)
@@ -357,23 +369,31 @@ def _deform_conv(v: NodeView) -> list[str]:
         problems.append(f"pads={pads}: begin and end pads must be equal on each axis")
     floats = {v.dtypes.get(t) for t in v.node.input if t} - {None}
     if len(floats) > 1:
-        problems.append(f"inputs in {sorted(_name(t) for t in floats)}: the ModulatedDeformConv2d plugin "
-                        "needs all inputs in one dtype")
+        problems.append(
+            f"inputs in {sorted(_name(t) for t in floats)}: the ModulatedDeformConv2d plugin "
+            "needs all inputs in one dtype"
+        )
     return problems
 
 
 def _resize(v: NodeView) -> list[str]:
-    problems = _one_of("coordinate_transformation_mode", ("half_pixel", "pytorch_half_pixel",
-                       "tf_half_pixel_for_nn", "asymmetric", "align_corners"), "half_pixel")(v)
+    problems = _one_of(
+        "coordinate_transformation_mode",
+        ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"),
+        "half_pixel",
+    )(v)
     mode = v.attrs.get("mode", "nearest")
     if mode == "cubic":
-        problems.append("mode='cubic' is implemented by the importer but not in the support matrix "
-                        "(deploy.md section 1, UNCERTAIN): verify it numerically before allowing it")
+        problems.append(
+            "mode='cubic' is implemented by the importer but not in the support matrix "
+            "(deploy.md section 1, UNCERTAIN): verify it numerically before allowing it"
+        )
     elif mode not in ("nearest", "linear"):
         problems.append(f"mode={mode!r} (nearest, linear)")
     if mode == "nearest":
-        problems += _one_of("nearest_mode", ("floor", "ceil", "round_prefer_floor", "round_prefer_ceil"),
-                            "round_prefer_floor")(v)
+        problems += _one_of(
+            "nearest_mode", ("floor", "ceil", "round_prefer_floor", "round_prefer_ceil"), "round_prefer_floor"
+        )(v)
     problems += _one_of("keep_aspect_ratio_policy", ("stretch",), "stretch")(v)
     if v.attrs.get("antialias", 0):
         problems.append("antialias=1 is not supported")
@@ -448,8 +468,10 @@ def _scatter_nd(v: NodeView) -> list[str]:
 
 
 def _loop(v: NodeView) -> list[str]:
-    return ["Loop: 'Scan output length cannot be dynamic' and 'carried dependencies must keep their shape' "
-            "cannot be checked statically; drive the recurrence from the plan instead"]
+    return [
+        "Loop: 'Scan output length cannot be dynamic' and 'carried dependencies must keep their shape' "
+        "cannot be checked statically; drive the recurrence from the plan instead"
+    ]
 
 
 _REDUCE_AXES = _const_inputs(1, what="(axes) must be an initializer")
@@ -457,30 +479,47 @@ _REDUCE_AXES = _const_inputs(1, what="(axes) must be an initializer")
 #: Attribute and input rules per op type: (rule, source). Ops not listed here are judged by the
 #: matrix alone (their row has no restriction, or none that the exported graphs can break).
 RULES: dict[str, tuple[Rule, str]] = {
-    "GridSample": (_grid_sample, "OT10.1-doc 'Input must be 4D'; OT10.1-src GridSample importer (mode strings "
-                                 "nearest/bilinear/bicubic, else kNEAREST silently; padding zeros/border/"
-                                 "reflection; align_corners); deploy.md sections 0, 1 (opset-20 names, "
-                                 "NVIDIA/TensorRT#4646; one dtype for input and grid; 5D from 11.2)"),
-    "DeformConv": (_deform_conv, "OT10.1-doc '1D or 2D spatial dimensions', 'pads for the beginning and end "
-                                 "... must be the same'; deploy.md section 1 (built-in ModulatedDeformConv2d "
-                                 "plugin from 10.1, needs initLibNvInferPlugins; all inputs FP32 or all FP16)"),
-    "Resize": (_resize, "OT10.1-doc Resize restrictions (transformation modes, nearest/linear, nearest modes, "
-                        "stretch, no antialias, axes iota); deploy.md section 1 (cubic undocumented)"),
-    "Range": (_range, "OT10.1-src Range importer ('only supports int32, int64, and float input types', one type "
-                      "for start/limit/delta); the matrix lists FP16 but the importer rejects it"),
+    "GridSample": (
+        _grid_sample,
+        "OT10.1-doc 'Input must be 4D'; OT10.1-src GridSample importer (mode strings "
+        "nearest/bilinear/bicubic, else kNEAREST silently; padding zeros/border/"
+        "reflection; align_corners); deploy.md sections 0, 1 (opset-20 names, "
+        "NVIDIA/TensorRT#4646; one dtype for input and grid; 5D from 11.2)",
+    ),
+    "DeformConv": (
+        _deform_conv,
+        "OT10.1-doc '1D or 2D spatial dimensions', 'pads for the beginning and end "
+        "... must be the same'; deploy.md section 1 (built-in ModulatedDeformConv2d "
+        "plugin from 10.1, needs initLibNvInferPlugins; all inputs FP32 or all FP16)",
+    ),
+    "Resize": (
+        _resize,
+        "OT10.1-doc Resize restrictions (transformation modes, nearest/linear, nearest modes, "
+        "stretch, no antialias, axes iota); deploy.md section 1 (cubic undocumented)",
+    ),
+    "Range": (
+        _range,
+        "OT10.1-src Range importer ('only supports int32, int64, and float input types', one type "
+        "for start/limit/delta); the matrix lists FP16 but the importer rejects it",
+    ),
     "LayerNormalization": (_layer_norm, "OT10.1-doc 'Only the first output Y is supported'"),
     "AveragePool": (_pool, "OT10.1-doc '2D or 3D Pooling only. dilations must be empty or all ones'"),
     "MaxPool": (_pool, "OT10.1-doc '2D or 3D pooling only. Indices output tensor unsupported. dilations ...'"),
     "LpPool": (_pool, "OT10.1-doc 'dilations must be empty or all ones'"),
-    "If": (_if, "OT10.1-doc 'Output tensors of the two conditional branches must have the same rank and must "
-                "have different names'"),
+    "If": (
+        _if,
+        "OT10.1-doc 'Output tensors of the two conditional branches must have the same rank and must "
+        "have different names'",
+    ),
     "Loop": (_loop, "OT10.1-doc Loop restrictions; deploy.md section 8.3 (TRT Loop restrictions)"),
     "TopK": (_topk, "OT10.1-doc 'sorted must be 1. K input must be less than 3840'"),
     "Dropout": (_dropout, "OT10.1-doc 'is_traning must be an initializer and evaluate to False'"),
     "Constant": (_constant, "OT10.1-doc 'sparse_value, value_string, and value_strings attributes are unsupported'"),
     "EyeLike": (_static_input, "OT10.1-doc 'input must have static dimensions'"),
-    "Hardmax": (_static_input, "OT10.1-doc 'axis dimension of input must be a build-time constant' (checked as: "
-                               "all dimensions static)"),
+    "Hardmax": (
+        _static_input,
+        "OT10.1-doc 'axis dimension of input must be a build-time constant' (checked as: all dimensions static)",
+    ),
     "LSTM": (_lstm, "OT10.1-doc 'input_forget attribute must be 0. layout attribute must be 0'"),
     "ScatterND": (_scatter_nd, "OT10.1-doc 'reduction is not supported'"),
     "CumSum": (_const_inputs(1, what="(axis) must be an initializer"), "OT10.1-doc 'axis must be an initializer'"),
@@ -488,11 +527,25 @@ RULES: dict[str, tuple[Rule, str]] = {
     "Pad": (_const_inputs(3, what="(axes) must be an initializer"), "OT10.1-doc 'axes must be an initializer'"),
     "Slice": (_const_inputs(3, what="(axes) must be an initializer"), "OT10.1-doc 'axes must be an initializer'"),
     "Squeeze": (_const_inputs(1, what="(axes) must be an initializer"), "OT10.1-doc 'axes must be an initializer'"),
-    "Unsqueeze": (_const_inputs(1, what="(axes) must be a constant tensor"),
-                  "OT10.1-doc 'axes must be a constant tensor'"),
-    **{op: (_REDUCE_AXES, "OT10.1-doc 'axes must be an initializer'") for op in (
-        "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
-        "ReduceProd", "ReduceSum", "ReduceSumSquare")},
+    "Unsqueeze": (
+        _const_inputs(1, what="(axes) must be a constant tensor"),
+        "OT10.1-doc 'axes must be a constant tensor'",
+    ),
+    **dict.fromkeys(
+        (
+            "ReduceL1",
+            "ReduceL2",
+            "ReduceLogSum",
+            "ReduceLogSumExp",
+            "ReduceMax",
+            "ReduceMean",
+            "ReduceMin",
+            "ReduceProd",
+            "ReduceSum",
+            "ReduceSumSquare",
+        ),
+        (_REDUCE_AXES, "OT10.1-doc 'axes must be an initializer'"),
+    ),
 }
 
 #: Why some unsupported ops are unsupported, or when that changes (shown with the failure).
@@ -505,8 +558,22 @@ UNSUPPORTED_NOTES: dict[str, str] = {
 }
 
 #: Ops whose dtype constraint is on their first input, not their first output (comparisons, shape queries).
-_TYPED_BY_INPUT = {"Shape", "Size", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "ArgMax",
-                   "ArgMin", "NonZero", "IsNaN", "IsInf", "Cast", "CastLike"}
+_TYPED_BY_INPUT = {
+    "Shape",
+    "Size",
+    "Equal",
+    "Less",
+    "LessOrEqual",
+    "Greater",
+    "GreaterOrEqual",
+    "ArgMax",
+    "ArgMin",
+    "NonZero",
+    "IsNaN",
+    "IsInf",
+    "Cast",
+    "CastLike",
+}
 
 
 def _name(dtype: int | None) -> str:
@@ -564,8 +631,10 @@ class Report:
             counts[key] = counts.get(key, 0) + 1
         verdict = "OK" if self.ok else f"FAILED ({len(self.failures) + len(self.problems)} problems)"
         lines = [f"{self.graph}: {len(self.nodes)} nodes, TensorRT >= 10.1: {verdict}"]
-        lines.append("  " + ", ".join(f"{op} x{c}" + ("" if s == "supported" else f" [{s}]")
-                                      for (op, s), c in sorted(counts.items())))
+        lines.append(
+            "  "
+            + ", ".join(f"{op} x{c}" + ("" if s == "supported" else f" [{s}]") for (op, s), c in sorted(counts.items()))
+        )
         lines += [f"  graph: {p}" for p in self.problems]
         shown = self.nodes if verbose else self.failures
         lines += ["  " + str(n).replace("\n", "\n  ") for n in shown]
@@ -615,15 +684,27 @@ def check_node(view: NodeView, plugins: Callable[[str, str], Any]) -> NodeReport
     if node.domain not in ("", "ai.onnx"):
         spec = plugins(node.domain, node.op_type)
         if spec is not None:
-            return NodeReport(name, node.op_type, node.domain, attrs, "plugin",
-                              source=f"registered plugin {spec}")
-        return NodeReport(name, node.op_type, node.domain, attrs, "unknown",
-                          [f"custom op {node.domain}::{node.op_type} is not a registered TensorRT plugin "
-                           "(engines/plugins)"], "engines/plugins registry")
+            return NodeReport(name, node.op_type, node.domain, attrs, "plugin", source=f"registered plugin {spec}")
+        return NodeReport(
+            name,
+            node.op_type,
+            node.domain,
+            attrs,
+            "unknown",
+            [f"custom op {node.domain}::{node.op_type} is not a registered TensorRT plugin (engines/plugins)"],
+            "engines/plugins registry",
+        )
     entry = OPERATORS.get(node.op_type)
     if entry is None:
-        return NodeReport(name, node.op_type, node.domain, attrs, "unknown",
-                          [f"{node.op_type} is not in TensorRT's operator support matrix"], "OT10.1-doc")
+        return NodeReport(
+            name,
+            node.op_type,
+            node.domain,
+            attrs,
+            "unknown",
+            [f"{node.op_type} is not in TensorRT's operator support matrix"],
+            "OT10.1-doc",
+        )
     if not entry.supported:
         note = UNSUPPORTED_NOTES.get(node.op_type, "not supported by TensorRT's ONNX parser")
         return NodeReport(name, node.op_type, node.domain, attrs, "unsupported", [note], "OT10.1-doc")
@@ -634,8 +715,9 @@ def check_node(view: NodeView, plugins: Callable[[str, str], Any]) -> NodeReport
         problems += rule[0](view)
         sources = [rule[1]]
     problems += _dtype_problems(view, entry)
-    return NodeReport(name, node.op_type, node.domain, attrs, "unsupported" if problems else "supported",
-                      problems, "; ".join(sources))
+    return NodeReport(
+        name, node.op_type, node.domain, attrs, "unsupported" if problems else "supported", problems, "; ".join(sources)
+    )
 
 
 def _dtype_problems(view: NodeView, entry: OpEntry) -> list[str]:
@@ -649,8 +731,9 @@ def _dtype_problems(view: NodeView, entry: OpEntry) -> list[str]:
         if dtype is None or dtype == TensorProto.UNDEFINED:
             continue
         if entry.types and _name(dtype) not in entry.types:
-            problems.append(f"{tensor!r} is {_name(dtype)}; TensorRT's {node.op_type} takes "
-                            f"{', '.join(sorted(entry.types))}")
+            problems.append(
+                f"{tensor!r} is {_name(dtype)}; TensorRT's {node.op_type} takes {', '.join(sorted(entry.types))}"
+            )
     for tensor in [*node.input, *node.output]:
         dtype = view.dtypes.get(tensor)
         if dtype == TensorProto.DOUBLE:
@@ -660,8 +743,9 @@ def _dtype_problems(view: NodeView, entry: OpEntry) -> list[str]:
     return problems
 
 
-def check_model(model: onnx.ModelProto | str | Path, name: str | None = None,
-                plugins: Callable[[str, str], Any] | None = None) -> Report:
+def check_model(
+    model: onnx.ModelProto | str | Path, name: str | None = None, plugins: Callable[[str, str], Any] | None = None
+) -> Report:
     """Check every node of ``model`` (a path or a ModelProto) against TensorRT's ONNX parser.
 
     Args:
@@ -677,12 +761,14 @@ def check_model(model: onnx.ModelProto | str | Path, name: str | None = None,
     if plugins is None:
         from engines.plugins import lookup as plugins
     problems = []
-    opset = {o.domain: o.version for o in model.opset_import}.get("", None)
+    opset = {o.domain: o.version for o in model.opset_import}.get("")
     if opset is None:
         opset = {o.domain: o.version for o in model.opset_import}.get("ai.onnx")
     if opset is None or not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
-        problems.append(f"default-domain opset {opset}: TensorRT 10.0+ parses opsets {OPSET_RANGE[0]} to "
-                        f"{OPSET_RANGE[1]} (OT10.1-doc); this project exports 19")
+        problems.append(
+            f"default-domain opset {opset}: TensorRT 10.0+ parses opsets {OPSET_RANGE[0]} to "
+            f"{OPSET_RANGE[1]} (OT10.1-doc); this project exports 19"
+        )
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except onnx.shape_inference.InferenceError:
@@ -692,8 +778,13 @@ def check_model(model: onnx.ModelProto | str | Path, name: str | None = None,
     return Report(name, nodes, problems)
 
 
-def _walk(graph: onnx.GraphProto, plugins: Callable[[str, str], Any], out: list[NodeReport], prefix: str,
-          outer_constants: dict[str, onnx.TensorProto]) -> None:
+def _walk(
+    graph: onnx.GraphProto,
+    plugins: Callable[[str, str], Any],
+    out: list[NodeReport],
+    prefix: str,
+    outer_constants: dict[str, onnx.TensorProto],
+) -> None:
     dtypes, ranks, dims = _tensor_info(graph)
     constants = dict(outer_constants)
     constants.update({i.name: i for i in graph.initializer})

@@ -1,4 +1,5 @@
 """Devices, parsed once: ``cpu``, ``cuda`` or ``cuda:N``."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ Values stay as backend handles (torch tensors, ONNX Runtime ``OrtValue``\\ s, de
 from the first upload to the last download; the executor never looks inside them. A sequence is
 released as soon as the last step that reads it has run, so memory follows the plan.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -40,9 +41,13 @@ class PlanError(VSRError, RuntimeError):
     """The plan asked for a frame that no step wrote and no default covers."""
 
 
-def run_plan(plan: Plan, backend: Backend, frames: Sequence[Any],
-             on_output: Callable[[int, Any], None] | None = None,
-             on_step: Callable[[str], None] | None = None) -> list[Any]:
+def run_plan(
+    plan: Plan,
+    backend: Backend,
+    frames: Sequence[Any],
+    on_output: Callable[[int, Any], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> list[Any]:
     """Run ``plan`` over ``frames`` (handles of (1, 3, h, w) LR frames, already uploaded).
 
     Returns the plan's output sequence as handles, in frame order; with ``on_output(t, handle)``
@@ -98,7 +103,6 @@ def run_plan(plan: Plan, backend: Backend, frames: Sequence[Any],
     return [result[t] for t in sorted(result)]
 
 
-
 def _carried_states(plan: Plan, index: int, last_use: dict[str, int]) -> list[tuple[str, int, int]]:
     """(sequence, min offset, max offset) of the states step ``index`` writes and is the last to read.
 
@@ -115,6 +119,8 @@ def _carried_states(plan: Plan, index: int, last_use: dict[str, int]) -> list[tu
             if r.stride != 1 or r.wrap:
                 irregular.add(r.seq)
             r = r.default
-    return [(seq, min(offs), max(offs)) for seq, offs in offsets.items()
-            if seq in step.outputs.values() and last_use.get(seq) == index and seq != plan.output
-            and seq not in irregular]
+    return [
+        (seq, min(offs), max(offs))
+        for seq, offs in offsets.items()
+        if seq in step.outputs.values() and last_use.get(seq) == index and seq != plan.output and seq not in irregular
+    ]

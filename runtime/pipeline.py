@@ -7,8 +7,10 @@ Frames larger than ``tile`` (LR pixels) are cut into tiles with ``tile_overlap``
 context on each side; each tile runs the whole plan over the window and only its core is kept.
 Frames are padded (edge replication) to the network's size constraints and cropped back.
 """
+
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -48,13 +50,23 @@ def plan_tiles(h: int, w: int, tile: int | None, overlap: int) -> list[Tile]:
     def spans(n: int) -> list[tuple[int, int]]:
         count = -(-n // tile)
         edges = [round(i * n / count) for i in range(count + 1)]
-        return list(zip(edges[:-1], edges[1:]))
+        return list(itertools.pairwise(edges))
 
     tiles = []
     for cy0, cy1 in spans(h):
         for cx0, cx1 in spans(w):
-            tiles.append(Tile(max(cy0 - overlap, 0), min(cy1 + overlap, h), max(cx0 - overlap, 0),
-                              min(cx1 + overlap, w), cy0, cy1, cx0, cx1))
+            tiles.append(
+                Tile(
+                    max(cy0 - overlap, 0),
+                    min(cy1 + overlap, h),
+                    max(cx0 - overlap, 0),
+                    min(cx1 + overlap, w),
+                    cy0,
+                    cy1,
+                    cx0,
+                    cx1,
+                )
+            )
     return tiles
 
 
@@ -85,9 +97,18 @@ class Upscaler:
         tile_overlap: LR pixels of context around each tile.
     """
 
-    def __init__(self, backend: Backend, plan: Plan, scale: int, constraints: SizeConstraints, *,
-                 chunk: int | None = DEFAULT_CHUNK, overlap: int = DEFAULT_OVERLAP,
-                 tile: int | None = None, tile_overlap: int = 16) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        plan: Plan,
+        scale: int,
+        constraints: SizeConstraints,
+        *,
+        chunk: int | None = DEFAULT_CHUNK,
+        overlap: int = DEFAULT_OVERLAP,
+        tile: int | None = None,
+        tile_overlap: int = 16,
+    ) -> None:
         if chunk is not None and chunk < 1:
             raise ValueError("chunk must be at least 1 frame")
         if overlap < 0:
@@ -95,47 +116,72 @@ class Upscaler:
         self.backend, self.plan, self.scale, self.constraints = backend, plan, scale, constraints
         self.chunk, self.overlap, self.tile, self.tile_overlap = chunk, overlap, tile, tile_overlap
 
-    def run_window(self, lr: np.ndarray, keep: range, emit: Callable[[int, np.ndarray], None],
-                   on_step: Callable[[str], None] | None = None) -> None:
+    def run_window(
+        self,
+        lr: np.ndarray,
+        keep: range,
+        emit: Callable[[int, np.ndarray], None],
+        on_step: Callable[[str], None] | None = None,
+    ) -> None:
         """Upscale (T, 3, h, w) ``lr``; ``emit(t, (3, s*h, s*w))`` for the output frames of the
         input frames in ``keep`` (``rate`` of them per input frame), in order."""
-        t_count, _, h, w = lr.shape
+        _, _, h, w = lr.shape
         s, rate = self.scale, self.plan.output_rate
         keep = range(keep.start * rate, keep.stop * rate)
         tiles = plan_tiles(h, w, self.tile, self.tile_overlap)
         out = np.empty((len(keep), 3, h * s, w * s), dtype=np.float32) if len(tiles) > 1 else None
         for tile in tiles:
-            region = pad_to(lr[:, :, tile.y0:tile.y1, tile.x0:tile.x1], self.constraints)
-            th, tw = tile.y1 - tile.y0, tile.x1 - tile.x0
-            oy, ox = (tile.core_y0 - tile.y0) * s, (tile.core_x0 - tile.x0) * s
-            ch, cw = (tile.core_y1 - tile.core_y0) * s, (tile.core_x1 - tile.core_x0) * s
-            pending: dict[int, np.ndarray] = {}
-            next_t = keep.start
-
-            def take(t: int, handle: object) -> None:
-                nonlocal next_t
-                if t not in keep:
-                    return
-                hr = self.backend.download(handle)[0, :, :th * s, :tw * s]
-                if out is not None:
-                    out[t - keep.start, :, tile.core_y0 * s:tile.core_y0 * s + ch,
-                        tile.core_x0 * s:tile.core_x0 * s + cw] = hr[:, oy:oy + ch, ox:ox + cw]
-                    return
-                pending[t] = hr
-                while next_t in pending:  # outputs may arrive out of order; emit in order
-                    emit(next_t, pending.pop(next_t))
-                    next_t += 1
-
-            frames = [self.backend.upload(region[i:i + 1]) for i in range(t_count)]
-            run_plan(self.plan, self.backend, frames, on_output=take, on_step=on_step)
-            if out is None and pending:
-                raise RuntimeError(f"plan produced frames {sorted(pending)} out of order with a gap")
+            self._run_tile(lr, tile, keep, out, emit, on_step)
         if out is not None:
             for i, t in enumerate(keep):
                 emit(t, out[i])
 
-    def stream(self, frames: Iterable[np.ndarray],
-               on_step: Callable[[str], None] | None = None) -> Iterator[np.ndarray]:
+    def _run_tile(
+        self,
+        lr: np.ndarray,
+        tile: Tile,
+        keep: range,
+        out: np.ndarray | None,
+        emit: Callable[[int, np.ndarray], None],
+        on_step: Callable[[str], None] | None,
+    ) -> None:
+        """Run the plan over one tile of the window: its core goes into ``out`` (several tiles), or
+        each output frame is emitted in order (one tile)."""
+        s = self.scale
+        region = pad_to(lr[:, :, tile.y0 : tile.y1, tile.x0 : tile.x1], self.constraints)
+        th, tw = tile.y1 - tile.y0, tile.x1 - tile.x0
+        oy, ox = (tile.core_y0 - tile.y0) * s, (tile.core_x0 - tile.x0) * s
+        ch, cw = (tile.core_y1 - tile.core_y0) * s, (tile.core_x1 - tile.core_x0) * s
+        pending: dict[int, np.ndarray] = {}
+        next_t = keep.start
+
+        def take(t: int, handle: object) -> None:
+            nonlocal next_t
+            if t not in keep:
+                return
+            hr = self.backend.download(handle)[0, :, : th * s, : tw * s]
+            if out is not None:
+                core = hr[:, oy : oy + ch, ox : ox + cw]
+                out[
+                    t - keep.start,
+                    :,
+                    tile.core_y0 * s : tile.core_y0 * s + ch,
+                    tile.core_x0 * s : tile.core_x0 * s + cw,
+                ] = core
+                return
+            pending[t] = hr
+            while next_t in pending:  # outputs may arrive out of order; emit in order
+                emit(next_t, pending.pop(next_t))
+                next_t += 1
+
+        frames = [self.backend.upload(region[i : i + 1]) for i in range(len(region))]
+        run_plan(self.plan, self.backend, frames, on_output=take, on_step=on_step)
+        if out is None and pending:
+            raise RuntimeError(f"plan produced frames {sorted(pending)} out of order with a gap")
+
+    def stream(
+        self, frames: Iterable[np.ndarray], on_step: Callable[[str], None] | None = None
+    ) -> Iterator[np.ndarray]:
         """Upscale an iterable of (3, h, w) float32 frames, yielding (3, s*h, s*w) frames in order
         (``plan.output_rate`` of them per input frame).
 
@@ -155,8 +201,10 @@ class Upscaler:
                     exhausted = True
                     break
                 if buffer and frame.shape != next(iter(buffer.values())).shape:
-                    raise ValueError(f"frame {read} is {frame.shape[1]}x{frame.shape[2]}, earlier frames "
-                                     f"{next(iter(buffer.values())).shape[1:]}: all frames must have one size")
+                    raise ValueError(
+                        f"frame {read} is {frame.shape[1]}x{frame.shape[2]}, earlier frames "
+                        f"{next(iter(buffer.values())).shape[1:]}: all frames must have one size"
+                    )
                 buffer[read] = frame
                 read += 1
             if start >= read:
@@ -166,15 +214,21 @@ class Upscaler:
             hi = read if self.chunk is None else min(stop + self.overlap, read)
             window = np.stack([buffer[i] for i in range(lo, hi)])
             results: list[np.ndarray] = []
-            self.run_window(window, range(start - lo, stop - lo), lambda _t, f: results.append(f), on_step)
+            self.run_window(window, range(start - lo, stop - lo), lambda _t, f, into=results: into.append(f), on_step)
             yield from results
             start = stop
             for i in [k for k in buffer if k < start - self.overlap]:
                 del buffer[i]
 
 
-def upscaler_for(package: Package, backend: Backend, chunk: int | None = None, overlap: int | None = None,
-                 tile: int | None = None, tile_overlap: int = 16) -> Upscaler:
+def upscaler_for(
+    package: Package,
+    backend: Backend,
+    chunk: int | None = None,
+    overlap: int | None = None,
+    tile: int | None = None,
+    tile_overlap: int = 16,
+) -> Upscaler:
     """An :class:`Upscaler` for a package; ``None`` picks the package's schedule: non-overlapping
     clips of ``clip_frames`` for a clip-level network, else ``DEFAULT_CHUNK`` + ``DEFAULT_OVERLAP``."""
     clip = package.clip_frames
@@ -182,8 +236,16 @@ def upscaler_for(package: Package, backend: Backend, chunk: int | None = None, o
         chunk = clip or DEFAULT_CHUNK
     if overlap is None:
         overlap = 0 if clip else DEFAULT_OVERLAP
-    return Upscaler(backend, package.plan, package.scale, package.constraints, chunk=chunk, overlap=overlap,
-                    tile=tile, tile_overlap=tile_overlap)
+    return Upscaler(
+        backend,
+        package.plan,
+        package.scale,
+        package.constraints,
+        chunk=chunk,
+        overlap=overlap,
+        tile=tile,
+        tile_overlap=tile_overlap,
+    )
 
 
 def upscale_clip(backend: Backend, package: Package, lr: np.ndarray) -> np.ndarray:
@@ -192,5 +254,5 @@ def upscale_clip(backend: Backend, package: Package, lr: np.ndarray) -> np.ndarr
     h, w = lr.shape[-2:]
     s = package.scale
     padded = pad_to(lr, package.constraints)
-    outs = run_plan(package.plan, backend, [backend.upload(padded[i:i + 1]) for i in range(len(padded))])
-    return np.concatenate([backend.download(o) for o in outs])[:, :, :h * s, :w * s]
+    outs = run_plan(package.plan, backend, [backend.upload(padded[i : i + 1]) for i in range(len(padded))])
+    return np.concatenate([backend.download(o) for o in outs])[:, :, : h * s, : w * s]

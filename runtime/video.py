@@ -23,6 +23,7 @@ high-bit-depth RGB path (``rgb48``, ``gbrp16``, float) loses white (255 becomes 
 swscale (an exact operation) and the matrix is applied here in numpy; RGB and grey formats are read
 from their planes directly. ``tests/test_video.py`` pins these levels.
 """
+
 from __future__ import annotations
 
 import logging
@@ -73,15 +74,11 @@ class VideoWarning(UserWarning):
 
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
-VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".ts", ".mts", ".m2ts", ".flv", ".nut"}
-)
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".ts", ".mts", ".m2ts", ".flv", ".nut"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # swscale flags under which 8-bit YUV <-> planar 8-bit RGB is exact (see the module docstring).
 _SWS_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
-_CRF_CODECS = frozenset(
-    {"libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1"}
-)
+_CRF_CODECS = frozenset({"libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,9 +149,7 @@ def is_frame_folder(path: str | os.PathLike[str]) -> bool:
 def _frame_files(folder: Path) -> list[Path]:
     """The image files of a frame folder in natural order; hidden files are skipped."""
     files = [
-        p
-        for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
     ]
     return sorted(files, key=lambda p: natural_key(p.name))
 
@@ -167,9 +162,7 @@ def _png_size(path: Path) -> tuple[int, int]:
     except OSError as e:
         raise InputError(f"cannot read frame {path}: {e.strerror}; check its permissions") from e
     if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
-        raise InputError(
-            f"{path} is named .png but is not a PNG image (bad signature); replace or remove it"
-        )
+        raise InputError(f"{path} is named .png but is not a PNG image (bad signature); replace or remove it")
     width, height = struct.unpack(">II", head[16:24])
     return int(width), int(height)
 
@@ -255,12 +248,9 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.vide
             f"{path} has no streams at all: it holds no frames (an empty or unfinished file); "
             "pass a video that has frames"
         )
-    kinds = ", ".join(
-        f"{s.type} ({s.codec_context.name if s.codec_context else '?'})" for s in container.streams
-    )
+    kinds = ", ".join(f"{s.type} ({s.codec_context.name if s.codec_context else '?'})" for s in container.streams)
     raise InputError(
-        f"{path} has no video stream (it contains: {kinds}); "
-        "pass a video file or a folder of PNG/JPEG frames"
+        f"{path} has no video stream (it contains: {kinds}); pass a video file or a folder of PNG/JPEG frames"
     )
 
 
@@ -430,9 +420,7 @@ def _normalize(values: np.ndarray, bits: int) -> np.ndarray:
     return values.astype(np.float32) / float((1 << bits) - 1)
 
 
-def _yuv_to_rgb(
-    y: np.ndarray, u: np.ndarray, v: np.ndarray, bits: int, full: bool, kr: float, kb: float
-) -> np.ndarray:
+def _yuv_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, bits: int, full: bool, kr: float, kb: float) -> np.ndarray:
     """4:4:4 YUV samples of ``bits`` bits, each (H, W) float32 -> RGB (H, W, 3) float32 in [0, 1]."""
     s = float(1 << (bits - 8))
     if full:
@@ -798,9 +786,7 @@ class VideoWriter:
                     VideoWarning,
                     stacklevel=2,
                 )
-            self._temp = Path(
-                tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self._temp_dir())
-            )
+            self._temp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self._temp_dir()))
             return
 
         # Video file: validate everything cheap before creating anything.
@@ -869,8 +855,7 @@ class VideoWriter:
             probe_fd, probe_name = tempfile.mkstemp(prefix=f".{self.path.name}.probe-", dir=parent)
         except OSError as e:
             raise OutputError(
-                f"cannot write into {parent}: {e.strerror}; fix its permissions or choose another "
-                "output directory"
+                f"cannot write into {parent}: {e.strerror}; fix its permissions or choose another output directory"
             ) from e
         os.close(probe_fd)
         os.unlink(probe_name)
@@ -892,9 +877,7 @@ class VideoWriter:
             deeper = [f"{pix_fmt}{d}le" for d in (12, 10) if d <= self.bit_depth]
             chosen = next((f for f in deeper if f in supported), deeper[-1] if deeper else pix_fmt)
         if supported and chosen not in supported:
-            raise OutputError(
-                f"{codec} cannot encode pixel format {chosen!r}; it supports: {', '.join(supported)}"
-            )
+            raise OutputError(f"{codec} cannot encode pixel format {chosen!r}; it supports: {', '.join(supported)}")
         try:
             av.VideoFormat(chosen)
         except ValueError as e:
@@ -972,9 +955,7 @@ class VideoWriter:
             else:
                 self._write_video(rgb, pts)
         except av.FFmpegError as e:
-            raise OutputError(
-                f"encoding frame {self.frames_written} into {self.path} failed: {_av_reason(e)}"
-            ) from e
+            raise OutputError(f"encoding frame {self.frames_written} into {self.path} failed: {_av_reason(e)}") from e
         self.frames_written += 1
 
     def _quantize(self, rgb: np.ndarray) -> np.ndarray:

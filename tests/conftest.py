@@ -1,4 +1,5 @@
 """Shared fixtures: real frames from the installed sample clips, the BasicVSR weights, one exported package."""
+
 from __future__ import annotations
 
 import os
@@ -30,9 +31,11 @@ def clip_frames(name: str = "bikes.mp4", count: int = 8, start: int = 0) -> np.n
     return np.ascontiguousarray(np.stack(frames))
 
 
-def lr_clip(count: int, h: int, w: int, name: str = "bikes.mp4", y0: int = 64, x0: int = 160) -> tuple[np.ndarray, np.ndarray]:
+def lr_clip(
+    count: int, h: int, w: int, name: str = "bikes.mp4", y0: int = 64, x0: int = 160
+) -> tuple[np.ndarray, np.ndarray]:
     """(LR, HR) pair: an HR crop of a real clip (4h x 4w at y0, x0) and its x4 bicubic downscale."""
-    hr = clip_frames(name, count)[:, :, y0:y0 + 4 * h, x0:x0 + 4 * w]
+    hr = clip_frames(name, count)[:, :, y0 : y0 + 4 * h, x0 : x0 + 4 * w]
     assert hr.shape[-2:] == (4 * h, 4 * w), "crop outside the clip"
     return downscale(hr, 4), hr
 

@@ -1,4 +1,5 @@
 """BasicVSR with its official REDS4 weights: equal to the original, deployable, better than bicubic."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -86,8 +87,9 @@ def test_executor_on_torch_equals_whole_clip_forward(basicvsr):
     lr, _ = lr_clip(6, 40, 56)
     with torch.inference_mode():
         ref = basicvsr(torch.from_numpy(lr)[None])[0].numpy()
-    out = np.stack(list(Upscaler(TorchBackend(basicvsr), basicvsr.plan(), 4, basicvsr.constraints,
-                                 chunk=None).stream(iter(lr))))
+    out = np.stack(
+        list(Upscaler(TorchBackend(basicvsr), basicvsr.plan(), 4, basicvsr.constraints, chunk=None).stream(iter(lr)))
+    )
     assert np.abs(out - ref).max() <= 1e-5
 
 
@@ -95,8 +97,13 @@ def test_onnxruntime_package_equals_pytorch_over_20_frames(basicvsr, basicvsr_pa
     lr, _ = lr_clip(20, 36, 48)
     with torch.inference_mode():
         ref = basicvsr(torch.from_numpy(lr)[None])[0].numpy()
-    out = np.stack(list(Upscaler(OrtBackend(basicvsr_package), basicvsr_package.plan, 4,
-                                 basicvsr_package.constraints, chunk=None).stream(iter(lr))))
+    out = np.stack(
+        list(
+            Upscaler(
+                OrtBackend(basicvsr_package), basicvsr_package.plan, 4, basicvsr_package.constraints, chunk=None
+            ).stream(iter(lr))
+        )
+    )
     errors = np.abs(out - ref).reshape(len(ref), -1).max(axis=1)
     assert errors.max() <= 1e-4, errors
     # no growth along the clip: the error does not accumulate through the recurrence

@@ -1,4 +1,5 @@
 """The command-line tools end to end, as a user runs them, including bad input."""
+
 from __future__ import annotations
 
 import re
@@ -25,7 +26,7 @@ def _short_clip(src: Path, out: Path, frames: int = 4, crop=(0, 0, 128, 96)) -> 
         for i, frame in enumerate(inp.decode(video=0)):
             if i == frames:
                 break
-            rgb = frame.to_ndarray(format="rgb24")[y0:y0 + h, x0:x0 + w]
+            rgb = frame.to_ndarray(format="rgb24")[y0 : y0 + h, x0 : x0 + w]
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
                 outc.mux(packet)
         for packet in stream.encode():
@@ -44,8 +45,20 @@ def _ok(result) -> None:
 
 def test_run_upscales_a_video_with_onnxruntime(tmp_path, short_clip, basicvsr_package):
     out = tmp_path / "up.mp4"
-    result = CliRunner().invoke(run_main, [str(short_clip), "-o", str(out), "--model", str(basicvsr_package.root),
-                                           "--backend", "onnxruntime", "--crf", "0"])
+    result = CliRunner().invoke(
+        run_main,
+        [
+            str(short_clip),
+            "-o",
+            str(out),
+            "--model",
+            str(basicvsr_package.root),
+            "--backend",
+            "onnxruntime",
+            "--crf",
+            "0",
+        ],
+    )
     _ok(result)
     assert re.search(r"wrote .*up\.mp4: 4 frames, 192x160, [\d.]+ frames/s", result.output)
     info, src = probe(out), probe(short_clip)
@@ -58,8 +71,11 @@ def test_run_writes_png_frames_and_torch_backend_agrees(tmp_path, short_clip, ba
     outs = {}
     for backend in ("onnxruntime", "torch"):
         out = tmp_path / backend
-        _ok(CliRunner().invoke(run_main, [str(short_clip), "-o", str(out), "--model", str(basicvsr_package.root),
-                                          "--backend", backend]))
+        _ok(
+            CliRunner().invoke(
+                run_main, [str(short_clip), "-o", str(out), "--model", str(basicvsr_package.root), "--backend", backend]
+            )
+        )
         outs[backend] = np.stack([f.rgb for f in read_frames(out)])
     assert outs["torch"].shape == (4, 160, 192, 3)
     # both are quantised to 8 bits: at most one level apart
@@ -91,7 +107,8 @@ def test_run_bad_input_is_a_clear_error(tmp_path, short_clip, basicvsr_package, 
     assert "Error:" in result.output and "Traceback" not in result.output
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        {"missing": [], "not_video": ["text.mp4"], "bad_dir": ["file.txt"]}[case])
+        {"missing": [], "not_video": ["text.mp4"], "bad_dir": ["file.txt"]}[case]
+    )
 
 
 def test_run_unknown_model_names_the_known_ones(tmp_path, short_clip):
@@ -107,8 +124,7 @@ def test_parity_passes_on_the_exported_package(basicvsr_package):
 
 
 def test_bench_prints_ratios(basicvsr_package):
-    result = CliRunner().invoke(bench_main, ["--model", str(basicvsr_package.root), "--size", "36x48",
-                                             "--frames", "3"])
+    result = CliRunner().invoke(bench_main, ["--model", str(basicvsr_package.root), "--size", "36x48", "--frames", "3"])
     _ok(result)
     assert "speed-up vs torch:fp32" in result.output and "flow" in result.output
 

@@ -4,6 +4,7 @@ The official weights are not available, so networks run with random weights (off
 randomised too, so that the deformable convolutions sample off the flow) on real frames, and
 checkpoints are files built in the official layouts.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -94,7 +95,7 @@ def test_fourier_block_step_equals_the_complex_original(fourier_clip, alpha):
     original = data_step_fft(z.float(), y.float(), alpha)
     ours = _blockwise(z.float(), y.float(), alpha)
     assert (ours - original).abs().max().item() <= 1e-5
-    exact = _blockwise(z, y, alpha)                         # FP64: the block split is exact
+    exact = _blockwise(z, y, alpha)  # FP64: the block split is exact
     assert (exact - data_step_fft(z, y, alpha)).abs().max().item() <= 1e-10
 
 
@@ -103,7 +104,7 @@ def test_fourier_step_minimises_the_objective(fourier_clip, alpha):
     """The objective is quadratic with Hessian >= 2 alpha, so |gradient| / (2 alpha) bounds how far
     the output is from the true minimiser."""
     z, y = fourier_clip
-    assert _gradient(z, z, y, alpha).abs().max().item() / (2 * alpha) > 1e-4    # the prior is far off
+    assert _gradient(z, z, y, alpha).abs().max().item() / (2 * alpha) > 1e-4  # the prior is far off
     for dtype, bound in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
         x = _blockwise(z.to(dtype), y.to(dtype), alpha)
         assert _gradient(x, z, y, alpha).abs().max().item() / (2 * alpha) <= bound
@@ -151,12 +152,17 @@ def test_davsr_has_the_released_parameter_layout():
     assert sum(p.numel() for p in model.generator.parameters()) == 7_468_885
     assert sum(p.numel() for p in model.slomo.flow.parameters()) == 19_794_116
     assert sum(p.numel() for p in model.slomo.interp.parameters()) == 19_816_357
-    shapes = {"h.mlp.0.weight": (16, 3, 1, 1, 1), "p.m_head.weight": (16, 4, 3, 3),
-              "vsr.spynet.basic_module.0.basic_module.0.conv.weight": (32, 8, 7, 7),
-              "vsr.feat_extract.0.weight": (64, 3, 3, 3), "vsr.deform_align.backward_1.weight": (64, 128, 3, 3),
-              "vsr.deform_align.backward_1.conv_offset.6.weight": (432, 64, 3, 3),
-              "vsr.backbone.forward_2.main.0.weight": (64, 320, 3, 3),
-              "vsr.reconstruction.main.0.weight": (64, 320, 3, 3), "vsr.conv_last.weight": (3, 64, 3, 3)}
+    shapes = {
+        "h.mlp.0.weight": (16, 3, 1, 1, 1),
+        "p.m_head.weight": (16, 4, 3, 3),
+        "vsr.spynet.basic_module.0.basic_module.0.conv.weight": (32, 8, 7, 7),
+        "vsr.feat_extract.0.weight": (64, 3, 3, 3),
+        "vsr.deform_align.backward_1.weight": (64, 128, 3, 3),
+        "vsr.deform_align.backward_1.conv_offset.6.weight": (432, 64, 3, 3),
+        "vsr.backbone.forward_2.main.0.weight": (64, 320, 3, 3),
+        "vsr.reconstruction.main.0.weight": (64, 320, 3, 3),
+        "vsr.conv_last.weight": (3, 64, 3, 3),
+    }
     for key, shape in shapes.items():
         assert tuple(state[key].shape) == shape, key
     assert "vsr.feat_extract.4.main.0.weight" in state and "vsr.spynet.mean" in state
@@ -169,16 +175,31 @@ def released_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("davsr_ckpt")
     model = create_model("davsr")
     gen = torch.Generator().manual_seed(5)
-    davsr = {f"module.generator.{k}": torch.randn(v.shape, generator=gen) for k, v in model.generator.state_dict().items()}
+    davsr = {
+        f"module.generator.{k}": torch.randn(v.shape, generator=gen) for k, v in model.generator.state_dict().items()
+    }
     davsr["module.step_counter"] = torch.tensor([300000])
-    torch.save({"meta": {"mmedit Version": "0.11.0", "epoch": 3, "iter": 300000, "time": "Thu Mar 3 2022"},
-                "state_dict": davsr, "optimizer": {"generator": {"state": {}, "param_groups": [{"lr": 1e-4}]}}},
-               folder / "davsr_reds.pth")
-    slomo = {"Detail": "End to end Super SloMo.", "epoch": 199, "timestamp": datetime.datetime(2018, 11, 5, 12, 0),
-             "trainBatchSz": 6, "validationBatchSz": 10, "learningRate": 1e-6, "loss": [[0.5, 0.25]],
-             "valLoss": [[0.3]], "valPSNR": [[30.5]],
-             "state_dictFC": {k: torch.randn(v.shape, generator=gen) for k, v in model.slomo.flow.state_dict().items()},
-             "state_dictAT": {k: torch.randn(v.shape, generator=gen) for k, v in model.slomo.interp.state_dict().items()}}
+    torch.save(
+        {
+            "meta": {"mmedit Version": "0.11.0", "epoch": 3, "iter": 300000, "time": "Thu Mar 3 2022"},
+            "state_dict": davsr,
+            "optimizer": {"generator": {"state": {}, "param_groups": [{"lr": 1e-4}]}},
+        },
+        folder / "davsr_reds.pth",
+    )
+    slomo = {
+        "Detail": "End to end Super SloMo.",
+        "epoch": 199,
+        "timestamp": datetime.datetime(2018, 11, 5, 12, 0),
+        "trainBatchSz": 6,
+        "validationBatchSz": 10,
+        "learningRate": 1e-6,
+        "loss": [[0.5, 0.25]],
+        "valLoss": [[0.3]],
+        "valPSNR": [[30.5]],
+        "state_dictFC": {k: torch.randn(v.shape, generator=gen) for k, v in model.slomo.flow.state_dict().items()},
+        "state_dictAT": {k: torch.randn(v.shape, generator=gen) for k, v in model.slomo.interp.state_dict().items()},
+    }
     torch.save(slomo, folder / "SuperSloMo.ckpt")
     return folder / "davsr_reds.pth", folder / "SuperSloMo.ckpt", davsr, slomo
 
@@ -220,12 +241,16 @@ def test_vsr_export_loads_both_checkpoints_into_one_model(released_files, tmp_pa
         raise export.cli.PackageError("stop after loading")
 
     monkeypatch.setattr(export.cli, "export_package", fake_export)
-    result = CliRunner().invoke(export.cli.main, ["davsr", "--checkpoint", str(davsr_file), "--checkpoint",
-                                                  str(slomo_file), "-o", str(tmp_path / "pkg")])
+    result = CliRunner().invoke(
+        export.cli.main,
+        ["davsr", "--checkpoint", str(davsr_file), "--checkpoint", str(slomo_file), "-o", str(tmp_path / "pkg")],
+    )
     assert "stop after loading" in result.output
     net = seen["net"]
-    assert torch.equal(net.generator.vsr.spynet.basic_module[3].basic_module[1].conv.weight,
-                       davsr["module.generator.vsr.spynet.basic_module.3.basic_module.1.conv.weight"])
+    assert torch.equal(
+        net.generator.vsr.spynet.basic_module[3].basic_module[1].conv.weight,
+        davsr["module.generator.vsr.spynet.basic_module.3.basic_module.1.conv.weight"],
+    )
     assert torch.equal(net.slomo.interp.conv3.weight, slomo["state_dictAT"]["conv3.weight"])
     assert [str(p) for p in seen["checkpoints"]] == [str(davsr_file), str(slomo_file)]
 
@@ -256,7 +281,7 @@ class _LabelBackend:
             return {f"x{d}": ("x", i, t, d) for d in range(5)}
         if stage == "upsample":
             return {"out": ("out", inputs["x"])}
-        return {name: (stage,) for name in ("feat", "valid", "small", "flow", "flow2", "state")}
+        return dict.fromkeys(("feat", "valid", "small", "flow", "flow2", "state"), (stage,))
 
 
 def _initial_clip_labels(t_lr: int) -> list:
@@ -277,7 +302,7 @@ def test_davsr_plan_reproduces_the_original_clip_layout(t_lr):
     for t in range(t_lr):
         block = [(5 * t + d) % (5 * t_lr) for d in range(-2, 3)]
         assert backend.blocks[(1, t)] == [init[j] for j in block], t
-        for i in range(2, model.n_iter + 1):          # later iterations read the previous refinement
+        for i in range(2, model.n_iter + 1):  # later iterations read the previous refinement
             assert backend.blocks[(i, t)] == [("out", ("x", i - 1, *divmod_block(j, t_lr))) for j in block]
     # output frame j is the refinement of data-step output j of the last iteration
     assert out == [("out", ("x", model.n_iter, *divmod_block(j, t_lr))) for j in range(5 * t_lr)]

@@ -1,4 +1,5 @@
 """Modulated deformable convolution: our reference against ONNX Runtime's and ONNX's DeformConv, and its export."""
+
 from __future__ import annotations
 
 import logging
@@ -22,12 +23,23 @@ def _deform_conv_model(kernel, stride, pads, dilation, group, offset_group, bias
     names = ["X", "W", "offset", "B" if bias else "", "mask" if mask else ""]
     while not names[-1]:
         names.pop()
-    node = helper.make_node("DeformConv", names, ["Y"], kernel_shape=list(kernel), strides=list(stride),
-                            pads=[pads[0], pads[1], pads[0], pads[1]], dilations=list(dilation), group=group,
-                            offset_group=offset_group)
-    graph = helper.make_graph([node], "deform_conv",
-                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names if n],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+    node = helper.make_node(
+        "DeformConv",
+        names,
+        ["Y"],
+        kernel_shape=list(kernel),
+        strides=list(stride),
+        pads=[pads[0], pads[1], pads[0], pads[1]],
+        dilations=list(dilation),
+        group=group,
+        offset_group=offset_group,
+    )
+    graph = helper.make_graph(
+        [node],
+        "deform_conv",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names if n],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
 
 
@@ -46,9 +58,17 @@ def _case(rng, c, oc, h, w, kernel, stride, pads, dilation, group, offset_group,
 
 def _reference(feeds, stride, pads, dilation, group, bias=True, mask=True) -> np.ndarray:
     t = {k: torch.from_numpy(v) for k, v in feeds.items()}
-    return deform_conv2d_reference(t["X"], t["offset"], t["W"], t["B"] if bias else None,
-                                   mask=t["mask"] if mask else None, stride=stride, padding=pads,
-                                   dilation=dilation, groups=group).numpy()
+    return deform_conv2d_reference(
+        t["X"],
+        t["offset"],
+        t["W"],
+        t["B"] if bias else None,
+        mask=t["mask"] if mask else None,
+        stride=stride,
+        padding=pads,
+        dilation=dilation,
+        groups=group,
+    ).numpy()
 
 
 # (C, oC, H, W, kernel, stride, pads, dilation, group, offset_group, offset spread in px, bias, mask)
@@ -84,15 +104,24 @@ def test_border_positions_read_zero_outside_and_interpolate_inside():
     offset = rng.choice(edges, size=(1, 18, h, w)).astype(np.float32)
     mask = rng.random((1, 9, h, w)).astype(np.float32)
     feeds = {"X": x, "W": weight, "offset": offset, "mask": mask}
-    session = ort.InferenceSession(_deform_conv_model((3, 3), (1, 1), (1, 1), (1, 1), 1, 1, False, True)
-                                   .SerializeToString(), providers=["CPUExecutionProvider"])
-    ours = deform_conv2d_reference(torch.from_numpy(x), torch.from_numpy(offset), torch.from_numpy(weight),
-                                   mask=torch.from_numpy(mask), padding=1).numpy()
+    session = ort.InferenceSession(
+        _deform_conv_model((3, 3), (1, 1), (1, 1), (1, 1), 1, 1, False, True).SerializeToString(),
+        providers=["CPUExecutionProvider"],
+    )
+    ours = deform_conv2d_reference(
+        torch.from_numpy(x), torch.from_numpy(offset), torch.from_numpy(weight), mask=torch.from_numpy(mask), padding=1
+    ).numpy()
     assert np.abs(ours - session.run(None, feeds)[0]).max() <= 1e-5
     # Far outside: every tap reads zero, so only the bias is left.
     far = np.full_like(offset, 40.0)
-    out = deform_conv2d_reference(torch.from_numpy(x), torch.from_numpy(far), torch.from_numpy(weight),
-                                  torch.ones(3), mask=torch.from_numpy(mask), padding=1)
+    out = deform_conv2d_reference(
+        torch.from_numpy(x),
+        torch.from_numpy(far),
+        torch.from_numpy(weight),
+        torch.ones(3),
+        mask=torch.from_numpy(mask),
+        padding=1,
+    )
     assert torch.equal(out, torch.ones_like(out))
 
 
@@ -111,7 +140,7 @@ def test_integer_offsets_are_a_shifted_convolution():
     x, weight, bias = torch.randn(1, 8, 10, 12), torch.randn(4, 8, 3, 3), torch.randn(4)
     offset = torch.tensor([1.0, -2.0]).repeat(2 * 9).view(1, 36, 1, 1).expand(1, 36, 10, 12)
     out = deform_conv2d_reference(x, offset, weight, bias, mask=torch.ones(1, 18, 10, 12), padding=1)
-    wide = F.conv2d(F.pad(x, (3, 3, 3, 3)), weight, bias)   # wide[a, b] reads x[a - 3 + ky, b - 3 + kx]
+    wide = F.conv2d(F.pad(x, (3, 3, 3, 3)), weight, bias)  # wide[a, b] reads x[a - 3 + ky, b - 3 + kx]
     assert (out - wide[:, :, 3:13, 0:12]).abs().max().item() <= 1e-5
 
 
@@ -124,15 +153,16 @@ def test_alignment_offsets_are_the_flow_plus_a_bounded_residual():
     flow = torch.tensor([2.0, -1.0]).view(1, 2, 1, 1).expand(1, 2, 9, 10)
     with torch.no_grad():
         out = align(x, cond, flow, flow)
-    wide = F.conv2d(F.pad(x, (3, 3, 3, 3)), align.weight)     # wide[a, b] reads x[a - 3 + ky, b - 3 + kx]
+    wide = F.conv2d(F.pad(x, (3, 3, 3, 3)), align.weight)  # wide[a, b] reads x[a - 3 + ky, b - 3 + kx]
     expect = 0.5 * wide[:, :, 1:10, 4:14] + align.bias.view(1, -1, 1, 1)
     assert (out - expect).abs().max().item() <= 1e-5
     with torch.no_grad():
-        align.conv_offset[-1].bias.fill_(100.0)                  # saturates tanh: residual +10 px
+        align.conv_offset[-1].bias.fill_(100.0)  # saturates tanh: residual +10 px
         big = align(x, cond, torch.zeros_like(flow), torch.zeros_like(flow))
         ten = align.max_residue_magnitude * torch.ones(1, 288, 9, 10)
-        direct = deform_conv2d_reference(x, ten, align.weight, align.bias, mask=torch.sigmoid(torch.full(
-            (1, 144, 9, 10), 100.0)), padding=1)
+        direct = deform_conv2d_reference(
+            x, ten, align.weight, align.bias, mask=torch.sigmoid(torch.full((1, 144, 9, 10), 100.0)), padding=1
+        )
     assert (big - direct).abs().max().item() <= 1e-5
 
 
@@ -144,14 +174,26 @@ def test_export_is_one_deformconv_node_that_onnxruntime_runs(tmp_path):
         align.conv_offset[-1].weight.normal_(0, 0.1)
         align.conv_offset[-1].bias.normal_(0, 1.0)
         align.bias.normal_()
-    args = (torch.randn(1, 32, 12, 14), torch.randn(1, 48, 12, 14), 3 * torch.randn(1, 2, 12, 14),
-            3 * torch.randn(1, 2, 12, 14))
+    args = (
+        torch.randn(1, 32, 12, 14),
+        torch.randn(1, 48, 12, 14),
+        3 * torch.randn(1, 2, 12, 14),
+        3 * torch.randn(1, 2, 12, 14),
+    )
     h, w = torch.export.Dim("h", min=4, max=512), torch.export.Dim("w", min=4, max=512)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        program = torch.onnx.export(align, args, input_names=["x", "cond", "flow1", "flow2"], opset_version=19,
-                                    dynamo=True, dynamic_shapes=({2: h, 3: w},) * 4, optimize=True, verbose=False)
+        program = torch.onnx.export(
+            align,
+            args,
+            input_names=["x", "cond", "flow1", "flow2"],
+            opset_version=19,
+            dynamo=True,
+            dynamic_shapes=({2: h, 3: w},) * 4,
+            optimize=True,
+            verbose=False,
+        )
     program.save(str(tmp_path / "align.onnx"))
     model = onnx.load(str(tmp_path / "align.onnx"))
     onnx.checker.check_model(model, full_check=True)

@@ -1,5 +1,6 @@
 """Engines: the cache (key, lookup), the CLI and backend selection without TensorRT, and, where
 TensorRT and a GPU exist, the build and the TensorRT backend against ONNX Runtime."""
+
 from __future__ import annotations
 
 import json
@@ -36,14 +37,18 @@ def _fake_package(root: Path, graph_bytes: bytes = b"graph") -> Path:
     (root / "fp32").mkdir(parents=True)
     (root / "fp32" / "a.onnx").write_bytes(graph_bytes)
     (root / "fp32" / "b.onnx").write_bytes(b"other")
-    manifest = {"format": "vsr-package", "format_version": 1, "model": "toy",
-                "precisions": {"fp32": {"a": "fp32/a.onnx", "b": "fp32/b.onnx"}}}
+    manifest = {
+        "format": "vsr-package",
+        "format_version": 1,
+        "model": "toy",
+        "precisions": {"fp32": {"a": "fp32/a.onnx", "b": "fp32/b.onnx"}},
+    }
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
 
 
 def _key(**change) -> EngineKey:
-    fields = dict(gpu=H100, tensorrt="10.13.0.35", package_hash="ab" * 32, precision="fp16", profile=PROFILE)
+    fields = {"gpu": H100, "tensorrt": "10.13.0.35", "package_hash": "ab" * 32, "precision": "fp16", "profile": PROFILE}
     fields.update(change)
     return EngineKey(**fields)
 
@@ -52,21 +57,32 @@ def _key(**change) -> EngineKey:
 def test_key_is_stable():
     assert _key().digest() == _key().digest()
     # Fixed value: the key format must not change silently (old caches would be orphaned).
-    assert _key().digest() == EngineKey(GpuInfo("NVIDIA H100 80GB HBM3", (9, 0)), "10.13.0.35", "ab" * 32, "fp16",
-                                        Profile((33, 33), (180, 320), (540, 960))).digest()
+    assert (
+        _key().digest()
+        == EngineKey(
+            GpuInfo("NVIDIA H100 80GB HBM3", (9, 0)),
+            "10.13.0.35",
+            "ab" * 32,
+            "fp16",
+            Profile((33, 33), (180, 320), (540, 960)),
+        ).digest()
+    )
     assert len(_key().digest()) == 64
 
 
-@pytest.mark.parametrize("change", [
-    {"gpu": GpuInfo("NVIDIA A100-SXM4-80GB", (9, 0))},
-    {"gpu": GpuInfo("NVIDIA H100 80GB HBM3", (8, 9))},
-    {"tensorrt": "11.1.0.106"},
-    {"package_hash": "cd" * 32},
-    {"precision": "fp32"},
-    {"profile": Profile((33, 33), (180, 320), (540, 961))},
-    {"profile": Profile((34, 33), (180, 320), (540, 960))},
-    {"profile": Profile((33, 33), (181, 320), (540, 960))},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"gpu": GpuInfo("NVIDIA A100-SXM4-80GB", (9, 0))},
+        {"gpu": GpuInfo("NVIDIA H100 80GB HBM3", (8, 9))},
+        {"tensorrt": "11.1.0.106"},
+        {"package_hash": "cd" * 32},
+        {"precision": "fp32"},
+        {"profile": Profile((33, 33), (180, 320), (540, 961))},
+        {"profile": Profile((34, 33), (180, 320), (540, 960))},
+        {"profile": Profile((33, 33), (181, 320), (540, 960))},
+    ],
+)
 def test_any_change_changes_the_key(change: dict):
     assert _key(**change).digest() != _key().digest()
 
@@ -157,9 +173,16 @@ def test_resolve_profile_defaults_and_padding():
 
 
 def test_stage_profiles_scale_each_input():
-    manifest = {"stages": {"up": {"inputs": [
-        {"name": "feat", "dtype": "float32", "shape": [1, 64, "h", "w"]},
-        {"name": "skip", "dtype": "float32", "shape": [1, 3, "4*h", "4*w"]}]}}}
+    manifest = {
+        "stages": {
+            "up": {
+                "inputs": [
+                    {"name": "feat", "dtype": "float32", "shape": [1, 64, "h", "w"]},
+                    {"name": "skip", "dtype": "float32", "shape": [1, 3, "4*h", "4*w"]},
+                ]
+            }
+        }
+    }
     shapes = stage_profiles(Package(Path("."), manifest), "up", Profile((33, 33), (64, 96), (128, 160)))
     assert shapes["feat"] == ((1, 64, 33, 33), (1, 64, 64, 96), (1, 64, 128, 160))
     assert shapes["skip"] == ((1, 3, 132, 132), (1, 3, 256, 384), (1, 3, 512, 640))
@@ -188,8 +211,20 @@ def test_vsr_run_backend_tensorrt_without_tensorrt_exits(basicvsr_fp16_package: 
     from runtime.cli.run import main as run_main
     from runtime.samples import sample_clip
 
-    result = CliRunner().invoke(run_main, [str(sample_clip()), "-o", str(tmp_path / "out.mp4"), "--model",
-                                           str(basicvsr_fp16_package.root), "--backend", "tensorrt", "--frames", "2"])
+    result = CliRunner().invoke(
+        run_main,
+        [
+            str(sample_clip()),
+            "-o",
+            str(tmp_path / "out.mp4"),
+            "--model",
+            str(basicvsr_fp16_package.root),
+            "--backend",
+            "tensorrt",
+            "--frames",
+            "2",
+        ],
+    )
     assert result.exit_code != 0
     assert "TensorRT is not installed" in result.output
 
@@ -221,32 +256,40 @@ def _real_frames(n: int, crop: tuple[int, int]) -> np.ndarray:
 def test_build_and_run_against_onnxruntime(basicvsr_fp16_package: Package, tmp_path: Path, precision: str):
     """Build engines for a small LR range, run 4 real frames, compare with ONNX Runtime FP32."""
     from engines.tensorrt import build_engines
-    from runtime.backends import TensorRTBackend, TensorRTOptions
-    from runtime.backends import OrtBackend, OrtOptions
+    from runtime.backends import OrtBackend, OrtOptions, TensorRTBackend, TensorRTOptions
     from runtime.pipeline import upscale_clip as run_backend
     from runtime.samples import psnr
 
     cache = EngineCache(tmp_path / "engines")
-    built = build_engines(basicvsr_fp16_package, precision, Profile((33, 33), (48, 64), (64, 96)), cache=cache,
-                          workspace_gb=2)
+    built = build_engines(
+        basicvsr_fp16_package, precision, Profile((33, 33), (48, 64), (64, 96)), cache=cache, workspace_gb=2
+    )
     assert set(built.stages) == set(basicvsr_fp16_package.stage_names())
     assert cache.timing_cache_path(built.key.gpu, built.key.tensorrt).stat().st_size > 0
     lr = _real_frames(4, (48, 64))
     ref = run_backend(OrtBackend(basicvsr_fp16_package, OrtOptions(precision="fp32")), basicvsr_fp16_package, lr)
-    out = run_backend(TensorRTBackend(basicvsr_fp16_package, TensorRTOptions(precision=precision, cache=cache)), basicvsr_fp16_package, lr)
+    out = run_backend(
+        TensorRTBackend(basicvsr_fp16_package, TensorRTOptions(precision=precision, cache=cache)),
+        basicvsr_fp16_package,
+        lr,
+    )
     if precision == "fp32":
         assert np.abs(out - ref).max() < 1e-3  # FP32 engines are built without TF32
     else:
         assert min(psnr(out[i], ref[i]) for i in range(len(lr))) >= 50.0
     with pytest.raises(EngineNotFound, match="vsr-build-engine"):
-        run_backend(TensorRTBackend(basicvsr_fp16_package, TensorRTOptions(precision=precision, cache=cache)), basicvsr_fp16_package,
-                    _real_frames(2, (120, 160)))
+        run_backend(
+            TensorRTBackend(basicvsr_fp16_package, TensorRTOptions(precision=precision, cache=cache)),
+            basicvsr_fp16_package,
+            _real_frames(2, (120, 160)),
+        )
 
 
 @pytest.mark.tensorrt
 @needs_tensorrt
-def test_auto_prefers_tensorrt_once_built(basicvsr_fp16_package: Package, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch):
+def test_auto_prefers_tensorrt_once_built(
+    basicvsr_fp16_package: Package, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     from engines.tensorrt import build_engines
     from runtime.backends import make_backend
 

@@ -4,8 +4,8 @@ ONNX Runtime on the CPU runs FP16 graphs, so the FP16 accuracy is measured here 
 The reference for accuracy is FP32 (ONNX Runtime running the same plan on the fp32 graphs, which
 test the PyTorch parity elsewhere, or PyTorch's whole-clip forward in the slow test).
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import onnx
@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from export.fp16 import (FP16Error, check_fp16_graph, convert_to_fp16, fp32_nodes)
 from export.format import Package
+from export.fp16 import FP16Error, check_fp16_graph, convert_to_fp16, fp32_nodes
 
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
 
@@ -52,24 +52,40 @@ def _warp_graph(h: int = 8, w: int = 12) -> onnx.ModelProto:
         helper.make_node("Conv", ["warped", "w2"], ["out"], name="conv2", pads=[1, 1, 1, 1]),
     ]
     graph = helper.make_graph(
-        nodes, "warp", [helper.make_tensor_value_info("x", FLOAT, [1, 3, h, w]),
-                        helper.make_tensor_value_info("flow", FLOAT, [1, 2, h, w])],
-        [helper.make_tensor_value_info("out", FLOAT, [1, 3, h, w])], inits)
+        nodes,
+        "warp",
+        [
+            helper.make_tensor_value_info("x", FLOAT, [1, 3, h, w]),
+            helper.make_tensor_value_info("flow", FLOAT, [1, 2, h, w]),
+        ],
+        [helper.make_tensor_value_info("out", FLOAT, [1, 3, h, w])],
+        inits,
+    )
     return _model(graph)
 
 
 def _accumulate_graph() -> onnx.ModelProto:
     """flow_out = Conv(x) + flow_in * 2 (a SpyNet level): an FP32 output fed by a learned layer."""
     rng = np.random.default_rng(1)
-    inits = [numpy_helper.from_array(rng.standard_normal((2, 3, 3, 3)).astype(np.float32), "w"),
-             numpy_helper.from_array(np.array(2.0, np.float32), "two")]
-    nodes = [helper.make_node("Conv", ["x", "w"], ["residual"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("Mul", ["flow_in", "two"], ["up"], name="up"),
-             helper.make_node("Add", ["residual", "up"], ["flow_out"], name="acc")]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((2, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["residual"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["flow_in", "two"], ["up"], name="up"),
+        helper.make_node("Add", ["residual", "up"], ["flow_out"], name="acc"),
+    ]
     graph = helper.make_graph(
-        nodes, "acc", [helper.make_tensor_value_info("x", FLOAT, [1, 3, 8, 8]),
-                       helper.make_tensor_value_info("flow_in", FLOAT, [1, 2, 8, 8])],
-        [helper.make_tensor_value_info("flow_out", FLOAT, [1, 2, 8, 8])], inits)
+        nodes,
+        "acc",
+        [
+            helper.make_tensor_value_info("x", FLOAT, [1, 3, 8, 8]),
+            helper.make_tensor_value_info("flow_in", FLOAT, [1, 2, 8, 8]),
+        ],
+        [helper.make_tensor_value_info("flow_out", FLOAT, [1, 2, 8, 8])],
+        inits,
+    )
     return _model(graph)
 
 
@@ -115,8 +131,10 @@ def test_converted_graph_is_fp16_outside_the_policy_and_runs():
     # The flow reaches the grid unrounded: the graph input is read directly by the Transpose.
     assert nodes["flow_t"].input[0] == "flow"
     rng = np.random.default_rng(2)
-    feeds = {"x": rng.random((1, 3, 8, 12), dtype=np.float32),
-             "flow": (rng.standard_normal((1, 2, 8, 12)) * 2).astype(np.float32)}
+    feeds = {
+        "x": rng.random((1, 3, 8, 12), dtype=np.float32),
+        "flow": (rng.standard_normal((1, 2, 8, 12)) * 2).astype(np.float32),
+    }
     (ref,), (out,) = _run(model, feeds), _run(fp16, feeds)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, ref, rtol=0, atol=0.05 * np.abs(ref).max())
@@ -137,21 +155,31 @@ def test_coordinate_read_by_two_fp32_nodes_and_shared_constants_stay_exact(const
     readers, and rounds constants shared with FP16 nodes; neither may reach coordinate math."""
     c = numpy_helper.from_array(np.array(0.1, np.float32), "c")
     inits = [numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")]
-    nodes = [helper.make_node("Mul", ["flow", "c"], ["a"], name="a"),          # coordinate, reads c
-             helper.make_node("Mul", ["feat_in", "c"], ["feat"], name="feat"),  # FP16, also reads c
-             helper.make_node("Conv", ["feat", "w"], ["feat2"], name="conv"),
-             helper.make_node("Add", ["a", "a"], ["b"], name="b"),               # two FP32 readers of a
-             helper.make_node("Sub", ["a", "b"], ["flow_out"], name="out"),
-             helper.make_node("Identity", ["feat2"], ["feat_out"], name="feat_out")]
+    nodes = [
+        helper.make_node("Mul", ["flow", "c"], ["a"], name="a"),  # coordinate, reads c
+        helper.make_node("Mul", ["feat_in", "c"], ["feat"], name="feat"),  # FP16, also reads c
+        helper.make_node("Conv", ["feat", "w"], ["feat2"], name="conv"),
+        helper.make_node("Add", ["a", "a"], ["b"], name="b"),  # two FP32 readers of a
+        helper.make_node("Sub", ["a", "b"], ["flow_out"], name="out"),
+        helper.make_node("Identity", ["feat2"], ["feat_out"], name="feat_out"),
+    ]
     if constant == "initializer":
         inits.append(c)
     else:
         nodes.insert(0, helper.make_node("Constant", [], ["c"], name="c", value=c))
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("flow", FLOAT, [1, 2, 4, 4]),
-                     helper.make_tensor_value_info("feat_in", FLOAT, [1, 2, 4, 4])],
-        [helper.make_tensor_value_info("flow_out", FLOAT, [1, 2, 4, 4]),
-         helper.make_tensor_value_info("feat_out", FLOAT, [1, 2, 4, 4])], inits)
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("flow", FLOAT, [1, 2, 4, 4]),
+            helper.make_tensor_value_info("feat_in", FLOAT, [1, 2, 4, 4]),
+        ],
+        [
+            helper.make_tensor_value_info("flow_out", FLOAT, [1, 2, 4, 4]),
+            helper.make_tensor_value_info("feat_out", FLOAT, [1, 2, 4, 4]),
+        ],
+        inits,
+    )
     model = _model(graph)
     fp16 = convert_to_fp16(model, ["flow", "flow_out"])
     feeds = {"flow": np.full((1, 2, 4, 4), 1234.567, np.float32), "feat_in": np.ones((1, 2, 4, 4), np.float32)}
@@ -174,13 +202,20 @@ def test_check_rejects_a_rounded_coordinate():
 
 
 def test_custom_op_declared_fp32_inputs_are_coordinates():
-    nodes = [helper.make_node("Add", ["flow", "flow"], ["f2"], name="double"),
-             helper.make_node("Relu", ["src"], ["src2"], name="relu"),
-             helper.make_node("ImplicitWarp", ["src2", "src2", "f2"], ["y"], name="iw", domain="vsr")]
+    nodes = [
+        helper.make_node("Add", ["flow", "flow"], ["f2"], name="double"),
+        helper.make_node("Relu", ["src"], ["src2"], name="relu"),
+        helper.make_node("ImplicitWarp", ["src2", "src2", "f2"], ["y"], name="iw", domain="vsr"),
+    ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("flow", FLOAT, [1, 2, 4, 4]),
-                     helper.make_tensor_value_info("src", FLOAT, [1, 4, 4, 4])],
-        [helper.make_tensor_value_info("y", FLOAT, [1, 4, 4, 4])])
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("flow", FLOAT, [1, 2, 4, 4]),
+            helper.make_tensor_value_info("src", FLOAT, [1, 4, 4, 4]),
+        ],
+        [helper.make_tensor_value_info("y", FLOAT, [1, 4, 4, 4])],
+    )
     model = _model(graph, helper.make_opsetid("vsr", 1))
     blocked = {b.node: b.reason for b in fp32_nodes(model)}
     assert blocked["double"].startswith("coordinate math: computes the FP32 input 'flow' of vsr::ImplicitWarp")
@@ -242,8 +277,8 @@ def test_basicvsr_fp16_accuracy_20_frames_no_drift(basicvsr_fp16_package: Packag
     import torch
 
     from runtime.backends import OrtBackend, OrtOptions
-    from runtime.pipeline import upscale_clip as run_backend
     from runtime.backends import model_for_package as torch_model
+    from runtime.pipeline import upscale_clip as run_backend
 
     lr = _lr(20, (64, 96))
     with torch.inference_mode():
@@ -260,7 +295,19 @@ def test_basicvsr_fp16_accuracy_20_frames_no_drift(basicvsr_fp16_package: Packag
 def test_vsr_parity_fp16_end_to_end(basicvsr_fp16_package: Package):
     from runtime.cli.parity import main as parity_main
 
-    result = CliRunner().invoke(parity_main, [str(basicvsr_fp16_package.root), "--precision", "fp16", "--backend",
-                                              "onnxruntime", "--frames", "3", "--crop", "40x48"])
+    result = CliRunner().invoke(
+        parity_main,
+        [
+            str(basicvsr_fp16_package.root),
+            "--precision",
+            "fp16",
+            "--backend",
+            "onnxruntime",
+            "--frames",
+            "3",
+            "--crop",
+            "40x48",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "parity OK" in result.output

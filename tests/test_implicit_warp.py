@@ -1,5 +1,6 @@
 """vsr::ImplicitWarp: the reference against the original's gather formulation, its ONNX forms,
 FP32 coordinates, and its peak memory."""
+
 from __future__ import annotations
 
 import warnings
@@ -28,8 +29,19 @@ def warp() -> ImplicitWarp:
 
 
 def _args(module: ImplicitWarp, source: torch.Tensor, target: torch.Tensor, flow: torch.Tensor) -> tuple:
-    return (source, target, flow, module.q.weight, module.q.bias, module.k.weight, module.k.bias,
-            module.v.weight, module.v.bias, module.position_bias, module.pe_divisors)
+    return (
+        source,
+        target,
+        flow,
+        module.q.weight,
+        module.q.bias,
+        module.k.weight,
+        module.k.bias,
+        module.v.weight,
+        module.v.bias,
+        module.position_bias,
+        module.pe_divisors,
+    )
 
 
 def _flows(n: int, h: int, w: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -45,8 +57,7 @@ def _flows(n: int, h: int, w: int, gen: torch.Generator) -> dict[str, torch.Tens
     rows = torch.arange(h).view(1, h, 1).float()
     edges = torch.stack([(w - 1 - cols).expand(n, h, w) + 0.25, (h - 1 - rows).expand(n, h, w) - 1e-3], dim=1)
     before = torch.stack([-cols.expand(n, h, w) - 0.5, -rows.expand(n, h, w) - 1.75], dim=1)
-    return {"small": small, "large": large, "leaving": leaving, "integer": integer, "edges": edges,
-            "before": before}
+    return {"small": small, "large": large, "leaving": leaving, "integer": integer, "edges": edges, "before": before}
 
 
 @pytest.mark.parametrize("n,h,w", [(1, 16, 24), (2, 13, 7), (1, 64, 96)])
@@ -128,9 +139,17 @@ def _export(module: torch.nn.Module, h: int, w: int, path: str) -> onnx.ModelPro
     hd, wd = torch.export.Dim("h", min=2, max=4096), torch.export.Dim("w", min=2, max=4096)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, args, input_names=["source", "target", "flow"], output_names=["output"],
-                                    opset_version=19, dynamo=True, dynamic_shapes=({2: hd, 3: wd},) * 3,
-                                    optimize=True, verbose=False)
+        program = torch.onnx.export(
+            module,
+            args,
+            input_names=["source", "target", "flow"],
+            output_names=["output"],
+            opset_version=19,
+            dynamo=True,
+            dynamic_shapes=({2: hd, 3: wd},) * 3,
+            optimize=True,
+            verbose=False,
+        )
     program.save(path)
     return onnx.load(path)
 
@@ -188,8 +207,7 @@ def peak_allocated_bytes(fn, *args, **kwargs) -> tuple[int, torch.Tensor]:
     events: every allocation and free, in time order), above what was live before the call."""
     with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn(*args, **kwargs)
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]")
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
     live = peak = 0
     for _, nbytes in events:
         live += nbytes
@@ -203,12 +221,13 @@ def test_reference_peak_memory_at_most_a_quarter(warp: ImplicitWarp) -> None:
     source, target = torch.randn(1, C, h, w, generator=gen), torch.randn(1, C, h, w, generator=gen)
     flow = torch.randn(1, 2, h, w, generator=gen) * 3
     ref_peak, ref = peak_allocated_bytes(implicit_warp, *_args(warp, source, target, flow), num_heads=HEADS)
-    gather_peak, cross = peak_allocated_bytes(implicit_warp_gather, *_args(warp, source, target, flow),
-                                              num_heads=HEADS)
+    gather_peak, cross = peak_allocated_bytes(implicit_warp_gather, *_args(warp, source, target, flow), num_heads=HEADS)
     feature = source.numel() * 4
-    print(f"implicit warp peak at {h}x{w}: reference {ref_peak / 2**20:.1f} MiB "
-          f"({ref_peak / feature:.1f} feature maps), gather formulation {gather_peak / 2**20:.1f} MiB "
-          f"({gather_peak / feature:.1f}), ratio {ref_peak / gather_peak:.3f}")
+    print(
+        f"implicit warp peak at {h}x{w}: reference {ref_peak / 2**20:.1f} MiB "
+        f"({ref_peak / feature:.1f} feature maps), gather formulation {gather_peak / 2**20:.1f} MiB "
+        f"({gather_peak / feature:.1f}), ratio {ref_peak / gather_peak:.3f}"
+    )
     assert (ref - cross).abs().max().item() <= 1e-5
-    assert gather_peak > 8 * feature        # the measurement sees the big index and (4hw, C) tensors
+    assert gather_peak > 8 * feature  # the measurement sees the big index and (4hw, C) tensors
     assert ref_peak <= gather_peak / 4

@@ -1,4 +1,5 @@
 """Chunks in time, tiles in space and padding: the runtime against whole-clip runs on real frames."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,7 +21,7 @@ def test_tiles_cover_the_frame_exactly_once():
     tiles = plan_tiles(100, 230, 64, 8)
     cover = np.zeros((100, 230), int)
     for t in tiles:
-        cover[t.core_y0:t.core_y1, t.core_x0:t.core_x1] += 1
+        cover[t.core_y0 : t.core_y1, t.core_x0 : t.core_x1] += 1
         assert t.y0 <= t.core_y0 and t.y1 >= t.core_y1 and t.y1 - t.y0 <= 64 + 16
     assert (cover == 1).all()
 
@@ -47,7 +48,7 @@ def test_tiled_run_matches_untiled(basicvsr_package):
 @pytest.mark.parametrize("size", [(20, 27), (35, 61)])
 def test_small_and_odd_frames_are_padded_and_cropped_back(basicvsr_package, size):
     lr, _ = lr_clip(2, 40, 64)
-    lr = np.ascontiguousarray(lr[:, :, :size[0], :size[1]])
+    lr = np.ascontiguousarray(lr[:, :, : size[0], : size[1]])
     out = _run(basicvsr_package, lr, chunk=None)
     assert out.shape == (2, 3, 4 * size[0], 4 * size[1])
     assert np.isfinite(out).all()
@@ -69,9 +70,11 @@ def test_space_time_plans_yield_rate_frames_per_input_frame_in_order():
         def stages(self):
             return {"twice": Stage(Twice(), ["x"], ["a", "b"])}
 
-    plan = Plan(tensors={"lr": TensorSpec(3), "hr": TensorSpec(3, rate=2)},
-                steps=[Step("twice", {"x": Read("lr")}, {"a": "hr", "b": "hr"},
-                            write_at={"a": At(2, 0), "b": At(2, 1)})], output="hr")
+    plan = Plan(
+        tensors={"lr": TensorSpec(3), "hr": TensorSpec(3, rate=2)},
+        steps=[Step("twice", {"x": Read("lr")}, {"a": "hr", "b": "hr"}, write_at={"a": At(2, 0), "b": At(2, 1)})],
+        output="hr",
+    )
     frames = [np.full((3, 2, 2), i, np.float32) for i in range(5)]
     up = Upscaler(TorchBackend(Net()), plan, 1, SizeConstraints(), chunk=2, overlap=0)
     out = [float(f[0, 0, 0]) for f in up.stream(iter(frames))]

@@ -1,4 +1,5 @@
 """The plan schema and the executor, on a toy network whose arithmetic is easy to check by hand."""
+
 from __future__ import annotations
 
 import json
@@ -28,10 +29,14 @@ class _Toy(nn.Module):
         return {"step": Stage(_Add(), ["x", "h"], ["y"])}
 
     def plan(self, default="zeros"):
-        return Plan(tensors={"lr": TensorSpec(3), "b": TensorSpec(3), "f": TensorSpec(3)},
-                    steps=[Step("step", {"x": Read("lr"), "h": Read("b", 1, default)}, {"y": "b"}, order="backward"),
-                           Step("step", {"x": Read("b"), "h": Read("f", -1, default)}, {"y": "f"})],
-                    output="f")
+        return Plan(
+            tensors={"lr": TensorSpec(3), "b": TensorSpec(3), "f": TensorSpec(3)},
+            steps=[
+                Step("step", {"x": Read("lr"), "h": Read("b", 1, default)}, {"y": "b"}, order="backward"),
+                Step("step", {"x": Read("b"), "h": Read("f", -1, default)}, {"y": "f"}),
+            ],
+            output="f",
+        )
 
 
 def test_plan_round_trips_through_json():

@@ -1,4 +1,5 @@
 """The static TensorRT check: passes on the BasicVSR package, fails by node name on unsupported ops."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -63,8 +64,11 @@ def test_grid_sample_opset19_modes_pass(mode: str):
 
 def test_grid_sample_mixed_dtypes_fail():
     node = helper.make_node("GridSample", ["x", "grid"], ["y"], name="gs", mode="bilinear")
-    model = _model([node], [_vi("x", [1, 3, 8, 8], TensorProto.FLOAT16), _vi("grid", [1, 8, 8, 2])],
-                   [_vi("y", None, TensorProto.FLOAT16)])
+    model = _model(
+        [node],
+        [_vi("x", [1, 3, 8, 8], TensorProto.FLOAT16), _vi("grid", [1, 8, 8, 2])],
+        [_vi("y", None, TensorProto.FLOAT16)],
+    )
     (bad,) = check_model(model).failures
     assert "one dtype" in " ".join(bad.problems)
 
@@ -77,10 +81,16 @@ def test_affine_grid_fails():
 
 
 def test_unknown_op_and_unregistered_custom_op_fail():
-    nodes = [helper.make_node("FancyWarp", ["x"], ["y"], name="fancy"),
-             helper.make_node("UnknownWarp", ["y", "y", "flow"], ["z"], name="iw", domain="vsr")]
-    model = _model(nodes, [_vi("x", [1, 4, 8, 8]), _vi("flow", [1, 2, 8, 8])], [_vi("z", None)],
-                   extra=[helper.make_opsetid("vsr", 1)])
+    nodes = [
+        helper.make_node("FancyWarp", ["x"], ["y"], name="fancy"),
+        helper.make_node("UnknownWarp", ["y", "y", "flow"], ["z"], name="iw", domain="vsr"),
+    ]
+    model = _model(
+        nodes,
+        [_vi("x", [1, 4, 8, 8]), _vi("flow", [1, 2, 8, 8])],
+        [_vi("z", None)],
+        extra=[helper.make_opsetid("vsr", 1)],
+    )
     report = check_model(model)
     statuses = {f.node: f.status for f in report.failures}
     assert statuses == {"fancy": "unknown", "iw": "unknown"}
@@ -89,8 +99,12 @@ def test_unknown_op_and_unregistered_custom_op_fail():
 
 def test_implicit_warp_is_a_registered_plugin():
     node = helper.make_node("ImplicitWarp", ["x", "x", "flow"], ["z"], name="iw", domain="vsr")
-    model = _model([node], [_vi("x", [1, 4, 8, 8]), _vi("flow", [1, 2, 8, 8])], [_vi("z", None)],
-                   extra=[helper.make_opsetid("vsr", 1)])
+    model = _model(
+        [node],
+        [_vi("x", [1, 4, 8, 8]), _vi("flow", [1, 2, 8, 8])],
+        [_vi("z", None)],
+        extra=[helper.make_opsetid("vsr", 1)],
+    )
     assert check_model(model).nodes[0].status == "plugin"
 
 
@@ -98,8 +112,12 @@ def test_registered_plugin_passes(monkeypatch: pytest.MonkeyPatch):
     spec = plugins.PluginSpec("vsr", "ImplicitWarp", "1", "vsr", load=lambda: None, description="test")
     monkeypatch.setattr(plugins, "_REGISTRY", {("vsr", "ImplicitWarp"): spec})
     node = helper.make_node("ImplicitWarp", ["x", "x", "flow"], ["z"], name="iw", domain="vsr")
-    model = _model([node], [_vi("x", [1, 4, 8, 8]), _vi("flow", [1, 2, 8, 8])], [_vi("z", None)],
-                   extra=[helper.make_opsetid("vsr", 1)])
+    model = _model(
+        [node],
+        [_vi("x", [1, 4, 8, 8]), _vi("flow", [1, 2, 8, 8])],
+        [_vi("z", None)],
+        extra=[helper.make_opsetid("vsr", 1)],
+    )
     report = check_model(model)
     assert report.ok and report.nodes[0].status == "plugin"
 
@@ -115,14 +133,17 @@ def test_deform_conv_pads(pads: list[int], ok: bool):
         assert "pads" in report.failures[0].problems[0]
 
 
-@pytest.mark.parametrize("attrs, ok", [
-    ({"mode": "linear", "coordinate_transformation_mode": "half_pixel"}, True),
-    ({"mode": "linear", "coordinate_transformation_mode": "align_corners"}, True),
-    ({"mode": "cubic"}, False),
-    ({"mode": "linear", "antialias": 1}, False),
-    ({"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize"}, False),
-    ({"mode": "linear", "keep_aspect_ratio_policy": "not_larger"}, False),
-])
+@pytest.mark.parametrize(
+    "attrs, ok",
+    [
+        ({"mode": "linear", "coordinate_transformation_mode": "half_pixel"}, True),
+        ({"mode": "linear", "coordinate_transformation_mode": "align_corners"}, True),
+        ({"mode": "cubic"}, False),
+        ({"mode": "linear", "antialias": 1}, False),
+        ({"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize"}, False),
+        ({"mode": "linear", "keep_aspect_ratio_policy": "not_larger"}, False),
+    ],
+)
 def test_resize_rules(attrs: dict, ok: bool):
     scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up", **attrs)
@@ -142,17 +163,21 @@ def test_fp16_range_fails_float_range_passes():
 
 def test_subgraph_nodes_are_checked():
     then = helper.make_graph([helper.make_node("DFT", ["x"], ["t"], name="inner_dft")], "then", [], [_vi("t", None)])
-    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e"], name="inner_id")], "else", [],
-                              [_vi("e", None)])
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["e"], name="inner_id")], "else", [], [_vi("e", None)]
+    )
     node = helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then, else_branch=other)
     report = check_model(_model([node], [_vi("cond", [], TensorProto.BOOL), _vi("x", [4, 2])], [_vi("y", None)]))
     assert [f.node for f in report.failures] == ["branch/then_branch/inner_dft"]
 
 
 def test_loop_fails_as_unverifiable():
-    body = helper.make_graph([helper.make_node("Identity", ["c"], ["c_out"], name="keep")], "body",
-                             [_vi("i", [], TensorProto.INT64), _vi("c", [], TensorProto.BOOL)],
-                             [_vi("c_out", [], TensorProto.BOOL)])
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c"], ["c_out"], name="keep")],
+        "body",
+        [_vi("i", [], TensorProto.INT64), _vi("c", [], TensorProto.BOOL)],
+        [_vi("c_out", [], TensorProto.BOOL)],
+    )
     node = helper.make_node("Loop", ["n", "cond"], [], name="loop", body=body)
     report = check_model(_model([node], [_vi("n", [], TensorProto.INT64), _vi("cond", [], TensorProto.BOOL)], []))
     assert [f.node for f in report.failures] == ["loop"]
@@ -166,8 +191,9 @@ def test_opset_outside_the_parsers_range_fails():
 def test_dtype_outside_the_op_types_fails():
     node = helper.make_node("Conv", ["x", "w"], ["y"], name="iconv")
     w = numpy_helper.from_array(np.ones((1, 1, 1, 1), np.int32), "w")
-    report = check_model(_model([node], [_vi("x", [1, 1, 4, 4], TensorProto.INT32)],
-                                [_vi("y", None, TensorProto.INT32)], [w]))
+    report = check_model(
+        _model([node], [_vi("x", [1, 1, 4, 4], TensorProto.INT32)], [_vi("y", None, TensorProto.INT32)], [w])
+    )
     assert "INT32" in report.failures[0].problems[0]
 
 

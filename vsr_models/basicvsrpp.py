@@ -36,6 +36,7 @@ Stages (h, w: feature size; x: the network's input frame):
   One graph covers s = 0, 1 and >= 2 (``has1`` selects the s = 0 case exactly).
 * ``upsample(x, feat, backward_1, forward_1, backward_2, forward_2)`` -> output frame.
 """
+
 from __future__ import annotations
 
 import torch
@@ -51,8 +52,7 @@ from .spynet import LEVELS, SpyNet
 from .sweeps import flow_pair_steps, second_order_flow_steps, second_order_reads
 
 #: The propagation branches, in order, with their sweep direction.
-BRANCHES = (("backward_1", "backward"), ("forward_1", "forward"), ("backward_2", "backward"),
-            ("forward_2", "forward"))
+BRANCHES = (("backward_1", "backward"), ("forward_1", "forward"), ("backward_2", "backward"), ("forward_2", "forward"))
 
 
 class _ConvAct(nn.Module):
@@ -97,8 +97,9 @@ class PixelShufflePack(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, scale_factor: int, upsample_kernel: int) -> None:
         super().__init__()
         self.scale_factor = scale_factor
-        self.upsample_conv = nn.Conv2d(in_channels, out_channels * scale_factor * scale_factor, upsample_kernel,
-                                       padding=(upsample_kernel - 1) // 2)
+        self.upsample_conv = nn.Conv2d(
+            in_channels, out_channels * scale_factor * scale_factor, upsample_kernel, padding=(upsample_kernel - 1) // 2
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.pixel_shuffle(self.upsample_conv(x), self.scale_factor)
@@ -121,8 +122,15 @@ class SecondOrderDeformableAlignment(ModulatedDeformConv2d):
     the mask is ``sigmoid(m)``; offsets and flows are FP32.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 1,
-                 deform_groups: int = 16, max_residue_magnitude: float = 10) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        padding: int = 1,
+        deform_groups: int = 16,
+        max_residue_magnitude: float = 10,
+    ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, padding=padding, deform_groups=deform_groups)
         self.max_residue_magnitude = max_residue_magnitude
         taps = self.kernel_size[0] * self.kernel_size[1]
@@ -139,8 +147,9 @@ class SecondOrderDeformableAlignment(ModulatedDeformConv2d):
         nn.init.zeros_(self.conv_offset[-1].weight)
         nn.init.zeros_(self.conv_offset[-1].bias)
 
-    def forward(self, x: torch.Tensor, extra_feat: torch.Tensor, flow_1: torch.Tensor,
-                flow_2: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, extra_feat: torch.Tensor, flow_1: torch.Tensor, flow_2: torch.Tensor
+    ) -> torch.Tensor:
         out = self.conv_offset(torch.cat([extra_feat, flow_1.to(extra_feat.dtype), flow_2.to(extra_feat.dtype)], 1))
         o1, o2, mask = torch.chunk(out, 3, dim=1)
         offset = self.max_residue_magnitude * torch.tanh(torch.cat((o1, o2), dim=1).float())
@@ -149,9 +158,17 @@ class SecondOrderDeformableAlignment(ModulatedDeformConv2d):
         offset_1 = offset_1 + flow_1.float().flip(1).repeat(1, pairs, 1, 1)
         offset_2 = offset_2 + flow_2.float().flip(1).repeat(1, pairs, 1, 1)
         offset = torch.cat([offset_1, offset_2], dim=1)
-        return deform_conv2d(x, offset, self.weight, self.bias, mask=torch.sigmoid(mask), stride=self.stride,
-                             padding=self.padding, dilation=self.dilation, groups=self.groups)
-
+        return deform_conv2d(
+            x,
+            offset,
+            self.weight,
+            self.bias,
+            mask=torch.sigmoid(mask),
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
 
 
 # ---------------------------------------------------------------------- stage modules
@@ -186,7 +203,6 @@ class _Downsample(nn.Module):
         return bicubic_quarter(x)
 
 
-
 class _BranchStep(nn.Module):
     """One step of a propagation branch; every case of the recurrence in one graph."""
 
@@ -195,31 +211,46 @@ class _BranchStep(nn.Module):
         self.align = align
         self.backbone = backbone
 
-    def forward(self, feat: torch.Tensor, prev1: torch.Tensor, prev2: torch.Tensor, flow1: torch.Tensor,
-                flow2: torch.Tensor, has1: torch.Tensor, backward_1: torch.Tensor | None = None,
-                forward_1: torch.Tensor | None = None, backward_2: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        feat: torch.Tensor,
+        prev1: torch.Tensor,
+        prev2: torch.Tensor,
+        flow1: torch.Tensor,
+        flow2: torch.Tensor,
+        has1: torch.Tensor,
+        backward_1: torch.Tensor | None = None,
+        forward_1: torch.Tensor | None = None,
+        backward_2: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``backward_1 ..`` are the earlier branches' states at this frame, as many as the branch has."""
         earlier = [b for b in (backward_1, forward_1, backward_2) if b is not None]
         flow1, flow2 = flow1.float(), flow2.float()
         cond_n1 = flow_warp(prev1, flow1.permute(0, 2, 3, 1))
         cond_n2 = flow_warp(prev2, flow2.permute(0, 2, 3, 1))  # zeros when prev2 and flow2 are (s = 1)
-        aligned = self.align(torch.cat([prev1, prev2], dim=1), torch.cat([cond_n1, feat, cond_n2], dim=1),
-                             flow1, flow2)
-        aligned = torch.where(has1 > 0.5, aligned, torch.zeros_like(aligned))   # s = 0: no alignment
+        aligned = self.align(torch.cat([prev1, prev2], dim=1), torch.cat([cond_n1, feat, cond_n2], dim=1), flow1, flow2)
+        aligned = torch.where(has1 > 0.5, aligned, torch.zeros_like(aligned))  # s = 0: no alignment
         return aligned + self.backbone(torch.cat([feat, *earlier, aligned], dim=1))
 
 
 class _Upsample(nn.Module):
     """Reconstruction from the five features, the x4 head, plus the skip of the input frame."""
 
-    def __init__(self, net: "BasicVSRPlusPlus") -> None:
+    def __init__(self, net: BasicVSRPlusPlus) -> None:
         super().__init__()
         self.reconstruction = net.reconstruction
         self.head = UpsampleX4(net.upsample1, net.upsample2, net.conv_hr, net.conv_last)
         self.is_low_res_input = net.is_low_res_input
 
-    def forward(self, x: torch.Tensor, feat: torch.Tensor, backward_1: torch.Tensor, forward_1: torch.Tensor,
-                backward_2: torch.Tensor, forward_2: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        feat: torch.Tensor,
+        backward_1: torch.Tensor,
+        forward_1: torch.Tensor,
+        backward_2: torch.Tensor,
+        forward_2: torch.Tensor,
+    ) -> torch.Tensor:
         hr = self.head(self.reconstruction(torch.cat([feat, backward_1, forward_1, backward_2, forward_2], dim=1)))
         return hr + (bilinear_x4(x) if self.is_low_res_input else x)
 
@@ -227,10 +258,17 @@ class _Upsample(nn.Module):
 @register_network(
     summary="BasicVSR++ (CVPR 2022), x4, second-order propagation with flow-guided deformable alignment",
     quick=QuickCheck({"mid_channels": 16, "num_blocks": 1}, size=(64, 64), frames=3),
-    weights=(Weights("basicvsrpp-reds4", "basicvsrpp",
-                     "basicvsr_plusplus_c64n7_8x1_600k_reds4_20210217-db622b2f.pth",
-                     "https://github.com/open-mmlab/mmagic (BasicVSR++ model zoo)", "Apache-2.0",
-                     "REDS (REDS4 held out)", "BI"),),
+    weights=(
+        Weights(
+            "basicvsrpp-reds4",
+            "basicvsrpp",
+            "basicvsr_plusplus_c64n7_8x1_600k_reds4_20210217-db622b2f.pth",
+            "https://github.com/open-mmlab/mmagic (BasicVSR++ model zoo)",
+            "Apache-2.0",
+            "REDS (REDS4 held out)",
+            "BI",
+        ),
+    ),
 )
 class BasicVSRPlusPlus(VSRNetwork):
     """BasicVSR++.
@@ -256,8 +294,13 @@ class BasicVSRPlusPlus(VSRNetwork):
     scale = 4
     constraints = SizeConstraints(min_h=64, min_w=64, multiple=1)
 
-    def __init__(self, mid_channels: int = 64, num_blocks: int = 7, max_residue_magnitude: float = 10,
-                 is_low_res_input: bool = True) -> None:
+    def __init__(
+        self,
+        mid_channels: int = 64,
+        num_blocks: int = 7,
+        max_residue_magnitude: float = 10,
+        is_low_res_input: bool = True,
+    ) -> None:
         super().__init__()
         self.mid_channels = mid_channels
         self.is_low_res_input = is_low_res_input
@@ -269,29 +312,41 @@ class BasicVSRPlusPlus(VSRNetwork):
             self.feat_extract: nn.Module = ConvResidualBlocks(3, mid_channels, 5)
         else:
             self.feat_extract = nn.Sequential(
-                nn.Conv2d(3, mid_channels, 3, 2, 1), nn.LeakyReLU(negative_slope=0.1, inplace=True),
-                nn.Conv2d(mid_channels, mid_channels, 3, 2, 1), nn.LeakyReLU(negative_slope=0.1, inplace=True),
-                ConvResidualBlocks(mid_channels, mid_channels, 5))
+                nn.Conv2d(3, mid_channels, 3, 2, 1),
+                nn.LeakyReLU(negative_slope=0.1, inplace=True),
+                nn.Conv2d(mid_channels, mid_channels, 3, 2, 1),
+                nn.LeakyReLU(negative_slope=0.1, inplace=True),
+                ConvResidualBlocks(mid_channels, mid_channels, 5),
+            )
         self.deform_align = nn.ModuleDict()
         self.backbone = nn.ModuleDict()
         for i, (branch, _) in enumerate(BRANCHES):
             self.deform_align[branch] = SecondOrderDeformableAlignment(
-                2 * mid_channels, mid_channels, 3, padding=1, deform_groups=16,
-                max_residue_magnitude=max_residue_magnitude)
+                2 * mid_channels,
+                mid_channels,
+                3,
+                padding=1,
+                deform_groups=16,
+                max_residue_magnitude=max_residue_magnitude,
+            )
             self.backbone[branch] = ConvResidualBlocks((2 + i) * mid_channels, mid_channels, num_blocks)
         self.reconstruction = ConvResidualBlocks(5 * mid_channels, mid_channels, 5)
         self.upsample1 = PixelShufflePack(mid_channels, mid_channels, 2, upsample_kernel=3)
         self.upsample2 = PixelShufflePack(mid_channels, 64, 2, upsample_kernel=3)
         self.conv_hr = nn.Conv2d(64, 64, 3, 1, 1)
         self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
-        self.share_layers(feat=_Features(self.feat_extract), downsample=_Downsample(), compose=ComposeFlow(),
-                          upsample=_Upsample(self),
-                          **{branch: _BranchStep(self.deform_align[branch], self.backbone[branch])
-                             for branch, _ in BRANCHES})
+        self.share_layers(
+            feat=_Features(self.feat_extract),
+            downsample=_Downsample(),
+            compose=ComposeFlow(),
+            upsample=_Upsample(self),
+            **{branch: _BranchStep(self.deform_align[branch], self.backbone[branch]) for branch, _ in BRANCHES},
+        )
 
     # ------------------------------------------------------------------ whole clip
-    def _propagate(self, feats: dict[str, list[torch.Tensor]], flows: torch.Tensor, branch: str,
-                   backward: bool) -> None:
+    def _propagate(
+        self, feats: dict[str, list[torch.Tensor]], flows: torch.Tensor, branch: str, backward: bool
+    ) -> None:
         """One branch over the clip, in the original's order of operations; fills ``feats[branch]``."""
         t = flows.shape[1] + 1
         order = range(t - 1, -1, -1) if backward else range(t)
@@ -310,8 +365,9 @@ class BasicVSRPlusPlus(VSRNetwork):
                     feat_n2 = out[-2]
                     flow_n2 = compose_flow(flow_n1, flows[:, idx + 1 if backward else idx - 2])
                     cond_n2 = flow_warp(feat_n2, flow_n2.permute(0, 2, 3, 1))
-                prop = self.deform_align[branch](torch.cat([prop, feat_n2], dim=1),
-                                                 torch.cat([cond_n1, current, cond_n2], dim=1), flow_n1, flow_n2)
+                prop = self.deform_align[branch](
+                    torch.cat([prop, feat_n2], dim=1), torch.cat([cond_n1, current, cond_n2], dim=1), flow_n1, flow_n2
+                )
             x = torch.cat([current] + [feats[k][idx] for k in earlier] + [prop], dim=1)
             prop = prop + self.backbone[branch](x)
             out.append(prop)
@@ -340,20 +396,25 @@ class BasicVSRPlusPlus(VSRNetwork):
         stages = {
             "feat": Stage(self.part("feat"), ["x"], ["feat", "valid"]),
             "flow": Stage(self.spynet, ["a", "b"], ["flow"], fp32=["flow"]),
-            "compose": Stage(self.part("compose"), ["flow1", "flow_next"], ["flow2"],
-                             fp32=["flow1", "flow_next", "flow2"]),
+            "compose": Stage(
+                self.part("compose"), ["flow1", "flow_next"], ["flow2"], fp32=["flow1", "flow_next", "flow2"]
+            ),
             "upsample": Stage(self.part("upsample"), ["x", "feat", *(b for b, _ in BRANCHES)], ["out"]),
         }
         if not self.is_low_res_input:
             stages["downsample"] = Stage(self.part("downsample"), ["x"], ["small"])
         for i, (branch, _) in enumerate(BRANCHES):
-            stages[branch] = Stage(self.part(branch),
-                                   ["feat", "prev1", "prev2", "flow1", "flow2", "has1",
-                                    *(b for b, _ in BRANCHES[:i])], ["state"], fp32=["flow1", "flow2"])
+            stages[branch] = Stage(
+                self.part(branch),
+                ["feat", "prev1", "prev2", "flow1", "flow2", "has1", *(b for b, _ in BRANCHES[:i])],
+                ["state"],
+                fp32=["flow1", "flow2"],
+            )
         return stages
 
-    def plan_steps(self, source: str, output: str, *, source_scale: int = 1, rate: int = 1,
-                   tag: str = "") -> tuple[dict[str, TensorSpec], list[Step]]:
+    def plan_steps(
+        self, source: str, output: str, *, source_scale: int = 1, rate: int = 1, tag: str = ""
+    ) -> tuple[dict[str, TensorSpec], list[Step]]:
         """The sequences and steps that run this network over sequence ``source`` into ``output``.
 
         ``source`` has frames at ``source_scale`` times the plan's LR size and ``rate`` frames per
@@ -361,8 +422,10 @@ class BasicVSRPlusPlus(VSRNetwork):
         network several times (DAVSR runs it three times on the same stages).
         """
         if not self.is_low_res_input and source_scale % 4:
-            raise ValueError(f"frame-size input runs at a quarter of its size, so its source scale must be a "
-                             f"multiple of 4 (got {source_scale}); a plan needs the LR size as its unit")
+            raise ValueError(
+                f"frame-size input runs at a quarter of its size, so its source scale must be a "
+                f"multiple of 4 (got {source_scale}); a plan needs the LR size as its unit"
+            )
         f = self.mid_channels
         feat_scale = source_scale if self.is_low_res_input else source_scale // 4
         out_scale = source_scale * 4 if self.is_low_res_input else source_scale
@@ -373,9 +436,17 @@ class BasicVSRPlusPlus(VSRNetwork):
         def spec(channels: int, scale: int = feat_scale) -> TensorSpec:
             return TensorSpec(channels, scale, rate=rate)
 
-        tensors = {source: spec(3, source_scale), seq("spatial"): spec(f), seq("valid"): spec(1),
-                   seq("flow_bwd"): spec(2), seq("flow_fwd"): spec(2), seq("flow2_bwd"): spec(2),
-                   seq("flow2_fwd"): spec(2), **{seq(b): spec(f) for b, _ in BRANCHES}, output: spec(3, out_scale)}
+        tensors = {
+            source: spec(3, source_scale),
+            seq("spatial"): spec(f),
+            seq("valid"): spec(1),
+            seq("flow_bwd"): spec(2),
+            seq("flow_fwd"): spec(2),
+            seq("flow2_bwd"): spec(2),
+            seq("flow2_fwd"): spec(2),
+            **{seq(b): spec(f) for b, _ in BRANCHES},
+            output: spec(3, out_scale),
+        }
         small = source
         steps = [Step("feat", {"x": Read(source)}, {"feat": seq("spatial"), "valid": seq("valid")}, rate=rate)]
         if not self.is_low_res_input:
@@ -384,13 +455,27 @@ class BasicVSRPlusPlus(VSRNetwork):
             steps.append(Step("downsample", {"x": Read(source)}, {"small": small}, rate=rate))
         steps += [*flow_pair_steps(small, tag, rate), *second_order_flow_steps(tag, rate)]
         for i, (branch, direction) in enumerate(BRANCHES):
-            steps.append(Step(branch, {
-                "feat": Read(seq("spatial")),
-                **second_order_reads(seq(branch), direction, seq("valid"), tag, has2=False),
-                **{b: Read(seq(b)) for b, _ in BRANCHES[:i]},
-            }, {"state": seq(branch)}, order=direction, rate=rate))
-        steps.append(Step("upsample", {"x": Read(source), "feat": Read(seq("spatial")),
-                                       **{b: Read(seq(b)) for b, _ in BRANCHES}}, {"out": output}, rate=rate))
+            steps.append(
+                Step(
+                    branch,
+                    {
+                        "feat": Read(seq("spatial")),
+                        **second_order_reads(seq(branch), direction, seq("valid"), tag, has2=False),
+                        **{b: Read(seq(b)) for b, _ in BRANCHES[:i]},
+                    },
+                    {"state": seq(branch)},
+                    order=direction,
+                    rate=rate,
+                )
+            )
+        steps.append(
+            Step(
+                "upsample",
+                {"x": Read(source), "feat": Read(seq("spatial")), **{b: Read(seq(b)) for b, _ in BRANCHES}},
+                {"out": output},
+                rate=rate,
+            )
+        )
         return tensors, steps
 
     def plan(self) -> Plan:

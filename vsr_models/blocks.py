@@ -2,6 +2,7 @@
 
 Key names follow BasicSR so that official checkpoints load without remapping.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Loading official checkpoints strictly, from the formats they were released in."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,7 @@ def strip_prefix(name: str, *prefixes: str) -> str:
     ``generator.`` from mmcv), each removed where present."""
     for prefix in prefixes:
         if name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
     return name
 
 
@@ -49,7 +50,7 @@ def read_checkpoint(path: str | Path, allow: tuple[type, ...] = ()) -> Any:
     try:
         with torch.serialization.safe_globals(list(allow)):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+    except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
 
 
@@ -70,8 +71,11 @@ def extract_state_dict(obj: Any, key: str | None = None) -> dict[str, torch.Tens
         obj = obj["params"] if "params" in obj else obj["params_ema"]
     elif "state_dict" in obj:
         obj = obj["state_dict"]
-    state = {strip_prefix(name, "module.", "generator."): value
-             for name, value in obj.items() if isinstance(value, torch.Tensor)}
+    state = {
+        strip_prefix(name, "module.", "generator."): value
+        for name, value in obj.items()
+        if isinstance(value, torch.Tensor)
+    }
     if not state:
         raise CheckpointError("checkpoint holds no tensors")
     return state
@@ -87,8 +91,11 @@ def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor],
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
-                    for k in set(own) & set(state) if state[k].shape != own[k].shape)
+    shapes = sorted(
+        f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if state[k].shape != own[k].shape
+    )
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing key(s): {_listing(missing)}")
@@ -98,9 +105,11 @@ def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor],
         problems.append(f"{len(shapes)} shape mismatch(es): {_listing(shapes)}")
     if problems:
         raise CheckpointError(
-            f"{what} does not match {type(module).__name__}: " + "; ".join(problems)
+            f"{what} does not match {type(module).__name__}: "
+            + "; ".join(problems)
             + ". Check that the file is the network's official release and the configuration "
-              "matches (create_model(name, **config)).")
+            "matches (create_model(name, **config))."
+        )
     module.load_state_dict(state, strict=True)
 
 
@@ -130,6 +139,8 @@ def check_all_parts_loaded(model: nn.Module) -> None:
     parts = getattr(model, "checkpoint_parts", ())
     missing = sorted(set(parts) - set(getattr(model, "loaded_parts", ())))
     if missing:
-        raise CheckpointError(f"{type(model).__name__} is made of {len(parts)} released files "
-                              f"({', '.join(parts)}); nothing was loaded into {', '.join(missing)}: "
-                              "pass every file with its own --checkpoint")
+        raise CheckpointError(
+            f"{type(model).__name__} is made of {len(parts)} released files "
+            f"({', '.join(parts)}); nothing was loaded into {', '.join(missing)}: "
+            "pass every file with its own --checkpoint"
+        )

@@ -33,6 +33,7 @@ while the initialisation puts LR frame t at 5t + 2, the last frame of that windo
 Sizes: LR frames at least 64 x 64 (BasicVSR++'s flow network on the HR/4 copy) and multiples of
 32 (Super SloMo's U-Net); the original's test protocol zero-pads to multiples of 32.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -66,9 +67,13 @@ class HyPaNet(nn.Module):
     def __init__(self, in_nc: int = 3, out_nc: int = 6, channel: int = 16) -> None:
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Conv3d(in_nc, channel, 1, padding=0, bias=True), nn.ReLU(inplace=True),
-            nn.Conv3d(channel, channel, 1, padding=0, bias=True), nn.ReLU(inplace=True),
-            nn.Conv3d(channel, out_nc, 1, padding=0, bias=True), nn.Softplus())
+            nn.Conv3d(in_nc, channel, 1, padding=0, bias=True),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(channel, channel, 1, padding=0, bias=True),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(channel, out_nc, 1, padding=0, bias=True),
+            nn.Softplus(),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(x) + 1e-6
@@ -79,8 +84,9 @@ class _ResBlock(nn.Module):
 
     def __init__(self, nc: int) -> None:
         super().__init__()
-        self.res = nn.Sequential(nn.Conv2d(nc, nc, 3, 1, 1, bias=False), nn.ReLU(),
-                                 nn.Conv2d(nc, nc, 3, 1, 1, bias=False))
+        self.res = nn.Sequential(
+            nn.Conv2d(nc, nc, 3, 1, 1, bias=False), nn.ReLU(), nn.Conv2d(nc, nc, 3, 1, 1, bias=False)
+        )
 
 
 class ResUNet(nn.Module):
@@ -94,20 +100,39 @@ class ResUNet(nn.Module):
         super().__init__()
         self.m_head = nn.Conv2d(in_nc, nc[0], 3, 1, 1, bias=False)
         for i in range(3):
-            setattr(self, f"m_down{i + 1}", nn.Sequential(*[_ResBlock(nc[i]) for _ in range(nb)],
-                                                          nn.Conv2d(nc[i], nc[i + 1], 2, 2, 0, bias=False)))
+            setattr(
+                self,
+                f"m_down{i + 1}",
+                nn.Sequential(*[_ResBlock(nc[i]) for _ in range(nb)], nn.Conv2d(nc[i], nc[i + 1], 2, 2, 0, bias=False)),
+            )
         self.m_body = nn.Sequential(*[_ResBlock(nc[3]) for _ in range(nb)])
         for i in (3, 2, 1):
-            setattr(self, f"m_up{i}", nn.Sequential(nn.ConvTranspose2d(nc[i], nc[i - 1], 2, 2, 0, bias=False),
-                                                    *[_ResBlock(nc[i - 1]) for _ in range(nb)]))
+            setattr(
+                self,
+                f"m_up{i}",
+                nn.Sequential(
+                    nn.ConvTranspose2d(nc[i], nc[i - 1], 2, 2, 0, bias=False),
+                    *[_ResBlock(nc[i - 1]) for _ in range(nb)],
+                ),
+            )
         self.m_tail = nn.Conv2d(nc[0], out_nc, 3, 1, 1, bias=False)
 
 
 class DAVSRGenerator(nn.Module):
     """The original ``DAVSRNet``'s parameters: ``h`` (HyPaNet), ``p`` (unused ResUNet), ``vsr`` (BasicVSR++)."""
 
-    def __init__(self, n_iter: int, h_nc: int, in_nc: int, out_nc: int, nc: tuple[int, ...], nb: int,
-                 mid_channels: int, num_blocks: int, max_residue_magnitude: float) -> None:
+    def __init__(
+        self,
+        n_iter: int,
+        h_nc: int,
+        in_nc: int,
+        out_nc: int,
+        nc: tuple[int, ...],
+        nb: int,
+        mid_channels: int,
+        num_blocks: int,
+        max_residue_magnitude: float,
+    ) -> None:
         super().__init__()
         self.p = ResUNet(in_nc, out_nc, nc, nb)
         self.h = HyPaNet(in_nc=3, out_nc=2 * n_iter, channel=h_nc)
@@ -146,13 +171,14 @@ class _Interpolate(nn.Module):
 class _DataStep(nn.Module):
     """Block t of data step i: (y_t, five HR frames) -> five HR frames, FP32."""
 
-    def __init__(self, net: "DAVSR", index: int) -> None:
+    def __init__(self, net: DAVSR, index: int) -> None:
         super().__init__()
         self.hypanet = net.generator.h
         self.index = index
 
-    def forward(self, y: torch.Tensor, z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor,
-                z4: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, y: torch.Tensor, z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor, z4: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         alpha = hyper_parameters(self.hypanet, y)[self.index].view(1, 1, 1, 1)
         return tuple(data_step_block(torch.stack([z0, z1, z2, z3, z4], dim=1), y, alpha).unbind(1))
 
@@ -166,7 +192,7 @@ def hyper_parameters(hypanet: HyPaNet, like: torch.Tensor) -> torch.Tensor:
 
 @register_network(
     summary="DAVSR (ECCV 2022), x4 in space and x5 in time, deep unfolding with BasicVSR++ and Super SloMo "
-            "(no released weights could be confirmed; pass both files with --checkpoint)",
+    "(no released weights could be confirmed; pass both files with --checkpoint)",
     quick=QuickCheck({"mid_channels": 16, "num_blocks": 1}, size=(64, 64), frames=2),
 )
 class DAVSR(VSRNetwork):
@@ -200,21 +226,34 @@ class DAVSR(VSRNetwork):
     #: Keys of the mmcv file's ``state_dict`` that belong to the trainer, not the network.
     TRAINER_KEYS = ("step_counter",)
 
-    def __init__(self, n_iter: int = 3, h_nc: int = 16, in_nc: int = 4, out_nc: int = 3,
-                 nc: tuple[int, ...] | list[int] = (16, 16, 16, 16), nb: int = 2, mid_channels: int = 64,
-                 num_blocks: int = 7, max_residue_magnitude: float = 10,
-                 sf: tuple[int, int, int] | list[int] = SCALE_FACTORS) -> None:
+    def __init__(
+        self,
+        n_iter: int = 3,
+        h_nc: int = 16,
+        in_nc: int = 4,
+        out_nc: int = 3,
+        nc: tuple[int, ...] | list[int] = (16, 16, 16, 16),
+        nb: int = 2,
+        mid_channels: int = 64,
+        num_blocks: int = 7,
+        max_residue_magnitude: float = 10,
+        sf: tuple[int, int, int] | list[int] = SCALE_FACTORS,
+    ) -> None:
         super().__init__()
         if tuple(sf) != SCALE_FACTORS:
             raise ValueError(f"only the released sf={SCALE_FACTORS} is implemented, got {tuple(sf)}")
         if n_iter < 1:
             raise ValueError("n_iter must be at least 1")
         self.n_iter = n_iter
-        self.generator = DAVSRGenerator(n_iter, h_nc, in_nc, out_nc, tuple(nc), nb, mid_channels, num_blocks,
-                                        max_residue_magnitude)
+        self.generator = DAVSRGenerator(
+            n_iter, h_nc, in_nc, out_nc, tuple(nc), nb, mid_channels, num_blocks, max_residue_magnitude
+        )
         self.slomo = SuperSloMo()
-        self.share_layers(keyframe=_Keyframe(), interpolate=_Interpolate(self.slomo),
-                          **{f"data_{i + 1}": _DataStep(self, i) for i in range(n_iter)})
+        self.share_layers(
+            keyframe=_Keyframe(),
+            interpolate=_Interpolate(self.slomo),
+            **{f"data_{i + 1}": _DataStep(self, i) for i in range(n_iter)},
+        )
 
     @property
     def vsr(self) -> BasicVSRPlusPlus:
@@ -253,8 +292,12 @@ class DAVSR(VSRNetwork):
         return {
             "keyframe": Stage(self.part("keyframe"), ["a"], ["out"]),
             "interpolate": Stage(self.part("interpolate"), ["a", "b"], [f"f{k}" for k in range(1, RATE)]),
-            **{f"data_{i + 1}": Stage(self.part(f"data_{i + 1}"), ["y", *block_in], block_out,
-                                      fp32=["y", *block_in, *block_out]) for i in range(self.n_iter)},
+            **{
+                f"data_{i + 1}": Stage(
+                    self.part(f"data_{i + 1}"), ["y", *block_in], block_out, fp32=["y", *block_in, *block_out]
+                )
+                for i in range(self.n_iter)
+            },
             **self.vsr.stages(),
         }
 
@@ -262,8 +305,13 @@ class DAVSR(VSRNetwork):
         hr_spec = TensorSpec(3, 4, rate=RATE)
         tensors: dict[str, TensorSpec] = {"lr": TensorSpec(3), "z0": hr_spec}
         steps = [
-            Step("interpolate", {"a": Read("lr"), "b": Read("lr", 1)}, {f"f{k}": "z0" for k in range(1, RATE)},
-                 last=-1, write_at={f"f{k}": At(RATE, KEY_OFFSET + k) for k in range(1, RATE)}),
+            Step(
+                "interpolate",
+                {"a": Read("lr"), "b": Read("lr", 1)},
+                {f"f{k}": "z0" for k in range(1, RATE)},
+                last=-1,
+                write_at={f"f{k}": At(RATE, KEY_OFFSET + k) for k in range(1, RATE)},
+            ),
             Step("keyframe", {"a": Read("lr")}, {"out": "z0"}, write_at={"out": At(RATE, KEY_OFFSET)}),
         ]
         previous = "z0"
@@ -272,15 +320,21 @@ class DAVSR(VSRNetwork):
             for d in range(RATE):
                 offset = d - KEY_OFFSET
                 default: Read | None = None
-                if i == 1 and offset < 0:        # z0[5T-2], z0[5T-1]: copies of the last key frame
+                if i == 1 and offset < 0:  # z0[5T-2], z0[5T-1]: copies of the last key frame
                     default = Read("z0", -KEY_OFFSET - 1, stride=RATE, wrap=True)
-                elif i == 1 and offset < KEY_OFFSET:   # z0[0], z0[1]: copies of the first key frame
+                elif i == 1 and offset < KEY_OFFSET:  # z0[0], z0[1]: copies of the first key frame
                     default = Read("z0", KEY_OFFSET, stride=RATE)
                 block[f"z{d}"] = Read(previous, offset, default, stride=RATE, wrap=True)
             x = f"x{i}"
             tensors[x] = hr_spec
-            steps.append(Step(f"data_{i}", {"y": Read("lr"), **block}, {f"x{d}": x for d in range(RATE)},
-                              write_at={f"x{d}": At(RATE, d - KEY_OFFSET, wrap=True) for d in range(RATE)}))
+            steps.append(
+                Step(
+                    f"data_{i}",
+                    {"y": Read("lr"), **block},
+                    {f"x{d}": x for d in range(RATE)},
+                    write_at={f"x{d}": At(RATE, d - KEY_OFFSET, wrap=True) for d in range(RATE)},
+                )
+            )
             previous = "hr" if i == self.n_iter else f"z{i}"
             vsr_tensors, vsr_steps = self.vsr.plan_steps(x, previous, source_scale=4, rate=RATE, tag=f"_{i}")
             tensors.update(vsr_tensors)
@@ -307,14 +361,16 @@ class DAVSR(VSRNetwork):
                 if name in self.TRAINER_KEYS:
                     continue
                 if name.startswith("generator."):
-                    state[name[len("generator."):]] = value
+                    state[name[len("generator.") :]] = value
                 else:
                     stray.append(name)
             if stray:
                 raise CheckpointError(f"DAVSR checkpoint has keys outside generator.*: {sorted(stray)[:12]}")
             return "generator", state
-        raise CheckpointError(f"neither a DAVSR checkpoint (mmcv 'state_dict' with generator.* keys) nor a "
-                              f"Super SloMo one ('state_dictFC', 'state_dictAT'); it has {sorted(obj)[:12]}")
+        raise CheckpointError(
+            f"neither a DAVSR checkpoint (mmcv 'state_dict' with generator.* keys) nor a "
+            f"Super SloMo one ('state_dictFC', 'state_dictAT'); it has {sorted(obj)[:12]}"
+        )
 
 
 def _tensors(obj: Any, what: str) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ arithmetic (cos and sin matrices built in the graph from the frame size, with in
 indices, so they stay exact in FP32). It needs no complex tensors and no ``DFT`` operator, and
 per block it costs one 2-D transform forward and one back.
 """
+
 from __future__ import annotations
 
 import base64
@@ -91,7 +92,7 @@ def otf(psf: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     """Zero-pad a (N, C, kt, kh, kw) point spread function to ``shape``, centre it by a circular shift
     of -floor(k / 2) on each axis, and take its 3-D FFT (complex)."""
     out = psf.new_zeros(psf.shape[:2] + tuple(shape))
-    out[:, :, :psf.shape[2], :psf.shape[3], :psf.shape[4]] = psf
+    out[:, :, : psf.shape[2], : psf.shape[3], : psf.shape[4]] = psf
     for axis, size in enumerate(psf.shape[2:]):
         out = torch.roll(out, -(size // 2), dims=axis + 2)
     return torch.fft.fftn(out, dim=(-3, -2, -1))
@@ -100,9 +101,9 @@ def otf(psf: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
 def _alias_mean(a: torch.Tensor, factors: tuple[int, ...]) -> torch.Tensor:
     """Mean over the aliases of a spectrum: each of the last len(factors) axes, of length f * n, is cut
     into f contiguous pieces of length n and the pieces are averaged."""
-    lead = a.shape[:a.ndim - len(factors)]
+    lead = a.shape[: a.ndim - len(factors)]
     split: list[int] = []
-    for f, size in zip(factors, a.shape[len(lead):]):
+    for f, size in zip(factors, a.shape[len(lead) :]):
         split += [f, size // f]
     pieces = a.reshape(*lead, *split)
     return pieces.mean(dim=tuple(len(lead) + 2 * i for i in range(len(factors))))
@@ -127,7 +128,7 @@ def data_step_fft(z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor | float)
     fb = otf(kernel, (st * t, sh * h, sw * w))
     fbc = torch.conj(fb)
     f2b = torch.pow(torch.abs(fb), 2)
-    sty = z.new_zeros(z.shape[:2] + (st * t, sh * h, sw * w))
+    sty = z.new_zeros((*z.shape[:2], st * t, sh * h, sw * w))
     sty[:, :, ::st, ::sh, ::sw] = y
     fbfy = fbc * torch.fft.fftn(sty, dim=(2, 3, 4))
     fr = fbfy + torch.fft.fftn(alpha * z, dim=(2, 3, 4))
@@ -210,16 +211,16 @@ def upsample_blur(u: torch.Tensor) -> torch.Tensor:
     """
     _, sh, sw = SCALE_FACTORS
     half = _KERNEL_SIZE // 2
-    border = -(-half // sh)                     # LR pixels whose taps reach across an edge
+    border = -(-half // sh)  # LR pixels whose taps reach across an edge
     h, w = u.shape[-2:]
-    full = F.conv_transpose2d(_wrap_pad(u, border), _depthwise_kernel(u, flip=True), stride=(sh, sw),
-                              groups=u.shape[1])
+    full = F.conv_transpose2d(_wrap_pad(u, border), _depthwise_kernel(u, flip=True), stride=(sh, sw), groups=u.shape[1])
     top = sh * border + half
-    return full[..., top:top + sh * h, top:top + sw * w]
+    return full[..., top : top + sh * h, top : top + sw * w]
 
 
-def _dft2(x: torch.Tensor, c_rows: torch.Tensor, s_rows: torch.Tensor, c_cols: torch.Tensor,
-          s_cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _dft2(
+    x: torch.Tensor, c_rows: torch.Tensor, s_rows: torch.Tensor, c_cols: torch.Tensor, s_cols: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward 2-D DFT of a real (..., n, m) tensor: (real, imaginary). The matrices are symmetric."""
     xc, xs = x @ c_cols, x @ s_cols
     return c_rows @ xc - s_rows @ xs, -(s_rows @ xc + c_rows @ xs)
@@ -233,7 +234,7 @@ def _circulant_solve(r: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tens
     re, im = _dft2(r, ch, sh, cw, sw)
     gain = kernel_power_aliased(h, w, r) + alpha
     re, im = re / gain, im / gain
-    out = ch @ (re @ cw - im @ sw) - sh @ (re @ sw + im @ cw)       # real part of the inverse DFT
+    out = ch @ (re @ cw - im @ sw) - sh @ (re @ sw + im @ cw)  # real part of the inverse DFT
     return out / (h * w)
 
 

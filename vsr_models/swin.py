@@ -13,6 +13,7 @@ centre frame's refined features (n, C, h, w). Quirks of the original that are re
 * ``conv_first``, ``conv_first_feat`` and ``conv_before_upsample`` exist only so that checkpoints
   load: IART feeds 120-channel features, for which the original skips them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -63,8 +64,8 @@ def relative_position_index(window: Sequence[int]) -> torch.Tensor:
     """
     wt, wh, ww = window
     coords = torch.stack(torch.meshgrid(torch.arange(wt), torch.arange(wh), torch.arange(ww), indexing="ij"))
-    coords = coords.flatten(1)                                   # (3, N)
-    rel = coords[:, :, None] - coords[:, None, :]                # (3, N, N)
+    coords = coords.flatten(1)  # (3, N)
+    rel = coords[:, :, None] - coords[:, None, :]  # (3, N, N)
     rel_t, rel_h, rel_w = rel[0] + wt - 1, rel[1] + wh - 1, rel[2] + ww - 1
     return rel_t * (2 * wh - 1) * (2 * ww - 1) + rel_h * (2 * ww - 1) + rel_w
 
@@ -95,30 +96,36 @@ def _regions(size: int, window: int, shift: int, device: torch.device) -> torch.
     return (pos >= size - window).to(torch.int64) + (pos >= size - shift).to(torch.int64)
 
 
-def shifted_window_mask(t: int, h: int, w: int, window: Sequence[int], shift: Sequence[int],
-                        device: torch.device) -> torch.Tensor:
+def shifted_window_mask(
+    t: int, h: int, w: int, window: Sequence[int], shift: Sequence[int], device: torch.device
+) -> torch.Tensor:
     """(windows, N, N) additive mask for shifted windows over a padded (t, h, w) volume: 0 within
     a region, -100 across regions."""
-    labels = (_regions(t, window[0], shift[0], device).view(-1, 1, 1) * 9
-              + _regions(h, window[1], shift[1], device).view(1, -1, 1) * 3
-              + _regions(w, window[2], shift[2], device).view(1, 1, -1))
-    labels = window_partition(labels.view(1, t, h, w, 1), window).squeeze(-1)      # (windows, N)
+    labels = (
+        _regions(t, window[0], shift[0], device).view(-1, 1, 1) * 9
+        + _regions(h, window[1], shift[1], device).view(1, -1, 1) * 3
+        + _regions(w, window[2], shift[2], device).view(1, 1, -1)
+    )
+    labels = window_partition(labels.view(1, t, h, w, 1), window).squeeze(-1)  # (windows, N)
     differ = labels.unsqueeze(1) != labels.unsqueeze(2)
-    return torch.where(differ, torch.full_like(differ, _MASK_VALUE, dtype=torch.float32),
-                       torch.zeros_like(differ, dtype=torch.float32))
+    return torch.where(
+        differ, torch.full_like(differ, _MASK_VALUE, dtype=torch.float32), torch.zeros_like(differ, dtype=torch.float32)
+    )
 
 
 class WindowAttention(nn.Module):
     """Multi-head self-attention within 3-D windows, with a learned relative position bias."""
 
-    def __init__(self, dim: int, window_size: Sequence[int], num_heads: int, qkv_bias: bool = True,
-                 qk_scale: float | None = None) -> None:
+    def __init__(
+        self, dim: int, window_size: Sequence[int], num_heads: int, qkv_bias: bool = True, qk_scale: float | None = None
+    ) -> None:
         super().__init__()
         self.dim, self.window_size, self.num_heads = dim, tuple(window_size), num_heads
         self.scale = qk_scale or (dim // num_heads) ** -0.5
         wt, wh, ww = self.window_size
         self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * wt - 1) * (2 * wh - 1) * (2 * ww - 1), num_heads))
+            torch.zeros((2 * wt - 1) * (2 * wh - 1) * (2 * ww - 1), num_heads)
+        )
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         self.register_buffer("relative_position_index", relative_position_index(self.window_size))
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
@@ -142,9 +149,17 @@ class WindowAttention(nn.Module):
 class SwinTransformerBlock(nn.Module):
     """(Shifted) window attention and an MLP, each pre-normalised and residual, on (b, t, h, w, C)."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: Sequence[int], shift_size: Sequence[int],
-                 mlp_ratio: float = 2.0, qkv_bias: bool = True, qk_scale: float | None = None,
-                 drop_path: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: Sequence[int],
+        shift_size: Sequence[int],
+        mlp_ratio: float = 2.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop_path: float = 0.0,
+    ) -> None:
         super().__init__()
         self.window_size, self.shift_size = tuple(window_size), tuple(shift_size)
         self.norm1 = nn.LayerNorm(dim)
@@ -158,7 +173,7 @@ class SwinTransformerBlock(nn.Module):
         return any(s > 0 for s in self.shift_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, h, w, c = x.shape
+        b, t, h, w, _c = x.shape
         wt, wh, ww = self.window_size
         y = self.norm1(x)
         pad_t, pad_h, pad_w = (wt - t % wt) % wt, (wh - h % wh) % wh, (ww - w % ww) % ww
@@ -180,16 +195,36 @@ class SwinTransformerBlock(nn.Module):
 class BasicLayer(nn.Module):
     """``depth`` Swin blocks, alternating plain and shifted windows."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: Sequence[int], mlp_ratio: float,
-                 qkv_bias: bool, qk_scale: float | None, drop_path: Sequence[float],
-                 use_checkpoint: bool = False) -> None:
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: Sequence[int],
+        mlp_ratio: float,
+        qkv_bias: bool,
+        qk_scale: float | None,
+        drop_path: Sequence[float],
+        use_checkpoint: bool = False,
+    ) -> None:
         super().__init__()
         shift = (window_size[0], window_size[1] // 2, window_size[2] // 2)
         self.use_checkpoint = use_checkpoint
-        self.blocks = nn.ModuleList([
-            SwinTransformerBlock(dim, num_heads, window_size, (0, 0, 0) if i % 2 == 0 else shift, mlp_ratio,
-                                 qkv_bias, qk_scale, drop_path[i])
-            for i in range(depth)])
+        self.blocks = nn.ModuleList(
+            [
+                SwinTransformerBlock(
+                    dim,
+                    num_heads,
+                    window_size,
+                    (0, 0, 0) if i % 2 == 0 else shift,
+                    mlp_ratio,
+                    qkv_bias,
+                    qk_scale,
+                    drop_path[i],
+                )
+                for i in range(depth)
+            ]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -203,12 +238,22 @@ class BasicLayer(nn.Module):
 class RSTB(nn.Module):
     """Residual Swin group: blocks, then a per-frame 3x3 convolution, plus the group's input."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: Sequence[int], mlp_ratio: float,
-                 qkv_bias: bool, qk_scale: float | None, drop_path: Sequence[float],
-                 use_checkpoint: bool = False) -> None:
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: Sequence[int],
+        mlp_ratio: float,
+        qkv_bias: bool,
+        qk_scale: float | None,
+        drop_path: Sequence[float],
+        use_checkpoint: bool = False,
+    ) -> None:
         super().__init__()
-        self.residual_group = BasicLayer(dim, depth, num_heads, window_size, mlp_ratio, qkv_bias, qk_scale,
-                                         drop_path, use_checkpoint)
+        self.residual_group = BasicLayer(
+            dim, depth, num_heads, window_size, mlp_ratio, qkv_bias, qk_scale, drop_path, use_checkpoint
+        )
         self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,10 +295,20 @@ class SwinIRFM(nn.Module):
     ``conv_after_body(norm(groups(norm(x)))[t // 2]) + x[:, t // 2]``.
     """
 
-    def __init__(self, in_chans: int = 3, embed_dim: int = 120, depths: Sequence[int] = (6, 6, 6),
-                 num_heads: Sequence[int] = (6, 6, 6), window_size: Sequence[int] = (3, 8, 8),
-                 mlp_ratio: float = 2.0, qkv_bias: bool = True, qk_scale: float | None = None,
-                 drop_path_rate: float = 0.1, use_checkpoint: bool = False, num_frames: int = 3) -> None:
+    def __init__(
+        self,
+        in_chans: int = 3,
+        embed_dim: int = 120,
+        depths: Sequence[int] = (6, 6, 6),
+        num_heads: Sequence[int] = (6, 6, 6),
+        window_size: Sequence[int] = (3, 8, 8),
+        mlp_ratio: float = 2.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop_path_rate: float = 0.1,
+        use_checkpoint: bool = False,
+        num_frames: int = 3,
+    ) -> None:
         super().__init__()
         if len(window_size) != 3:
             raise ValueError(f"window_size must be (t, h, w), got {window_size}")
@@ -268,8 +323,19 @@ class SwinIRFM(nn.Module):
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             start = sum(depths[:i])
-            self.layers.append(RSTB(embed_dim, depth, num_heads[i], window_size, mlp_ratio, qkv_bias, qk_scale,
-                                    rates[start:start + depth], use_checkpoint))
+            self.layers.append(
+                RSTB(
+                    embed_dim,
+                    depth,
+                    num_heads[i],
+                    window_size,
+                    mlp_ratio,
+                    qkv_bias,
+                    qk_scale,
+                    rates[start : start + depth],
+                    use_checkpoint,
+                )
+            )
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
         self.conv_before_upsample = nn.Conv2d(embed_dim, 64, 3, 1, 1)
@@ -286,12 +352,12 @@ class SwinIRFM(nn.Module):
             nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, t, c, h, w = x.shape
+        _n, t, c, _h, _w = x.shape
         if c != self.embed_dim:
             raise ValueError(f"SwinIRFM here takes {self.embed_dim}-channel features, got {c} channels")
         centre = x[:, t // 2]
         feats = self.patch_embed(x)
         for layer in self.layers:
             feats = layer(feats)
-        feats = self.norm(feats[:, t // 2])                      # (n, h, w, C); the norm is per token
+        feats = self.norm(feats[:, t // 2])  # (n, h, w, C); the norm is per token
         return self.conv_after_body(feats.permute(0, 3, 1, 2).contiguous()) + centre

@@ -21,6 +21,7 @@ it has been tested on a GPU with TensorRT).
 
 Nothing here imports TensorRT at import time.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -34,10 +35,10 @@ MODULES: tuple[str, ...] = ("implicit_warp",)
 class PluginSpec:
     """A custom ONNX op that one of our TensorRT plugins implements."""
 
-    domain: str          # ONNX domain of the node, "vsr"
-    op_type: str         # ONNX op type = TensorRT plugin name
-    version: str         # plugin_version
-    namespace: str       # plugin namespace
+    domain: str  # ONNX domain of the node, "vsr"
+    op_type: str  # ONNX op type = TensorRT plugin name
+    version: str  # plugin_version
+    namespace: str  # plugin namespace
     load: Callable[[], None]  # puts the plugin into TensorRT's registry (imports tensorrt lazily)
     description: str = ""
 

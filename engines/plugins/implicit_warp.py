@@ -35,6 +35,7 @@ AOT plugins do not serialise attributes, so ``num_heads`` and ``scale`` (and ``C
 build-time-constant shape of ``q_weight``) are compiled into the PTX as constants; ``N``, ``h`` and
 ``w`` may be dynamic: they reach the kernel as int32 shape expressions.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,19 @@ BLOCK_P = 32
 NUM_WARPS = 4
 
 #: Input order of the op (and of the kernel's pointer arguments), then the output.
-INPUTS = ("source", "target", "flow", "q_weight", "q_bias", "k_weight", "k_bias", "v_weight", "v_bias",
-          "key_pe", "pe_divisors")
+INPUTS = (
+    "source",
+    "target",
+    "flow",
+    "q_weight",
+    "q_bias",
+    "k_weight",
+    "k_bias",
+    "v_weight",
+    "v_bias",
+    "key_pe",
+    "pe_divisors",
+)
 #: Inputs that are always FP32 (coordinates and codes); the rest follow the feature dtype.
 FP32_INPUTS = frozenset({"flow", "key_pe", "pe_divisors"})
 
@@ -82,8 +94,16 @@ def kernel_constants(channels: int, num_heads: int, scale: float, block_p: int =
     """The constexpr arguments of :func:`implicit_warp_kernel` for one configuration."""
     if channels % num_heads or channels % 4:
         raise ValueError(f"implicit warp needs channels ({channels}) divisible by num_heads ({num_heads}) and by 4")
-    return {"C": channels, "HEADS": num_heads, "SCALE": float(scale), "INV_WINDOW": INV_WINDOW,
-            "TWO_PI": TWO_PI, "C_PAD": _pow2(channels), "H_PAD": _pow2(num_heads), "BLOCK_P": block_p}
+    return {
+        "C": channels,
+        "HEADS": num_heads,
+        "SCALE": float(scale),
+        "INV_WINDOW": INV_WINDOW,
+        "TWO_PI": TWO_PI,
+        "C_PAD": _pow2(channels),
+        "H_PAD": _pow2(num_heads),
+        "BLOCK_P": block_p,
+    }
 
 
 def kernel_signature(feature_type: str) -> dict[str, str]:
@@ -92,8 +112,7 @@ def kernel_signature(feature_type: str) -> dict[str, str]:
         raise ValueError(f"feature type must be fp32 or fp16, got {feature_type!r}")
     sig = {name: "*fp32" if name in FP32_INPUTS else f"*{feature_type}" for name in INPUTS}
     sig.update({"n_pixels": "i32", "hw": "i32", "height": "i32", "width": "i32", "output": f"*{feature_type}"})
-    sig.update({name: "constexpr" for name in ("C", "HEADS", "SCALE", "INV_WINDOW", "TWO_PI", "C_PAD", "H_PAD",
-                                               "BLOCK_P")})
+    sig.update(dict.fromkeys(("C", "HEADS", "SCALE", "INV_WINDOW", "TWO_PI", "C_PAD", "H_PAD", "BLOCK_P"), "constexpr"))
     return sig
 
 
@@ -104,8 +123,9 @@ def _import_triton() -> Any:
     try:
         import triton
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the vsr::ImplicitWarp kernel needs Triton (pip install triton; it is not a "
-                          "dependency of this project)") from exc
+        raise ImportError(
+            "the vsr::ImplicitWarp kernel needs Triton (pip install triton; it is not a dependency of this project)"
+        ) from exc
     return triton
 
 
@@ -115,15 +135,36 @@ def kernel() -> Any:
     if _KERNEL is not None:
         return _KERNEL
     triton = _import_triton()
-    import triton.language as tl  # noqa: F811  (module global: the jit functions resolve ``tl`` there)
+    import triton.language as tl
     from triton.language.extra import libdevice
 
     globals()["libdevice"] = libdevice
 
     @triton.jit
-    def _corner(src_ptr, pe_ptr, feat_base, top, left, height, width, ch, cmask, pmask,
-                q, kwt, kb, vwt, vb, onehot, hw,
-                A: tl.constexpr, B: tl.constexpr, S: tl.constexpr, C: tl.constexpr, SCALE: tl.constexpr):
+    def _corner(
+        src_ptr,
+        pe_ptr,
+        feat_base,
+        top,
+        left,
+        height,
+        width,
+        ch,
+        cmask,
+        pmask,
+        q,
+        kwt,
+        kb,
+        vwt,
+        vb,
+        onehot,
+        hw,
+        A: tl.constexpr,
+        B: tl.constexpr,
+        S: tl.constexpr,
+        C: tl.constexpr,
+        SCALE: tl.constexpr,
+    ):
         """Logits (BLOCK_P, H_PAD) and values (BLOCK_P, C_PAD) of corner slot S = 2A + B."""
         hmax = (height - 1).to(tl.float32)
         wmax = (width - 1).to(tl.float32)
@@ -140,11 +181,32 @@ def kernel() -> Any:
         return logits, v
 
     @triton.jit
-    def implicit_warp_kernel(source, target, flow, q_weight, q_bias, k_weight, k_bias, v_weight, v_bias,
-                             key_pe, pe_divisors, n_pixels, hw, height, width, output,
-                             C: tl.constexpr, HEADS: tl.constexpr, SCALE: tl.constexpr,
-                             INV_WINDOW: tl.constexpr, TWO_PI: tl.constexpr,
-                             C_PAD: tl.constexpr, H_PAD: tl.constexpr, BLOCK_P: tl.constexpr):
+    def implicit_warp_kernel(
+        source,
+        target,
+        flow,
+        q_weight,
+        q_bias,
+        k_weight,
+        k_bias,
+        v_weight,
+        v_bias,
+        key_pe,
+        pe_divisors,
+        n_pixels,
+        hw,
+        height,
+        width,
+        output,
+        C: tl.constexpr,
+        HEADS: tl.constexpr,
+        SCALE: tl.constexpr,
+        INV_WINDOW: tl.constexpr,
+        TWO_PI: tl.constexpr,
+        C_PAD: tl.constexpr,
+        H_PAD: tl.constexpr,
+        BLOCK_P: tl.constexpr,
+    ):
         """``vsr::ImplicitWarp`` for BLOCK_P target pixels (flattened N*h*w), NCHW tensors."""
         HEAD_DIM: tl.constexpr = C // HEADS
         HALF: tl.constexpr = C // 2
@@ -196,14 +258,102 @@ def kernel() -> Any:
         onehot = tl.where(((ch[:, None] // HEAD_DIM) == hh[None, :]) & cmask[:, None], 1.0, 0.0)
         onehot_t = tl.where(((ch[None, :] // HEAD_DIM) == hh[:, None]) & cmask[None, :], 1.0, 0.0)
 
-        l0, v0 = _corner(source, key_pe, feat_base, top, left, height, width, ch, cmask, pmask,
-                         q, kwt, kb, vwt, vb, onehot, hw, 0, 0, 0, C, SCALE)
-        l1, v1 = _corner(source, key_pe, feat_base, top, left, height, width, ch, cmask, pmask,
-                         q, kwt, kb, vwt, vb, onehot, hw, 0, 1, 1, C, SCALE)
-        l2, v2 = _corner(source, key_pe, feat_base, top, left, height, width, ch, cmask, pmask,
-                         q, kwt, kb, vwt, vb, onehot, hw, 1, 0, 2, C, SCALE)
-        l3, v3 = _corner(source, key_pe, feat_base, top, left, height, width, ch, cmask, pmask,
-                         q, kwt, kb, vwt, vb, onehot, hw, 1, 1, 3, C, SCALE)
+        l0, v0 = _corner(
+            source,
+            key_pe,
+            feat_base,
+            top,
+            left,
+            height,
+            width,
+            ch,
+            cmask,
+            pmask,
+            q,
+            kwt,
+            kb,
+            vwt,
+            vb,
+            onehot,
+            hw,
+            0,
+            0,
+            0,
+            C,
+            SCALE,
+        )
+        l1, v1 = _corner(
+            source,
+            key_pe,
+            feat_base,
+            top,
+            left,
+            height,
+            width,
+            ch,
+            cmask,
+            pmask,
+            q,
+            kwt,
+            kb,
+            vwt,
+            vb,
+            onehot,
+            hw,
+            0,
+            1,
+            1,
+            C,
+            SCALE,
+        )
+        l2, v2 = _corner(
+            source,
+            key_pe,
+            feat_base,
+            top,
+            left,
+            height,
+            width,
+            ch,
+            cmask,
+            pmask,
+            q,
+            kwt,
+            kb,
+            vwt,
+            vb,
+            onehot,
+            hw,
+            1,
+            0,
+            2,
+            C,
+            SCALE,
+        )
+        l3, v3 = _corner(
+            source,
+            key_pe,
+            feat_base,
+            top,
+            left,
+            height,
+            width,
+            ch,
+            cmask,
+            pmask,
+            q,
+            kwt,
+            kb,
+            vwt,
+            vb,
+            onehot,
+            hw,
+            1,
+            1,
+            3,
+            C,
+            SCALE,
+        )
 
         # Softmax over the four slots, per head.
         m = tl.maximum(tl.maximum(l0, l1), tl.maximum(l2, l3))
@@ -221,16 +371,31 @@ def kernel() -> Any:
         out = out + a1 * v1
         out = out + a2 * v2
         out = out + a3 * v3
-        tl.store(output + feat_base[:, None] + ch[None, :] * hw + rem[:, None],
-                 out.to(output.dtype.element_ty), mask=m2)
+        tl.store(
+            output + feat_base[:, None] + ch[None, :] * hw + rem[:, None], out.to(output.dtype.element_ty), mask=m2
+        )
 
     _KERNEL = implicit_warp_kernel
     return _KERNEL
 
 
-def launch(source: Any, target: Any, flow: Any, q_weight: Any, q_bias: Any, k_weight: Any, k_bias: Any,
-           v_weight: Any, v_bias: Any, key_pe: Any, divisors: Any, *, num_heads: int,
-           scale: float | None = None, block_p: int = BLOCK_P) -> Any:
+def launch(
+    source: Any,
+    target: Any,
+    flow: Any,
+    q_weight: Any,
+    q_bias: Any,
+    k_weight: Any,
+    k_bias: Any,
+    v_weight: Any,
+    v_bias: Any,
+    key_pe: Any,
+    divisors: Any,
+    *,
+    num_heads: int,
+    scale: float | None = None,
+    block_p: int = BLOCK_P,
+) -> Any:
     """Run the kernel on CUDA torch tensors (tests; same arguments as ``implicit_warp``)."""
     import torch
 
@@ -240,25 +405,28 @@ def launch(source: Any, target: Any, flow: Any, q_weight: Any, q_bias: Any, k_we
     dtype = target.dtype
     zeros = target.new_zeros(c)
     feats = [t.contiguous() for t in (source, target)]
-    args = feats + [flow.to(torch.float32).contiguous()]
+    args = [*feats, flow.to(torch.float32).contiguous()]
     for weight, bias in ((q_weight, q_bias), (k_weight, k_bias), (v_weight, v_bias)):
         args += [weight.to(dtype).contiguous(), (zeros if bias is None else bias).to(dtype).contiguous()]
     args += [key_pe.reshape(4, c).to(torch.float32).contiguous(), divisors.to(torch.float32).contiguous()]
     out = torch.empty_like(feats[1])
     pixels = n * h * w
     grid = ((pixels + block_p - 1) // block_p,)
-    run[grid](*args, pixels, h * w, h, w, out, num_warps=NUM_WARPS,
-              **kernel_constants(c, num_heads, scale, block_p))
+    run[grid](*args, pixels, h * w, h, w, out, num_warps=NUM_WARPS, **kernel_constants(c, num_heads, scale, block_p))
     return out
 
 
-def compile_ptx(feature_type: str, channels: int, num_heads: int, scale: float, target: Any = None,
-                block_p: int = BLOCK_P) -> tuple[str, str, Any]:
+def compile_ptx(
+    feature_type: str, channels: int, num_heads: int, scale: float, target: Any = None, block_p: int = BLOCK_P
+) -> tuple[str, str, Any]:
     """Compile the kernel: ``(kernel name, PTX text, metadata)``; ``target`` a ``GPUTarget`` or None
     (the current GPU)."""
     triton = _import_triton()
-    src = triton.compiler.ASTSource(fn=kernel(), signature=kernel_signature(feature_type),
-                                    constexprs=kernel_constants(channels, num_heads, scale, block_p))
+    src = triton.compiler.ASTSource(
+        fn=kernel(),
+        signature=kernel_signature(feature_type),
+        constexprs=kernel_constants(channels, num_heads, scale, block_p),
+    )
     options = {"num_warps": NUM_WARPS}
     compiled = triton.compile(src, target=target, options=options)
     return compiled.metadata.name, compiled.asm["ptx"], compiled.metadata
@@ -276,30 +444,56 @@ def register() -> None:
         import tensorrt as trt
         import tensorrt.plugin as trtp
     except ImportError as exc:
-        raise ImportError("the vsr::ImplicitWarp TensorRT plugin needs TensorRT >= 10.9 with tensorrt.plugin "
-                          "(ahead-of-time Quickly Deployable Plugins)") from exc
+        raise ImportError(
+            "the vsr::ImplicitWarp TensorRT plugin needs TensorRT >= 10.9 with tensorrt.plugin "
+            "(ahead-of-time Quickly Deployable Plugins)"
+        ) from exc
     _import_triton()
 
     @trtp.register(PLUGIN_ID)
-    def implicit_warp_desc(source: trtp.TensorDesc, target: trtp.TensorDesc, flow: trtp.TensorDesc,
-                           q_weight: trtp.TensorDesc, q_bias: trtp.TensorDesc,
-                           k_weight: trtp.TensorDesc, k_bias: trtp.TensorDesc,
-                           v_weight: trtp.TensorDesc, v_bias: trtp.TensorDesc,
-                           key_pe: trtp.TensorDesc, pe_divisors: trtp.TensorDesc,
-                           num_heads: int, scale: float) -> trtp.TensorDesc:
+    def implicit_warp_desc(
+        source: trtp.TensorDesc,
+        target: trtp.TensorDesc,
+        flow: trtp.TensorDesc,
+        q_weight: trtp.TensorDesc,
+        q_bias: trtp.TensorDesc,
+        k_weight: trtp.TensorDesc,
+        k_bias: trtp.TensorDesc,
+        v_weight: trtp.TensorDesc,
+        v_bias: trtp.TensorDesc,
+        key_pe: trtp.TensorDesc,
+        pe_divisors: trtp.TensorDesc,
+        num_heads: int,
+        scale: float,
+    ) -> trtp.TensorDesc:
         return target.like()
 
     @trtp.autotune(PLUGIN_ID)
-    def implicit_warp_autotune(source, target, flow, q_weight, q_bias, k_weight, k_bias, v_weight, v_bias,
-                               key_pe, pe_divisors, outputs):  # type: ignore[no-untyped-def]
+    def implicit_warp_autotune(
+        source, target, flow, q_weight, q_bias, k_weight, k_bias, v_weight, v_bias, key_pe, pe_divisors, outputs
+    ):  # type: ignore[no-untyped-def]
         # Features (and the output) all FP32 or all FP16 ('|': dependent); coordinates always FP32.
         types = ["FP32" if name in FP32_INPUTS else "FP32|FP16" for name in INPUTS] + ["FP32|FP16"]
         return [trtp.AutoTuneCombination(", ".join(types))]
 
     @trtp.aot_impl(PLUGIN_ID)
-    def implicit_warp_aot(source, target, flow, q_weight, q_bias, k_weight, k_bias, v_weight, v_bias,
-                          key_pe, pe_divisors, num_heads: int, scale: float, outputs, tactic: int
-                          ):  # type: ignore[no-untyped-def]
+    def implicit_warp_aot(
+        source,
+        target,
+        flow,
+        q_weight,
+        q_bias,
+        k_weight,
+        k_bias,
+        v_weight,
+        v_bias,
+        key_pe,
+        pe_divisors,
+        num_heads: int,
+        scale: float,
+        outputs,
+        tactic: int,
+    ):  # type: ignore[no-untyped-def]
         channels_expr = q_weight.shape_expr[0]
         if not channels_expr.is_constant:
             raise ValueError("vsr::ImplicitWarp needs build-time-constant weights (C is compiled into the kernel)")
@@ -307,14 +501,15 @@ def register() -> None:
         feature_type = "fp32" if target.dtype == trt.float32 else "fp16"
         name, ptx, meta = compile_ptx(feature_type, channels, int(num_heads), float(scale))
 
-        shape = outputs[0].shape_expr                              # (N, C, h, w), possibly dynamic
+        shape = outputs[0].shape_expr  # (N, C, h, w), possibly dynamic
         pixels = shape[0] * shape[2] * shape[3]
         launch_params = trtp.KernelLaunchParams()
         launch_params.grid_x = trtp.cdiv(pixels, BLOCK_P)
         launch_params.block_x = meta.num_warps * 32
         launch_params.shared_mem = meta.shared
         extra_args = trtp.SymIntExprs.from_tuple(
-            [trtp.SymInt32(e) for e in (pixels, shape[2] * shape[3], shape[2], shape[3])])
+            [trtp.SymInt32(e) for e in (pixels, shape[2] * shape[3], shape[2], shape[3])]
+        )
         return name.encode(), ptx.encode(), launch_params, extra_args
 
     _REGISTERED = True
@@ -328,12 +523,22 @@ def _load() -> None:
     except ImportError:
         import warnings
 
-        warnings.warn("Triton is not installed: the vsr::ImplicitWarp TensorRT plugin is not registered "
-                      "(pip install triton to build engines with that node)", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            "Triton is not installed: the vsr::ImplicitWarp TensorRT plugin is not registered "
+            "(pip install triton to build engines with that node)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return
     register()
 
 
-SPEC = PluginSpec(domain=NAMESPACE, op_type=NAME, version=VERSION, namespace=NAMESPACE, load=_load,
-                  description="IART implicit warp: AOT Triton QDP (tensorrt.plugin, TensorRT >= 10.9); untested")
+SPEC = PluginSpec(
+    domain=NAMESPACE,
+    op_type=NAME,
+    version=VERSION,
+    namespace=NAMESPACE,
+    load=_load,
+    description="IART implicit warp: AOT Triton QDP (tensorrt.plugin, TensorRT >= 10.9); untested",
+)
 _register_spec(SPEC)

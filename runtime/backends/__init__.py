@@ -7,13 +7,13 @@
 
 :func:`make_backend` builds one by name for a package, and resolves ``auto``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from engines.tensorrt import TensorRTUnavailable, find_engines, tensorrt_available
 from export.format import Package
-
 from vsr_models.errors import VSRError
 
 from ..devices import Device
@@ -28,8 +28,19 @@ BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 class UnknownBackend(VSRError, ValueError):
     """A backend name that is not one of :data:`BACKENDS`."""
 
-__all__ = ["BACKENDS", "OrtBackend", "OrtOptions", "TensorRTBackend", "TensorRTOptions", "TorchBackend",
-           "TorchOptions", "make_backend", "model_for_package", "resolve_auto"]
+
+__all__ = [
+    "BACKENDS",
+    "OrtBackend",
+    "OrtOptions",
+    "TensorRTBackend",
+    "TensorRTOptions",
+    "TorchBackend",
+    "TorchOptions",
+    "make_backend",
+    "model_for_package",
+    "resolve_auto",
+]
 
 
 def resolve_auto(package: Package, device: Device, precision: str) -> tuple[str, Device, str | None]:
@@ -48,14 +59,25 @@ def resolve_auto(package: Package, device: Device, precision: str) -> tuple[str,
         return "onnxruntime", device, None
     if cuda_provider_available():
         return "onnxruntime", device, None
-    return "onnxruntime", Device("cpu"), (
-        f"--device {device}: no TensorRT engines are built for it and this onnxruntime has no CUDA provider, so "
-        "ONNX Runtime runs on the CPU (install onnxruntime-gpu with pip install 'vsr[gpu]', or build engines "
-        "with vsr-build-engine)")
+    return (
+        "onnxruntime",
+        Device("cpu"),
+        (
+            f"--device {device}: no TensorRT engines are built for it and this onnxruntime has no CUDA provider, so "
+            "ONNX Runtime runs on the CPU (install onnxruntime-gpu with pip install 'vsr[gpu]', or build engines "
+            "with vsr-build-engine)"
+        ),
+    )
 
 
-def make_backend(kind: str, package: Package, device: str | Device = "cpu", precision: str = "fp32",
-                 threads: int = 0, log: Callable[[str], None] | None = None) -> Backend:
+def make_backend(
+    kind: str,
+    package: Package,
+    device: str | Device = "cpu",
+    precision: str = "fp32",
+    threads: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> Backend:
     """Build the backend ``kind`` (one of :data:`BACKENDS`) for ``package``.
 
     The backend's ``device`` is where it really runs (``auto`` may fall back to the CPU; ``log``
@@ -72,5 +94,4 @@ def make_backend(kind: str, package: Package, device: str | Device = "cpu", prec
         return TorchBackend(model_for_package(package), TorchOptions(device=dev, precision=precision))
     if kind == "onnxruntime":
         return OrtBackend(package, OrtOptions(device=dev, precision=precision, threads=threads))
-    return TensorRTBackend(package, TensorRTOptions(device=dev if dev.is_cuda else Device("cuda"),
-                                                    precision=precision))
+    return TensorRTBackend(package, TensorRTOptions(device=dev if dev.is_cuda else Device("cuda"), precision=precision))

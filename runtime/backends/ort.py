@@ -1,4 +1,5 @@
 """The ONNX Runtime backend: a package's stage graphs, state bound on the device (I/O binding)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,8 +33,10 @@ def providers(device: Device) -> list[Any]:
     if not device.is_cuda:
         return ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise DeviceError(f"--device {device}: this onnxruntime ({ort.__version__}) has no CUDA provider; "
-                          "install onnxruntime-gpu (pip install 'vsr[gpu]') or use --device cpu")
+        raise DeviceError(
+            f"--device {device}: this onnxruntime ({ort.__version__}) has no CUDA provider; "
+            "install onnxruntime-gpu (pip install 'vsr[gpu]') or use --device cpu"
+        )
     return [("CUDAExecutionProvider", {"device_id": device.index}), "CPUExecutionProvider"]
 
 
@@ -61,11 +64,15 @@ class OrtBackend:
             path = package.stage_file(name, self.options.precision)
             try:
                 self.sessions[name] = ort.InferenceSession(str(path), session_options, providers=chosen)
-            except (ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
-                    ort.capi.onnxruntime_pybind11_state.InvalidGraph,
-                    ort.capi.onnxruntime_pybind11_state.Fail) as exc:
-                raise PackageError(f"ONNX Runtime cannot load {path} ({type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0][:200]}); export the package again") from exc
+            except (
+                ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
+                ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+                ort.capi.onnxruntime_pybind11_state.Fail,
+            ) as exc:
+                raise PackageError(
+                    f"ONNX Runtime cannot load {path} ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:200]}); export the package again"
+                ) from exc
         self.outputs = {name: [o.name for o in s.get_outputs()] for name, s in self.sessions.items()}
 
     def upload(self, array: np.ndarray) -> Any:

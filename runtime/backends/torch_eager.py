@@ -1,4 +1,5 @@
 """The PyTorch backend: a network's stages in eager mode, the reference every other backend meets."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,8 +38,10 @@ def check_torch_device(device: Device) -> None:
     if not device.is_cuda:
         return
     if not torch.cuda.is_available():
-        raise DeviceError(f"--device {device} with --backend torch needs a CUDA build of PyTorch and a GPU; this "
-                          f"PyTorch ({torch.__version__}) sees none: use --device cpu")
+        raise DeviceError(
+            f"--device {device} with --backend torch needs a CUDA build of PyTorch and a GPU; this "
+            f"PyTorch ({torch.__version__}) sees none: use --device cpu"
+        )
     if device.index >= torch.cuda.device_count():
         raise DeviceError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
 
@@ -91,8 +94,10 @@ def model_for_package(package: Package) -> VSRNetwork:
     for ckpt in manifest["provenance"].get("checkpoints", []):
         path = Path(ckpt["path"])
         if not path.is_file():
-            raise CheckpointError(f"the PyTorch backend needs {path}, the checkpoint this package was exported "
-                                  "from; it is gone: export again or use --backend onnxruntime")
+            raise CheckpointError(
+                f"the PyTorch backend needs {path}, the checkpoint this package was exported "
+                "from; it is gone: export again or use --backend onnxruntime"
+            )
         if sha256sum(path) != ckpt["sha256"]:
             raise CheckpointError(f"{path} changed since the package was exported (sha256 differs)")
         load_checkpoint(model, path)

@@ -3,6 +3,7 @@
 Written against TensorRT's documented Python API (see :mod:`engines.tensorrt`) and **never run
 by this project** (no machine here has TensorRT); its tests are marked ``tensorrt``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -65,13 +66,15 @@ class TensorRTBackend:
         self.precision = precision
         self.cache = cache or EngineCache()
         self.pkg_hash = package_hash(package.root)
-        self.scales = {stage: {spec["name"]: _scale(spec["shape"][2])
-                               for spec in package.manifest["stages"][stage]["inputs"]}
-                       for stage in package.stage_names()}
+        self.scales = {
+            stage: {spec["name"]: _scale(spec["shape"][2]) for spec in package.manifest["stages"][stage]["inputs"]}
+            for stage in package.stage_names()
+        }
         if not self.cache.candidates(self.pkg_hash, self.gpu, self.trt.__version__, precision):
             raise EngineNotFound(
                 f"no {precision} engines for {package.root} on {self.gpu.name} with TensorRT {self.trt.__version__}: "
-                f"run vsr-build-engine {package.root} --precision {precision} (or use --backend onnxruntime)")
+                f"run vsr-build-engine {package.root} --precision {precision} (or use --backend onnxruntime)"
+            )
         self.runtime = self.trt.Runtime(_init(self.trt))
         self.current: EngineSet | None = None
         self.engines: dict[str, Any] = {}
@@ -98,8 +101,15 @@ class TensorRTBackend:
         size = (tensor.shape[2] // s, tensor.shape[3] // s)
         if self.current is not None and self.current.key.profile.covers(*size):
             return
-        found = self.cache.find(self.pkg_hash, self.gpu, self.trt.__version__, self.precision, size,
-                                stages=self.package.stage_names(), package=str(self.package.root))
+        found = self.cache.find(
+            self.pkg_hash,
+            self.gpu,
+            self.trt.__version__,
+            self.precision,
+            size,
+            stages=self.package.stage_names(),
+            package=str(self.package.root),
+        )
         self.engines, self.contexts = {}, {}
         for st in self.package.stage_names():
             engine = self.runtime.deserialize_cuda_engine(found.engine_file(st).read_bytes())
@@ -111,8 +121,12 @@ class TensorRTBackend:
 
     def _torch_dtype(self, dtype: Any) -> Any:
         trt, torch = self.trt, self.torch
-        table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
-                 trt.DataType.INT32: torch.int32, trt.DataType.BOOL: torch.bool}
+        table = {
+            trt.DataType.FLOAT: torch.float32,
+            trt.DataType.HALF: torch.float16,
+            trt.DataType.INT32: torch.int32,
+            trt.DataType.BOOL: torch.bool,
+        }
         if hasattr(trt.DataType, "INT64"):
             table[trt.DataType.INT64] = torch.int64
         return table[dtype]

@@ -1,4 +1,5 @@
 """vsr-bench: the speed of several backends on the same real frames, side by side, as ratios."""
+
 from __future__ import annotations
 
 import time
@@ -47,15 +48,25 @@ class _Timed:
 @model_option
 @click.option("--size", type=SIZE, default="180x320", show_default=True, help="LR frame size HxW.")
 @click.option("--frames", type=click.IntRange(min=2), default=8, show_default=True, help="Frames per timed run.")
-@click.option("--contenders", default="torch:fp32,onnxruntime:fp32", show_default=True,
-              help="Comma-separated BACKEND:PRECISION pairs, run in this order; ratios are against the first.")
+@click.option(
+    "--contenders",
+    default="torch:fp32,onnxruntime:fp32",
+    show_default=True,
+    help="Comma-separated BACKEND:PRECISION pairs, run in this order; ratios are against the first.",
+)
 @device_option
 @threads_option
-@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Timed runs per contender (the best is kept), after one untimed warm-up.")
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Timed runs per contender (the best is kept), after one untimed warm-up.",
+)
 @user_errors
-def main(model: str, size: tuple[int, int], frames: int, contenders: str, device: Device, threads: int,
-         repeat: int) -> None:
+def main(
+    model: str, size: tuple[int, int], frames: int, contenders: str, device: Device, threads: int, repeat: int
+) -> None:
     """Speed of several backends on the same real frames, side by side, as ratios.
 
     The frames are the sample clip resized to --size. Each contender runs the model's plan over
@@ -65,8 +76,13 @@ def main(model: str, size: tuple[int, int], frames: int, contenders: str, device
     h, w = size
     package = resolve_package(model, log=say)
     clip = load_lr(None, frames)
-    lr = torch.nn.functional.interpolate(torch.from_numpy(clip), size=(h, w), mode="bicubic",
-                                         antialias=True, align_corners=False).clamp(0, 1).numpy()
+    lr = (
+        torch.nn.functional.interpolate(
+            torch.from_numpy(clip), size=(h, w), mode="bicubic", antialias=True, align_corners=False
+        )
+        .clamp(0, 1)
+        .numpy()
+    )
     if threads:
         torch.set_num_threads(threads)
     results = []
@@ -88,11 +104,19 @@ def main(model: str, size: tuple[int, int], frames: int, contenders: str, device
     _bench_report(package, results, h, w, frames, device)
 
 
-def _bench_report(package: Package, results: list[tuple[str, float, dict[str, float], dict[str, int]]],
-                  h: int, w: int, frames: int, device: Device) -> None:
+def _bench_report(
+    package: Package,
+    results: list[tuple[str, float, dict[str, float], dict[str, int]]],
+    h: int,
+    w: int,
+    frames: int,
+    device: Device,
+) -> None:
     s = package.scale
-    title = (f"{package.manifest['model']} {h}x{w} -> {h * s}x{w * s}, {frames} frames, {device} "
-             f"(torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    title = (
+        f"{package.manifest['model']} {h}x{w} -> {h * s}x{w * s}, {frames} frames, {device} "
+        f"(torch {torch.__version__}, {torch.get_num_threads()} threads)"
+    )
     table = Table(title=title)
     table.add_column("stage (ms per call)")
     for name, *_ in results:

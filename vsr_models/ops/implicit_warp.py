@@ -60,6 +60,7 @@ Implementations here:
   ``vsr::ImplicitWarp`` node when :func:`set_implicit_warp_export` chose ``"custom"``; otherwise
   (the default, ``"decomposed"``, which ONNX Runtime runs) it is :func:`implicit_warp`.
 """
+
 from __future__ import annotations
 
 import math
@@ -107,7 +108,7 @@ def pe_divisors(dim: int, temperature: float) -> torch.Tensor:
     """
     half = dim // 2
     exponent = 2 * torch.div(torch.arange(half, dtype=torch.float32), 2, rounding_mode="trunc") / half
-    return (temperature ** exponent)[0::2].contiguous()
+    return (temperature**exponent)[0::2].contiguous()
 
 
 def sine_code(angle_y: torch.Tensor, angle_x: torch.Tensor, divisors: torch.Tensor) -> torch.Tensor:
@@ -128,8 +129,9 @@ def key_position_encoding(dim: int, temperature: float) -> torch.Tensor:
     a = torch.tensor([float(r) for r, _ in CORNERS])
     b = torch.tensor([float(c) for _, c in CORNERS])
     span = float(WINDOW - 1)
-    code = sine_code(a / (span + _EPS) * (2 * math.pi), b / (span + _EPS) * (2 * math.pi),
-                     pe_divisors(dim, temperature))
+    code = sine_code(
+        a / (span + _EPS) * (2 * math.pi), b / (span + _EPS) * (2 * math.pi), pe_divisors(dim, temperature)
+    )
     return code.unsqueeze(0)
 
 
@@ -149,22 +151,35 @@ def _query_code(frac_y: torch.Tensor, frac_x: torch.Tensor, divisors: torch.Tens
 
 def _check(source: torch.Tensor, target: torch.Tensor, flow: torch.Tensor, num_heads: int) -> None:
     if source.shape != target.shape or source.ndim != 4:
-        raise ValueError(f"implicit warp needs source and target of one (N, C, h, w) shape, "
-                         f"got {tuple(source.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"implicit warp needs source and target of one (N, C, h, w) shape, "
+            f"got {tuple(source.shape)} and {tuple(target.shape)}"
+        )
     n, c, h, w = target.shape
     if tuple(flow.shape) != (n, 2, h, w):
-        raise ValueError(f"implicit warp needs a (N, 2, h, w) flow, got {tuple(flow.shape)} for features "
-                         f"{tuple(target.shape)}")
+        raise ValueError(
+            f"implicit warp needs a (N, 2, h, w) flow, got {tuple(flow.shape)} for features {tuple(target.shape)}"
+        )
     if c % num_heads or c % 4:
         raise ValueError(f"implicit warp needs channels ({c}) divisible by num_heads ({num_heads}) and by 4")
 
 
-def implicit_warp(source: torch.Tensor, target: torch.Tensor, flow: torch.Tensor,
-                  q_weight: torch.Tensor, q_bias: torch.Tensor | None,
-                  k_weight: torch.Tensor, k_bias: torch.Tensor | None,
-                  v_weight: torch.Tensor, v_bias: torch.Tensor | None,
-                  key_pe: torch.Tensor, divisors: torch.Tensor, *,
-                  num_heads: int, scale: float | None = None) -> torch.Tensor:
+def implicit_warp(
+    source: torch.Tensor,
+    target: torch.Tensor,
+    flow: torch.Tensor,
+    q_weight: torch.Tensor,
+    q_bias: torch.Tensor | None,
+    k_weight: torch.Tensor,
+    k_bias: torch.Tensor | None,
+    v_weight: torch.Tensor,
+    v_bias: torch.Tensor | None,
+    key_pe: torch.Tensor,
+    divisors: torch.Tensor,
+    *,
+    num_heads: int,
+    scale: float | None = None,
+) -> torch.Tensor:
     """The reference implicit warp (see the module docstring), memory-lean, standard ops only.
 
     Args:
@@ -183,13 +198,13 @@ def implicit_warp(source: torch.Tensor, target: torch.Tensor, flow: torch.Tensor
     _check(source, target, flow, num_heads)
     n, c, h, w = target.shape
     heads, head_dim = num_heads, c // num_heads
-    scale = head_dim ** -0.5 if scale is None else scale
+    scale = head_dim**-0.5 if scale is None else scale
     dtype = target.dtype
 
     pos_y, pos_x = _positions(flow, h, w)
     top, left = torch.floor(pos_y), torch.floor(pos_x)
     code = _query_code(pos_y - top, pos_x - left, divisors.to(torch.float32))
-    query = target.permute(0, 2, 3, 1) + code.to(dtype)                     # (N, h, w, C)
+    query = target.permute(0, 2, 3, 1) + code.to(dtype)  # (N, h, w, C)
     del code
     q = F.linear(query, q_weight, q_bias).mul_(scale).reshape(n * h * w, heads, head_dim)
     del query
@@ -209,27 +224,38 @@ def implicit_warp(source: torch.Tensor, target: torch.Tensor, flow: torch.Tensor
     def corner(weight: torch.Tensor, bias: torch.Tensor | None, s: int) -> torch.Tensor:
         """Keys or values of corner slot ``s``: (N*h*w, heads, head_dim)."""
         rows = tokens.index_select(0, index[s])
-        rows += slot_pe[s]                      # in place on the fresh gather: one (N*h*w, C) buffer less
+        rows += slot_pe[s]  # in place on the fresh gather: one (N*h*w, C) buffer less
         return F.linear(rows, weight, bias).view(-1, heads, head_dim)
 
     # One (1 x d) @ (d x 1) product per head and slot: the original's dot products, term by term.
     q = q.unsqueeze(-2)
-    logits = torch.cat([(q @ corner(k_weight, k_bias, s).unsqueeze(-1)).squeeze(-1)
-                        for s in range(len(CORNERS))], dim=-1)
+    logits = torch.cat(
+        [(q @ corner(k_weight, k_bias, s).unsqueeze(-1)).squeeze(-1) for s in range(len(CORNERS))], dim=-1
+    )
     del q
-    attn = torch.softmax(logits, dim=-1)                                      # (N*h*w, heads, 4)
+    attn = torch.softmax(logits, dim=-1)  # (N*h*w, heads, 4)
     out = attn[..., 0:1] * corner(v_weight, v_bias, 0)
     for s in range(1, len(CORNERS)):
-        out = out + attn[..., s:s + 1] * corner(v_weight, v_bias, s)
+        out = out + attn[..., s : s + 1] * corner(v_weight, v_bias, s)
     return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 
-def implicit_warp_gather(source: torch.Tensor, target: torch.Tensor, flow: torch.Tensor,
-                         q_weight: torch.Tensor, q_bias: torch.Tensor | None,
-                         k_weight: torch.Tensor, k_bias: torch.Tensor | None,
-                         v_weight: torch.Tensor, v_bias: torch.Tensor | None,
-                         key_pe: torch.Tensor, divisors: torch.Tensor, *,
-                         num_heads: int, scale: float | None = None) -> torch.Tensor:
+def implicit_warp_gather(
+    source: torch.Tensor,
+    target: torch.Tensor,
+    flow: torch.Tensor,
+    q_weight: torch.Tensor,
+    q_bias: torch.Tensor | None,
+    k_weight: torch.Tensor,
+    k_bias: torch.Tensor | None,
+    v_weight: torch.Tensor,
+    v_bias: torch.Tensor | None,
+    key_pe: torch.Tensor,
+    divisors: torch.Tensor,
+    *,
+    num_heads: int,
+    scale: float | None = None,
+) -> torch.Tensor:
     """The original's formulation, for tests only: one gather with an (N, C, 4hw) int64 index.
 
     Same arguments and result as :func:`implicit_warp`. All four corners of every pixel are
@@ -241,17 +267,17 @@ def implicit_warp_gather(source: torch.Tensor, target: torch.Tensor, flow: torch
     n, c, h, w = target.shape
     p, slots = h * w, len(CORNERS)
     heads, head_dim = num_heads, c // num_heads
-    scale = head_dim ** -0.5 if scale is None else scale
+    scale = head_dim**-0.5 if scale is None else scale
 
     pos_y, pos_x = _positions(flow, h, w)
-    pos = torch.stack((pos_y, pos_x), dim=-1)                                  # (N, h, w, 2)
+    pos = torch.stack((pos_y, pos_x), dim=-1)  # (N, h, w, 2)
     corner0 = torch.floor(pos).to(torch.int32)
     frac = (pos - corner0).reshape(n, p, 2)
     offsets = torch.tensor(CORNERS, dtype=torch.int64, device=flow.device)
     corners = (corner0.reshape(n, p, 1, 2) + offsets).reshape(n, p * slots, 2)
     rows = corners[..., 0].clamp(0, h - 1)
     cols = corners[..., 1].clamp(0, w - 1)
-    flat = (cols + w * rows).unsqueeze(1).repeat(1, c, 1)                      # (N, C, 4P) int64
+    flat = (cols + w * rows).unsqueeze(1).repeat(1, c, 1)  # (N, C, 4P) int64
     samples = source.contiguous().view(n, c, p).gather(-1, flat)
     samples = samples.reshape(n, c, p, slots).permute(0, 2, 3, 1).reshape(n, p * slots, c)
     kv_in = samples + key_pe.reshape(1, slots, c).to(samples.dtype).repeat(n, p, 1)
@@ -267,28 +293,64 @@ def implicit_warp_gather(source: torch.Tensor, target: torch.Tensor, flow: torch
     return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 
-def implicit_warp_op(source: torch.Tensor, target: torch.Tensor, flow: torch.Tensor,
-                     q_weight: torch.Tensor, q_bias: torch.Tensor | None,
-                     k_weight: torch.Tensor, k_bias: torch.Tensor | None,
-                     v_weight: torch.Tensor, v_bias: torch.Tensor | None,
-                     key_pe: torch.Tensor, divisors: torch.Tensor, *,
-                     num_heads: int, scale: float | None = None) -> torch.Tensor:
+def implicit_warp_op(
+    source: torch.Tensor,
+    target: torch.Tensor,
+    flow: torch.Tensor,
+    q_weight: torch.Tensor,
+    q_bias: torch.Tensor | None,
+    k_weight: torch.Tensor,
+    k_bias: torch.Tensor | None,
+    v_weight: torch.Tensor,
+    v_bias: torch.Tensor | None,
+    key_pe: torch.Tensor,
+    divisors: torch.Tensor,
+    *,
+    num_heads: int,
+    scale: float | None = None,
+) -> torch.Tensor:
     """:func:`implicit_warp`, or the ``vsr::ImplicitWarp`` node when exporting in ``"custom"`` mode."""
     if _export_mode == "custom" and torch.onnx.is_in_onnx_export():
         _check(source, target, flow, num_heads)
         c = target.shape[1]
         scale = (c // num_heads) ** -0.5 if scale is None else scale
         zeros = target.new_zeros(c)
-        inputs = [source, target, flow.to(torch.float32),
-                  q_weight, zeros if q_bias is None else q_bias,
-                  k_weight, zeros if k_bias is None else k_bias,
-                  v_weight, zeros if v_bias is None else v_bias,
-                  key_pe.reshape(len(CORNERS), c).to(torch.float32), divisors.to(torch.float32)]
+        inputs = [
+            source,
+            target,
+            flow.to(torch.float32),
+            q_weight,
+            zeros if q_bias is None else q_bias,
+            k_weight,
+            zeros if k_bias is None else k_bias,
+            v_weight,
+            zeros if v_bias is None else v_bias,
+            key_pe.reshape(len(CORNERS), c).to(torch.float32),
+            divisors.to(torch.float32),
+        ]
         return torch.onnx.ops.symbolic(
-            f"{DOMAIN}::{OP_NAME}", inputs, {"num_heads": int(num_heads), "scale": float(scale)},
-            dtype=target.dtype, shape=target.shape, version=OP_VERSION)
-    return implicit_warp(source, target, flow, q_weight, q_bias, k_weight, k_bias, v_weight, v_bias,
-                         key_pe, divisors, num_heads=num_heads, scale=scale)
+            f"{DOMAIN}::{OP_NAME}",
+            inputs,
+            {"num_heads": int(num_heads), "scale": float(scale)},
+            dtype=target.dtype,
+            shape=target.shape,
+            version=OP_VERSION,
+        )
+    return implicit_warp(
+        source,
+        target,
+        flow,
+        q_weight,
+        q_bias,
+        k_weight,
+        k_bias,
+        v_weight,
+        v_bias,
+        key_pe,
+        divisors,
+        num_heads=num_heads,
+        scale=scale,
+    )
 
 
 class ImplicitWarp(nn.Module):
@@ -311,8 +373,16 @@ class ImplicitWarp(nn.Module):
     Note the flow is channel-first here, unlike the original module's (N, h, w, 2).
     """
 
-    def __init__(self, dim: int = 120, pe_dim: int = 120, num_heads: int = 6, pe_temp: float = 0.01,
-                 window_size: int = 2, qkv_bias: bool = True, qk_scale: float | None = None) -> None:
+    def __init__(
+        self,
+        dim: int = 120,
+        pe_dim: int = 120,
+        num_heads: int = 6,
+        pe_temp: float = 0.01,
+        window_size: int = 2,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+    ) -> None:
         super().__init__()
         if pe_dim != dim:
             raise ValueError(f"pe_dim ({pe_dim}) must equal dim ({dim}); IART uses pe_dim = dim")
@@ -336,9 +406,21 @@ class ImplicitWarp(nn.Module):
         return self
 
     def forward(self, source: torch.Tensor, target: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-        return implicit_warp_op(source, target, flow, self.q.weight, self.q.bias, self.k.weight, self.k.bias,
-                                self.v.weight, self.v.bias, self.position_bias, self.pe_divisors,
-                                num_heads=self.num_heads, scale=self.scale)
+        return implicit_warp_op(
+            source,
+            target,
+            flow,
+            self.q.weight,
+            self.q.bias,
+            self.k.weight,
+            self.k.bias,
+            self.v.weight,
+            self.v.bias,
+            self.position_bias,
+            self.pe_divisors,
+            num_heads=self.num_heads,
+            scale=self.scale,
+        )
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, pe_temp={self.pe_temp}"
