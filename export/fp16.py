@@ -23,7 +23,7 @@ The policy; the first rule that matches a node names its reason:
    graph output the stage marks FP32 (``Stage.fp32``, e.g. flows). That covers flow
    accumulation and upsampling, ``grid = base + flow``, the Range/meshgrid base grid, the
    normalisation to [-1, 1], and DCN offset heads after their last convolution. In FP16 a
-   normalised grid has 0.12 px steps at width 480 and 0.47 px at 1920 (DESIGN.md).
+   normalised grid has 0.12 px steps at width 480 and 0.47 px at 1920.
    A learned layer that produces a coordinate (SpyNet's residual flow convolutions) runs in FP16
    and its output is cast to FP32 before the accumulation.
 2. **Custom-domain ops** (``vsr::ImplicitWarp``): their dtypes are set by their plugin; FP32
@@ -117,7 +117,7 @@ FP32_OPS: dict[str, str] = {
     "GridSample": "GridSample: input and grid must share one dtype in TensorRT (strongly typed) and "
     "the grid is FP32; the sampled features are cast around it",
     "DeformConv": "DeformConv: its offsets are FP32 and TensorRT's ModulatedDeformConv2d plugin needs all "
-    "inputs in one dtype (deploy.md section 1)",
+    "inputs in one dtype",
     "Sin": "positional encoding: the argument reaches hundreds of radians (FP16 steps of 0.125 rad at 256)",
     "Cos": "positional encoding: the argument reaches hundreds of radians (FP16 steps of 0.125 rad at 256)",
     **{
