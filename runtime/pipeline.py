@@ -3,6 +3,8 @@
 Bidirectional networks need the future, so frames are processed in windows of
 ``chunk + 2 * overlap`` frames; only the middle ``chunk`` outputs of each window are kept (the
 first window keeps its start, the last its end). Memory is bounded by the window, not the video.
+Windows are placed at global multiples of ``chunk``, so a range of whole windows (a segment) can be
+computed anywhere and equals, bit for bit, the same frames of one run over the whole video.
 Frames larger than ``tile`` (LR pixels) are cut into tiles with ``tile_overlap`` pixels of
 context on each side; each tile runs the whole plan over the window and only its core is kept.
 Frames are padded (edge replication) to the network's size constraints and cropped back.
@@ -179,20 +181,66 @@ class Upscaler:
         if out is None and pending:
             raise RuntimeError(f"plan produced frames {sorted(pending)} out of order with a gap")
 
+    def window(self, start: int, available: int) -> tuple[int, int, int]:
+        """(lo, hi, end) of the window whose kept outputs begin at input frame ``start``: it runs
+        input frames ``lo:hi`` and keeps the outputs of ``start:end``. ``available`` is the number
+        of input frames (or how many exist up to ``start + chunk + overlap``). Windows depend on
+        global frame indices only, so any range of whole windows can be computed on its own."""
+        if self.chunk is None:
+            return 0, available, available
+        end = min(start + self.chunk, available)
+        return max(start - self.overlap, 0), min(end + self.overlap, available), end
+
+    def windows(self, num_frames: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, int, int]]:
+        """The windows (lo, hi, end) that keep input frames ``start:stop`` of a ``num_frames`` clip."""
+        stop = num_frames if stop is None else min(stop, num_frames)
+        while start < stop:
+            lo, hi, end = self.window(start, num_frames)
+            yield lo, hi, min(end, stop)
+            start = end
+
+    def steps(self, num_frames: int, height: int, width: int, start: int = 0, stop: int | None = None) -> int:
+        """How many stage calls (``on_step`` calls) keeping frames ``start:stop`` takes: the unit of
+        progress, since a bidirectional window emits its first frame only after its backward sweeps."""
+        tiles = len(plan_tiles(height, width, self.tile, self.tile_overlap))
+        return sum(
+            tiles * sum(len(step.frames(hi - lo)) for step in self.plan.steps)
+            for lo, hi, _ in self.windows(num_frames, start, stop)
+        )
+
+    def check_range(self, first: int, start: int) -> None:
+        """Raise ValueError unless frames from ``first`` on can produce the windows from ``start``."""
+        if self.chunk is None and start:
+            raise ValueError("a whole-clip run (chunk=None) cannot start in the middle of the clip")
+        if self.chunk is not None and start % self.chunk:
+            raise ValueError(f"start={start} must be a multiple of chunk={self.chunk} (windows are global)")
+        if first > max(start - self.overlap, 0):
+            raise ValueError(f"frames from {first} on cannot give the context of frame {start}")
+
     def stream(
-        self, frames: Iterable[np.ndarray], on_step: Callable[[str], None] | None = None
+        self,
+        frames: Iterable[np.ndarray],
+        on_step: Callable[[str], None] | None = None,
+        *,
+        first: int = 0,
+        start: int = 0,
+        stop: int | None = None,
     ) -> Iterator[np.ndarray]:
         """Upscale an iterable of (3, h, w) float32 frames, yielding (3, s*h, s*w) frames in order
         (``plan.output_rate`` of them per input frame).
 
-        Frames are read ahead only as far as the current window needs.
+        ``frames`` holds input frames ``first, first + 1, ...`` of a clip, and only the outputs of
+        input frames ``start:stop`` are yielded (``start`` a multiple of ``chunk``; ``first`` at or
+        before ``start - overlap``). Every window is the one a run over the whole clip uses, so
+        the outputs equal that run's bit for bit. Frames are read ahead only as far as the current
+        window needs.
         """
+        self.check_range(first, start)
         it = iter(frames)
         buffer: dict[int, np.ndarray] = {}
-        read = 0
+        read = first
         exhausted = False
-        start = 0
-        while True:
+        while stop is None or start < stop:
             want = None if self.chunk is None else start + self.chunk + self.overlap
             while not exhausted and (want is None or read < want):
                 try:
@@ -209,14 +257,13 @@ class Upscaler:
                 read += 1
             if start >= read:
                 return
-            stop = read if self.chunk is None else min(start + self.chunk, read)
-            lo = max(start - self.overlap, 0)
-            hi = read if self.chunk is None else min(stop + self.overlap, read)
+            lo, hi, end = self.window(start, read)
+            end = end if stop is None else min(end, stop)
             window = np.stack([buffer[i] for i in range(lo, hi)])
             results: list[np.ndarray] = []
-            self.run_window(window, range(start - lo, stop - lo), lambda _t, f, into=results: into.append(f), on_step)
+            self.run_window(window, range(start - lo, end - lo), lambda _t, f, into=results: into.append(f), on_step)
             yield from results
-            start = stop
+            start = end
             for i in [k for k in buffer if k < start - self.overlap]:
                 del buffer[i]
 

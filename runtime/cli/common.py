@@ -78,6 +78,31 @@ class DeviceType(click.ParamType):
 DEVICE = DeviceType()
 
 
+class DevicesType(click.ParamType):
+    """One device or several, comma-separated: ``cpu``, ``cuda:0``, ``cuda:0,1`` (= ``cuda:0,cuda:1``)."""
+
+    name = "DEVICE[,N...]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[Device, ...]:
+        if isinstance(value, tuple):
+            return value
+        devices: list[Device] = []
+        try:
+            for part in str(value).split(","):
+                part = part.strip()
+                if part.isdigit() and devices and devices[-1].is_cuda:
+                    part = f"cuda:{part}"
+                devices.append(Device.parse(part))
+        except VSRError as exc:
+            self.fail(f"{value!r}: {exc}; several GPUs read cuda:0,1", param, ctx)
+        if len(set(devices)) != len(devices):
+            self.fail(f"{value!r} names a device twice", param, ctx)
+        return tuple(devices)
+
+
+DEVICES = DevicesType()
+
+
 def apply(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     """One decorator applying a group of click options in order."""
 
@@ -110,27 +135,33 @@ threads_option = click.option(
     help="CPU threads for ONNX Runtime and PyTorch (0: all cores).",
 )
 
-backend_options = apply(
-    [
-        click.option(
-            "--backend",
-            type=click.Choice(BACKENDS),
-            default="auto",
-            show_default=True,
-            help="Where the stages run. auto: TensorRT engines if built, else ONNX Runtime "
-            "(CUDA provider on a GPU, else CPU). torch runs the PyTorch network (the reference).",
-        ),
-        device_option,
-        click.option(
-            "--precision",
-            type=click.Choice(["fp32", "fp16"]),
-            default="fp32",
-            show_default=True,
-            help="Graph precision (fp16 graphs keep flows and coordinates in FP32).",
-        ),
-        threads_option,
-    ]
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="Where the stages run. auto: TensorRT engines if built, else ONNX Runtime "
+    "(CUDA provider on a GPU, else CPU). torch runs the PyTorch network (the reference).",
 )
+precision_option = click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Graph precision (fp16 graphs keep flows and coordinates in FP32).",
+)
+backend_options = apply([backend_option, device_option, precision_option, threads_option])
+
+devices_option = click.option(
+    "--device",
+    type=DEVICES,
+    default="cpu",
+    show_default=True,
+    help="cpu, cuda, cuda:N, or several GPUs (cuda:0,1): with --workers, one worker process per GPU in turn.",
+)
+
+#: :data:`backend_options` with a ``--device`` that takes several devices (vsr-run's workers).
+run_backend_options = apply([backend_option, devices_option, precision_option, threads_option])
 
 schedule_options = apply(
     [

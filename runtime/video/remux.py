@@ -1,0 +1,137 @@
+"""Stitching: segments encoded on their own become one output, by stream copy (no second encode).
+
+Each video segment is an MP4 whose timestamps start at 0; :func:`stitch_video` copies its packets
+into the output with the segment's start added, so the output carries the source's timestamps
+exactly, and copies the source's audio once, interleaved. The segments must come from one encoder
+configuration (identical codec parameters, checked), which makes them one stream. A frame-folder
+output is assembled from the segments' PNGs renamed to their global frame numbers. Either way the
+output is staged and put in place only when it is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from export.atomic import StagedPath
+
+from .audio import AudioCopier, has_audio
+from .types import OutputError, av_reason
+from .writing import _check_replaceable_folder
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One finished segment: its file (or frame folder), where its first output frame goes in the
+    whole output (``first``, a frame number) and the time in seconds to add to its timestamps."""
+
+    path: Path
+    first: int
+    offset: Fraction
+    frames: int
+
+
+def _check_target(output: Path, overwrite: bool) -> None:
+    if output.exists() and not overwrite:
+        raise OutputError(f"output {output} exists; pass --overwrite to replace it")
+
+
+def stitch_video(
+    pieces: Sequence[Piece], output: Path, *, audio_from: Path | None = None, overwrite: bool = False
+) -> Path:
+    """Concatenate the video segments ``pieces`` (in order) into ``output`` by stream copy, each
+    segment's timestamps shifted by its offset; the audio streams of ``audio_from`` are copied."""
+    if not pieces:
+        raise ValueError("no segments to stitch")
+    _check_target(output, overwrite)
+    staged = StagedPath(output, suffix=output.suffix)
+    try:
+        with av.open(str(staged.path), mode="w") as out:
+            first = av.open(str(pieces[0].path))
+            template = first.streams.video[0]
+            stream = out.add_stream_from_template(template)
+            stream.time_base = template.time_base
+            extradata = template.codec_context.extradata
+            first.close()
+            audio = AudioCopier(audio_from, out) if audio_from is not None and has_audio(audio_from) else None
+            try:
+                for piece in pieces:
+                    _copy_piece(piece, out, stream, extradata, audio)
+                if audio is not None:
+                    audio.finish()
+                    audio = None
+            finally:
+                if audio is not None:
+                    audio.close()
+    except BaseException as exc:
+        staged.discard()
+        if isinstance(exc, av.FFmpegError):
+            raise OutputError(f"stitching the segments into {output} failed: {av_reason(exc)}") from exc
+        raise
+    return staged.commit()
+
+
+def _copy_piece(piece: Piece, out, stream, extradata: bytes | None, audio: AudioCopier | None) -> None:
+    with av.open(str(piece.path)) as source:
+        video = source.streams.video[0]
+        if video.codec_context.extradata != extradata:
+            raise OutputError(
+                f"segment {piece.path.name} was encoded with other codec parameters than the first "
+                "segment, so the segments cannot be joined by stream copy; delete the work folder "
+                f"{piece.path.parent} and run again"
+            )
+        shift = piece.offset / Fraction(video.time_base)
+        if shift.denominator != 1:
+            raise OutputError(
+                f"segment {piece.path.name}: its start ({piece.offset} s) is not a whole number of "
+                f"time units ({video.time_base}); write it with the source's time base"
+            )
+        count = 0
+        for packet in source.demux(video):
+            if packet.size == 0:
+                continue
+            packet.pts = None if packet.pts is None else packet.pts + int(shift)
+            packet.dts = None if packet.dts is None else packet.dts + int(shift)
+            packet.stream = stream
+            out.mux(packet)
+            count += 1
+            if audio is not None and packet.pts is not None:
+                audio.mux_until(packet.pts * Fraction(video.time_base))
+        if count != piece.frames:
+            raise OutputError(
+                f"segment {piece.path.name} holds {count} frames, {piece.frames} were expected; "
+                f"delete it from {piece.path.parent} and run again with --resume"
+            )
+
+
+def stitch_frames(pieces: Sequence[Piece], output: Path, *, overwrite: bool = False) -> Path:
+    """Assemble the frame-folder segments ``pieces`` into the folder ``output``, each PNG named by
+    its frame number in the whole output (hard links where the file system allows, else copies)."""
+    if output.is_dir() and any(output.iterdir()):
+        _check_target(output, overwrite)
+        _check_replaceable_folder(output)
+    staged = StagedPath(output, directory=True)
+    try:
+        for piece in pieces:
+            files = sorted(piece.path.glob("*.png"))
+            if len(files) != piece.frames:
+                raise OutputError(
+                    f"segment {piece.path.name} holds {len(files)} frames, {piece.frames} were expected; "
+                    f"delete it from {piece.path.parent} and run again with --resume"
+                )
+            for i, src in enumerate(files):
+                dst = staged.path / f"{piece.first + i:08d}.png"
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copyfile(src, dst)
+    except BaseException:
+        staged.discard()
+        raise
+    return staged.commit()
