@@ -83,3 +83,14 @@ def basicvsr_fp16_package(basicvsr_package: Package, tmp_path_factory: pytest.Te
     The copy is made once per session.
     """
     return fp16_package_from(basicvsr_package, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_package(tmp_path_factory) -> Package:
+    """BasicVSR with 8 features and one residual block, random weights (seeded): fast enough to
+    run a few hundred tiny frames through the runtime in a test. Exported once per session."""
+    from export.package import export_package
+    from vsr_models import create_model
+
+    torch.manual_seed(0)
+    return export_package(create_model("basicvsr", num_feat=8, num_block=1), tmp_path_factory.mktemp("tiny") / "pkg")

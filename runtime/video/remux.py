@@ -25,6 +25,8 @@ from .audio import AudioCopier, has_audio
 from .types import OutputError, av_reason
 from .writing import _check_replaceable_folder
 
+_MOV_SUFFIXES = frozenset({".mp4", ".m4v", ".mov"})
+
 
 @dataclass(frozen=True)
 class Piece:
@@ -51,8 +53,13 @@ def stitch_video(
         raise ValueError("no segments to stitch")
     _check_target(output, overwrite)
     staged = StagedPath(output, suffix=output.suffix)
+    with av.open(str(pieces[0].path)) as first:
+        time_base = Fraction(first.streams.video[0].time_base)
+    # MP4 writes the start offset into an edit list in the movie time scale (1/1000 s by default),
+    # which would move every frame by up to half a millisecond: give it the stream's time base.
+    options = {"movie_timescale": str(time_base.denominator)} if output.suffix.lower() in _MOV_SUFFIXES else {}
     try:
-        with av.open(str(staged.path), mode="w") as out:
+        with av.open(str(staged.path), mode="w", options=options) as out:
             first = av.open(str(pieces[0].path))
             template = first.streams.video[0]
             stream = out.add_stream_from_template(template)
@@ -61,8 +68,9 @@ def stitch_video(
             first.close()
             audio = AudioCopier(audio_from, out) if audio_from is not None and has_audio(audio_from) else None
             try:
+                last_dts = None
                 for piece in pieces:
-                    _copy_piece(piece, out, stream, extradata, audio)
+                    last_dts = _copy_piece(piece, out, stream, extradata, audio, last_dts)
                 if audio is not None:
                     audio.finish()
                     audio = None
@@ -77,7 +85,16 @@ def stitch_video(
     return staged.commit()
 
 
-def _copy_piece(piece: Piece, out, stream, extradata: bytes | None, audio: AudioCopier | None) -> None:
+def _copy_piece(
+    piece: Piece, out, stream, extradata: bytes | None, audio: AudioCopier | None, last_dts: int | None
+) -> int | None:
+    """Copy one segment's packets, shifted; return the last decode timestamp written.
+
+    Each segment's encoder starts its decode timestamps before its first frame by its B-frame
+    delay, which with irregular frame times can fall at or before the previous segment's last
+    one; such a timestamp is moved just after it (decode timestamps only order the packets; every
+    presentation timestamp stays exact).
+    """
     with av.open(str(piece.path)) as source:
         video = source.streams.video[0]
         if video.codec_context.extradata != extradata:
@@ -97,7 +114,16 @@ def _copy_piece(piece: Piece, out, stream, extradata: bytes | None, audio: Audio
             if packet.size == 0:
                 continue
             packet.pts = None if packet.pts is None else packet.pts + int(shift)
-            packet.dts = None if packet.dts is None else packet.dts + int(shift)
+            if packet.dts is not None:
+                packet.dts += int(shift)
+                if last_dts is not None and packet.dts <= last_dts:
+                    packet.dts = last_dts + 1
+                if packet.pts is not None and packet.dts > packet.pts:
+                    raise OutputError(
+                        f"segment {piece.path.name} cannot follow the previous one: its frames start "
+                        "too close after it; use longer segments (--segment)"
+                    )
+                last_dts = packet.dts
             packet.stream = stream
             out.mux(packet)
             count += 1
@@ -108,6 +134,7 @@ def _copy_piece(piece: Piece, out, stream, extradata: bytes | None, audio: Audio
                 f"segment {piece.path.name} holds {count} frames, {piece.frames} were expected; "
                 f"delete it from {piece.path.parent} and run again with --resume"
             )
+    return last_dts
 
 
 def stitch_frames(pieces: Sequence[Piece], output: Path, *, overwrite: bool = False) -> Path:

