@@ -205,14 +205,17 @@ class WorkFolder:
         return cls(output.parent / f".{output.name.rstrip('/')}.vsr-work-{digest}")
 
     def prepare(self, key: dict, *, resume: bool) -> int:
-        """Create the folder (emptied unless ``resume``) and return how many segments it holds."""
+        """Create the folder, emptied unless ``resume``; return how many finished segments of an
+        earlier run were thrown away for lack of ``resume``."""
+        discarded = 0
         if self.root.exists() and not resume:
+            discarded = sum(1 for p in self.root.iterdir() if p.name.startswith("seg-"))
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob(f"*{PARTIAL_MARK}*"):  # left by a killed run
+        for stale in self.root.glob(f"*{PARTIAL_MARK}*"):  # half-written by a run that was killed
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         write_text_atomic(self.root / "key.json", json.dumps(key, indent=1, sort_keys=True, default=str))
-        return sum(1 for p in self.root.iterdir() if p.name.startswith("seg-"))
+        return discarded
 
     def segment_path(self, segment: Segment, frames_output: bool) -> Path:
         name = f"seg-{segment.index:05d}-{segment.start}-{segment.stop}"
@@ -273,6 +276,7 @@ class FileJob:
     missing: list[SegmentTask]
     audio: bool
     reused: int = 0
+    discarded: int = 0
 
     @property
     def total_frames(self) -> int:
@@ -327,7 +331,7 @@ def prepare_file(
         "fps": str(fps),
     }
     work = WorkFolder.for_output(output, key)
-    work.prepare(key, resume=resume)
+    discarded = work.prepare(key, resume=resume)
     time_base = info.time_base if rate == 1 and info.kind == "video" else None
     tasks = []
     for seg in segments:
@@ -365,6 +369,7 @@ def prepare_file(
         missing,
         audio=info.kind == "video" and info.has_audio,
         reused=len(tasks) - len(missing),
+        discarded=discarded,
     )
 
 

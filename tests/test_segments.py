@@ -362,3 +362,56 @@ def test_work_folder_is_keyed_by_what_changes_a_frame(tmp_path):
     a = WorkFolder.for_output(tmp_path / "o.mp4", {"crf": 18})
     assert a.root == WorkFolder.for_output(tmp_path / "o.mp4", {"crf": 18}).root
     assert a.root != WorkFolder.for_output(tmp_path / "o.mp4", {"crf": 17}).root
+
+
+def _run_real(args) -> str:
+    """vsr-run with the default schedule (windows of 30 + 6 frames of context)."""
+    result = CliRunner().invoke(run_main, [str(a) for a in [*args, "--backend", "onnxruntime", "--threads", "1"]])
+    _ok(result)
+    return result.output
+
+
+@pytest.mark.slow
+def test_250_frames_of_bikes_in_segments_and_on_two_workers_equal_one_pass(tmp_path, tiny_package):
+    src = make_clip(tmp_path / "bikes250.mp4", 250)
+    assert probe(src).num_frames == 250
+    outs = {}
+    for name, extra in [
+        ("one", ["--segment", "0"]),
+        ("seg", ["--segment", "60"]),
+        ("w2", ["--segment", "60", "--workers", "2"]),
+    ]:
+        output = _run_real([src, "-o", tmp_path / name, "--model", tiny_package.root, *extra])
+        assert _counts(output)[0] == (1 if name == "one" else 5)
+        outs[name] = _frames(tmp_path / name)
+    assert outs["one"].shape == (250, 96, 128, 3)
+    assert np.array_equal(outs["seg"], outs["one"]) and np.array_equal(outs["w2"], outs["one"])
+
+
+@pytest.mark.slow
+def test_all_of_bigbuckbunny_in_segments_keeps_timestamps_and_audio(tmp_path, tiny_package):
+    src = make_clip(tmp_path / "bbb.mp4", 132, name="bigbuckbunny.mp4", step=30, crop=(0, 0), vfr=True, audio=True)
+    for segment in ("0", "40"):
+        _run_real(
+            [
+                src,
+                "-o",
+                tmp_path / f"out{segment}.mp4",
+                "--model",
+                tiny_package.root,
+                "--segment",
+                segment,
+                "--crf",
+                "0",
+            ]
+        )
+
+    def stamps(path, kind):
+        with av.open(str(path)) as c:
+            stream = c.streams.video[0] if kind == "video" else c.streams.audio[0]
+            return [(p.pts * p.time_base, bytes(p) if kind == "audio" else b"") for p in c.demux(stream) if p.size]
+
+    for kind in ("video", "audio"):
+        want = sorted(stamps(src, kind))
+        assert sorted(stamps(tmp_path / "out40.mp4", kind)) == want == sorted(stamps(tmp_path / "out0.mp4", kind))
+    assert np.array_equal(_frames(tmp_path / "out40.mp4"), _frames(tmp_path / "out0.mp4"))

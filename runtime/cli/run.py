@@ -12,12 +12,12 @@ import click
 import numpy as np
 from tqdm import tqdm
 
+from export.format import Package
 from vsr_models.errors import VSRError
 
 from ..backends import make_backend, resolve_auto
 from ..cluster import RayPool, connect
 from ..devices import Device
-from ..lanes import LaneStats
 from ..pipeline import upscaler_for
 from ..resolve import resolve_package
 from ..samples import downscale, psnr, sample_clip, upscale_bicubic
@@ -177,7 +177,9 @@ def main(
             say(note)
     devices = device if dev.is_cuda else (dev,)
     count = workers or (len(devices) if cluster is None else None)
-    if threads == 0 and not dev.is_cuda and cluster is None and (count or 1) > 1:
+    if threads == 0 and not dev.is_cuda and cluster is not None:
+        threads = 1  # a CPU actor reserves one CPU
+    elif threads == 0 and not dev.is_cuda and (count or 1) > 1:
         threads = max(1, (os.cpu_count() or 1) // (count or 1))
     spec = EngineSpec(str(package.root), kind, precision, threads, chunk, overlap, tile, tile_overlap)
 
@@ -272,7 +274,7 @@ def _prepare(
     number: int,
     source: Path,
     target: Path,
-    package,
+    package: Package,
     spec: EngineSpec,
     device: Device,
     codec: str,
@@ -314,6 +316,8 @@ def _prepare(
     )
     if job.reused:
         say(f"{source}: {job.reused} of {len(job.tasks)} segments finished earlier are kept (--resume)")
+    if job.discarded:
+        say(f"{source}: started afresh, {job.discarded} segments of an interrupted run deleted (--resume keeps them)")
     return job
 
 
@@ -336,7 +340,7 @@ def _run(jobs: list[FileJob], pool, label: str, retries: int, overwrite: bool, k
     total = sum(j.missing_steps for j in jobs)
     bars: dict[int, tqdm] = {}
     overall = tqdm(total=total, unit="step", desc=f"{label} all", position=0, disable=len(jobs) < 2)
-    walls: dict[int, LaneStats] = {j.number: LaneStats() for j in jobs}
+    began = time.perf_counter()
 
     def on_steps(file: int, n: int) -> None:
         if file not in bars:
@@ -351,17 +355,16 @@ def _run(jobs: list[FileJob], pool, label: str, retries: int, overwrite: bool, k
         bars[file].update(n)
         overall.update(n)
 
-    def on_result(task, result) -> None:
-        walls[task.file].add(result.stats)
-
     def on_file_done(job: FileJob) -> None:
         bar = bars.pop(job.number, None)
         if bar is not None:
             bar.close()
-        stats = walls[job.number]
         w, h = job.info.width * job.tasks[0].scale, job.info.height * job.tasks[0].scale
-        rate = stats.frames / stats.wall if stats.wall else 0.0
-        say(f"wrote {job.output}: {job.total_frames} frames, {w}x{h}, {rate:.2f} frames/s with {kind} on {device}")
+        rate = job.total_frames / (time.perf_counter() - began)
+        say(
+            f"wrote {job.output}: {job.total_frames} frames, {w}x{h}, {rate:.2f} frames/s with {kind} on {device} "
+            "(since the start of the run)"
+        )
 
     def on_retry(task, error) -> None:
         say(f"segment {task.segment.index} of {task.source}: {error.__class__.__name__}: {error}; trying again")
@@ -372,7 +375,7 @@ def _run(jobs: list[FileJob], pool, label: str, retries: int, overwrite: bool, k
             pool,
             retries=retries,
             overwrite=overwrite,
-            progress=Progress(on_steps=on_steps, on_file_done=on_file_done, on_result=on_result, on_retry=on_retry),
+            progress=Progress(on_steps=on_steps, on_file_done=on_file_done, on_retry=on_retry),
         )
     finally:
         for bar in bars.values():
