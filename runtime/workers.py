@@ -114,11 +114,13 @@ class ProcessPool:
         self.devices = [str(devices[i % len(devices)]) for i in range(workers)]
         self.capacity = workers * per_worker
         self._context = mp.get_context("spawn")
-        self._progress = self._context.Queue()
         self._futures: dict[cf.Future, SegmentTask] = {}
         self._executor = self._new_executor()
 
     def _new_executor(self) -> cf.ProcessPoolExecutor:
+        # New queues with each executor: a worker killed while writing to a queue leaves its lock
+        # taken, which would block the workers that replace it.
+        self._progress = self._context.Queue()
         devices = self._context.Queue()
         for device in self.devices:
             devices.put(device)

@@ -16,6 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -415,3 +416,14 @@ def test_all_of_bigbuckbunny_in_segments_keeps_timestamps_and_audio(tmp_path, ti
         want = sorted(stamps(src, kind))
         assert sorted(stamps(tmp_path / "out40.mp4", kind)) == want == sorted(stamps(tmp_path / "out0.mp4", kind))
     assert np.array_equal(_frames(tmp_path / "out40.mp4"), _frames(tmp_path / "out0.mp4"))
+
+
+def test_device_lists_name_one_gpu_per_worker():
+    from runtime.cli.common import DEVICES
+
+    assert DEVICES.convert("cuda:0,1", None, None) == (Device("cuda", 0), Device("cuda", 1))
+    assert DEVICES.convert("cuda:2,cuda:0", None, None) == (Device("cuda", 2), Device("cuda", 0))
+    assert DEVICES.convert("cpu", None, None) == (Device("cpu"),)
+    for bad in ("cuda:0,0", "gpu", "cuda:0,x"):
+        with pytest.raises(click.BadParameter, match="cuda"):
+            DEVICES.convert(bad, None, None)
