@@ -127,7 +127,7 @@ class Trainer:
         self.world = dist.setup(device)
         self.out = Path(out)
         self.progress = progress
-        state = self._prepare_out(recipe, resume, overwrite)
+        state = self._check_out(resume, overwrite)
         if state is not None:
             recipe = _recipe_of_state(state, recipe)
         self.recipe = recipe
@@ -158,6 +158,7 @@ class Trainer:
             held_out = discover(val, self.scale, recipe.data.rate)
             self.val_clips = validation_clips(held_out, recipe.data, self.scale, v.frames, v.crop or None, v.start)
 
+        self._init_out(fresh=state is None)
         self.net.to(self.world.device).train()
         self.ema = EMA(self.net, t.ema) if t.ema > 0 else None
         self.optimizer = make_optimizer(self.net, t)
@@ -174,26 +175,29 @@ class Trainer:
             self.model = DistributedDataParallel(self.net, device_ids=ids, find_unused_parameters=True)
 
     # ------------------------------------------------------------------ set-up
-    def _prepare_out(self, recipe: Recipe, resume: bool, overwrite: bool) -> dict[str, Any] | None:
-        out, main = self.out, self.world.main
+    def _check_out(self, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+        """The state to resume, or None; refuses a used folder without --overwrite."""
         if resume:
-            return ckpt.load_state(out)
-        used = out.exists() and any(out.iterdir())
-        if used and not overwrite:
-            raise ckpt.StateError(f"{out} is not empty; pass --resume to continue its run or --overwrite to start over")
-        dist.barrier(self.world)
-        if main:
-            if used:
-                for name in ("weights", "state", "tb", LOG, "recipe.yaml"):
-                    target = out / name
-                    if target.is_dir():
-                        shutil.rmtree(target)
-                    elif target.exists():
-                        target.unlink()
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "recipe.yaml").write_text(to_yaml(recipe))
-        dist.barrier(self.world)
+            return ckpt.load_state(self.out)
+        if self.out.exists() and any(self.out.iterdir()) and not overwrite:
+            raise ckpt.StateError(
+                f"{self.out} is not empty; pass --resume to continue its run or --overwrite to start over"
+            )
         return None
+
+    def _init_out(self, fresh: bool) -> None:
+        """Clear a replaced run and write recipe.yaml (main process), once the data proved usable."""
+        dist.barrier(self.world)
+        if self.world.main and fresh:
+            for name in ("weights", "state", "tb", LOG, "recipe.yaml"):
+                target = self.out / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "recipe.yaml").write_text(to_yaml(self.recipe))
+        dist.barrier(self.world)
 
     def _restore(self, state: dict[str, Any]) -> None:
         saved = (state.get("world", 1), state["recipe"]["train"]["batch"])
@@ -262,6 +266,10 @@ class Trainer:
             dynamic_ncols=True,
         )
         record: dict[str, Any] = {}
+        if self.val_clips and self.start == 0:  # the starting point, e.g. the pretrained weights
+            scores = self.validate()
+            if scores:
+                log.write({"iter": 0, **scores})
         window_start, window_iters = time.perf_counter(), 0
         try:
             for batch in self.loader():
