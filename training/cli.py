@@ -112,6 +112,11 @@ def main(
         "train.amp": amp,
     }
     recipe = resolve(model, read_yaml(config) if config else None, flags)
+    if pretrained and lr is None:
+        say(
+            f"note: fine-tuning at the recipe's rate {recipe.train.lr:g}, which is for training from scratch; "
+            "a short fine-tune keeps the pretrained quality at a lower rate (e.g. --lr 1e-5)"
+        )
     out = out or Path("runs") / model
     trainer = Trainer(
         recipe,

@@ -276,7 +276,11 @@ class ClipDataset(Dataset):
         self.seed = seed
         self.need = data.frames * data.rate
         check_clips(self.clips, self.need, data.crop)
-        self.items = [(c, s) for c, clip in enumerate(self.clips) for s in range(0, clip.frames - self.need + 1, 1)]
+        self.items = [  # paired data at a frame rate > 1 starts on a GT frame of an LR frame
+            (c, s)
+            for c, clip in enumerate(self.clips)
+            for s in range(0, clip.frames - self.need + 1, data.rate if clip.lr is not None else 1)
+        ]
 
     def __len__(self) -> int:
         return len(self.items)
