@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -239,6 +240,8 @@ def test_smoke_run_lowers_the_loss_and_writes_official_checkpoints(tmp_path, cli
     saved = torch.load(out / "weights" / "latest.pth", weights_only=True)
     assert set(saved) == {"params", "params_ema", "meta"}
     assert saved["meta"]["network_config"] == TINY and saved["meta"]["iter"] == 8
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert list((out / "tb").glob("events.out.tfevents.*")), "TensorBoard is installed but wrote no events"
 
     torch.manual_seed(0)  # the run's seed: the same initial weights
     initial = create_model("basicvsr", **TINY)
