@@ -429,13 +429,16 @@ def _demo(
     start = time.perf_counter()
     with (
         VideoWriter(output, w, h, info.fps, codec=codec, crf=crf, overwrite=overwrite) as writer,
-        tqdm(total=len(lr), unit="frame", desc=f"{package.manifest['model']} x{s} [{be.name}]") as bar,
+        tqdm(
+            total=upscaler.steps(len(lr), h // s, w // s),
+            unit="step",
+            desc=f"{package.manifest['model']} x{s} [{be.name}]",
+        ) as bar,
     ):
-        for out in upscaler.stream(iter(lr)):
+        for out in upscaler.stream(iter(lr), lambda _stage: bar.update(1)):
             out = np.clip(out, 0, 1)
             sr.append(out)
             writer.write(hwc(out))
-            bar.update(1)
     elapsed = time.perf_counter() - start
     sr_psnr, bic_psnr = psnr(np.stack(sr), hr), psnr(upscale_bicubic(lr, s), hr)
     say(f"wrote {output}: {len(sr)} frames, {w}x{h}, {len(sr) / elapsed:.2f} frames/s with {be.name}")
