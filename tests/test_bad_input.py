@@ -883,3 +883,15 @@ def test_sighup_unwinds_the_run_like_ctrl_c():
             cleaned.append("staged output discarded")
     assert stopped.value.code == 129 and cleaned == ["staged output discarded"]
     assert signal.getsignal(signal.SIGHUP) is previous
+
+
+def test_a_signal_the_caller_ignores_stays_ignored():
+    """``nohup vsr-run ...`` ignores SIGHUP; the run must not start dying of it."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with run_cli.stop_cleanly_on_signals():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing is raised
+            assert callable(signal.getsignal(signal.SIGTERM))  # SIGTERM is still handled
+    finally:
+        signal.signal(signal.SIGHUP, previous)

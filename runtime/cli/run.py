@@ -62,8 +62,10 @@ class _Stopped(BaseException):
 def stop_cleanly_on_signals() -> Iterator[None]:
     """Handle SIGTERM and SIGHUP like Ctrl-C: every ``with`` block unwinds, so the staged output is
     discarded and an existing output is left as it was; then the process exits with 128 + the
-    signal's number, as a process killed by it would."""
+    signal's number, as a process killed by it would. A signal the caller ignores (``nohup``
+    ignores SIGHUP) stays ignored."""
     signals = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    signals = [sig for sig in signals if signal.getsignal(sig) is not signal.SIG_IGN]
     if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
         yield
         return

@@ -178,7 +178,7 @@ class VideoWriter:
         self.width, self.height = int(width), int(height)
         if self.width <= 0 or self.height <= 0:
             raise OutputError(f"frame size must be positive, got {width}x{height}")
-        self.kind = check_output(self.path, overwrite=overwrite)
+        self.kind = check_output(self.path, overwrite=overwrite, source=audio_from)
         self.fps = Fraction(fps) if fps is not None else None
         self.bit_depth = int(bit_depth)
         self.frames_written = 0
