@@ -8,9 +8,10 @@ segment is reached by seeking (:mod:`runtime.video.index`), computed in three la
 work folder; the finished file is put there under its final name only when it is complete, so a
 half-written segment is never reused. :func:`stitch` joins the segments by stream copy.
 
-The work folder sits beside the output (``.NAME.vsr-work-KEY``), keyed by the input, the package
-and every option that changes a frame, so a run with ``resume`` keeps the segments that an
-interrupted run with the same key finished, and computes only the missing ones.
+The work folder (``WORK/NAME-KEY``, by default in the cache) is keyed by the input, the output,
+the package and every option that changes a frame, so a run with ``resume`` keeps the segments that
+an interrupted run with the same key finished, and computes only the missing ones. Nothing is
+written beside the output but its staged file, reserved when the first segment starts.
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ class SegmentTask:
     codec: str
     crf: int
     steps: int
+    bit_depth: int = 8
 
     @property
     def frames(self) -> int:
@@ -174,6 +176,7 @@ def render_segment(
         crf=task.crf,
         overwrite=True,
         time_base=task.time_base,
+        bit_depth=task.bit_depth,
     ) as writer:
 
         def write(out: np.ndarray) -> None:
@@ -200,9 +203,9 @@ class WorkFolder:
         self.root = root
 
     @classmethod
-    def for_output(cls, output: Path, key: dict) -> WorkFolder:
+    def for_output(cls, output: Path, key: dict, base: Path) -> WorkFolder:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        return cls(output.parent / f".{output.name.rstrip('/')}.vsr-work-{digest}")
+        return cls(base / f"{output.name}-{digest}")
 
     def prepare(self, key: dict, *, resume: bool) -> int:
         """Create the folder, emptied unless ``resume``; return how many finished segments of an
@@ -277,6 +280,7 @@ class FileJob:
     audio: bool
     reused: int = 0
     discarded: int = 0
+    staged: StagedPath | None = None
 
     @property
     def total_frames(self) -> int:
@@ -285,6 +289,23 @@ class FileJob:
     @property
     def missing_steps(self) -> int:
         return sum(t.steps for t in self.missing)
+
+    @property
+    def frames_output(self) -> bool:
+        return not self.tasks[0].dest.suffix
+
+    def reserve(self) -> StagedPath:
+        """The hidden staged output beside :attr:`output` that the stitched result is written to."""
+        if self.staged is None:
+            suffix = "" if self.frames_output else self.output.suffix
+            self.staged = StagedPath(self.output, directory=self.frames_output, suffix=suffix)
+        return self.staged
+
+    def discard(self) -> None:
+        """Remove the staged output (the finished segments stay in the work folder)."""
+        if self.staged is not None:
+            self.staged.discard()
+            self.staged = None
 
 
 def prepare_file(
@@ -302,6 +323,7 @@ def prepare_file(
     max_frames: int | None,
     segment_frames: int | None,
     resume: bool,
+    work_dir: Path,
 ) -> FileJob:
     """Plan ``source``'s segments, prepare its work folder and find the finished ones."""
     index: PacketIndex | None = build_index(source) if info.kind == "video" else None
@@ -318,6 +340,7 @@ def prepare_file(
     stat = source.stat()
     key = {
         "input": str(source.resolve()),
+        "to": str(output.resolve()),
         "size": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
         "package": hashlib.sha256((package.root / "manifest.json").read_bytes()).hexdigest(),
@@ -330,7 +353,7 @@ def prepare_file(
         "crf": crf,
         "fps": str(fps),
     }
-    work = WorkFolder.for_output(output, key)
+    work = WorkFolder.for_output(output, key, work_dir)
     discarded = work.prepare(key, resume=resume)
     time_base = info.time_base if rate == 1 and info.kind == "video" else None
     tasks = []
@@ -356,6 +379,7 @@ def prepare_file(
                 codec=codec,
                 crf=crf,
                 steps=up.steps(num, info.height, info.width, seg.start, seg.stop),
+                bit_depth=info.bit_depth,
             )
         )
     missing = [t for t in tasks if not segment_is_complete(t.dest, t.frames)]
@@ -377,7 +401,7 @@ def _first_pts(source: Path) -> int | None:
     return next(iter(read_frames(source))).pts
 
 
-def stitch(job: FileJob, *, overwrite: bool) -> Path:
+def stitch(job: FileJob) -> Path:
     """Join the finished segments of ``job`` into its output (then the work folder is removed)."""
     pieces = []
     for task in job.tasks:
@@ -387,10 +411,11 @@ def stitch(job: FileJob, *, overwrite: bool) -> Path:
         else:
             offset = Fraction(seg.start * task.rate) / task.fps
         pieces.append(Piece(task.dest, seg.start * task.rate, offset, task.frames))
-    if job.tasks and job.tasks[0].dest.suffix:
-        out = stitch_video(pieces, job.output, audio_from=job.source if job.audio else None, overwrite=overwrite)
+    staged, job.staged = job.reserve(), None
+    if job.frames_output:
+        out = stitch_frames(pieces, staged)
     else:
-        out = stitch_frames(pieces, job.output, overwrite=overwrite)
+        out = stitch_video(pieces, staged, audio_from=job.source if job.audio else None)
     job.work.remove()
     return out
 

@@ -213,16 +213,23 @@ class RunResult:
     report: RunReport = field(default_factory=RunReport)
 
 
-def run_jobs(
-    jobs: Sequence[FileJob], pool: Pool, *, retries: int = 2, overwrite: bool = False, progress: Progress | None = None
-) -> RunResult:
+def run_jobs(jobs: Sequence[FileJob], pool: Pool, *, retries: int = 2, progress: Progress | None = None) -> RunResult:
     """Compute every missing segment of ``jobs`` on ``pool`` and stitch each finished input.
 
     A segment that fails is retried up to ``retries`` times (a user error, :class:`VSRError`, is
     not: it would fail again); when it still fails, its input is reported in ``failed``, its
     finished segments stay in the work folder for ``--resume``, and no output is written for it.
+    An input's staged output is reserved when its first segment starts; whatever stops the run
+    (an error, Ctrl-C, SIGTERM) discards the staged outputs of the inputs not finished.
     """
-    hooks = progress or Progress()
+    try:
+        return _drive(jobs, pool, retries, progress or Progress())
+    finally:
+        for job in jobs:
+            job.discard()
+
+
+def _drive(jobs: Sequence[FileJob], pool: Pool, retries: int, hooks: Progress) -> RunResult:
     result = RunResult()
     result.report.segments_reused = sum(j.reused for j in jobs)
     queued = [task for job in jobs for task in job.missing]
@@ -234,7 +241,7 @@ def run_jobs(
 
     def finish(job: FileJob) -> None:
         try:
-            stitch(job, overwrite=overwrite)
+            stitch(job)
         except Exception as exc:
             result.failed.append(Failure(job, exc))
             return
@@ -249,6 +256,7 @@ def run_jobs(
             task = queued.pop(0)
             if task.file in failed:
                 continue
+            by_number[task.file].reserve()
             pool.submit(task)
             in_flight += 1
         if not in_flight:

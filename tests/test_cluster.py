@@ -12,7 +12,7 @@ import pytest
 from runtime.cluster import RayPool
 from runtime.workers import Progress, run_jobs
 
-from .test_segments import _frames, _job, _ok, _run, _spec, make_clip
+from .test_segments import _frames, _job, _ok, _run, _spec, make_clip, work_in_tmp  # noqa: F401
 
 ray = pytest.importorskip("ray", reason="Ray is the 'cluster' extra: pip install 'vsr[cluster]'")
 
@@ -35,7 +35,7 @@ def clip(tmp_path_factory):
 @pytest.fixture(scope="module")
 def one_worker(tmp_path_factory, clip, tiny_package) -> np.ndarray:
     out = tmp_path_factory.mktemp("one") / "frames"
-    _ok(_run([clip, "-o", out, "--model", tiny_package.root, "--segment", "8"]))
+    _ok(_run([clip, "-o", out, "--model", tiny_package.root, "--segment", "8", "--work-dir", out.parent / "work"]))
     return _frames(out)
 
 

@@ -70,6 +70,13 @@ def make_clip(
     return path
 
 
+@pytest.fixture(autouse=True)
+def work_in_tmp(tmp_path, monkeypatch) -> Path:
+    """Work folders (in the cache by default) go to this test's folder."""
+    monkeypatch.setenv("VSR_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "work"
+
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     return make_clip(tmp_path_factory.mktemp("seg") / "bikes20.mp4", 20)
@@ -79,7 +86,7 @@ def clip(tmp_path_factory) -> Path:
 def sequential(tmp_path_factory, clip, tiny_package) -> np.ndarray:
     """The frames of one uninterrupted run in one segment (PNG, so exact)."""
     out = tmp_path_factory.mktemp("seq") / "frames"
-    _ok(_run([clip, "-o", out, "--model", tiny_package.root, "--segment", "0"]))
+    _ok(_run([clip, "-o", out, "--model", tiny_package.root, "--segment", "0", "--work-dir", out.parent / "work"]))
     return _frames(out)
 
 
@@ -120,6 +127,7 @@ def _job(clip: Path, out: Path, package, resume: bool = False, segment_frames: i
         max_frames=None,
         segment_frames=segment_frames,
         resume=resume,
+        work_dir=Path(os.environ["VSR_CACHE_DIR"]) / "work",
     )
 
 
@@ -157,7 +165,8 @@ def test_segments_equal_a_sequential_run_bit_for_bit(tmp_path, clip, tiny_packag
     out = _frames(tmp_path / "frames")
     assert out.shape == sequential.shape == (20, 96, 128, 3)
     assert np.array_equal(out, sequential)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]  # work folder removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "frames"]
+    assert not list((tmp_path / "cache" / "work").iterdir())  # the work folder is removed
 
 
 def test_mp4_segments_keep_the_source_timestamps_and_audio(tmp_path, tiny_package):
@@ -186,7 +195,7 @@ def test_mp4_segments_keep_the_source_timestamps_and_audio(tmp_path, tiny_packag
     assert np.array_equal(_frames(outs["8"]), _frames(outs["0"]))
 
 
-def test_sigkill_then_resume_keeps_finished_segments(tmp_path, clip, tiny_package, sequential):
+def test_sigkill_then_resume_keeps_finished_segments(tmp_path, clip, tiny_package, sequential, work_in_tmp):
     """vsr-run killed with SIGKILL after its first finished segment leaves no output; --resume
     computes only the missing segments (counted), recomputes a damaged one, and equals one run."""
     out = tmp_path / "frames"
@@ -199,7 +208,7 @@ def test_sigkill_then_resume_keeps_finished_segments(tmp_path, clip, tiny_packag
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            done = [p for p in tmp_path.glob(".frames.vsr-work-*/seg-*") if segment_is_complete(p, 8)]
+            done = [p for p in work_in_tmp.glob("frames-*/seg-*") if segment_is_complete(p, 8)]
             if done:
                 break
             time.sleep(0.05)
@@ -210,7 +219,7 @@ def test_sigkill_then_resume_keeps_finished_segments(tmp_path, clip, tiny_packag
         if proc.poll() is None:
             proc.kill()
     assert not out.exists()
-    (work,) = tmp_path.glob(".frames.vsr-work-*")
+    (work,) = work_in_tmp.glob("frames-*")
     finished = sorted(p for p in work.glob("seg-*") if segment_is_complete(p, 8))
     assert 1 <= len(finished) < 3
     result = _run([clip, "-o", out, "--model", tiny_package.root, "--segment", "8", "--resume"])
@@ -259,7 +268,9 @@ def test_two_worker_processes_one_killed_mid_segment(tmp_path, clip, tiny_packag
     assert np.array_equal(_frames(tmp_path / "frames"), sequential)
 
 
-def test_an_error_that_persists_leaves_no_output_and_exits_non_zero(tmp_path, clip, tiny_package, monkeypatch):
+def test_an_error_that_persists_leaves_no_output_and_exits_non_zero(
+    tmp_path, clip, tiny_package, monkeypatch, work_in_tmp
+):
     import runtime.workers
 
     calls = []
@@ -277,7 +288,7 @@ def test_an_error_that_persists_leaves_no_output_and_exits_non_zero(tmp_path, cl
     assert result.exit_code != 0 and "out of device memory" in result.output
     assert len(calls) == 3  # the first try and two retries
     assert not out.exists() and not list(tmp_path.glob(".o.mp4.partial*"))
-    (work,) = tmp_path.glob(".o.mp4.vsr-work-*")  # what finished stays for --resume; no more work is
+    (work,) = work_in_tmp.glob("o.mp4-*")  # what finished stays for --resume; no more work is
     assert [p.name for p in work.glob("seg-*")] == ["seg-00000-0-8.mp4"]  # spent on the failed input
 
 
@@ -360,9 +371,9 @@ def test_a_failing_lane_stops_the_others():
 
 
 def test_work_folder_is_keyed_by_what_changes_a_frame(tmp_path):
-    a = WorkFolder.for_output(tmp_path / "o.mp4", {"crf": 18})
-    assert a.root == WorkFolder.for_output(tmp_path / "o.mp4", {"crf": 18}).root
-    assert a.root != WorkFolder.for_output(tmp_path / "o.mp4", {"crf": 17}).root
+    a = WorkFolder.for_output(tmp_path / "o.mp4", {"crf": 18}, tmp_path)
+    assert a.root == WorkFolder.for_output(tmp_path / "o.mp4", {"crf": 18}, tmp_path).root
+    assert a.root != WorkFolder.for_output(tmp_path / "o.mp4", {"crf": 17}, tmp_path).root
 
 
 def _run_real(args) -> str:

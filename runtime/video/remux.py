@@ -2,10 +2,10 @@
 
 Each video segment is an MP4 whose timestamps start at 0; :func:`stitch_video` copies its packets
 into the output with the segment's start added, so the output carries the source's timestamps
-exactly, and copies the source's audio once, interleaved. The segments must come from one encoder
+exactly, and copies the source's audio and subtitles once, interleaved. The segments must come from one encoder
 configuration (identical codec parameters, checked), which makes them one stream. A frame-folder
 output is assembled from the segments' PNGs renamed to their global frame numbers. Either way the
-output is staged and put in place only when it is complete.
+output is written into a :class:`~export.atomic.StagedPath` and put in place only when complete.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ import av
 
 from export.atomic import StagedPath
 
-from .audio import AudioCopier, has_audio
+from .audio import StreamCopier, side_streams
 from .types import OutputError, av_reason
-from .writing import _check_replaceable_folder
 
 _MOV_SUFFIXES = frozenset({".mp4", ".m4v", ".mov"})
 
@@ -39,20 +38,13 @@ class Piece:
     frames: int
 
 
-def _check_target(output: Path, overwrite: bool) -> None:
-    if output.exists() and not overwrite:
-        raise OutputError(f"output {output} exists; pass --overwrite to replace it")
-
-
-def stitch_video(
-    pieces: Sequence[Piece], output: Path, *, audio_from: Path | None = None, overwrite: bool = False
-) -> Path:
-    """Concatenate the video segments ``pieces`` (in order) into ``output`` by stream copy, each
-    segment's timestamps shifted by its offset; the audio streams of ``audio_from`` are copied."""
+def stitch_video(pieces: Sequence[Piece], staged: StagedPath, *, audio_from: Path | None = None) -> Path:
+    """Concatenate the video segments ``pieces`` (in order) by stream copy into ``staged``, each
+    segment's timestamps shifted by its offset, and commit it; the audio and subtitle streams of
+    ``audio_from`` are copied. On an error the staged file is discarded."""
     if not pieces:
         raise ValueError("no segments to stitch")
-    _check_target(output, overwrite)
-    staged = StagedPath(output, suffix=output.suffix)
+    output = staged.target
     with av.open(str(pieces[0].path)) as first:
         time_base = Fraction(first.streams.video[0].time_base)
     # MP4 writes the start offset into an edit list in the movie time scale (1/1000 s by default),
@@ -66,7 +58,9 @@ def stitch_video(
             stream.time_base = template.time_base
             extradata = template.codec_context.extradata
             first.close()
-            audio = AudioCopier(audio_from, out) if audio_from is not None and has_audio(audio_from) else None
+            audio = None
+            if audio_from is not None and side_streams(audio_from):
+                audio = StreamCopier(audio_from, out, output)
             try:
                 last_dts = None
                 for piece in pieces:
@@ -86,7 +80,7 @@ def stitch_video(
 
 
 def _copy_piece(
-    piece: Piece, out, stream, extradata: bytes | None, audio: AudioCopier | None, last_dts: int | None
+    piece: Piece, out, stream, extradata: bytes | None, audio: StreamCopier | None, last_dts: int | None
 ) -> int | None:
     """Copy one segment's packets, shifted; return the last decode timestamp written.
 
@@ -137,13 +131,10 @@ def _copy_piece(
     return last_dts
 
 
-def stitch_frames(pieces: Sequence[Piece], output: Path, *, overwrite: bool = False) -> Path:
-    """Assemble the frame-folder segments ``pieces`` into the folder ``output``, each PNG named by
-    its frame number in the whole output (hard links where the file system allows, else copies)."""
-    if output.is_dir() and any(output.iterdir()):
-        _check_target(output, overwrite)
-        _check_replaceable_folder(output)
-    staged = StagedPath(output, directory=True)
+def stitch_frames(pieces: Sequence[Piece], staged: StagedPath) -> Path:
+    """Assemble the frame-folder segments ``pieces`` in the staged folder ``staged``, each PNG named
+    by its frame number in the whole output (hard links where the file system allows, else copies),
+    and commit it. On an error the staged folder is discarded."""
     try:
         for piece in pieces:
             files = sorted(piece.path.glob("*.png"))
