@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -36,7 +37,7 @@ from .backends import make_backend
 from .devices import Device
 from .lanes import LaneStats, run_lanes
 from .pipeline import Upscaler, upscaler_for
-from .video import VideoInfo, VideoWriter, output_kind, read_frames
+from .video import VideoInfo, VideoWarning, VideoWriter, output_kind, read_frames
 from .video.index import PacketIndex, Span, build_index, read_span
 from .video.remux import Piece, stitch_frames, stitch_video
 
@@ -130,8 +131,15 @@ class SegmentTask:
 
     @property
     def frames(self) -> int:
-        """Output frames the segment holds."""
+        """Output frames the segment holds (at most, when read without an index: a damaged video
+        gives the frames that decode)."""
         return (self.segment.stop - self.segment.start) * self.rate
+
+    @property
+    def exact(self) -> bool:
+        """Whether the segment must hold exactly :attr:`frames` frames (its frames were located by
+        the packet index)."""
+        return self.span is not None
 
 
 @dataclass
@@ -167,17 +175,20 @@ def render_segment(
     written = 0
     dest = task.dest if dest is None else dest
 
-    with VideoWriter(
-        dest,
-        task.width * s,
-        task.height * s,
-        task.fps,
-        codec=task.codec,
-        crf=task.crf,
-        overwrite=True,
-        time_base=task.time_base,
-        bit_depth=task.bit_depth,
-    ) as writer:
+    with warnings.catch_warnings():  # what the writer warns about was said when the run was planned
+        warnings.simplefilter("ignore", VideoWarning)
+        writer = VideoWriter(
+            dest,
+            task.width * s,
+            task.height * s,
+            task.fps,
+            codec=task.codec,
+            crf=task.crf,
+            overwrite=True,
+            time_base=task.time_base,
+            bit_depth=task.bit_depth,
+        )
+    with writer:
 
         def write(out: np.ndarray) -> None:
             nonlocal written
@@ -191,7 +202,7 @@ def render_segment(
         stats = run_lanes(
             engine.upscaler, _frames(task, pts), write, first=seg.lo, start=seg.start, stop=seg.stop, on_step=on_step
         )
-    if written != task.frames:
+    if written != task.frames and (task.exact or written > task.frames):
         raise RuntimeError(f"segment {seg.index} produced {written} frames, {task.frames} were expected")
     return SegmentResult(task.file, seg.index, stats)
 
@@ -205,7 +216,7 @@ class WorkFolder:
     @classmethod
     def for_output(cls, output: Path, key: dict, base: Path) -> WorkFolder:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        return cls(base / f"{output.name}-{digest}")
+        return cls(base / f"{output.name[:80]}-{digest}")
 
     def prepare(self, key: dict, *, resume: bool) -> int:
         """Create the folder, emptied unless ``resume``; return how many finished segments of an
@@ -228,11 +239,12 @@ class WorkFolder:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def segment_is_complete(path: Path, frames: int) -> bool:
+def segment_is_complete(path: Path, frames: int, exact: bool = True) -> bool:
     """True if ``path`` is a finished segment of ``frames`` frames (an MP4 whose packets are all
     there and start at 0, or a folder of that many PNGs); a damaged or half-written one is not."""
     if path.is_dir():
-        return len(list(path.glob("*.png"))) == frames
+        count = len(list(path.glob("*.png")))
+        return count == frames if exact else 0 < count <= frames
     if not path.is_file():
         return False
     try:
@@ -240,7 +252,8 @@ def segment_is_complete(path: Path, frames: int) -> bool:
             stamps = [p.pts for p in container.demux(container.streams.video[0]) if p.size]
     except (av.FFmpegError, IndexError, OSError):
         return False
-    return len(stamps) == frames and None not in stamps and min(stamps) == 0
+    count_ok = len(stamps) == frames if exact else 0 < len(stamps) <= frames
+    return count_ok and None not in stamps and min(stamps) == 0
 
 
 def store_segment(dest: Path, files: dict[str, bytes]) -> None:
@@ -382,7 +395,7 @@ def prepare_file(
                 bit_depth=info.bit_depth,
             )
         )
-    missing = [t for t in tasks if not segment_is_complete(t.dest, t.frames)]
+    missing = [t for t in tasks if not segment_is_complete(t.dest, t.frames, t.exact)]
     return FileJob(
         number,
         source,
@@ -410,7 +423,7 @@ def stitch(job: FileJob) -> Path:
             offset = Fraction(task.origin) * task.time_base
         else:
             offset = Fraction(seg.start * task.rate) / task.fps
-        pieces.append(Piece(task.dest, seg.start * task.rate, offset, task.frames))
+        pieces.append(Piece(task.dest, seg.start * task.rate, offset, task.frames if task.exact else None))
     staged, job.staged = job.reserve(), None
     if job.frames_output:
         out = stitch_frames(pieces, staged)

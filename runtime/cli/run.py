@@ -32,6 +32,7 @@ from ..video import (
     VIDEO_SUFFIXES,
     InputError,
     OutputError,
+    VideoInfo,
     VideoWriter,
     check_output,
     output_kind,
@@ -338,6 +339,12 @@ def plan_outputs(inputs: tuple[Path, ...], output: Path) -> list[tuple[Path, Pat
     sources = expand_inputs(inputs)
     if len(inputs) == 1 and len(sources) == 1 and not _is_video_folder(inputs[0]):
         return [(sources[0], output)]
+    if len(inputs) == 1 and output.suffix:
+        names = ", ".join(s.name for s in sources[:3]) + (", ..." if len(sources) > 3 else "")
+        raise InputError(
+            f"{inputs[0]} holds videos ({names}) and no PNG or JPEG frames: to upscale each of them give an "
+            f"output folder (-o {output.with_suffix('')}/), or pass a video file"
+        )
     if (output.exists() and not output.is_dir()) or output.suffix:
         raise OutputError(f"{len(sources)} inputs need an output folder, but -o {output} names a file; pass -o OUTDIR/")
     names = [s.name for s in sources]
@@ -378,6 +385,7 @@ def _prepare(
         in_fps = fps or Fraction(25)
         if fps is None and output_kind(target) == "video":
             say(f"{source} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
+    _check_encoder(target, info, package, in_fps, codec, crf, overwrite)
     job = prepare_file(
         number,
         source,
@@ -399,6 +407,27 @@ def _prepare(
     if job.discarded:
         say(f"{source}: started afresh, {job.discarded} segments of an interrupted run deleted (--resume keeps them)")
     return job
+
+
+def _check_encoder(
+    target: Path, info: VideoInfo, package: Package, fps: Fraction, codec: str, crf: int, overwrite: bool
+) -> None:
+    """Open (and abort) the writer of ``target`` as the stitched output needs it, so that a container
+    that cannot hold the codec or the audio, or a path that cannot be written, is reported before
+    any work, with the writer's own messages and warnings (what a frame folder leaves out)."""
+    rate, s = package.output_rate, package.scale
+    VideoWriter(
+        target,
+        info.width * s,
+        info.height * s,
+        fps * rate,
+        codec=codec,
+        crf=crf,
+        overwrite=overwrite,
+        audio_from=info.source if info.kind == "video" else None,
+        time_base=info.time_base if rate == 1 and info.kind == "video" else None,
+        bit_depth=info.bit_depth,
+    ).abort()
 
 
 def _make_pool(

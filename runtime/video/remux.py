@@ -30,12 +30,14 @@ _MOV_SUFFIXES = frozenset({".mp4", ".m4v", ".mov"})
 @dataclass(frozen=True)
 class Piece:
     """One finished segment: its file (or frame folder), where its first output frame goes in the
-    whole output (``first``, a frame number) and the time in seconds to add to its timestamps."""
+    whole output (``first``, a frame number), the time in seconds to add to its timestamps, and
+    how many frames it holds (``None``: not known beforehand, as for a damaged video read in one
+    pass)."""
 
     path: Path
     first: int
     offset: Fraction
-    frames: int
+    frames: int | None
 
 
 def stitch_video(pieces: Sequence[Piece], staged: StagedPath, *, audio_from: Path | None = None) -> Path:
@@ -123,7 +125,7 @@ def _copy_piece(
             count += 1
             if audio is not None and packet.pts is not None:
                 audio.mux_until(packet.pts * Fraction(video.time_base))
-        if count != piece.frames:
+        if piece.frames is not None and count != piece.frames:
             raise OutputError(
                 f"segment {piece.path.name} holds {count} frames, {piece.frames} were expected; "
                 f"delete it from {piece.path.parent} and run again with --resume"
@@ -138,7 +140,7 @@ def stitch_frames(pieces: Sequence[Piece], staged: StagedPath) -> Path:
     try:
         for piece in pieces:
             files = sorted(piece.path.glob("*.png"))
-            if len(files) != piece.frames:
+            if piece.frames is not None and len(files) != piece.frames:
                 raise OutputError(
                     f"segment {piece.path.name} holds {len(files)} frames, {piece.frames} were expected; "
                     f"delete it from {piece.path.parent} and run again with --resume"
