@@ -38,6 +38,7 @@ from .devices import Device
 from .lanes import LaneStats, run_lanes
 from .pipeline import Upscaler, upscaler_for
 from .video import VideoInfo, VideoWarning, VideoWriter, output_kind, read_frames
+from .video.audio import side_streams
 from .video.index import PacketIndex, Span, build_index, read_span
 from .video.remux import Piece, stitch_frames, stitch_video
 
@@ -290,7 +291,7 @@ class FileJob:
     work: WorkFolder
     tasks: list[SegmentTask]
     missing: list[SegmentTask]
-    audio: bool
+    copy_streams: bool
     reused: int = 0
     discarded: int = 0
     staged: StagedPath | None = None
@@ -404,7 +405,7 @@ def prepare_file(
         work,
         tasks,
         missing,
-        audio=info.kind == "video" and info.has_audio,
+        copy_streams=info.kind == "video" and bool(side_streams(source)),
         reused=len(tasks) - len(missing),
         discarded=discarded,
     )
@@ -428,7 +429,9 @@ def stitch(job: FileJob) -> Path:
     if job.frames_output:
         out = stitch_frames(pieces, staged)
     else:
-        out = stitch_video(pieces, staged, audio_from=job.source if job.audio else None)
+        with warnings.catch_warnings():  # streams the output leaves out were named when the run was planned
+            warnings.simplefilter("ignore", VideoWarning)
+            out = stitch_video(pieces, staged, audio_from=job.source if job.copy_streams else None)
     job.work.remove()
     return out
 
