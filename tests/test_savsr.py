@@ -283,3 +283,129 @@ def test_a_fixed_scale_network_refuses_scale(tmp_path: Path, sample_video: Path)
         assert result.exit_code == 1, result.output
         assert "upscales by exactly x4" in result.output and "arbitrary-scale" in result.output
         assert not out.exists()
+
+
+def test_export_without_weights_says_where_they_are(tmp_path: Path) -> None:
+    from export.cli import main as export_main
+
+    result = CliRunner().invoke(export_main, ["savsr", "-o", str(tmp_path / "pkg")])
+    assert result.exit_code != 0 and "--checkpoint" in result.output and "--random-weights" in result.output
+    assert not (tmp_path / "pkg").exists()
+
+
+# ---- slow: exported packages, the command-line tools end to end ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_package(tmp_path_factory: pytest.TempPathFactory) -> Package:
+    """The quick-check configuration (random weights) exported once: one package for every scale."""
+    from export.package import export_package
+
+    return export_package(small(), tmp_path_factory.mktemp("savsr") / "pkg")
+
+
+@pytest.fixture(scope="module")
+def real_clip(tmp_path_factory: pytest.TempPathFactory, sample_video: Path) -> Path:
+    """8 real frames of bikes.mp4 (40x48 crop), re-encoded losslessly with the source's time base."""
+    import av
+
+    out = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    with av.open(str(sample_video)) as inp, av.open(str(out), "w") as container:
+        source = inp.streams.video[0]
+        stream = container.add_stream("libx264", rate=source.average_rate, options={"qp": "0"})
+        stream.width, stream.height, stream.pix_fmt, stream.time_base = 48, 40, "yuv420p", source.time_base
+        for i, frame in enumerate(inp.decode(source)):
+            if i == 8:
+                break
+            rgb = np.ascontiguousarray(frame.to_ndarray(format="rgb24")[60:100, 200:248])
+            new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            new.pts, new.time_base = frame.pts, frame.time_base
+            for packet in stream.encode(new):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out
+
+
+def _run(*args: str) -> str:
+    from runtime.cli.run import main
+
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+@pytest.mark.slow
+def test_vsr_run_any_scale_keeps_frames_and_timestamps(small_package: Package, real_clip: Path, tmp_path: Path) -> None:
+    from runtime.backends import OrtBackend
+    from runtime.pipeline import upscale_clip
+    from runtime.video import probe, read_frames
+
+    src = list(read_frames(real_clip))
+    pkg = str(small_package.root)
+    for flags, size in [
+        (["--scale", "2.5x3.5"], (100, 168)),
+        (["--scale", "3"], (120, 144)),
+        (["--size", "90x120"], (90, 120)),
+    ]:
+        out = tmp_path / f"{'-'.join(flags)}.mp4"
+        _run(str(real_clip), "-o", str(out), "--model", pkg, "--backend", "onnxruntime", *flags)
+        info = probe(out)
+        assert (info.height, info.width) == size
+        frames = list(read_frames(out))
+        assert len(frames) == len(src) == 8 and [f.pts for f in frames] == [f.pts for f in src]
+        assert info.fps == probe(real_clip).fps
+    # an odd size, exactly, into PNG frames; the frames are those of a whole-clip run (4-frame windows
+    # with 3 frames of context change nothing)
+    folder = tmp_path / "frames"
+    _run(str(real_clip), "-o", str(folder), "--model", pkg, "--size", "61x97")
+    written = np.stack([f.rgb for f in read_frames(folder)])
+    assert written.shape == (8, 61, 97, 3)
+    lr = np.stack([f.rgb.transpose(2, 0, 1) for f in src])
+    whole = upscale_clip(OrtBackend(small_package), small_package, lr, scale_for_size(40, 48, (61, 97)))
+    assert np.abs(written - np.clip(whole, 0, 1).transpose(0, 2, 3, 1)).max() <= 1 / 255 + 1e-6
+
+
+@pytest.mark.slow
+def test_parity_and_bench_take_a_scale(small_package: Package) -> None:
+    from runtime.cli.bench import main as bench_main
+    from runtime.cli.parity import main as parity_main
+
+    result = CliRunner().invoke(
+        parity_main, [str(small_package.root), "--frames", "5", "--crop", "13x17", "--scale", "2.5x3.5"]
+    )
+    assert result.exit_code == 0 and "parity OK" in result.output and "17x13 -> 60x32" in result.output, result.output
+    result = CliRunner().invoke(
+        bench_main, ["--model", str(small_package.root), "--size", "12x16", "--frames", "2", "--scale", "1.6"]
+    )
+    assert result.exit_code == 0 and "12x16 -> 19x26" in result.output, result.output
+    result = CliRunner().invoke(parity_main, [str(small_package.root), "--scale", "5"])
+    assert result.exit_code == 1 and "x1 to x4" in result.output
+
+
+@pytest.mark.slow
+def test_released_configuration_one_package_every_scale_fp16_and_tensorrt_check(tmp_path: Path) -> None:
+    """The released configuration (random weights), exported once: ONNX Runtime equals PyTorch to 1e-4
+    at x4, x2.5 by x3.5 and x1.6 on real frames of an odd LR size; FP16 graphs within 50 dB of FP32;
+    every graph passes the static TensorRT check."""
+    from export.fp16 import add_fp16
+    from export.package import export_package
+    from export.trt_check import check_package
+    from runtime.backends import OrtBackend, OrtOptions
+    from runtime.pipeline import upscale_clip
+    from runtime.samples import psnr
+
+    torch.manual_seed(0)
+    model = create_model("savsr")
+    package = add_fp16(export_package(model, tmp_path / "savsr").root)
+    reports = check_package(package.root)
+    assert len(reports) == 12 and all(r.ok for r in reports), "\n".join(r.format() for r in reports if not r.ok)
+    lr = real_lr(5, 13, 17)
+    fp32, fp16 = OrtBackend(package), OrtBackend(package, OrtOptions(precision="fp16"))
+    for scale in SCALES:
+        with torch.inference_mode():
+            ref = model.forward_clip(torch.from_numpy(lr)[None], scale)[0].numpy()
+        out = upscale_clip(fp32, package, lr, scale)
+        assert out.shape == ref.shape == (5, 3, *output_size(13, 17, scale))
+        assert np.abs(out - ref).max() <= 1e-4, scale
+        assert psnr(upscale_clip(fp16, package, lr, scale), out) >= 50, scale
