@@ -36,7 +36,7 @@ DEFAULT_WINDOW_CHUNK = 4
 
 
 def _text(scale: Scale) -> str:
-    return f"x{scale[0]:g}" if scale[0] == scale[1] else f"x{scale[0]:g} by x{scale[1]:g}"
+    return f"x{scale[0]:.4g}" if scale[0] == scale[1] else f"x{scale[0]:.4g} by x{scale[1]:.4g}"
 
 
 def resolve_scale(
@@ -51,6 +51,7 @@ def resolve_scale(
     if wanted is None:
         return own
     what = f"{size[0]}x{size[1]}" if size is not None else _text(wanted)
+    needs = f"; {what} from {h}x{w} needs {_text(wanted)}" if size is not None else f", not {what}"
     scale_range = package.scale_range
     if scale_range is None:
         if tuple(wanted) != own:
@@ -62,10 +63,7 @@ def resolve_scale(
         return own
     lo, hi = scale_range
     if not all(lo <= v <= hi for v in wanted):
-        raise ScaleError(
-            f"{package.model} upscales by x{lo:g} to x{hi:g} on each axis; {what} from {h}x{w} needs "
-            f"x{wanted[0]:.4g} by x{wanted[1]:.4g}"
-        )
+        raise ScaleError(f"{package.model} upscales by x{lo:g} to x{hi:g} on each axis{needs}")
     return float(wanted[0]), float(wanted[1])
 
 
@@ -173,6 +171,8 @@ class Upscaler:
         self.backend, self.plan, self.constraints = backend, plan, constraints
         self.chunk, self.overlap, self.tile, self.tile_overlap = chunk, overlap, tile, tile_overlap
         self.integral = all(float(s).is_integer() for s in self.scale)
+        if tile and not self.integral:
+            raise ScaleError(f"tiles need an integer scale; {_text(self.scale)} does not cut into tiles: drop --tile")
 
     def run_window(
         self,
@@ -187,8 +187,6 @@ class Upscaler:
         rate = self.plan.output_rate
         keep = range(keep.start * rate, keep.stop * rate)
         tiles = plan_tiles(h, w, self.tile, self.tile_overlap)
-        if len(tiles) > 1 and not self.integral:
-            raise ScaleError(f"tiles need an integer scale; {_text(self.scale)} does not cut into tiles: drop --tile")
         out = np.empty((len(keep), 3, *output_size(h, w, self.scale)), dtype=np.float32) if len(tiles) > 1 else None
         for tile in tiles:
             self._run_tile(lr, tile, keep, out, emit, on_step)
