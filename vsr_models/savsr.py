@@ -139,6 +139,7 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, num_feat: int, num_frame: int, use_osconv: bool) -> None:
         super().__init__()
+        self.use_osconv = use_osconv
         self.conv0 = nn.Sequential(*[nn.Conv2d(num_feat, num_feat, 3, 1, 1) for _ in range(num_frame)])
         if use_osconv:
             self.osconv = OSConv2d(num_feat * num_frame, num_feat, 3)
@@ -149,7 +150,7 @@ class ResidualBlock(nn.Module):
     def forward(self, feats: Sequence[torch.Tensor], inv_scale: torch.Tensor) -> list[torch.Tensor]:
         branches = [_lrelu(conv(x)) for conv, x in zip(self.conv0, feats)]
         merged = torch.cat(branches, 1)
-        base = _lrelu(self.osconv(merged, inv_scale) if hasattr(self, "osconv") else self.conv1(merged))
+        base = _lrelu(self.osconv(merged, inv_scale) if self.use_osconv else self.conv1(merged))
         return [x + _lrelu(conv(torch.cat([base, b], 1))) for conv, x, b in zip(self.conv2, feats, branches)]
 
 
