@@ -118,9 +118,10 @@ def main(
         failed = [r.graph for r in reports if not r.ok]
         if failed:
             raise click.ClickException(f"TensorRT check FAILED for {', '.join(failed)} (the package is written)")
+        why = "; set by:" if needs else " (the oldest release engines are built with; no node needs a later one)"
         click.echo(
             f"TensorRT check OK: every node of every graph is supported by the ONNX parser of TensorRT >= "
-            f"{version_text(version)}, which this package needs; set by:"
+            f"{version_text(version)}, which this package needs{why}"
         )
         for line in needs:
             click.echo(f"  {line}")

@@ -56,7 +56,8 @@ def resolve_auto(package: Package, device: Device, precision: str) -> tuple[str,
         try:
             if find_engines(package, precision, str(gpu)):
                 return "tensorrt", gpu, None
-            other = next((p for p in ("fp32", "fp16") if p != precision and find_engines(package, p, str(gpu))), None)
+            built = (p for p in package.precisions if p != precision and find_engines(package, p, str(gpu)))
+            other = next(built, None)
             if other is not None:
                 note = (
                     f"TensorRT engines for {package.root} are built for {other}, not {precision}: ONNX Runtime runs "
