@@ -8,13 +8,24 @@ import click
 
 from engines.plugins import lookup as plugin_lookup
 from runtime.cli.common import CONTEXT, say, user_errors
-from vsr_models.checkpoint import check_all_parts_loaded, load_checkpoint
+from vsr_models.checkpoint import check_all_parts_loaded, load_checkpoint, read_checkpoint
 from vsr_models.registry import all_weights, create_model, networks, pretrained, zoo_listing
 
 from .format import PackageError
 from .fp16 import add_fp16
 from .package import export_package
 from .trt_check import check_package, package_requirements, version_text
+
+
+def recorded_config(path: Path, arch: str) -> dict:
+    """The constructor arguments a ``vsr-train`` checkpoint records in its ``meta`` (``{}`` for
+    official files, which carry none): a smaller trained variant is rebuilt as it was trained."""
+    obj = read_checkpoint(path, getattr(networks()[arch].cls, "checkpoint_safe_types", ()))
+    meta = obj.get("meta") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict) or meta.get("network") != arch:
+        return {}
+    config = meta.get("network_config")
+    return dict(config) if isinstance(config, dict) else {}
 
 
 @click.command(context_settings=CONTEXT)
@@ -81,7 +92,7 @@ def main(
             raise click.UsageError("--random-weights and --checkpoint exclude each other")
         net = create_model(arch)
     elif checkpoints:
-        net = create_model(arch)
+        net = create_model(arch, **recorded_config(checkpoints[0], arch))
         for path in checkpoints:
             load_checkpoint(net, path, key=key)
         check_all_parts_loaded(net)

@@ -19,7 +19,7 @@ from vsr_models.errors import VSRError
 from ..devices import Device
 from ..executor import Backend
 from .ort import OrtBackend, OrtOptions, cuda_provider_available
-from .torch_eager import TorchBackend, TorchOptions, model_for_package
+from .torch_eager import TorchBackend, TorchOptions, check_torch_device, model_for_package
 from .trt import TensorRTBackend, TensorRTOptions
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
@@ -99,6 +99,7 @@ def make_backend(
         if note and log is not None:
             log(note)
     if kind == "torch":
+        check_torch_device(dev)  # before the network is built: a missing GPU is reported at once
         return TorchBackend(model_for_package(package), TorchOptions(device=dev, precision=precision))
     if kind == "onnxruntime":
         return OrtBackend(package, OrtOptions(device=dev, precision=precision, threads=threads))
