@@ -9,7 +9,6 @@ equals it to 1e-4.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 from click.testing import CliRunner
 from torch.nn import functional as F
 
-from export.format import FORMAT, FORMAT_VERSION, Package
+from export.format import Package
 from runtime.backends import TorchBackend
 from runtime.cli.common import SCALE
 from runtime.pipeline import Upscaler, resolve_scale, upscaler_for
@@ -261,24 +260,15 @@ def test_window_plans_are_data_and_checked() -> None:
         Plan([Step("s", {"x": Read("lr", 1)}, {"y": "a"})], spec, "a", window=1)
 
 
-def test_a_fixed_scale_network_refuses_scale(tmp_path: Path, sample_video: Path) -> None:
-    """vsr-run stops before any work: the package (a BasicVSR manifest; its graphs are never
-    reached) upscales by x4 only, so --scale 2.5x3.5 and --size 100x100 are errors naming the fix."""
+def test_a_fixed_scale_network_refuses_scale(basicvsr_package: Package, tmp_path: Path, sample_video: Path) -> None:
+    """vsr-run stops before any work: BasicVSR upscales by x4 only, so --scale 2.5x3.5 and
+    --size 100x100 are errors naming the fix, and nothing is written."""
     from runtime.cli.run import main
 
-    root = tmp_path / "basicvsr-pkg"
-    root.mkdir()
-    plan = create_model("basicvsr", num_feat=8, num_block=1).plan()
-    stages = {s: {"file": f"fp32/{s}.onnx", "inputs": [], "outputs": []} for s in {st.stage for st in plan.steps}}
-    manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "model": "basicvsr", "scale": 4, "opset": 19,
-        "constraints": {"min_h": 33, "min_w": 33, "multiple": 1, "pad": "edge"}, "plan": plan.to_json(),
-        "stages": stages, "precisions": {"fp32": {s: e["file"] for s, e in stages.items()}}, "provenance": {},
-    }  # fmt: skip
-    (root / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "out.mp4"
     for flags in (["--scale", "2.5x3.5"], ["--size", "100x100"]):
-        result = CliRunner().invoke(main, [str(sample_video), "-o", str(out), "--model", str(root), *flags])
+        args = [str(sample_video), "-o", str(out), "--model", str(basicvsr_package.root), *flags]
+        result = CliRunner().invoke(main, args)
         assert result.exit_code == 1, result.output
         assert "upscales by exactly x4" in result.output and "arbitrary-scale" in result.output
         assert not out.exists()
