@@ -26,12 +26,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 
 from export.atomic import PARTIAL_MARK, StagedPath, write_text_atomic
 from export.format import Package
+from vsr_models.scales import Scale, output_size
 
 from .backends import make_backend
 from .devices import Device
@@ -90,18 +92,28 @@ class EngineSpec:
 
 
 class Engine:
-    """A loaded package, its backend on one device and the :class:`Upscaler`: what a worker keeps."""
+    """A loaded package and its backend on one device, with an :class:`Upscaler` per output scale:
+    what a worker keeps."""
 
     def __init__(self, spec: EngineSpec, device: str | Device = "cpu") -> None:
         self.spec = spec
         self.package = Package.open(spec.package)
         self.backend = make_backend(spec.backend, self.package, device, spec.precision, spec.threads)
-        self.upscaler = upscaler_for(self.package, self.backend, spec.chunk, spec.overlap, spec.tile, spec.tile_overlap)
+        self._upscalers: dict[Scale, Upscaler] = {}
+
+    def upscaler(self, scale: Scale) -> Upscaler:
+        if scale not in self._upscalers:
+            spec = self.spec
+            self._upscalers[scale] = upscaler_for(
+                self.package, self.backend, spec.chunk, spec.overlap, spec.tile, spec.tile_overlap, scale=scale
+            )
+        return self._upscalers[scale]
 
 
-def schedule(package: Package, spec: EngineSpec) -> Upscaler:
+def schedule(package: Package, spec: EngineSpec, scale: Scale) -> Upscaler:
     """The windows and tiles of ``spec`` without a backend (for planning and counting steps)."""
-    return upscaler_for(package, None, spec.chunk, spec.overlap, spec.tile, spec.tile_overlap)  # type: ignore[arg-type]
+    no_backend: Any = None
+    return upscaler_for(package, no_backend, spec.chunk, spec.overlap, spec.tile, spec.tile_overlap, scale=scale)
 
 
 @dataclass(frozen=True)
@@ -120,7 +132,7 @@ class SegmentTask:
     dest: Path
     width: int
     height: int
-    scale: int
+    scale: Scale
     rate: int
     fps: Fraction
     time_base: Fraction | None
@@ -135,6 +147,11 @@ class SegmentTask:
         """Output frames the segment holds (at most, when read without an index: a damaged video
         gives the frames that decode)."""
         return (self.segment.stop - self.segment.start) * self.rate
+
+    @property
+    def out_size(self) -> tuple[int, int]:
+        """(height, width) of the output frames."""
+        return output_size(self.height, self.width, self.scale)
 
     @property
     def exact(self) -> bool:
@@ -171,7 +188,8 @@ def render_segment(
 ) -> SegmentResult:
     """Compute and encode ``task``'s segment into ``dest`` (default ``task.dest``): an MP4 whose
     timestamps start at 0, or a folder of PNGs. It appears under that name only when complete."""
-    seg, s = task.segment, task.scale
+    seg = task.segment
+    out_h, out_w = task.out_size
     pts: dict[int, int | None] = {}
     written = 0
     dest = task.dest if dest is None else dest
@@ -180,8 +198,8 @@ def render_segment(
         warnings.simplefilter("ignore", VideoWarning)
         writer = VideoWriter(
             dest,
-            task.width * s,
-            task.height * s,
+            out_w,
+            out_h,
             task.fps,
             codec=task.codec,
             crf=task.crf,
@@ -201,7 +219,13 @@ def render_segment(
             written += 1
 
         stats = run_lanes(
-            engine.upscaler, _frames(task, pts), write, first=seg.lo, start=seg.start, stop=seg.stop, on_step=on_step
+            engine.upscaler(task.scale),
+            _frames(task, pts),
+            write,
+            first=seg.lo,
+            start=seg.start,
+            stop=seg.stop,
+            on_step=on_step,
         )
     if written != task.frames and (task.exact or written > task.frames):
         raise RuntimeError(f"segment {seg.index} produced {written} frames, {task.frames} were expected")
@@ -338,6 +362,7 @@ def prepare_file(
     segment_frames: int | None,
     resume: bool,
     work_dir: Path,
+    scale: Scale,
 ) -> FileJob:
     """Plan ``source``'s segments, prepare its work folder and find the finished ones."""
     index: PacketIndex | None = build_index(source) if info.kind == "video" else None
@@ -346,7 +371,7 @@ def prepare_file(
         num = sum(1 for _ in read_frames(source))
     if max_frames is not None:
         num = min(num, max_frames)
-    up = schedule(package, spec)
+    up = schedule(package, spec, scale)
     segments = plan_segments(num, up.chunk, up.overlap, segment_frames)
     if index is None and len(segments) > 1 and info.kind == "video":
         segments = plan_segments(num, up.chunk, up.overlap, None)  # no seeking: one pass
@@ -366,6 +391,7 @@ def prepare_file(
         "codec": codec,
         "crf": crf,
         "fps": str(fps),
+        "scale": list(scale),
     }
     work = WorkFolder.for_output(output, key, work_dir)
     discarded = work.prepare(key, resume=resume)
@@ -385,7 +411,7 @@ def prepare_file(
                 dest=work.segment_path(seg, frames_output),
                 width=info.width,
                 height=info.height,
-                scale=package.scale,
+                scale=scale,
                 rate=rate,
                 fps=fps * rate,
                 time_base=time_base,

@@ -128,6 +128,7 @@ def _job(clip: Path, out: Path, package, resume: bool = False, segment_frames: i
         segment_frames=segment_frames,
         resume=resume,
         work_dir=Path(os.environ["VSR_CACHE_DIR"]) / "work",
+        scale=(4.0, 4.0),
     )
 
 

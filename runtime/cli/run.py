@@ -19,11 +19,12 @@ from tqdm import tqdm
 
 from export.format import Package, cache_dir
 from vsr_models.errors import VSRError
+from vsr_models.scales import Scale, output_size
 
 from ..backends import make_backend, resolve_auto
 from ..cluster import RayPool, connect
 from ..devices import Device
-from ..pipeline import upscaler_for
+from ..pipeline import resolve_scale, upscaler_for
 from ..resolve import resolve_package
 from ..samples import downscale, psnr, sample_clip, upscale_bicubic
 from ..segments import DEFAULT_SEGMENT, EngineSpec, FileJob, prepare_file
@@ -40,7 +41,16 @@ from ..video import (
     read_frames,
 )
 from ..workers import InlinePool, ProcessPool, Progress, RunResult, run_jobs
-from .common import CONTEXT, model_option, run_backend_options, say, schedule_options, user_errors
+from .common import (
+    CONTEXT,
+    SIZE,
+    model_option,
+    run_backend_options,
+    say,
+    scale_option,
+    schedule_options,
+    user_errors,
+)
 
 #: Frame rates --fps accepts, in frames per second.
 FPS_RANGE = (Fraction(1, 100), Fraction(1000))
@@ -121,6 +131,14 @@ def hwc(frame: np.ndarray) -> np.ndarray:
     "inputs (or a folder of videos), the folder OUTDIR/ that receives one output per input, named after it.",
 )
 @model_option
+@scale_option
+@click.option(
+    "--size",
+    "out_size",
+    type=SIZE,
+    default=None,
+    help="Output frame size HxW, exactly (the scale follows from the input's size); arbitrary-scale networks only.",
+)
 @run_backend_options
 @schedule_options
 @click.option("--codec", default="libx264", show_default=True, help="Video encoder (PyAV/FFmpeg name).")
@@ -195,6 +213,8 @@ def main(
     inputs: tuple[Path, ...],
     output: Path | None,
     model: str,
+    scale: tuple[float, float] | None,
+    out_size: tuple[int, int] | None,
     backend: str,
     device: tuple[Device, ...],
     precision: str,
@@ -225,6 +245,8 @@ def main(
     segments that survive a crash (--resume), on several workers (--workers, --device cuda:0,1) or a
     Ray cluster.
     """
+    if demo and (scale or out_size):
+        raise click.UsageError("the demo runs at the network's own scale; drop --scale and --size")
     if demo:
         _demo(
             output or Path("vsr-demo.mp4"),
@@ -279,6 +301,8 @@ def main(
                 resume,
                 overwrite,
                 work_dir or cache_dir() / "work",
+                scale,
+                out_size,
             )
         except VSRError as exc:
             if single:
@@ -370,6 +394,8 @@ def _prepare(
     resume: bool,
     overwrite: bool,
     work_dir: Path,
+    scale: Scale | None,
+    out_size: tuple[int, int] | None,
 ) -> FileJob | None:
     """Check one input and its output and plan its segments; None if ``resume`` finds it done."""
     info = probe(source)
@@ -385,7 +411,8 @@ def _prepare(
         in_fps = fps or Fraction(25)
         if fps is None and output_kind(target) == "video":
             say(f"{source} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
-    _check_encoder(target, info, package, in_fps, codec, crf, overwrite)
+    scale = resolve_scale(package, info.height, info.width, scale, out_size)
+    _check_encoder(target, info, package, scale, in_fps, codec, crf, overwrite)
     job = prepare_file(
         number,
         source,
@@ -401,6 +428,7 @@ def _prepare(
         segment_frames=segment_frames or None,
         resume=resume,
         work_dir=work_dir,
+        scale=scale,
     )
     if job.reused:
         say(f"{source}: {job.reused} of {len(job.tasks)} segments finished earlier are kept (--resume)")
@@ -410,16 +438,17 @@ def _prepare(
 
 
 def _check_encoder(
-    target: Path, info: VideoInfo, package: Package, fps: Fraction, codec: str, crf: int, overwrite: bool
+    target: Path, info: VideoInfo, package: Package, scale: Scale, fps: Fraction, codec: str, crf: int, overwrite: bool
 ) -> None:
     """Open (and abort) the writer of ``target`` as the stitched output needs it, so that a container
     that cannot hold the codec or the audio, or a path that cannot be written, is reported before
     any work, with the writer's own messages and warnings (what a frame folder leaves out)."""
-    rate, s = package.output_rate, package.scale
+    rate = package.output_rate
+    out_h, out_w = output_size(info.height, info.width, scale)
     VideoWriter(
         target,
-        info.width * s,
-        info.height * s,
+        out_w,
+        out_h,
         fps * rate,
         codec=codec,
         crf=crf,
@@ -468,7 +497,7 @@ def _run(jobs: list[FileJob], pool, label: str, retries: int, kind: str, device:
         bar = bars.pop(job.number, None)
         if bar is not None:
             bar.close()
-        w, h = job.info.width * job.tasks[0].scale, job.info.height * job.tasks[0].scale
+        h, w = job.tasks[0].out_size
         rate = job.total_frames / (time.perf_counter() - began)
         say(
             f"wrote {job.output}: {job.total_frames} frames, {w}x{h}, {rate:.2f} frames/s with {kind} on {device} "
