@@ -119,7 +119,7 @@ def _check_window(net: VSRNetwork, recipe: Recipe) -> None:
 def _check_batch(net: VSRNetwork, recipe: Recipe) -> None:
     """BatchNorm in training mode (SAVSR's scale attention pools to 1x1) needs two samples or more."""
     if recipe.train.batch < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules()):
-        raise RecipeError(f"{net.name} has BatchNorm layers, which need a batch of 2 or more in training; pass --batch 2")
+        raise RecipeError(f"{net.name} has BatchNorm layers, which need 2 samples or more per batch; pass --batch 2")
 
 
 class Trainer:
