@@ -316,6 +316,7 @@ class FileJob:
     tasks: list[SegmentTask]
     missing: list[SegmentTask]
     copy_streams: bool
+    streams_end: Fraction | None = None
     reused: int = 0
     discarded: int = 0
     staged: StagedPath | None = None
@@ -369,6 +370,7 @@ def prepare_file(
     num = index.num_frames if index is not None else info.num_frames
     if num is None:  # an unindexable video that does not state its length: count by decoding
         num = sum(1 for _ in read_frames(source))
+    whole = num
     if max_frames is not None:
         num = min(num, max_frames)
     up = schedule(package, spec, scale)
@@ -423,6 +425,13 @@ def prepare_file(
             )
         )
     missing = [t for t in tasks if not segment_is_complete(t.dest, t.frames, t.exact)]
+    streams_end = None  # audio and subtitles stop where the video does: at the first frame left out
+    if num < whole:
+        if index is not None and time_base is not None:
+            streams_end = index.pts[num] * index.time_base
+        else:
+            last = tasks[-1]
+            streams_end = _offset(last) + Fraction(last.segment.stop - last.segment.start) / fps
     return FileJob(
         number,
         source,
@@ -432,6 +441,7 @@ def prepare_file(
         tasks,
         missing,
         copy_streams=info.kind == "video" and bool(side_streams(source)),
+        streams_end=streams_end,
         reused=len(tasks) - len(missing),
         discarded=discarded,
     )
@@ -441,23 +451,28 @@ def _first_pts(source: Path) -> int | None:
     return next(iter(read_frames(source))).pts
 
 
+def _offset(task: SegmentTask) -> Fraction:
+    """The time in seconds of the segment's first output frame in the whole output."""
+    if task.origin is not None and task.time_base is not None:
+        return Fraction(task.origin) * task.time_base
+    return Fraction(task.segment.start * task.rate) / task.fps
+
+
 def stitch(job: FileJob) -> Path:
     """Join the finished segments of ``job`` into its output (then the work folder is removed)."""
-    pieces = []
-    for task in job.tasks:
-        seg = task.segment
-        if task.origin is not None and task.time_base is not None:
-            offset = Fraction(task.origin) * task.time_base
-        else:
-            offset = Fraction(seg.start * task.rate) / task.fps
-        pieces.append(Piece(task.dest, seg.start * task.rate, offset, task.frames if task.exact else None))
+    pieces = [
+        Piece(task.dest, task.segment.start * task.rate, _offset(task), task.frames if task.exact else None)
+        for task in job.tasks
+    ]
     staged, job.staged = job.reserve(), None
     if job.frames_output:
         out = stitch_frames(pieces, staged)
     else:
         with warnings.catch_warnings():  # streams the output leaves out were named when the run was planned
             warnings.simplefilter("ignore", VideoWarning)
-            out = stitch_video(pieces, staged, audio_from=job.source if job.copy_streams else None)
+            out = stitch_video(
+                pieces, staged, audio_from=job.source if job.copy_streams else None, streams_end=job.streams_end
+            )
     job.work.remove()
     return out
 

@@ -86,11 +86,12 @@ def basicvsr_fp16_package(basicvsr_package: Package, tmp_path_factory: pytest.Te
 
 
 @pytest.fixture(scope="session")
-def tiny_package(tmp_path_factory) -> Package:
-    """BasicVSR with 8 features and one residual block, random weights (seeded): fast enough to
-    run a few hundred tiny frames through the runtime in a test. Exported once per session."""
+def tiny_package(tmp_path_factory) -> Path:
+    """The folder of a BasicVSR with 8 features and one residual block, random weights (seeded),
+    exported once per session: fast enough to run a few hundred tiny frames through the runtime."""
     from export.package import export_package
     from vsr_models import create_model
 
     torch.manual_seed(0)
-    return export_package(create_model("basicvsr", num_feat=8, num_block=1), tmp_path_factory.mktemp("tiny") / "pkg")
+    model = create_model("basicvsr", num_feat=8, num_block=1)
+    return export_package(model, tmp_path_factory.mktemp("tiny") / "basicvsr-tiny").root

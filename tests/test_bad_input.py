@@ -39,10 +39,8 @@ from PIL import Image
 
 import runtime.cli.run as run_cli
 from engines.tensorrt import TensorRTUnavailable, import_tensorrt
-from export.package import export_package
 from runtime.samples import sample_clip
 from runtime.video import VideoWarning, probe, read_frames
-from vsr_models.registry import create_model
 
 from .test_video import png_bytes
 
@@ -54,14 +52,6 @@ SCALE = 4
 # ---------------------------------------------------------------------------------------------
 # the model and the frames
 # ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def tiny_package(tmp_path_factory) -> Path:
-    """A BasicVSR with 8 features and one residual block, random weights, exported once."""
-    torch.manual_seed(0)
-    model = create_model("basicvsr", num_feat=8, num_block=1)
-    return export_package(model, tmp_path_factory.mktemp("tiny") / "basicvsr-tiny").root
 
 
 @pytest.fixture(scope="session")

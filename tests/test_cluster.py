@@ -1,5 +1,6 @@
 """Segments on a local Ray cluster of CPU actors: the same frames as one worker, also when an
-actor is killed in the middle of a segment. Ray is started once for this module (about 6 s)."""
+actor is killed in the middle of a segment. Ray is started once for this module and each actor
+loads the package, so the module is ``slow`` (about a minute on 2 cores)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from runtime.workers import Progress, run_jobs
 from .test_segments import _frames, _job, _ok, _run, _spec, make_clip, work_in_tmp  # noqa: F401
 
 ray = pytest.importorskip("ray", reason="Ray is the 'cluster' extra: pip install 'vsr[cluster]'")
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def clip(tmp_path_factory):
 @pytest.fixture(scope="module")
 def one_worker(tmp_path_factory, clip, tiny_package) -> np.ndarray:
     out = tmp_path_factory.mktemp("one") / "frames"
-    _ok(_run([clip, "-o", out, "--model", tiny_package.root, "--segment", "8", "--work-dir", out.parent / "work"]))
+    _ok(_run([clip, "-o", out, "--model", tiny_package, "--segment", "8", "--work-dir", out.parent / "work"]))
     return _frames(out)
 
 
@@ -46,7 +48,7 @@ def test_cluster_gives_the_frames_of_one_worker(tmp_path, clip, tiny_package, on
             "-o",
             tmp_path / "frames",
             "--model",
-            tiny_package.root,
+            tiny_package,
             "--segment",
             "8",
             "--cluster",

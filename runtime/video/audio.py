@@ -163,9 +163,16 @@ class StreamCopier:
                 "write a .mkv, which holds nearly any audio, or remove the audio from the input first"
             ) from e
 
-    def finish(self) -> None:
-        """Write the remaining packets and flush the AAC encoders."""
-        self.mux_until(None)
+    def finish(self, until: Fraction | None = None) -> None:
+        """Write the remaining packets that start before ``until`` seconds (all of them for None:
+        the video ran to the source's end), drop the rest and flush the AAC encoders."""
+        if until is None:
+            self.mux_until(None)
+        else:
+            while (packet := self._pending or self._next()) is not None:
+                self._pending = None
+                if packet.pts is None or packet.pts * packet.time_base < until:  # streams interleave: read on
+                    self._mux(packet)
         for out, transcode in self._routes.values():
             if transcode:
                 self._output.mux(out.encode(None))

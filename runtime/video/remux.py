@@ -40,10 +40,17 @@ class Piece:
     frames: int | None
 
 
-def stitch_video(pieces: Sequence[Piece], staged: StagedPath, *, audio_from: Path | None = None) -> Path:
+def stitch_video(
+    pieces: Sequence[Piece],
+    staged: StagedPath,
+    *,
+    audio_from: Path | None = None,
+    streams_end: Fraction | None = None,
+) -> Path:
     """Concatenate the video segments ``pieces`` (in order) by stream copy into ``staged``, each
     segment's timestamps shifted by its offset, and commit it; the audio and subtitle streams of
-    ``audio_from`` are copied. On an error the staged file is discarded."""
+    ``audio_from`` are copied, up to ``streams_end`` seconds (all of them for None: the output
+    holds the whole video). On an error the staged file is discarded."""
     if not pieces:
         raise ValueError("no segments to stitch")
     output = staged.target
@@ -68,7 +75,7 @@ def stitch_video(pieces: Sequence[Piece], staged: StagedPath, *, audio_from: Pat
                 for piece in pieces:
                     last_dts = _copy_piece(piece, out, stream, extradata, audio, last_dts)
                 if audio is not None:
-                    audio.finish()
+                    audio.finish(streams_end)
                     audio = None
             finally:
                 if audio is not None:
