@@ -65,6 +65,8 @@ def stitch_video(
             template = first.streams.video[0]
             stream = out.add_stream_from_template(template)
             stream.time_base = template.time_base
+            if template.average_rate:  # else Matroska states a frame rate of one frame per time unit
+                stream.codec_context.framerate = template.average_rate
             extradata = template.codec_context.extradata
             first.close()
             audio = None
