@@ -89,7 +89,7 @@ def test_build_then_list(tiny_package: Package, fp32_only: Package, cache_root: 
 
     result = _run(root, "--precision", "fp16", "--opt-shape", "48x64", "--max-shape", "96x128", "--workspace", "1")
     assert result.exit_code == 0, result.output + repr(result.exception)
-    built = {graph: inputs for graph, inputs in stand_ins.calls}
+    built = dict(stand_ins.calls)
     assert sorted(built) == ["fp16/backward_step.onnx", "fp16/flow.onnx", "fp16/forward_step.onnx"]
     assert built["fp16/flow.onnx"]["a"] == ((1, 3, 33, 33), (1, 3, 48, 64), (1, 3, 96, 128))
     (entry,) = EngineCache(cache_root).entries()
@@ -176,7 +176,8 @@ def test_unknown_package_is_a_clean_error(tmp_path: Path, cache_root: Path):
 def test_cpu_device_is_refused_with_the_fix(tiny_package: Package, cache_root: Path, monkeypatch):
     monkeypatch.setattr(engines.tensorrt, "import_tensorrt", lambda: types.SimpleNamespace(__version__=TRT_VERSION))
     result = _run(tiny_package.root, "--device", "cpu")
-    assert result.exit_code == 1 and "TensorRT runs on a CUDA GPU; got --device cpu: pass --device cuda" in result.output
+    assert result.exit_code == 1
+    assert "TensorRT runs on a CUDA GPU; got --device cpu: pass --device cuda" in result.output
     assert _cache_files(cache_root) == []
 
 
