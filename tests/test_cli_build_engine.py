@@ -1,10 +1,12 @@
 """vsr-build-engine from its command line: --list, the build's way from flags to the engine cache, and
 its errors, none of which may leave anything in the cache.
 
-No TensorRT exists here, so where a build runs, TensorRT itself is replaced by stand-ins (its module,
-the GPU query and the per-stage builder ``build_stage``); everything else is the real code: the
-profile from the flags, the precision check, the cache key and the cache write. The real builds are
-the ``tensorrt`` tests of tests/test_engines.py.
+No TensorRT exists here. Where a build runs, these tests replace four of our own functions in
+``engines.tensorrt`` (``import_tensorrt``, ``cuda_device``, ``gpu_info`` and the per-stage engine
+builder ``build_stage``) with stand-ins, so they test our command-line and cache code only: the
+profile from the flags, the precision check, the cache key, the cache write and ``--list``. TensorRT
+never runs in them and they prove nothing about it; the real builds are the ``tensorrt`` tests of
+tests/test_engines.py.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ def cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 class _Builder:
-    """Stands in for TensorRT's per-stage build: records what it was asked to build and returns
-    bytes naming it; ``fail_at`` makes that call (0-based) fail as a parser error would."""
+    """Stands in for our per-stage engine builder ``build_stage`` (TensorRT is never called): records
+    what it was asked to build and returns bytes naming it; ``fail_at`` makes that call (0-based)
+    fail as a parser error would."""
 
     def __init__(self, fail_at: int | None = None) -> None:
         self.calls: list[tuple[str, dict]] = []
@@ -61,7 +64,8 @@ class _Builder:
 
 @pytest.fixture
 def stand_ins(monkeypatch: pytest.MonkeyPatch) -> _Builder:
-    """TensorRT 10.13 on an H100, as far as vsr-build-engine can tell; returns the builder."""
+    """Our TensorRT-facing functions replaced: ``import_tensorrt`` reports 10.13, the GPU is said to
+    be an H100, and ``build_stage`` is a :class:`_Builder` (returned)."""
     builder = _Builder()
     monkeypatch.setattr(engines.tensorrt, "import_tensorrt", lambda: types.SimpleNamespace(__version__=TRT_VERSION))
     monkeypatch.setattr(engines.tensorrt, "cuda_device", lambda device: 0)
@@ -83,7 +87,11 @@ def fp32_only(tmp_path_factory: pytest.TempPathFactory, tiny_package: Package) -
     return Package.open(root)
 
 
-def test_build_then_list(tiny_package: Package, fp32_only: Package, cache_root: Path, stand_ins: _Builder):
+def test_our_cli_and_cache_with_the_engine_builder_replaced_build_then_list(
+    tiny_package: Package, fp32_only: Package, cache_root: Path, stand_ins: _Builder
+):
+    """With our ``build_stage`` replaced (no TensorRT runs): the flags become the profile each stage
+    is built for, the engine set lands in the cache under its key, and ``--list`` shows each set."""
     root = tiny_package.root
     assert _run(root, "--list").output == f"no engines cached for {root}\n"
 
@@ -108,9 +116,11 @@ def test_build_then_list(tiny_package: Package, fp32_only: Package, cache_root: 
     assert len(EngineCache(cache_root).entries()) == 3
 
 
-def test_a_failed_build_leaves_the_cache_as_it_was(tiny_package: Package, cache_root: Path, stand_ins: _Builder):
-    """The second stage fails: no engine set for the first, no staged folder; an older set of the
-    same key (built before) is kept whole."""
+def test_our_cache_with_the_engine_builder_replaced_keeps_its_state_when_a_build_fails(
+    tiny_package: Package, cache_root: Path, stand_ins: _Builder
+):
+    """Our ``build_stage`` replaced (no TensorRT runs), failing at the second stage: no engine set
+    for the first, no staged folder; an older set of the same key (built before) is kept whole."""
     assert _run(tiny_package.root, "--precision", "fp16").exit_code == 0
     before = {f: (cache_root / f).read_bytes() for f in _cache_files(cache_root)}
     stand_ins.calls.clear()
@@ -162,6 +172,7 @@ def test_bad_flags_are_clean_errors(case: str, tiny_package: Package, cache_root
 
 
 def test_precision_the_package_lacks_names_the_export_to_run(fp32_only: Package, cache_root: Path, stand_ins):
+    """Our CLI's check, before any build (the replaced builder is never called)."""
     result = _run(fp32_only.root, "--precision", "fp16")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "has no fp16 graphs" in result.output and "vsr-export basicvsr --precision fp16" in result.output
