@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,8 +34,6 @@ def device_name(device: Device) -> str:
         for line in cpuinfo.read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    import platform
-
     return platform.processor() or "CPU"
 
 
@@ -91,7 +90,9 @@ def torch_matmul_peak(device: Device, dtype: torch.dtype, side: int | None = Non
     return 2 * side**3 / seconds / 1e9
 
 
-def peak_gflops(device: Device, precisions: set[str], threads: int) -> dict[str, tuple[float, str]]:
+def peak_gflops(
+    device: Device, precisions: set[str], threads: int, side: int | None = None
+) -> dict[str, tuple[float, str]]:
     """The measured peak for each precision: (GFLOP/s, how it was measured).
 
     On the CPU FP32 is ONNX Runtime's matrix product (faster here than PyTorch's), and the
@@ -99,15 +100,15 @@ def peak_gflops(device: Device, precisions: set[str], threads: int) -> dict[str,
     CPU arithmetic, so FP16 contenders are held to the FP32 peak). On a GPU each precision is a
     PyTorch matrix product of its own.
     """
-    side = PEAK_SIDE[device.kind]
+    side = side or PEAK_SIDE[device.kind]
     if not device.is_cuda:
-        peaks = {"fp32": (ort_matmul_peak(threads), f"ONNX Runtime FP32 MatMul {side}^3")}
+        peaks = {"fp32": (ort_matmul_peak(threads, side), f"ONNX Runtime FP32 MatMul {side}^3")}
         if "bf16" in precisions:
-            peaks["bf16"] = (torch_matmul_peak(device, torch.bfloat16), f"PyTorch BF16 matmul {side}^3")
+            peaks["bf16"] = (torch_matmul_peak(device, torch.bfloat16, side), f"PyTorch BF16 matmul {side}^3")
         return peaks
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     return {
-        p: (torch_matmul_peak(device, dtypes[p]), f"PyTorch {p.upper()} matmul {side}^3")
+        p: (torch_matmul_peak(device, dtypes[p], side), f"PyTorch {p.upper()} matmul {side}^3")
         for p in sorted(precisions | {"fp32"})
         if p in dtypes
     }
