@@ -37,7 +37,7 @@ def clip(tmp_path_factory):
 @pytest.fixture(scope="module")
 def one_worker(tmp_path_factory, clip, tiny_package) -> np.ndarray:
     out = tmp_path_factory.mktemp("one") / "frames"
-    _ok(_run([clip, "-o", out, "--model", tiny_package, "--segment", "8", "--work-dir", out.parent / "work"]))
+    _ok(_run([clip, "-o", out, "--model", tiny_package.root, "--segment", "8", "--work-dir", out.parent / "work"]))
     return _frames(out)
 
 

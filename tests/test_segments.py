@@ -87,7 +87,7 @@ def clip(tmp_path_factory) -> Path:
 def sequential(tmp_path_factory, clip, tiny_package) -> np.ndarray:
     """The frames of one uninterrupted run in one segment (PNG, so exact)."""
     out = tmp_path_factory.mktemp("seq") / "frames"
-    _ok(_run([clip, "-o", out, "--model", tiny_package, "--segment", "0", "--work-dir", out.parent / "work"]))
+    _ok(_run([clip, "-o", out, "--model", tiny_package.root, "--segment", "0", "--work-dir", out.parent / "work"]))
     return _frames(out)
 
 
@@ -109,17 +109,17 @@ def _counts(output: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def _spec(package: Path, **kw) -> EngineSpec:
-    return EngineSpec(str(package), "onnxruntime", threads=1, chunk=4, overlap=1, **kw)
+def _spec(package: Package, **kw) -> EngineSpec:
+    return EngineSpec(str(package.root), "onnxruntime", threads=1, chunk=4, overlap=1, **kw)
 
 
-def _job(clip: Path, out: Path, package: Path, resume: bool = False, segment_frames: int = 8):
+def _job(clip: Path, out: Path, package: Package, resume: bool = False, segment_frames: int = 8):
     return prepare_file(
         0,
         clip,
         out,
         probe(clip),
-        Package.open(package),
+        package,
         _spec(package),
         device_kind="cpu",
         codec="libx264",
@@ -160,7 +160,7 @@ def test_seeking_yields_the_frames_sequential_decoding_gives():
 
 def test_segments_equal_a_sequential_run_bit_for_bit(tmp_path, clip, tiny_package, sequential):
     """3 segments of 8 frames (windows of 4 + 1 frame of context, segments reached by seeking)."""
-    result = _run([clip, "-o", tmp_path / "frames", "--model", tiny_package, "--segment", "8"])
+    result = _run([clip, "-o", tmp_path / "frames", "--model", tiny_package.root, "--segment", "8"])
     _ok(result)
     assert _counts(result.output) == (3, 0)
     assert re.search(r"backend busy \d+ %", result.output) and re.search(r"[\d.]+ frames/s", result.output)
@@ -178,8 +178,8 @@ def test_mp4_segments_keep_the_source_timestamps_and_audio(tmp_path, tiny_packag
     frames, whose windows and context lie before frame 13, are those of the segmented whole run."""
     src = make_clip(tmp_path / "bbb.mp4", 18, name="bigbuckbunny.mp4", step=30, crop=(0, 0), vfr=True, audio=True)
     whole, cut = tmp_path / "whole.mp4", tmp_path / "cut.mp4"
-    _ok(_run([src, "-o", whole, "--model", tiny_package, "--segment", "8", "--crf", "0"]))
-    _ok(_run([src, "-o", cut, "--model", tiny_package, "--segment", "0", "--crf", "0", "--frames", "13"]))
+    _ok(_run([src, "-o", whole, "--model", tiny_package.root, "--segment", "8", "--crf", "0"]))
+    _ok(_run([src, "-o", cut, "--model", tiny_package.root, "--segment", "0", "--crf", "0", "--frames", "13"]))
 
     def streams(path):
         with av.open(str(path)) as c:
@@ -203,7 +203,7 @@ def test_sigkill_then_resume_keeps_finished_segments(tmp_path, clip, tiny_packag
     """vsr-run killed with SIGKILL after its first finished segment leaves no output; --resume
     computes only the missing segments (counted), recomputes a damaged one, and equals one run."""
     out = tmp_path / "frames"
-    args = [clip, "-o", out, "--model", tiny_package, "--segment", "8", *SCHEDULE]
+    args = [clip, "-o", out, "--model", tiny_package.root, "--segment", "8", *SCHEDULE]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     code = "import sys; from runtime.cli.run import main; sys.exit(main())"
     proc = subprocess.Popen(
@@ -226,7 +226,7 @@ def test_sigkill_then_resume_keeps_finished_segments(tmp_path, clip, tiny_packag
     (work,) = work_in_tmp.glob("frames-*")
     finished = sorted(p for p in work.glob("seg-*") if segment_is_complete(p, 8))
     assert 1 <= len(finished) < 3
-    result = _run([clip, "-o", out, "--model", tiny_package, "--segment", "8", "--resume"])
+    result = _run([clip, "-o", out, "--model", tiny_package.root, "--segment", "8", "--resume"])
     _ok(result)
     assert _counts(result.output) == (3 - len(finished), len(finished))
     assert np.array_equal(_frames(out), sequential)
@@ -289,7 +289,7 @@ def test_an_error_that_persists_leaves_no_output_and_exits_non_zero(
 
     monkeypatch.setattr(runtime.workers, "render_segment", flaky)
     out = tmp_path / "o.mp4"
-    result = _run([clip, "-o", out, "--model", tiny_package, "--segment", "8", "--retries", "2"])
+    result = _run([clip, "-o", out, "--model", tiny_package.root, "--segment", "8", "--retries", "2"])
     assert result.exit_code != 0 and "out of device memory" in result.output
     assert len(calls) == 3  # the first try and two retries
     assert not out.exists() and not list(tmp_path.glob(".o.mp4.partial*"))
@@ -304,12 +304,12 @@ def test_many_inputs_into_a_folder_go_on_past_a_bad_one(tmp_path, tiny_package):
     make_clip(videos / "b.mp4", 6, crop=(0, 0))
     (videos / "broken.mp4").write_text("not a video")
     out = tmp_path / "out"
-    result = _run([videos, "-o", f"{out}/", "--model", tiny_package])
+    result = _run([videos, "-o", f"{out}/", "--model", tiny_package.root])
     assert result.exit_code != 0
     assert "broken.mp4" in result.output and "1 of 3 inputs failed" in result.output
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4"]
     assert probe(out / "b.mp4").num_frames == 6
-    again = _run([videos / "a.mp4", videos / "b.mp4", "-o", out, "--model", tiny_package, "--resume"])
+    again = _run([videos / "a.mp4", videos / "b.mp4", "-o", out, "--model", tiny_package.root, "--resume"])
     _ok(again)
     assert again.output.count("skipped") == 2
 
@@ -398,7 +398,7 @@ def test_250_frames_of_bikes_in_segments_and_on_two_workers_equal_one_pass(tmp_p
         ("seg", ["--segment", "60"]),
         ("w2", ["--segment", "60", "--workers", "2"]),
     ]:
-        output = _run_real([src, "-o", tmp_path / name, "--model", tiny_package, *extra])
+        output = _run_real([src, "-o", tmp_path / name, "--model", tiny_package.root, *extra])
         assert _counts(output)[0] == (1 if name == "one" else 5)
         outs[name] = _frames(tmp_path / name)
     assert outs["one"].shape == (250, 96, 128, 3)
