@@ -48,7 +48,7 @@ def test_cluster_gives_the_frames_of_one_worker(tmp_path, clip, tiny_package, on
             "-o",
             tmp_path / "frames",
             "--model",
-            tiny_package,
+            tiny_package.root,
             "--segment",
             "8",
             "--cluster",

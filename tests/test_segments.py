@@ -415,7 +415,7 @@ def test_all_of_bigbuckbunny_in_segments_keeps_timestamps_and_audio(tmp_path, ti
                 "-o",
                 tmp_path / f"out{segment}.mp4",
                 "--model",
-                tiny_package,
+                tiny_package.root,
                 "--segment",
                 segment,
                 "--crf",
