@@ -49,16 +49,18 @@ window. Stages, for frames of multiples of 4 (the runtime pads to them):
 * ``flow(a, b)``: LR SpyNet -> ``flow`` (1, 2, h, w).
 * ``extract(x)`` -> ``feat`` (1, C, h, w), ``valid`` (1, 1, h, w) of ones (zeros past the clip ends).
 * ``ttvsr_backward(feat, flow, h_prev, memory_prev, loc_prev, count_prev)`` ->
-  ``(h, memory, loc, count)``; ``memory`` (1, 4CK, h, w) holds the (4, C*16, K, P) slots,
+  ``(h, memory, loc, count)``; ``memory`` (1, 4CK, h, w) holds the (4, K, P, C*16) slots,
   ``loc`` (1, K, h, w) each slot's tracked token index (constant over each 4x4 block), ``count``
   (1, 1, h, w) the steps done (0: the first step).
 * ``ttvsr_forward(lr, feat, flow, h_prev, memory_prev, loc_prev, count_prev, hb)`` -> the same
   and ``sr1`` (1, 3, 4h, 4w).
+* ``flow_hr(a, b)``: SpyNet on two stage-1 frames, resized to the DCT grid -> ``flow``
+  (1, 2, h, w): the (2, h/2, w/2) flow with each value repeated over a 2x2 block.
 * ``ftt_embed(lr, sr1)`` -> ``spectrum`` (Y), ``attended`` (FTTA(B, Y, Y), computed once per frame
   for both sweeps), each (1, F/4, h, w): the (F, h/2, w/2) map pixel-shuffled by 2.
-* ``ftt_backward(spectrum, attended, g_prev, sr1, sr1_prev, has_prev)`` -> ``g`` (1, F/4, h, w);
-  the step computes its own x4 SpyNet flow from ``sr1`` to ``sr1_prev``.
-* ``ftt_forward(..., gb)`` -> ``g``, ``hr`` (1, 3, 4h, 4w).
+* ``ftt_backward(spectrum, attended, g_prev, flow, has_prev)`` -> ``g`` (1, F/4, h, w); ``has_prev``
+  is the neighbour's ``valid`` (zeros past the clip's end: the sweep's first step).
+* ``ftt_forward(spectrum, attended, g_prev, flow, has_prev, sr1, gb)`` -> ``g``, ``hr`` (1, 3, 4h, 4w).
 
 Export forms (equal numbers): 4x4 unfold/fold as reshapes; the overlapping 6x6/8x8 unfold +
 fold + adaptive pool as index gathers of pixel pairs summed in the pool's order; nearest
@@ -67,10 +69,12 @@ even) and a gather; hard attention as max + gather; ``nn.MultiheadAttention`` as
 matrix products (no attention weights are returned); the keyframe lists as slot tensors written
 with ``where``.
 
-Differences from the original: none in the whole-clip :meth:`FTVSR.forward` (frames of any size
-of at least 16 x 16; the original's unused mirror-extension check and ``to_cpu`` are left out).
-The stage graphs need multiples of 4 (the runtime pads) and, past K keyframes in one sweep,
-overwrite the oldest slot where the original keeps every keyframe.
+Differences from the original: the whole-clip :meth:`FTVSR.forward` (frames of any size of at least
+16 x 16) runs SpyNet and the feature extractors frame by frame where the original batches them
+over the clip (the same math; the stage graphs then see the same numbers), and leaves out the
+unused mirror-extension check and ``to_cpu``. The stage graphs need multiples of 4 and at least
+33 x 33 (SpyNet's coarsest level; the runtime pads) and, past K keyframes in one sweep, overwrite
+the oldest slot where the original keeps every keyframe.
 """
 
 from __future__ import annotations
@@ -219,6 +223,21 @@ def _rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return table.reshape(n * r, d).index_select(0, (index + offsets).reshape(-1)).view(n, -1, d)
 
 
+def keyframe_scores(feat: torch.Tensor, memory: torch.Tensor, loc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarity of each token of ``feat`` with each keyframe's ``IDX`` token on its
+    trajectory, and the rows of those tokens in the (K*P) slot tables.
+
+    Every keyframe's score is reduced over the same contiguous axis, so equal tokens score
+    bit-for-bit equally (and the first of them wins, as in ``torch.max``).
+    Shapes: feat (N, C, h, w), memory (N, 4, K, P, C*16), loc (N, K, P) -> (N, K, P) x2.
+    """
+    n, _, k, p, d = memory.shape
+    query = F.normalize(to_tokens(feat).transpose(1, 2), dim=2)  # (N, P, D)
+    rows = loc.long() + torch.arange(k, device=loc.device).view(1, k, 1) * p
+    keys = F.normalize(_rows(memory[:, 3].reshape(n, k * p, d), rows.view(n, k * p)), dim=2)
+    return (keys.view(n, k, p, d) * query.unsqueeze(1)).sum(dim=3), rows
+
+
 def trajectory_attention(
     feat: torch.Tensor, memory: torch.Tensor, loc: torch.Tensor, fusion: nn.Module
 ) -> torch.Tensor:
@@ -232,18 +251,13 @@ def trajectory_attention(
 
     Returns:
         (N, C, h, w): ``fusion(cat(S1, S2, S3 of the best keyframe)) * its similarity`` (the
-        caller adds the warped state). Every keyframe's score is reduced over the same contiguous
-        axis, so equal tokens score bit-for-bit equally and the first of them wins, as in
-        ``torch.max``.
+        caller adds the warped state).
     """
     n, _, k, p, d = memory.shape
     h, w = feat.shape[2:]
-    query = F.normalize(to_tokens(feat).transpose(1, 2), dim=2)  # (N, P, D)
-    index = loc.long() + torch.arange(k, device=loc.device).view(1, k, 1) * p  # (N, K, P) rows of (K*P)
-    keys = F.normalize(_rows(memory[:, 3].reshape(n, k * p, d), index.view(n, k * p)), dim=2)
-    score = (keys.view(n, k, p, d) * query.unsqueeze(1)).sum(dim=3)  # (N, K, P) cosine similarity
+    score, rows = keyframe_scores(feat, memory, loc)
     similarity, best = score.max(dim=1)
-    source = index.gather(1, best.unsqueeze(1)).squeeze(1)  # (N, P): the winner's row
+    source = rows.gather(1, best.unsqueeze(1)).squeeze(1)  # (N, P): the winner's row
     picked = _rows(memory[:, :3].reshape(n, 3 * k * p, d), torch.cat([source + i * k * p for i in range(3)], 1))
     picked = picked.view(n, 3, p, d).transpose(2, 3).reshape(n, 3 * d, p)  # [S1, S2, S3] tokens
     confidence = from_tokens(similarity.unsqueeze(1).expand(n, TOKEN * TOKEN, p), h, w)
