@@ -316,23 +316,20 @@ def test_padding_copies_only_the_corner_when_both_sides_pad():
 
 
 # ------------------------------------------------------------------------------ stages and plan
-def test_executor_equals_whole_clip_forward_on_real_frames():
-    model, lr = quick_model(), real_lr(6, 36, 44)
+@pytest.mark.parametrize(("stride", "frames"), [(3, 5), pytest.param(1, 4, marks=pytest.mark.slow)])
+def test_executor_equals_forward_while_slots_hold_every_keyframe(stride, frames):
+    """On real frames, the plan equals the whole-clip forward (the original's unbounded keyframe
+    lists) with the default slots and with just the slots the clip needs; one slot fewer evicts."""
+    lr = real_lr(frames, 36, 40)
+    needed = keyframe_slots_for(frames, stride)  # 2 (REDS) and 3 (Vimeo-90K)
     with torch.no_grad():
-        expected = model(lr)[0]
-    assert torch.allclose(run_stages(model, lr), expected, atol=1e-5)
-
-
-def test_slots_hold_every_keyframe_a_window_needs_and_one_fewer_evicts():
-    lr = real_lr(8, 36, 44)
-    for stride in (3, 1):
-        needed = keyframe_slots_for(8, stride)  # 3 and 7
-        exact = quick_model(keyframe_stride=stride, keyframe_slots=needed)
-        with torch.no_grad():
-            expected = exact(lr)[0]
-        assert torch.allclose(run_stages(exact, lr), expected, atol=1e-5)
-        evicting = quick_model(keyframe_stride=stride, keyframe_slots=needed - 1)
-        assert (run_stages(evicting, lr) - expected).abs().max() > 1e-4
+        expected = quick_model(keyframe_stride=stride)(lr)[0]
+    for slots in (None, needed):
+        assert torch.allclose(
+            run_stages(quick_model(keyframe_stride=stride, keyframe_slots=slots), lr), expected, atol=1e-5
+        )
+    evicting = run_stages(quick_model(keyframe_stride=stride, keyframe_slots=needed - 1), lr)
+    assert (evicting - expected).abs().max() > 1e-5
 
 
 def test_forward_takes_frames_of_any_size_the_stages_need_multiples_of_4():

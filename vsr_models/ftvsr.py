@@ -260,8 +260,8 @@ def trajectory_attention(
     source = rows.gather(1, best.unsqueeze(1)).squeeze(1)  # (N, P): the winner's row
     picked = _rows(memory[:, :3].reshape(n, 3 * k * p, d), torch.cat([source + i * k * p for i in range(3)], 1))
     picked = picked.view(n, 3, p, d).transpose(2, 3).reshape(n, 3 * d, p)  # [S1, S2, S3] tokens
-    confidence = from_tokens(similarity.unsqueeze(1).expand(n, TOKEN * TOKEN, p), h, w)
-    return fusion(from_tokens(picked, h, w)) * confidence
+    confidence = from_tokens(similarity.unsqueeze(1).expand(n, TOKEN * TOKEN, p), h, w).to(feat.dtype)
+    return fusion(from_tokens(picked, h, w).to(feat.dtype)) * confidence  # (the memory may be FP32)
 
 
 class LTAM(nn.Module):
@@ -527,9 +527,10 @@ class _TrajectoryStep(nn.Module):
 
         # A keyframe fills slot (s // stride) mod K; the sweep's first fills every slot.
         slot_ids = torch.arange(k, device=feat.device).view(1, k)
-        write = (steps.view(n, 1) % self.keyframe_stride == 0) & (
-            (slot_ids == steps.view(n, 1) // self.keyframe_stride % k) | first.view(n, 1)
-        )  # (N, K)
+        # (a truncating division: the steps are never negative, and a floor division would export
+        # as sign tests on booleans, which TensorRT's Equal does not take)
+        slot = torch.div(steps.view(n, 1), self.keyframe_stride, rounding_mode="trunc") % k
+        write = (steps.view(n, 1) % self.keyframe_stride == 0) & ((slot_ids == slot) | first.view(n, 1))  # (N, K)
         tokens = keyframe_tokens(state, feat, any_size=False).unsqueeze(2)
         memory = torch.where(write.view(n, 1, k, 1, 1), tokens, memory)
         identity = torch.arange(p, device=feat.device, dtype=loc.dtype).view(1, 1, p)
@@ -827,7 +828,9 @@ class FTVSR(VSRNetwork):
     def stages(self) -> dict[str, Stage]:
         trajectory = ["feat", "flow", "h_prev", "memory_prev", "loc_prev", "count_prev"]
         trajectory_out = ["h", "memory", "loc", "count"]
-        coords = ["flow", "loc_prev", "count_prev", "loc", "count"]
+        # Flows, locations and step counts are coordinates; the keyframe memory feeds the hard
+        # attention's scores, which FP16 rounding would tip at near-ties.
+        coords = ["flow", "loc_prev", "count_prev", "loc", "count", "memory_prev", "memory"]
         frequency = ["spectrum", "attended", "g_prev", "flow", "has_prev"]
         return {
             "flow": Stage(self.spynet, ["a", "b"], ["flow"], fp32=["flow"]),
