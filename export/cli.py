@@ -80,7 +80,8 @@ def main(
             raise click.UsageError("--random-weights and --checkpoint exclude each other")
         net = create_model(arch)
     elif checkpoints:
-        net = create_model(arch)
+        # A zoo name builds the configuration its weights were trained in (ftvsr-vimeo: stride 1).
+        net = create_model(arch, released[model].config if model in released else "default")
         for path in checkpoints:
             load_checkpoint(net, path, key=key)
         check_all_parts_loaded(net)

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from runtime.executor import run_plan
-from runtime.pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP, Upscaler
+from runtime.pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP, MemoryBudgetError, Upscaler
 from tests.conftest import lr_clip
 from vsr_models import CheckpointError, create_model, load_checkpoint
 from vsr_models.ftvsr import (
@@ -133,6 +133,23 @@ def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):
     torch.save({"state_dict": {}, "meta": {"hook": nn.Identity()}}, tmp_path / "code.pth")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         load_checkpoint(create_model("ftvsr", **QUICK), tmp_path / "code.pth")
+
+
+def test_vsr_export_builds_the_configuration_of_the_named_weights(tmp_path, monkeypatch):
+    import export.cli
+
+    vimeo = create_model("ftvsr", config="vimeo")
+    torch.save({"state_dict": {f"generator.{k}": v for k, v in vimeo.state_dict().items()}}, tmp_path / "v.pth")
+    seen = {}
+
+    def fake_export(net, output, **kw):
+        seen["net"] = net
+        raise export.cli.PackageError("stop after loading")
+
+    monkeypatch.setattr(export.cli, "export_package", fake_export)
+    args = ["ftvsr-vimeo", "--checkpoint", str(tmp_path / "v.pth"), "-o", str(tmp_path / "pkg")]
+    assert "stop after loading" in CliRunner().invoke(export.cli.main, args).output
+    assert seen["net"].keyframe_stride == 1 and seen["net"].keyframe_slots == 41
 
 
 def test_zoo_names_say_where_the_released_files_are(tmp_path):
@@ -389,6 +406,9 @@ def test_budget_picks_tiles_so_that_1080p_output_fits():
     span = min(tile + 2 * up.tile_overlap, 270), min(tile + 2 * up.tile_overlap, 480)
     assert up.estimate(frames, *span) + frames * 3 * 1080 * 1920 * 4 <= 8 << 30
     assert up.tile_for(frames, 36, 44) is None  # small frames run whole
+    up.memory_budget = 1 << 20
+    with pytest.raises(MemoryBudgetError, match="raise the budget"):
+        up.tile_for(frames, 270, 480)
 
 
 # ------------------------------------------------------------------------- ONNX Runtime package
@@ -431,7 +451,7 @@ class _Tee:
         return out
 
 
-def _near_tie_pixels(model: FTVSR, tensors: dict[str, torch.Tensor], gap: float = 1e-5) -> torch.Tensor:
+def _near_tie_pixels(model: FTVSR, tensors: dict[str, torch.Tensor], gap: float = 1e-6) -> torch.Tensor:
     """(h, w) mask of the pixels a hard-attention near-tie (top two keyframe scores closer than
     ``gap``) can reach in a trajectory step's output state: the tied 4x4 token, widened by the
     receptive field of ``fusion`` and the trunk."""
@@ -452,8 +472,8 @@ def _near_tie_pixels(model: FTVSR, tensors: dict[str, torch.Tensor], gap: float 
 def test_onnxruntime_graphs_equal_pytorch_on_real_frames(package, h, w):
     """Every stage graph on ONNX Runtime against PyTorch with the same inputs, along the plan on real
     frames: 1e-4, except where the hard top-1 attention meets a near-tie (top two scores within
-    1e-5: the two backends' 1e-7 feature differences may pick either keyframe, as the original
-    would on another device). Then the whole plan on ONNX Runtime against the forward."""
+    1e-6: the two backends' 1e-7 differences may pick either keyframe, as the original would on
+    another device). Then the whole plan on ONNX Runtime against the forward."""
     from runtime.backends.ort import OrtBackend
 
     model, lr = quick_model(seed=2), real_lr(5, h, w)
@@ -466,7 +486,7 @@ def test_onnxruntime_graphs_equal_pytorch_on_real_frames(package, h, w):
             flips += 1  # the state, and the memory and sr1 made from it, may differ near the tie
             wrong = np.abs(out["h"].numpy() - ort["h"])[0].max(0) > 1e-4
             tied = _near_tie_pixels(model, inputs).numpy()
-            assert tied.mean() < 0.25 and not wrong[~tied].any(), (stage, tied.mean())
+            assert tied.mean() < 0.5 and not wrong[~tied].any(), (stage, tied.mean(), wrong.mean())
             continue
         assert max(error.values()) < 1e-4, (stage, error)
     assert flips <= 2, f"{flips} near-tie steps"
