@@ -650,7 +650,7 @@ _COMPRESSION = "half uncompressed, half H.264 at CRF 15/25/35 (README; the code 
     summary="FTVSR (ECCV 2022), x4, compressed video: TTVSR trajectory attention + frequency transformer",
     quick=QuickCheck(
         {"mid_channels": 16, "num_blocks": 1, "ftt_channels": 64, "ftt_blocks": 1, "d_model": 32, "n_heads": 2},
-        size=(32, 40),
+        size=(36, 44),  # multiples of 4 and >= 33, with DCT-grid rows and columns past the last patch
         frames=4,
     ),
     configs={"default": {"n_heads": 4}, "vimeo": {"n_heads": 4, "keyframe_stride": 1}},
