@@ -24,7 +24,7 @@ The policy; the first rule that matches a node names its reason:
    graph output the stage marks FP32 (``Stage.fp32``, e.g. flows). That covers flow
    accumulation and upsampling, ``grid = base + flow``, the Range/meshgrid base grid, the
    normalisation to [-1, 1], and DCN offset heads after their last convolution. In FP16 a
-   normalised grid has 0.12 px steps at width 480 and 0.47 px at 1920 (DESIGN.md).
+   normalised grid has 0.12 px steps at width 480 and 0.47 px at 1920.
    A learned layer that produces a coordinate (SpyNet's residual flow convolutions) runs in FP16
    and its output is cast to FP32 before the accumulation.
 2. **Custom-domain ops** (``vsr::ImplicitWarp``): their dtypes are set by their plugin; FP32
@@ -39,17 +39,6 @@ The policy; the first rule that matches a node names its reason:
 Graph inputs and outputs stay FP32 (states too), with casts at the boundaries inside the graph,
 so the executor and every backend exchange float32. An FP32 input that only feeds FP16 compute is
 cast once; one that feeds coordinate math is never rounded (checked by :func:`check_fp16_graph`).
-
-Measured on ONNX Runtime CPU (which runs every FP16 tensor in FP16 storage; a GPU may also
-accumulate differently), real frames of bikes.mp4 downscaled x4:
-
-* BasicVSR (REDS4 weights), 20 frames, centre 64x96, against PyTorch's whole-clip FP32 forward:
-  min 77.95 dB, mean 78.89 dB, first 5 frames 78.38 dB, last 5 78.96 dB (no drift). Full
-  68x160 frames against ONNX Runtime FP32: min 78.24 dB, mean 79.48 dB. Without the coordinate
-  rule (only GridSample FP32, flows and grids in FP16): min 65.0 dB, mean 66.9 dB.
-* Reductions: BasicVSR has none. IART (random weights: no IART weights are installed), 3 frames
-  of 64x64: 92.72 dB with LayerNormalization/Softmax/ReduceSum in FP32, 91.75 dB with them in
-  FP16; they stay FP32 (a small, unmeasured-on-GPU cost, and trained activations may be larger).
 """
 
 from __future__ import annotations
@@ -124,11 +113,11 @@ FP32_OPS: dict[str, str] = {
     "GridSample": "GridSample: input and grid must share one dtype in TensorRT (strongly typed) and "
     "the grid is FP32; the sampled features are cast around it",
     "DeformConv": "DeformConv: its offsets are FP32 and TensorRT's ModulatedDeformConv2d plugin needs all "
-    "inputs in one dtype (deploy.md section 1)",
+    "inputs in one dtype",
     "Sin": "positional encoding: the argument reaches hundreds of radians (FP16 steps of 0.125 rad at 256)",
     "Cos": "positional encoding: the argument reaches hundreds of radians (FP16 steps of 0.125 rad at 256)",
     **{
-        op: f"{op}: a normalisation or reduction over many values, kept FP32 (measured: see the module docstring)"
+        op: f"{op}: a normalisation or reduction over many values, kept FP32 (measured in the README)"
         for op in REDUCTION_OPS
     },
 }

@@ -8,11 +8,17 @@ context on each side; each tile runs the whole plan over the window and only its
 With a memory budget and no tile size, the tile is the largest whose estimated working memory
 (:func:`window_bytes` plus the network's step workspace) fits the budget.
 Frames are padded (edge replication) to the network's size constraints and cropped back.
+
+A sliding-window network (a plan with ``window`` r, SAVSR) carries no state across frames: each
+output frame reads r frames either side, so windows get exactly r frames of overlap and chunking
+changes nothing in the output. An arbitrary-scale network runs at the scale :func:`resolve_scale`
+settles (``--scale`` or ``--size``); the output is then ``round(h * s_h) x round(w * s_w)``.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +28,7 @@ import numpy as np
 from export.format import Package
 from vsr_models.errors import VSRError
 from vsr_models.plan import Plan, Read, SizeConstraints
+from vsr_models.scales import Scale, ScaleError, output_size, scale_for_size
 
 from .executor import Backend, run_plan
 
@@ -49,9 +56,10 @@ def _ftvsr_attention(config: Mapping[str, Any], h: int, w: int) -> int:
 STEP_WORKSPACE: dict[str, Callable[[Mapping[str, Any], int, int], int]] = {"ftvsr": _ftvsr_attention}
 
 
-def window_bytes(plan: Plan, frames: int, h: int, w: int) -> int:
+def window_bytes(plan: Plan, frames: int, h: int, w: int, out: tuple[int, int] | None = None) -> int:
     """FP32 bytes of the sequences the executor holds at the busiest step of a window of ``frames``
-    LR frames of h x w (the output sequence, handed over as it is made, is not counted).
+    LR frames of h x w (output frames of ``out``; the output sequence, handed over as it is made,
+    is not counted).
 
     A sequence lives from the step that first writes it to the last step that reads it, with all
     its frames, except a state read only by the sweep that writes it: that one holds the frames
@@ -83,9 +91,46 @@ def window_bytes(plan: Plan, frames: int, h: int, w: int) -> int:
         total = 0
         for seq in live:
             spec = plan.tensors[seq]
-            total += held(seq) * spec.channels * h * spec.scale * w * spec.scale * _FP32
+            total += held(seq) * math.prod(spec.shape(h, w, out)) * _FP32
         peak = max(peak, total)
     return peak
+
+
+#: Default chunk of a sliding-window network: its output does not depend on the chunk, its memory
+#: does (every per-frame feature of the chunk is held until the chunk's last stage has run).
+DEFAULT_WINDOW_CHUNK = 4
+
+
+def _text(scale: Scale) -> str:
+    return f"x{scale[0]:.4g}" if scale[0] == scale[1] else f"x{scale[0]:.4g} by x{scale[1]:.4g}"
+
+
+def resolve_scale(
+    package: Package, h: int, w: int, scale: Scale | None = None, size: tuple[int, int] | None = None
+) -> Scale:
+    """The output scale (s_h, s_w) for h x w frames: ``scale``, the scale that gives exactly
+    ``size`` (H, W), or the package's own; a :class:`ScaleError` if the network cannot produce it."""
+    if scale is not None and size is not None:
+        raise ScaleError("give either --scale or --size, not both")
+    own = (float(package.scale), float(package.scale))
+    wanted = scale if size is None else scale_for_size(h, w, size)
+    if wanted is None:
+        return own
+    what = f"{size[0]}x{size[1]}" if size is not None else _text(wanted)
+    needs = f"; {what} from {h}x{w} needs {_text(wanted)}" if size is not None else f", not {what}"
+    scale_range = package.scale_range
+    if scale_range is None:
+        if tuple(wanted) != own:
+            raise ScaleError(
+                f"{package.model} upscales by exactly x{package.scale} ({h}x{w} -> {h * package.scale}x"
+                f"{w * package.scale}) and cannot make {what}; --scale and --size need an arbitrary-scale "
+                "network (savsr)"
+            )
+        return own
+    lo, hi = scale_range
+    if not all(lo <= v <= hi for v in wanted):
+        raise ScaleError(f"{package.model} upscales by x{lo:g} to x{hi:g} on each axis{needs}")
+    return float(wanted[0]), float(wanted[1])
 
 
 @dataclass(frozen=True)
@@ -143,6 +188,18 @@ def pad_to(frames: np.ndarray, constraints: SizeConstraints) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode=mode)
 
 
+def _pad_for(frames: np.ndarray, constraints: SizeConstraints, scale: Scale) -> np.ndarray:
+    """:func:`pad_to`, refused at a fractional scale (the output of padded frames cannot be cropped
+    back to exactly ``round(h * s)``)."""
+    padded = pad_to(frames, constraints)
+    if padded.shape != frames.shape and not all(float(s).is_integer() for s in scale):
+        h, w = frames.shape[-2:]
+        raise ScaleError(
+            f"frames of {h}x{w} are smaller than the network's minimum {constraints.min_h}x{constraints.min_w}"
+        )
+    return padded
+
+
 class Upscaler:
     """Runs a plan over windows and tiles of a frame stream.
 
@@ -151,23 +208,20 @@ class Upscaler:
     Args:
         backend: where the stages run.
         plan: the network's plan.
-        scale: spatial scale of the output.
+        scale: spatial scale of the output: the network's integer scale, or (s_h, s_w) for an
+            arbitrary-scale network (output ``round(h * s_h) x round(w * s_w)``).
         constraints: LR size constraints (frames are padded to meet them).
         chunk: output frames per window (``None``: the whole clip in one window).
         overlap: extra frames of context on each side of a window.
-        tile: maximum tile size in LR pixels (``None``: whole frames, or the largest tile that fits
-            ``memory_budget``).
+        tile: maximum tile size in LR pixels (``None``: whole frames).
         tile_overlap: LR pixels of context around each tile.
-        memory_budget: bytes a window may take (estimated, see :meth:`estimate`); used when
-            ``tile`` is ``None``.
-        workspace: the network's step workspace, ``(h, w) -> bytes`` (see :data:`STEP_WORKSPACE`).
     """
 
     def __init__(
         self,
         backend: Backend,
         plan: Plan,
-        scale: int,
+        scale: int | Scale,
         constraints: SizeConstraints,
         *,
         chunk: int | None = DEFAULT_CHUNK,
@@ -181,8 +235,12 @@ class Upscaler:
             raise ValueError("chunk must be at least 1 frame")
         if overlap < 0:
             raise ValueError("overlap must be >= 0")
-        self.backend, self.plan, self.scale, self.constraints = backend, plan, scale, constraints
+        self.scale: Scale = (float(scale), float(scale)) if isinstance(scale, (int, float)) else scale
+        self.backend, self.plan, self.constraints = backend, plan, constraints
         self.chunk, self.overlap, self.tile, self.tile_overlap = chunk, overlap, tile, tile_overlap
+        self.integral = all(float(s).is_integer() for s in self.scale)
+        if tile and not self.integral:
+            raise ScaleError(f"tiles need an integer scale; {_text(self.scale)} does not cut into tiles: drop --tile")
         self.memory_budget, self.workspace = memory_budget, workspace
 
     def estimate(self, frames: int, h: int, w: int) -> int:
@@ -190,15 +248,15 @@ class Upscaler:
         (padded to the constraints): the executor's sequences and the step workspace."""
         ph, pw = self.constraints.padded(h, w)
         extra = self.workspace(ph, pw) if self.workspace is not None else 0
-        return window_bytes(self.plan, frames, ph, pw) + extra
+        return window_bytes(self.plan, frames, ph, pw, output_size(ph, pw, self.scale)) + extra
 
     def tile_for(self, frames: int, h: int, w: int) -> int | None:
         """The tile size this upscaler uses for a window of ``frames`` frames of h x w: ``tile``, or
         under a memory budget the largest (a multiple of the size constraint) that fits."""
-        if self.tile is not None or self.memory_budget is None:
+        if self.tile is not None or self.memory_budget is None or not self.integral:
             return self.tile
-        s = self.scale
-        out = frames * self.plan.output_rate * 3 * h * s * w * s * _FP32  # the window's output frames
+        out_h, out_w = output_size(h, w, self.scale)
+        out = frames * self.plan.output_rate * 3 * out_h * out_w * _FP32  # the window's output frames
 
         def fits(size: int) -> bool:
             span = min(size + 2 * self.tile_overlap, h), min(size + 2 * self.tile_overlap, w)
@@ -226,13 +284,13 @@ class Upscaler:
         emit: Callable[[int, np.ndarray], None],
         on_step: Callable[[str], None] | None = None,
     ) -> None:
-        """Upscale (T, 3, h, w) ``lr``; ``emit(t, (3, s*h, s*w))`` for the output frames of the
+        """Upscale (T, 3, h, w) ``lr``; ``emit(t, (3, H, W))`` for the output frames of the
         input frames in ``keep`` (``rate`` of them per input frame), in order."""
         _, _, h, w = lr.shape
-        s, rate = self.scale, self.plan.output_rate
+        rate = self.plan.output_rate
         keep = range(keep.start * rate, keep.stop * rate)
         tiles = plan_tiles(h, w, self.tile_for(len(lr), h, w), self.tile_overlap)
-        out = np.empty((len(keep), 3, h * s, w * s), dtype=np.float32) if len(tiles) > 1 else None
+        out = np.empty((len(keep), 3, *output_size(h, w, self.scale)), dtype=np.float32) if len(tiles) > 1 else None
         for tile in tiles:
             self._run_tile(lr, tile, keep, out, emit, on_step)
         if out is not None:
@@ -250,11 +308,12 @@ class Upscaler:
     ) -> None:
         """Run the plan over one tile of the window: its core goes into ``out`` (several tiles), or
         each output frame is emitted in order (one tile)."""
-        s = self.scale
-        region = pad_to(lr[:, :, tile.y0 : tile.y1, tile.x0 : tile.x1], self.constraints)
+        region = _pad_for(lr[:, :, tile.y0 : tile.y1, tile.x0 : tile.x1], self.constraints, self.scale)
         th, tw = tile.y1 - tile.y0, tile.x1 - tile.x0
-        oy, ox = (tile.core_y0 - tile.y0) * s, (tile.core_x0 - tile.x0) * s
-        ch, cw = (tile.core_y1 - tile.core_y0) * s, (tile.core_x1 - tile.core_x0) * s
+        out_h, out_w = output_size(th, tw, self.scale)
+        sy, sx = int(self.scale[0]), int(self.scale[1])  # only used with tiles, whose scale is an integer
+        oy, ox = (tile.core_y0 - tile.y0) * sy, (tile.core_x0 - tile.x0) * sx
+        ch, cw = (tile.core_y1 - tile.core_y0) * sy, (tile.core_x1 - tile.core_x0) * sx
         pending: dict[int, np.ndarray] = {}
         next_t = keep.start
 
@@ -262,14 +321,14 @@ class Upscaler:
             nonlocal next_t
             if t not in keep:
                 return
-            hr = self.backend.download(handle)[0, :, : th * s, : tw * s]
+            hr = self.backend.download(handle)[0, :, :out_h, :out_w]
             if out is not None:
                 core = hr[:, oy : oy + ch, ox : ox + cw]
                 out[
                     t - keep.start,
                     :,
-                    tile.core_y0 * s : tile.core_y0 * s + ch,
-                    tile.core_x0 * s : tile.core_x0 * s + cw,
+                    tile.core_y0 * sy : tile.core_y0 * sy + ch,
+                    tile.core_x0 * sx : tile.core_x0 * sx + cw,
                 ] = core
                 return
             pending[t] = hr
@@ -278,14 +337,14 @@ class Upscaler:
                 next_t += 1
 
         frames = [self.backend.upload(region[i : i + 1]) for i in range(len(region))]
-        run_plan(self.plan, self.backend, frames, on_output=take, on_step=on_step)
+        run_plan(self.plan, self.backend, frames, on_output=take, on_step=on_step, scale=self.scale)
         if out is None and pending:
             raise RuntimeError(f"plan produced frames {sorted(pending)} out of order with a gap")
 
     def stream(
         self, frames: Iterable[np.ndarray], on_step: Callable[[str], None] | None = None
     ) -> Iterator[np.ndarray]:
-        """Upscale an iterable of (3, h, w) float32 frames, yielding (3, s*h, s*w) frames in order
+        """Upscale an iterable of (3, h, w) float32 frames, yielding (3, H, W) frames in order
         (``plan.output_rate`` of them per input frame).
 
         Frames are read ahead only as far as the current window needs.
@@ -331,17 +390,25 @@ def upscaler_for(
     overlap: int | None = None,
     tile: int | None = None,
     tile_overlap: int = 16,
+    scale: Scale | None = None,
     memory_budget: int | None = None,
 ) -> Upscaler:
     """An :class:`Upscaler` for a package; ``None`` picks the package's schedule: non-overlapping
-    clips of ``clip_frames`` for a clip-level network, else ``DEFAULT_CHUNK`` + ``DEFAULT_OVERLAP``;
-    for a network with a step workspace (:data:`STEP_WORKSPACE`), tiles that fit ``memory_budget``
+    clips of ``clip_frames`` for a clip-level network, windows of ``DEFAULT_WINDOW_CHUNK`` with
+    exactly the plan's context for a sliding-window network, else ``DEFAULT_CHUNK`` +
+    ``DEFAULT_OVERLAP``. ``scale`` (from :func:`resolve_scale`) defaults to the package's own. For
+    a network with a step workspace (:data:`STEP_WORKSPACE`), tiles that fit ``memory_budget``
     (default :data:`DEFAULT_MEMORY_BUDGET`) unless ``tile`` is given."""
-    clip = package.clip_frames
+    clip, window = package.clip_frames, package.plan.window
+    if window is not None and overlap is not None and overlap < window:
+        raise ScaleError(
+            f"{package.model} reads {window} frames either side of each output frame and carries no state, "
+            f"so windows overlap by exactly {window}; --overlap {overlap} would change frames at window edges: drop it"
+        )
     if chunk is None:
-        chunk = clip or DEFAULT_CHUNK
+        chunk = clip or (DEFAULT_WINDOW_CHUNK if window is not None else DEFAULT_CHUNK)
     if overlap is None:
-        overlap = 0 if clip else DEFAULT_OVERLAP
+        overlap = 0 if clip else (window if window is not None else DEFAULT_OVERLAP)
     workspace = STEP_WORKSPACE.get(package.model)
     config = package.manifest.get("config") or {}
     if workspace is not None and memory_budget is None:
@@ -349,7 +416,7 @@ def upscaler_for(
     return Upscaler(
         backend,
         package.plan,
-        package.scale,
+        scale or package.scale,
         package.constraints,
         chunk=chunk,
         overlap=overlap,
@@ -360,11 +427,14 @@ def upscaler_for(
     )
 
 
-def upscale_clip(backend: Backend, package: Package, lr: np.ndarray) -> np.ndarray:
-    """One whole-clip run of the package's plan: (T, 3, h, w) -> (T * rate, 3, s*h, s*w), padded to
-    the network's constraints and cropped back (no windows, no tiles)."""
+def upscale_clip(backend: Backend, package: Package, lr: np.ndarray, scale: Scale | None = None) -> np.ndarray:
+    """One whole-clip run of the package's plan: (T, 3, h, w) -> (T * rate, 3, H, W), padded to
+    the network's constraints and cropped back (no windows, no tiles). ``scale`` (s_h, s_w) is
+    that of an arbitrary-scale network (default: the package's own)."""
     h, w = lr.shape[-2:]
-    s = package.scale
-    padded = pad_to(lr, package.constraints)
-    outs = run_plan(package.plan, backend, [backend.upload(padded[i : i + 1]) for i in range(len(padded))])
-    return np.concatenate([backend.download(o) for o in outs])[:, :, : h * s, : w * s]
+    scale = scale or (float(package.scale), float(package.scale))
+    out_h, out_w = output_size(h, w, scale)
+    padded = _pad_for(lr, package.constraints, scale)
+    frames = [backend.upload(padded[i : i + 1]) for i in range(len(padded))]
+    outs = run_plan(package.plan, backend, frames, scale=scale)
+    return np.concatenate([backend.download(o) for o in outs])[:, :, :out_h, :out_w]

@@ -16,7 +16,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from runtime.backends import OrtBackend, TorchBackend
+from runtime.backends import TorchBackend
 from runtime.executor import run_plan
 from vsr_models import CheckpointError, create_model, load_checkpoint
 from vsr_models.basicvsrpp import BRANCHES, BasicVSRPlusPlus, bicubic_quarter
@@ -130,18 +130,6 @@ def test_bicubic_quarter_is_the_original_resize():
     for x in (frames, torch.rand(1, 3, 260, 300)):
         resized = torch.nn.functional.interpolate(x, scale_factor=0.25, mode="bicubic")
         assert (bicubic_quarter(x) - resized).abs().max().item() <= 1e-6
-
-
-def test_basicvsrpp_executor_equals_whole_clip_forward():
-    torch.manual_seed(0)
-    net = BasicVSRPlusPlus(mid_channels=16, num_blocks=1).eval()
-    _randomise_alignment(net)
-    lr, _ = lr_clip(4, 64, 64, y0=8, x0=200)
-    with torch.inference_mode():
-        ref = net(torch.from_numpy(lr)[None])[0].numpy()
-    out = _run_plan(net, lr)
-    assert out.shape == (4, 3, 256, 256)
-    assert np.abs(out - ref).max() <= 1e-5
 
 
 # ---------------------------------------------------------------------- DAVSR: layout and checkpoints
@@ -334,15 +322,6 @@ def small_davsr():
     return model
 
 
-def test_davsr_executor_equals_whole_clip_forward(small_davsr):
-    lr, _ = lr_clip(2, 64, 64, y0=8, x0=200)
-    with torch.inference_mode():
-        ref = small_davsr(torch.from_numpy(lr)[None])[0].numpy()
-    out = _run_plan(small_davsr, lr)
-    assert out.shape == ref.shape == (10, 3, 256, 256)
-    assert np.abs(out - ref).max() <= 1e-5
-
-
 @pytest.mark.slow
 def test_davsr_executor_equals_forward_on_the_test_protocol_clip(small_davsr):
     """10 LR frames in, 50 HR frames out, as the original's test protocol."""
@@ -355,7 +334,9 @@ def test_davsr_executor_equals_forward_on_the_test_protocol_clip(small_davsr):
 
 
 @pytest.mark.slow
-def test_davsr_onnxruntime_package_equals_pytorch(small_davsr, tmp_path):
+def test_davsr_package_runs_deformconv_and_no_fourier_op(small_davsr, tmp_path):
+    """The deployed graphs use ONNX DeformConv and real arithmetic only (no DFT/STFT, which
+    TensorRT cannot run); the package's numbers are checked by the shared contract test."""
     from export.package import export_package
 
     package = export_package(small_davsr, tmp_path / "davsr")
@@ -363,10 +344,3 @@ def test_davsr_onnxruntime_package_equals_pytorch(small_davsr, tmp_path):
     for name in package.stage_names():
         ops |= {n.op_type for n in onnx.load(str(package.stage_file(name))).graph.node}
     assert "DeformConv" in ops and not ops & {"DFT", "STFT"}
-    lr, _ = lr_clip(2, 64, 64, y0=8, x0=200)
-    with torch.inference_mode():
-        ref = small_davsr(torch.from_numpy(lr)[None])[0].numpy()
-    backend = OrtBackend(package)
-    out = run_plan(package.plan, backend, [backend.upload(f[None]) for f in lr])
-    out = np.concatenate([backend.download(o) for o in out])
-    assert np.abs(out - ref).max() <= 1e-4

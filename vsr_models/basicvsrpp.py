@@ -216,7 +216,7 @@ class _Upsample(nn.Module):
 
 @register_network(
     summary="BasicVSR++ (CVPR 2022), x4, second-order propagation with flow-guided deformable alignment",
-    quick=QuickCheck({"mid_channels": 16, "num_blocks": 1}, size=(64, 64), frames=3),
+    quick=QuickCheck({"mid_channels": 16, "num_blocks": 1}, size=(64, 80), frames=4),
     weights=(
         Weights(
             "basicvsrpp-reds4",
@@ -250,6 +250,7 @@ class BasicVSRPlusPlus(VSRNetwork):
     """
 
     name = "basicvsrpp"
+    checkpoint_layout = "mmcv"
     scale = 4
     constraints = SizeConstraints(min_h=64, min_w=64, multiple=1)
 

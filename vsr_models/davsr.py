@@ -193,7 +193,7 @@ def hyper_parameters(hypanet: HyPaNet, like: torch.Tensor) -> torch.Tensor:
 @register_network(
     summary="DAVSR (ECCV 2022), x4 in space and x5 in time, deep unfolding with BasicVSR++ and Super SloMo "
     "(no released weights could be confirmed; pass both files with --checkpoint)",
-    quick=QuickCheck({"mid_channels": 16, "num_blocks": 1}, size=(64, 64), frames=2),
+    quick=QuickCheck({"mid_channels": 16, "num_blocks": 1}, size=(64, 64), frames=2, slow_export=True),
 )
 class DAVSR(VSRNetwork):
     """DAVSR, x4 in space and x5 in time. Defaults are the released configuration.
@@ -342,6 +342,21 @@ class DAVSR(VSRNetwork):
         return Plan(steps=steps, tensors=tensors, output="hr")
 
     # ------------------------------------------------------------------ checkpoints
+    checkpoint_layout = "mmcv"
+
+    def release_files(self) -> dict[str, dict[str, Any]]:
+        """The two released files: the mmcv DAVSR file (with the trainer's ``step_counter``) and
+        the Super SloMo file (``state_dictFC``, ``state_dictAT``)."""
+        generator = {f"generator.{k}": v.detach().clone() for k, v in self.generator.state_dict().items()}
+        slomo = self.slomo.state_dict()
+        return {
+            "davsr": {"state_dict": {**generator, "step_counter": torch.zeros(1)}},
+            "superslomo": {
+                "state_dictFC": {k[len("flow.") :]: v.clone() for k, v in slomo.items() if k.startswith("flow.")},
+                "state_dictAT": {k[len("interp.") :]: v.clone() for k, v in slomo.items() if k.startswith("interp.")},
+            },
+        }
+
     def route_checkpoint(self, obj: Any, key: str | None) -> tuple[str, dict[str, torch.Tensor]]:
         """Which part a released file fills: ``("generator", ...)`` or ``("slomo", ...)``."""
         if key is not None:

@@ -238,26 +238,6 @@ def _circulant_solve(r: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tens
     return out / (h * w)
 
 
-def solve_2d(y: torch.Tensor, z: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
-    """``argmin_m ||S(k * m) - y||^2 + alpha ||m - z||^2`` for the spatial kernel and x4 subsampling.
-
-    USRNet's closed form in its push-through form, ``m = z + B^T S^T (S B B^T S^T + alpha)^-1 (y - S B z)``:
-    two circular convolutions at the HR size and a circulant solve on the LR grid (DFT
-    matrices, real arithmetic). Only the residual passes through the DFTs, which keeps their
-    FP32 rounding proportional to the correction rather than to the image.
-
-    Args:
-        y: (N, C, h, w) LR frame.
-        z: (N, C, 4h, 4w) prior frame.
-        alpha: weight, float or tensor broadcastable to (N, 1, 1, 1).
-
-    Returns:
-        (N, C, 4h, 4w), FP32 (FP64 for FP64 inputs).
-    """
-    y, z = y.to(_work_dtype(z)), z.to(_work_dtype(z))
-    return z + upsample_blur(_circulant_solve(y - blur_subsample(z), alpha))
-
-
 def data_step_block(z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
     """The data step on one block of five HR frames, exact to :func:`data_step_fft` on the whole clip.
 

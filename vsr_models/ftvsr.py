@@ -847,24 +847,30 @@ class FTVSR(VSRNetwork):
 
     def plan(self) -> Plan:
         c, k, f4 = self.mid_channels, self.keyframe_slots, self.ftt_channels // 4
+
+        def grid(channels: int, scale: int = 1) -> TensorSpec:
+            # Frames are multiples of 4 (the constraints): saying so lets the export prove the
+            # token reshapes without guards.
+            return TensorSpec(channels, scale, multiple=TOKEN)
+
         tensors = {
-            "lr": TensorSpec(3),
-            "flow_bwd": TensorSpec(2),
-            "flow_fwd": TensorSpec(2),
-            "flow8_bwd": TensorSpec(2),
-            "flow8_fwd": TensorSpec(2),
-            "feat": TensorSpec(c),
-            "valid": TensorSpec(1),
-            "sr1": TensorSpec(3, self.scale),
-            "spectrum": TensorSpec(f4),
-            "attended": TensorSpec(f4),
-            "gb": TensorSpec(f4),
-            "gf": TensorSpec(f4),
-            "hr": TensorSpec(3, self.scale),
+            "lr": grid(3),
+            "flow_bwd": grid(2),
+            "flow_fwd": grid(2),
+            "flow8_bwd": grid(2),
+            "flow8_fwd": grid(2),
+            "feat": grid(c),
+            "valid": grid(1),
+            "sr1": grid(3, self.scale),
+            "spectrum": grid(f4),
+            "attended": grid(f4),
+            "gb": grid(f4),
+            "gf": grid(f4),
+            "hr": grid(3, self.scale),
         }
         for d in ("b", "f"):
-            tensors.update({f"h{d}": TensorSpec(c), f"memory_{d}": TensorSpec(4 * c * k)})
-            tensors.update({f"loc_{d}": TensorSpec(k), f"count_{d}": TensorSpec(1)})
+            tensors.update({f"h{d}": grid(c), f"memory_{d}": grid(4 * c * k)})
+            tensors.update({f"loc_{d}": grid(k), f"count_{d}": TensorSpec(1, size="one")})
 
         def carried(d: str, back: int) -> dict[str, Read]:
             return {

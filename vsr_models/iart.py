@@ -114,7 +114,7 @@ def _release(name: str, filename: str, data: str, degradation: str) -> Weights:
 
 @register_network(
     summary="IART (CVPR 2024), x4, recurrent Swin with implicit-resampling alignment",
-    quick=QuickCheck({"embed_dim": 32, "depths": (2,), "num_heads": (2,)}, size=(64, 64), frames=3),
+    quick=QuickCheck({"embed_dim": 32, "depths": (2,), "num_heads": (2,)}, size=(64, 96), frames=3),
     checkpoint_keys=1162,
     weights=(
         _release("iart-reds-n6", "IART_REDS_BI_N6.pth", "REDS (REDS4 held out), 6-frame clips", "BI"),

@@ -104,6 +104,9 @@ class QuickCheck:
     config: Mapping[str, Any]
     size: tuple[int, int] = (64, 64)  # LR height, width
     frames: int = 3
+    #: Exporting and running the whole package takes minutes on 2 CPU cores: the contract's
+    #: ONNX Runtime check then runs in the slow suite (``pytest -m slow``).
+    slow_export: bool = False
 
 
 @dataclass(frozen=True)
