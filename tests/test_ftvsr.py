@@ -372,7 +372,7 @@ def test_memory_state_keeps_its_shape_and_counts_the_steps():
         "h_prev": torch.zeros(1, c, 36, 44),
         "memory_prev": torch.zeros(1, 4 * c * k, 36, 44),
         "loc_prev": torch.zeros(1, k, 36, 44),
-        "count_prev": torch.zeros(1, 1, 36, 44),
+        "count_prev": torch.zeros(1, 1, 1, 1),
     }
     state = zeros
     with torch.no_grad():

@@ -51,7 +51,7 @@ window. Stages, for frames of multiples of 4 (the runtime pads to them):
 * ``ttvsr_backward(feat, flow, h_prev, memory_prev, loc_prev, count_prev)`` ->
   ``(h, memory, loc, count)``; ``memory`` (1, 4CK, h, w) holds the (4, K, P, C*16) slots,
   ``loc`` (1, K, h, w) each slot's tracked token index (constant over each 4x4 block), ``count``
-  (1, 1, h, w) the steps done (0: the first step).
+  (1, 1, 1, 1) the steps done (0: the first step).
 * ``ttvsr_forward(lr, feat, flow, h_prev, memory_prev, loc_prev, count_prev, hb)`` -> the same
   and ``sr1`` (1, 3, 4h, 4w).
 * ``flow_hr(a, b)``: SpyNet on two stage-1 frames, resized to the DCT grid -> ``flow``
