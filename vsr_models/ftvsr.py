@@ -652,6 +652,7 @@ _COMPRESSION = "half uncompressed, half H.264 at CRF 15/25/35 (README; the code 
         {"mid_channels": 16, "num_blocks": 1, "ftt_channels": 64, "ftt_blocks": 1, "d_model": 32, "n_heads": 2},
         size=(36, 44),  # multiples of 4 and >= 33, with DCT-grid rows and columns past the last patch
         frames=4,
+        slow_export=True,
     ),
     configs={"default": {"n_heads": 4}, "vimeo": {"n_heads": 4, "keyframe_stride": 1}},
     checkpoint_keys=394,
