@@ -16,8 +16,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from export import cli as export_cli
-from export.package import export_package
+from export.format import Package
 from runtime.backends import OrtBackend, TorchBackend
+from runtime.cli.bench import main as bench_main
+from runtime.cli.parity import main as parity_main
 from runtime.cli.run import main as run_main
 from runtime.executor import run_plan
 from runtime.pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP, MemoryBudgetError, Upscaler
@@ -433,8 +435,60 @@ def test_budget_picks_tiles_so_that_1080p_output_fits():
 
 # ------------------------------------------------------------------------- ONNX Runtime package
 @pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    return export_package(quick_model(seed=2), tmp_path_factory.mktemp("ftvsr") / "pkg")
+def exported(tmp_path_factory) -> tuple[Package, str]:
+    """``vsr-export ftvsr --checkpoint F --precision fp16 --check-tensorrt`` on an mmcv file of
+    the quick configuration (random weights, the real SpyNet; its ``meta`` records the
+    configuration, as ``vsr-train`` writes it): the package and the command's output."""
+    root = tmp_path_factory.mktemp("ftvsr")
+    model = quick_model(seed=2)
+    state = {f"generator.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"meta": {"network": "ftvsr", "network_config": QUICK}, "state_dict": state}, root / "ftvsr.pth")
+    args = ["ftvsr", "--checkpoint", str(root / "ftvsr.pth"), "-o", str(root / "pkg"), "--precision", "fp16"]
+    result = CliRunner().invoke(export_cli.main, [*args, "--check-tensorrt"])
+    print(result.output)
+    assert result.exit_code == 0, result.output
+    return Package.open(root / "pkg"), result.output
+
+
+@pytest.fixture(scope="module")
+def package(exported: tuple[Package, str]) -> Package:
+    return exported[0]
+
+
+@pytest.mark.slow
+def test_vsr_export_fp16_passes_the_static_tensorrt_check(exported):
+    """Every FP32 and FP16 graph of the package passes the static check against TensorRT's ONNX
+    parser (no TensorRT here: the check reads the graphs, it builds no engine)."""
+    package, output = exported
+    assert set(package.precisions) == {"fp32", "fp16"}
+    for precision in ("fp32", "fp16"):
+        for stage in package.stage_names():
+            assert re.search(rf"^{precision}/{stage}: .*OK$", output, re.MULTILINE), (precision, stage)
+    assert "TensorRT check OK" in output
+
+
+@pytest.mark.slow
+def test_fp16_against_fp32_per_frame_through_vsr_parity(package):
+    """``vsr-parity --precision fp16`` on 6 real frames of 64x64: the FP16 graphs (keep-FP32
+    policy: scores, memory, flows, softmax, normalisation) against the PyTorch FP32 forward, in dB
+    per frame, at the tool's own 50 dB floor."""
+    args = [str(package.root), "--precision", "fp16", "--backend", "onnxruntime", "--frames", "6", "--crop", "64x64"]
+    result = CliRunner().invoke(parity_main, args)
+    print(result.output)
+    assert result.exit_code == 0, result.output
+    assert "dB" in result.output
+
+
+@pytest.mark.slow
+def test_vsr_bench_reports_every_stage_on_eager_and_onnxruntime(package):
+    """``vsr-bench`` at 64x64 runs both contenders over the plan and reports every stage (the
+    printed times are the README's figures; nothing here asserts a speed)."""
+    args = ["--model", str(package.root), "--size", "64x64", "--frames", "6", "--threads", "1"]
+    result = CliRunner().invoke(bench_main, args)
+    print(result.output)
+    assert result.exit_code == 0, result.output
+    for stage in package.stage_names():
+        assert stage in result.output, stage
 
 
 class _Tee:
