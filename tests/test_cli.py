@@ -11,7 +11,6 @@ import pytest
 from click.testing import CliRunner
 
 from export.cli import main as export_main
-from runtime.cli.bench import main as bench_main
 from runtime.cli.parity import main as parity_main
 from runtime.cli.run import main as run_main
 from runtime.video import probe, read_frames
@@ -121,12 +120,6 @@ def test_parity_passes_on_the_exported_package(basicvsr_package):
     _ok(result)
     worst = float(re.search(r"max abs error ([\d.e+-]+)", result.output).group(1))
     assert worst <= 1e-4 and "parity OK" in result.output
-
-
-def test_bench_prints_ratios(basicvsr_package):
-    result = CliRunner().invoke(bench_main, ["--model", str(basicvsr_package.root), "--size", "36x48", "--frames", "3"])
-    _ok(result)
-    assert "speed-up vs torch:fp32" in result.output and "flow" in result.output
 
 
 def test_export_refuses_existing_output_and_unknown_model(tmp_path):
