@@ -93,7 +93,9 @@ def main(
             raise click.UsageError("--random-weights and --checkpoint exclude each other")
         net = create_model(arch)
     elif checkpoints:
-        net = create_model(arch, **recorded_config(checkpoints[0], arch))
+        # A zoo name builds the configuration its weights were trained in (ftvsr-vimeo: stride 1).
+        config = released[model].config if model in released else "default"
+        net = create_model(arch, config, **recorded_config(checkpoints[0], arch))
         for path in checkpoints:
             load_checkpoint(net, path, key=key)
         check_all_parts_loaded(net)
