@@ -17,7 +17,9 @@ from ..pipeline import upscaler_for
 from ..resolve import resolve_package
 from ..samples import downscale, psnr, sample_clip, upscale_bicubic
 from ..video import OutputError, VideoWriter, probe, read_frames
+from ..video.pipes import is_pipe
 from .common import CONTEXT, backend_options, model_option, say, schedule_options, user_errors
+from .streaming import check_live_options, live_options, stream_main
 
 
 def chw(rgb: np.ndarray) -> np.ndarray:
@@ -55,6 +57,7 @@ def hwc(frame: np.ndarray) -> np.ndarray:
     help="Frame rate of the output when INPUT is a frame folder (default 25); a video keeps its own.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@live_options
 @click.option(
     "--demo",
     is_flag=True,
@@ -79,13 +82,19 @@ def main(
     max_frames: int | None,
     fps: float | None,
     overwrite: bool,
+    latency: int | None,
+    block: int | None,
+    container_format: str | None,
     demo: bool,
 ) -> None:
     """Upscale INPUT (a video file or a folder of PNG/JPEG frames) into OUTPUT.
 
     Frame rate and timestamps are kept, audio streams are copied, and OUTPUT is written to a
-    temporary file and renamed only when everything succeeded.
+    temporary file and renamed only when everything succeeded. INPUT - reads a stream (NUT,
+    MPEG-TS, ...) from standard input, -o - writes one to standard output; --latency K writes
+    each output frame K frames (plus compute) after its input frame.
     """
+    check_live_options(input_path, output, latency, block, container_format, demo, chunk, overlap)
     if demo:
         _demo(
             output or Path("vsr-demo.mp4"),
@@ -106,6 +115,28 @@ def main(
         return
     if input_path is None or output is None:
         raise click.UsageError("give INPUT and -o OUTPUT (or --demo)")
+    if latency is not None or is_pipe(input_path) or is_pipe(output):
+        package = resolve_package(model, log=say)
+        be = make_backend(backend, package, device, precision, threads, log=say)
+        stream_main(
+            input_path,
+            output,
+            package,
+            be,
+            latency=latency,
+            block=block or 1,
+            container_format=container_format,
+            chunk=chunk,
+            overlap=overlap,
+            tile=tile,
+            tile_overlap=tile_overlap,
+            codec=codec,
+            crf=crf,
+            max_frames=max_frames,
+            fps=fps,
+            overwrite=overwrite,
+        )
+        return
     info = probe(input_path)
     if output.exists() and not overwrite:
         raise OutputError(f"{output} exists; pass --overwrite to replace it")

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import av
 import numpy as np
@@ -126,6 +126,12 @@ class VideoWriter:
             deepest variant of an 8-bit ``pix_fmt`` that the codec has, up to ``bit_depth``
             (``yuv420p`` -> ``yuv420p10le`` for x264); an explicit deep ``pix_fmt`` is kept.
         options: extra encoder options, e.g. ``{"preset": "slow"}``.
+        stream: write the video into this binary file object (a pipe such as standard output) in
+            ``container_format`` (``"nut"``, ``"mpegts"``) instead of a file: nothing is staged,
+            since what went into a pipe cannot be taken back, and ``path`` only names the output
+            in messages.
+        container_format: the container to write (FFmpeg's muxer name); by default the suffix of
+            ``path`` decides.
     """
 
     def __init__(
@@ -143,12 +149,15 @@ class VideoWriter:
         time_base: Fraction | None = None,
         bit_depth: int = 8,
         options: Mapping[str, str] | None = None,
+        stream: BinaryIO | None = None,
+        container_format: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
         if self.width <= 0 or self.height <= 0:
             raise OutputError(f"frame size must be positive, got {width}x{height}")
-        self.kind = output_kind(self.path)
+        self.kind = output_kind(self.path) if stream is None else "video"
+        self._pipe, self._format = stream, container_format
         self.fps = Fraction(fps) if fps is not None else None
         self.bit_depth = int(bit_depth)
         self.frames_written = 0
@@ -162,8 +171,9 @@ class VideoWriter:
         self._warned_pts = False
         self._closed = False
 
-        _check_output_dir(self.path)
-        self._check_existing()
+        if stream is None:
+            _check_output_dir(self.path)
+            self._check_existing()
         if self.kind == "frames":
             if self.bit_depth not in (8, 16):
                 raise OutputError(f"bit_depth for PNG frames must be 8 or 16, got {bit_depth}")
@@ -210,7 +220,7 @@ class VideoWriter:
         if audio_path is not None and not audio_path.is_file():
             raise InputError(f"audio_from={audio_path} is not a file; pass the input video or None")
 
-        self._staged = self._stage(directory=False)
+        self._staged = self._stage(directory=False) if stream is None else None
         try:
             self._open_video(codec, crf, options or {})
             if audio_path is not None:
@@ -267,9 +277,11 @@ class VideoWriter:
         return chosen
 
     def _open_video(self, codec: str, crf: int | None, options: Mapping[str, str]) -> None:
-        assert self._staged is not None
+        # A pipe gets each packet at once (flush_packets), a file whatever the muxer buffers.
+        target = self._pipe if self._pipe is not None else str(self._staged.path)  # type: ignore[union-attr]
+        flush = {"flush_packets": "1"} if self._pipe is not None else {}
         try:
-            container = av.open(str(self._staged.path), mode="w")
+            container = av.open(target, mode="w", format=self._format, container_options=flush)
         except ValueError as e:
             raise OutputError(
                 f"cannot tell the container format from the suffix of {self.path}; use .mp4, "
@@ -433,9 +445,9 @@ class VideoWriter:
                     self._audio.finish()
                 self._container.close()
                 self._container = None
-            assert self._staged is not None
-            self._staged.commit()
-            self._staged = None
+            if self._staged is not None:
+                self._staged.commit()
+                self._staged = None
         except BaseException:
             self.abort()
             raise
