@@ -12,7 +12,9 @@ Layout under ``<cache dir>/engines`` (``$VSR_CACHE_DIR`` or ``~/.cache/vsr``)::
         <stage>.engine                          one serialized engine per stage
 
 An engine only runs on the GPU model and TensorRT version it was built with, and only for the
-exact graphs it was built from: the package hash covers the manifest and every graph file.
+exact graphs it was built from: the package hash covers the manifest and every graph file. An
+engine with an ahead-of-time plugin also carries that plugin's kernel, so the key covers the
+plugins' fingerprints (:func:`engines.plugins.fingerprint`: kernel source, constants, Triton version).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from export.format import cache_dir
 from vsr_models.errors import VSRError
 
 FORMAT = "vsr-engines"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class EngineNotFound(VSRError, RuntimeError):
@@ -106,6 +108,7 @@ class EngineKey:
     package_hash: str
     precision: str
     profile: Profile
+    plugins: str = ""  # the fingerprints of the plugins baked into the engines; "" without custom nodes
 
     def digest(self) -> str:
         """sha256 of the canonical JSON of the fields (stable across runs and machines)."""
@@ -115,6 +118,7 @@ class EngineKey:
             "package_hash": self.package_hash,
             "precision": self.precision,
             "profile": self.profile.to_json(),
+            "plugins": self.plugins,
         }
         return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -170,6 +174,7 @@ class EngineCache:
                 "package_hash": key.package_hash,
                 "precision": key.precision,
                 "profile": key.profile.to_json(),
+                "plugins": key.plugins,
                 "key": key.digest(),
                 "stages": stages,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -194,7 +199,12 @@ class EngineCache:
                 return None
             gpu = GpuInfo(meta["gpu"]["name"], tuple(meta["gpu"]["capability"]))  # type: ignore[arg-type]
             key = EngineKey(
-                gpu, meta["tensorrt"], meta["package_hash"], meta["precision"], Profile.from_json(meta["profile"])
+                gpu,
+                meta["tensorrt"],
+                meta["package_hash"],
+                meta["precision"],
+                Profile.from_json(meta["profile"]),
+                meta["plugins"],
             )
             if key.digest() != meta.get("key"):
                 return None
@@ -204,8 +214,10 @@ class EngineCache:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def candidates(self, pkg_hash: str, gpu: GpuInfo, tensorrt: str, precision: str) -> list[EngineSet]:
-        """Engine sets for this package, GPU, TensorRT version and precision, any profile."""
+    def candidates(
+        self, pkg_hash: str, gpu: GpuInfo, tensorrt: str, precision: str, plugins: str = ""
+    ) -> list[EngineSet]:
+        """Engine sets for this package, GPU, TensorRT version, precision and plugin kernels, any profile."""
         return [
             s
             for s in self.entries()
@@ -213,6 +225,16 @@ class EngineCache:
             and s.key.gpu == gpu
             and s.key.tensorrt == tensorrt
             and s.key.precision == precision
+            and s.key.plugins == plugins
+        ]
+
+    def stale(self, pkg_hash: str, gpu: GpuInfo, tensorrt: str, precision: str, plugins: str) -> list[EngineSet]:
+        """Engine sets that match all but the plugin kernels (built before a plugin or Triton changed)."""
+        return [
+            s
+            for s in self.entries()
+            if (s.key.package_hash, s.key.gpu, s.key.tensorrt, s.key.precision) == (pkg_hash, gpu, tensorrt, precision)
+            and s.key.plugins != plugins
         ]
 
     def find(
@@ -224,6 +246,7 @@ class EngineCache:
         size: tuple[int, int],
         stages: list[str] | None = None,
         package: str = "PKG",
+        plugins: str = "",
     ) -> EngineSet:
         """The engine set whose profile covers the LR ``size`` (h, w) most tightly.
 
@@ -234,7 +257,7 @@ class EngineCache:
         h, w = size
         sets = [
             s
-            for s in self.candidates(pkg_hash, gpu, tensorrt, precision)
+            for s in self.candidates(pkg_hash, gpu, tensorrt, precision, plugins)
             if stages is None or set(stages) <= set(s.stages)
         ]
         covering = [s for s in sets if s.key.profile.covers(h, w)]
@@ -250,6 +273,8 @@ class EngineCache:
             for s in sets
         )
         what = f"for {h}x{w} frames" + (f" (built for {built} only)" if built else "")
+        if not sets and self.stale(pkg_hash, gpu, tensorrt, precision, plugins):
+            what += " (the engines cached for it carry another version of a plugin kernel: rebuild them)"
         raise EngineNotFound(
             f"no engine built for {package} on {gpu.name} (sm{gpu.capability[0]}{gpu.capability[1]}, "
             f"TensorRT {tensorrt}, {precision}) {what}: run vsr-build-engine {package} --precision {precision} "

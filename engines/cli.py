@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from export.format import PackageError
-from runtime.cli.common import CONTEXT, SIZE, DeviceType, say, user_errors
+from runtime.cli.common import CONTEXT, DEFAULT_PRECISION, SIZE, DeviceType, say, user_errors
 from runtime.devices import Device
 from runtime.resolve import resolve_package
 
@@ -39,10 +39,11 @@ def resolve_profile(
 @click.argument("package_path", metavar="PKG")
 @click.option(
     "--precision",
-    type=click.Choice(["fp16", "fp32"]),
-    default="fp16",
+    type=click.Choice(["fp32", "fp16"]),
+    default=DEFAULT_PRECISION,
     show_default=True,
-    help="Which graphs of the package to build (fp16 needs vsr-export --precision fp16).",
+    help="Which graphs of the package to build, as vsr-run --precision runs them (fp16 needs vsr-export "
+    "--precision fp16).",
 )
 @click.option(
     "--min-shape",

@@ -1,18 +1,28 @@
 """TensorRT: build one engine per stage of a model package (the runner is :mod:`runtime.backends.trt`).
 
-Written against TensorRT's documented Python API for 10.x (10.1 or later, for ONNX DeformConv)
-and 11.x, and **untested on the machine it was written on** (no GPU, no TensorRT there): the
-parts that need neither (the engine cache, the static check, the FP16 graphs) are tested, this
-module's tests are marked ``tensorrt`` and run only where TensorRT imports and a GPU is present.
+Written against TensorRT's Python API (10.1 to 11.1, read in TensorRT's sources) and Polygraphy's
+TensorRT loaders, and **never run by this project** (no machine here has a GPU or TensorRT). What
+needs neither (the engine cache and its key, the plugin selection, the timing-cache and input
+checks, the static check, the FP16 graphs) is tested; the builds are ``tensorrt`` tests.
 
-Precision: the network is always strongly typed, so the precision is the one written in the
-graphs (``fp16/`` graphs from ``vsr-export --precision fp16``, with their keep-FP32 policy).
-TensorRT 11 has no other mode (``BuilderFlag.FP16`` is gone); on 10.x we ask for the same with
-``NetworkDefinitionCreationFlag.STRONGLY_TYPED``, so both behave the same.
+The build is Polygraphy's: ``NetworkFromOnnxPath`` (TensorRT's standard plugins initialised before
+parsing, ``parse_from_file`` so external weights are found, and a failure whenever the parser
+recorded an error, even when it returned True), ``CreateConfig`` (the optimization profile, the
+workspace pool, TF32 cleared) and ``EngineBytesFromNetwork`` (the build, the timing cache written
+back). Ours, around it:
 
-Plugins: ``init_libnvinfer_plugins`` registers TensorRT's standard plugins (the parser maps ONNX
-``DeformConv`` onto ``ModulatedDeformConv2d`` from there), then :func:`engines.plugins.load_all`
-registers ours, before any graph is parsed or engine deserialized.
+* the plugins: only those of the custom nodes the package's graphs contain are registered, before
+  parsing (:func:`engines.plugins.load_for`); a package without custom nodes never imports
+  ``tensorrt.plugin`` or Triton;
+* the timing cache is handed to the config and its acceptance checked (:func:`use_timing_cache`),
+  and written back whole (staged, then renamed);
+* every network input is checked against the manifest's profile (:func:`check_inputs`);
+* the engine cache key (:func:`engine_key`), plugin kernels included.
+
+Precision: networks are strongly typed, so the precision is the one written in the graphs (``fp16/``
+graphs from ``vsr-export --precision fp16``, with their FP32 islands for coordinates); TensorRT 11
+has no other mode, and 10.x gets the same with ``STRONGLY_TYPED``. TF32 is cleared for every build,
+so FP32 layers (all of an ``fp32`` engine, the coordinate islands of an ``fp16`` one) compute in FP32.
 """
 
 from __future__ import annotations
@@ -22,20 +32,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from export.atomic import StagedPath
 from export.format import Package
+from export.trt_check import BASELINE, version_text
 from vsr_models.errors import VSRError
 
+from . import plugins
 from .cache import EngineCache, EngineKey, EngineSet, GpuInfo, Profile, package_hash
 
 INSTALL_HINT = (
-    "TensorRT is not installed: pip install tensorrt (the wheel fetches NVIDIA's libraries from "
-    "NVIDIA's index, pypi.nvidia.com) on a machine with an NVIDIA GPU and driver, "
+    "TensorRT is not installed: pip install tensorrt polygraphy (or pip install 'vsr[trt]'; the tensorrt wheel "
+    "fetches NVIDIA's libraries from NVIDIA's index, pypi.nvidia.com) on a machine with an NVIDIA GPU and driver, "
     "or use --backend onnxruntime"
 )
 
 
 class TensorRTUnavailable(VSRError, RuntimeError):
-    """TensorRT (or a CUDA GPU for it) is missing; the message says what to install or use instead."""
+    """TensorRT (or a CUDA GPU for it, or Polygraphy) is missing or too old; the message says what to do."""
 
 
 class BuildError(VSRError, RuntimeError):
@@ -43,16 +56,32 @@ class BuildError(VSRError, RuntimeError):
 
 
 def import_tensorrt() -> Any:
-    """The ``tensorrt`` module, or :class:`TensorRTUnavailable` with the install hint."""
+    """The ``tensorrt`` module (10.1 or later), or :class:`TensorRTUnavailable` with the install hint."""
     try:
         import tensorrt
     except (ImportError, OSError) as exc:  # OSError: the wheel is there but its libraries are not
         raise TensorRTUnavailable(f"{INSTALL_HINT} ({exc})") from exc
+    if plugins.tensorrt_version(tensorrt.__version__) < BASELINE:
+        raise TensorRTUnavailable(
+            f"this is TensorRT {tensorrt.__version__}; engines need TensorRT >= {version_text(BASELINE)} "
+            "(ONNX DeformConv, user-managed execution-context memory): pip install -U tensorrt"
+        )
     return tensorrt
 
 
+def import_polygraphy() -> Any:
+    """Polygraphy's TensorRT backend (``polygraphy.backend.trt``), or :class:`TensorRTUnavailable`."""
+    try:
+        from polygraphy.backend import trt as polygraphy_trt
+    except ImportError as exc:
+        raise TensorRTUnavailable(
+            f"building engines needs Polygraphy: pip install polygraphy (or pip install 'vsr[trt]') ({exc})"
+        ) from exc
+    return polygraphy_trt
+
+
 def tensorrt_available() -> bool:
-    """True if ``tensorrt`` imports and PyTorch sees a CUDA GPU (what this backend needs)."""
+    """True if a usable ``tensorrt`` imports and PyTorch sees a CUDA GPU (what this backend needs)."""
     try:
         import_tensorrt()
     except TensorRTUnavailable:
@@ -86,22 +115,7 @@ def gpu_info(index: int = 0) -> GpuInfo:
     return GpuInfo(torch.cuda.get_device_name(index), tuple(torch.cuda.get_device_capability(index)))
 
 
-_LOGGER: Any = None
-
-
-def _init(trt: Any) -> Any:
-    """One logger per process; TensorRT's standard plugins and ours registered once."""
-    global _LOGGER
-    if _LOGGER is None:
-        from . import plugins
-
-        _LOGGER = trt.Logger(trt.Logger.WARNING)
-        trt.init_libnvinfer_plugins(_LOGGER, "")
-        plugins.load_all()
-    return _LOGGER
-
-
-def _scale(expr: Any) -> int:
+def scale_of(expr: Any) -> int:
     """Scale of a manifest dimension: ``"h"`` -> 1, ``"4*h"`` -> 4."""
     text = str(expr)
     return int(text.split("*")[0]) if "*" in text else 1
@@ -113,53 +127,93 @@ def stage_profiles(package: Package, stage: str, profile: Profile) -> dict[str, 
     shapes = {}
     for spec in package.manifest["stages"][stage]["inputs"]:
         _, channels, hexpr, _ = spec["shape"]
-        shapes[spec["name"]] = profile.shapes(int(channels), _scale(hexpr))
+        shapes[spec["name"]] = profile.shapes(int(channels), scale_of(hexpr))
     return shapes
 
 
+def package_plugins(package: Package, precision: str) -> list[plugins.PluginSpec]:
+    """Our plugins that the ``precision`` graphs of ``package`` need (none for standard-op graphs)."""
+    graphs = [package.stage_file(stage, precision) for stage in package.stage_names()]
+    return plugins.required(plugins.custom_ops(graphs))
+
+
+def engine_key(
+    package: Package, precision: str, profile: Profile, gpu: GpuInfo, tensorrt: str, specs: list[plugins.PluginSpec]
+) -> EngineKey:
+    """The cache key of the engines of ``package``: GPU, TensorRT, graphs, precision, profile, plugin kernels."""
+    return EngineKey(gpu, tensorrt, package_hash(package.root), precision, profile, plugins.fingerprint(specs))
+
+
+def use_timing_cache(config: Any, blob: bytes, log: Callable[[str], None]) -> bool:
+    """Give ``config`` the timing cache ``blob``; True if TensorRT took it.
+
+    ``set_timing_cache(..., ignore_mismatch=False)`` refuses a cache made on another GPU or TensorRT
+    release: the build then starts from an empty cache (and writes a new one), and ``log`` says so.
+    """
+    if not blob:
+        return False  # Polygraphy's CreateConfig gave the config an empty cache already
+    if config.set_timing_cache(config.create_timing_cache(blob), False):
+        return True
+    log("the timing cache was made on another GPU or TensorRT release and is not used: every tactic is timed again")
+    if not config.set_timing_cache(config.create_timing_cache(b""), False):
+        raise BuildError("TensorRT refused even an empty timing cache; see its messages above")
+    return False
+
+
+def check_inputs(network: Any, inputs: dict[str, Any], onnx_path: Path) -> None:
+    """Every input of the parsed ``network`` must have a profile from the manifest (else Polygraphy
+    would fill in a default one silently)."""
+    names = [network.get_input(i).name for i in range(network.num_inputs)]
+    unknown = [name for name in names if name not in inputs]
+    if unknown:
+        raise BuildError(
+            f"{onnx_path} has input(s) {unknown} the manifest does not describe (it lists {sorted(inputs)}); "
+            "export the package again"
+        )
+
+
 def build_stage(
-    trt: Any,
     onnx_path: Path,
     inputs: dict[str, tuple[tuple[int, ...], ...]],
+    *,
     workspace_gb: float,
-    timing_cache: bytes | None,
-    precision: str = "fp16",
-) -> tuple[bytes, bytes]:
-    """Parse one ONNX graph and build a serialized engine; returns (engine, updated timing cache).
+    timing_cache: Path,
+    log: Callable[[str], None] = print,
+) -> bytes:
+    """Parse one ONNX graph and build a serialized engine; ``timing_cache`` is read and written back."""
+    trt, pg = import_tensorrt(), import_polygraphy()
+    from polygraphy.exception import PolygraphyException
 
-    ``fp32`` builds clear ``BuilderFlag.TF32`` where it exists, so FP32 engines compute in FP32
-    (the reference numbers), not TF32.
-    """
-    logger = _init(trt)
-    builder = trt.Builder(logger)
-    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    flags = 0 if strongly_typed is None else 1 << int(strongly_typed)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+    profile = pg.Profile()
+    for name, (low, opt, high) in inputs.items():
+        profile.add(name, min=low, opt=opt, max=high)
+    network = pg.PostprocessNetwork(
+        pg.NetworkFromOnnxPath(str(onnx_path), strongly_typed=True),
+        lambda network: check_inputs(network, inputs, onnx_path),
+        name="check the inputs",
+    )
+    blob = timing_cache.read_bytes() if timing_cache.is_file() else b""
+    config = pg.PostprocessConfig(
+        pg.CreateConfig(
+            profiles=[profile], tf32=False, memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(workspace_gb * 2**30)}
+        ),
+        lambda builder, network, config: use_timing_cache(config, blob, log),
+    )
+    staged = StagedPath(timing_cache)
+    try:
+        with open(staged.path, "wb") as out:
+            engine = pg.EngineBytesFromNetwork(network, config, save_timing_cache=out)()
+    except PolygraphyException as exc:
+        staged.discard()
         raise BuildError(
-            f"TensorRT's ONNX parser rejected {onnx_path}: {errors} "
-            f"(run vsr-export --check-tensorrt to see which nodes it cannot take)"
-        )
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    tf32 = getattr(trt.BuilderFlag, "TF32", None)
-    if precision == "fp32" and tf32 is not None:
-        config.clear_flag(tf32)
-    cache = config.create_timing_cache(timing_cache or b"")
-    config.set_timing_cache(cache, False)
-    profile = builder.create_optimization_profile()
-    for i in range(network.num_inputs):
-        name = network.get_input(i).name
-        if name not in inputs:
-            raise BuildError(f"{onnx_path} has an input {name!r} the manifest does not describe")
-        profile.set_shape(name, *inputs[name])
-    config.add_optimization_profile(profile)
-    engine = builder.build_serialized_network(network, config)
-    if engine is None:
-        raise BuildError(f"TensorRT failed to build {onnx_path} (see its log above)")
-    return bytes(engine), bytes(config.get_timing_cache().serialize())
+            f"TensorRT could not build {onnx_path}: {exc} (TensorRT's messages are above; "
+            "vsr-export --check-tensorrt shows the nodes its parser cannot take)"
+        ) from exc
+    except BaseException:
+        staged.discard()
+        raise
+    staged.commit()
+    return bytes(engine)
 
 
 def build_engines(
@@ -174,33 +228,32 @@ def build_engines(
 ) -> EngineSet:
     """Build one engine per stage of ``package`` for ``profile`` and store them in the cache.
 
-    The timing cache of this GPU and TensorRT version is read before and written after, so
-    later builds (other profiles, other precisions) reuse the measured tactics.
+    The plugins of the package's custom nodes (and only those) are registered first; the timing
+    cache of this GPU and TensorRT release is read before and written after each stage.
     """
     trt = import_tensorrt()
     index = cuda_device(device)
     import torch
 
-    torch.cuda.set_device(index)
+    torch.cuda.set_device(index)  # TensorRT builds on the current device
+    specs = plugins.load_for(plugins.custom_ops(package.stage_file(s, precision) for s in package.stage_names()), trt)
+    for spec in specs:
+        log(f"registered the TensorRT plugin {spec} for the package's {spec.domain}::{spec.op_type} nodes")
     gpu = gpu_info(index)
     cache = cache or EngineCache()
-    key = EngineKey(gpu, trt.__version__, package_hash(package.root), precision, profile)
-    timing_path = cache.timing_cache_path(gpu, trt.__version__)
-    timing = timing_path.read_bytes() if timing_path.is_file() else None
+    key = engine_key(package, precision, profile, gpu, trt.__version__, specs)
+    timing = cache.timing_cache_path(gpu, trt.__version__)
     engines = {}
     for stage in package.stage_names():
         start = time.perf_counter()
-        engines[stage], timing = build_stage(
-            trt,
+        engines[stage] = build_stage(
             package.stage_file(stage, precision),
             stage_profiles(package, stage, profile),
-            workspace_gb,
-            timing,
-            precision,
+            workspace_gb=workspace_gb,
+            timing_cache=timing,
+            log=log,
         )
         log(f"built {stage} ({precision}, LR {profile}) in {time.perf_counter() - start:.0f} s")
-    timing_path.parent.mkdir(parents=True, exist_ok=True)
-    timing_path.write_bytes(timing or b"")
     return cache.write(key, package.manifest["model"], engines)
 
 
@@ -211,10 +264,11 @@ def find_engines(
     size: tuple[int, int] | None = None,
     cache: EngineCache | None = None,
 ) -> list[EngineSet]:
-    """Engine sets in the cache for this package, GPU, TensorRT version and precision (covering
-    ``size`` if given). Raises :class:`TensorRTUnavailable` without TensorRT or a GPU."""
+    """Engine sets in the cache for this package, GPU, TensorRT release, precision and plugin kernels
+    (covering ``size`` if given). Raises :class:`TensorRTUnavailable` without TensorRT or a GPU."""
     trt = import_tensorrt()
     gpu = gpu_info(cuda_device(device))
     cache = cache or EngineCache()
-    sets = cache.candidates(package_hash(package.root), gpu, trt.__version__, precision)
+    fingerprint = plugins.fingerprint(package_plugins(package, precision))
+    sets = cache.candidates(package_hash(package.root), gpu, trt.__version__, precision, fingerprint)
     return [s for s in sets if size is None or s.key.profile.covers(*size)]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from engines.plugins import lookup as plugin_lookup
 from runtime.cli.common import CONTEXT, say, user_errors
 from vsr_models.checkpoint import check_all_parts_loaded, load_checkpoint, read_checkpoint
 from vsr_models.registry import all_weights, create_model, networks, pretrained, zoo_listing
@@ -13,7 +14,7 @@ from vsr_models.registry import all_weights, create_model, networks, pretrained,
 from .format import PackageError
 from .fp16 import add_fp16
 from .package import export_package
-from .trt_check import check_package
+from .trt_check import check_package, package_requirements, version_text
 
 
 def recorded_config(path: Path, arch: str) -> dict:
@@ -121,13 +122,20 @@ def main(
             "precision_notes): " + ", ".join(f"{stage} {len(nodes)}" for stage, nodes in kept.items())
         )
     if check_tensorrt:
-        reports = check_package(package.root)
+        reports = check_package(package.root, plugins=plugin_lookup)
         for report in reports:
             click.echo(report.format())
+        version, needs = package_requirements(reports)
         failed = [r.graph for r in reports if not r.ok]
         if failed:
             raise click.ClickException(f"TensorRT check FAILED for {', '.join(failed)} (the package is written)")
-        click.echo("TensorRT check OK: every node of every graph is supported by TensorRT >= 10.1's ONNX parser")
+        why = "; set by:" if needs else " (the oldest release engines are built with; no node needs a later one)"
+        click.echo(
+            f"TensorRT check OK: every node of every graph is supported by the ONNX parser of TensorRT >= "
+            f"{version_text(version)}, which this package needs{why}"
+        )
+        for line in needs:
+            click.echo(f"  {line}")
 
 
 main.help = (main.help or "").replace("{zoo}", zoo_listing().replace("\n", "\n    "))

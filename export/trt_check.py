@@ -1,29 +1,27 @@
-"""Static TensorRT check: would TensorRT's ONNX parser take every node of a graph, as exported?
+"""Static TensorRT check: would TensorRT's ONNX parser take every node of a graph, and from which release?
 
 No TensorRT is needed: the check walks the graph (subgraphs of If/Loop/Scan included) and judges
-each node from a table (:data:`OPERATORS`) and attribute rules (:data:`RULES`), each rule with the
-source it comes from. It is conservative: an op not in the table, a custom op that is not one of
-our registered plugins, or an attribute value a rule does not know is a failure.
+each node by its element types (:data:`TYPES`) and by the rule of its op (:data:`RULES`). It is
+conservative: an op it does not know, a custom op that is not one of the plugins it is given, or an
+attribute value a rule does not know is a failure.
 
-Target: TensorRT 10.1 and later, 10.x and 11.x (10.1 is the first with ONNX ``DeformConv``).
+Every verdict also says which TensorRT release the node needs: :data:`BASELINE` (10.1, the oldest
+release this project builds engines with, the first with ONNX ``DeformConv``) unless a rule or a
+plugin asks for a later one (:class:`Needs`); a graph needs the latest of its nodes' releases.
 
-Sources (the short names used in every note; details in ``notes/deploy.md``):
+Sources, cited by these short names in the rules:
 
-* ``OT10.1-doc``: onnx-tensorrt ``docs/operators.md`` at the 10.1-GA release (commit 96e7811), the
-  operator support matrix transcribed into :data:`OPERATORS` (types and restrictions as written).
-* ``OT10.1-src``: the same release's ``onnxOpImporters.cpp`` (the importers that enforce them).
-* ``OT10.15-doc``: the operator matrix of TensorRT 10.15 (opset 9 to 24), quoted in deploy.md.
-* ``deploy.md``: ``notes/deploy.md`` section numbers.
+* ``ops-10.1``: onnx-tensorrt ``docs/operators.md`` at the 10.1 GA release (which ops the parser
+  imports, with which element types);
+* ``importers-10.1``: onnx-tensorrt ``onnxOpImporters.cpp`` at 10.1 GA (what each importer asserts);
+* ``changelog-X.Y``: the TensorRT ``CHANGELOG.md`` entry of release X.Y (parser changes);
+* ``ops-10.15``: the operator table of TensorRT 10.15.
 
-Where the sources are silent the check does not guess, and says so here:
+Where the sources are silent the check does not guess:
 
-* INT64: TensorRT 10 lists INT64 among its data types and in most ops' types (OT10.1-doc), so the
-  exporter's INT64 shape and index math passes as is (the 8.x "cast down to INT32" note is gone).
-* Resize ``exclude_outside``/``cubic_coeff_a``, Scan (no restriction listed), GridSample grids and
-  Range bounds computed at run time (the Range importer feeds float bounds to a fill layer as
-  tensors, OT10.1-src): accepted as the sources describe them, not verified on a GPU here.
-* Ops with no rule in :data:`RULES` are judged by the matrix row alone (supported, and the dtype
-  of their data tensor among the row's types).
+* INT64 passes where ``ops-10.1`` lists it (TensorRT 10 takes the exporter's INT64 shape math).
+* Resize ``exclude_outside``/``cubic_coeff_a``, Scan, run-time GridSample grids and Range bounds are
+  accepted as the sources describe them; none of it has been verified on a GPU here.
 """
 
 from __future__ import annotations
@@ -31,17 +29,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
-#: Default-domain opsets the parser reads (TensorRT 10.0: 9 to 20; 10.15: 9 to 24). OT10.1-doc.
+from .format import Package
+
+#: Default-domain opsets the parser reads (ops-10.1: 9 to 20; ops-10.15: 9 to 24).
 OPSET_RANGE = (9, 20)
 
-#: TensorRT data types by ONNX element type (OT10.1-doc header). DOUBLE is cast down to FLOAT
-#: (clamped), UINT8 is allowed only as a network input or output, INT8/INT4/FP8 only through
-#: quantize/dequantize.
+#: The oldest TensorRT release this project builds engines for (ONNX DeformConv, user-managed
+#: execution-context memory with a size: both 10.1).
+BASELINE = (10, 1)
+
+#: TensorRT's names of ONNX element types. DOUBLE is cast down to FLOAT, UINT8 is taken only as a
+#: network input or output, INT8/INT4/FP8 only through (de)quantization (ops-10.1).
 _DTYPE_NAMES = {
     TensorProto.FLOAT: "FP32",
     TensorProto.FLOAT16: "FP16",
@@ -56,229 +59,86 @@ _DTYPE_NAMES = {
     TensorProto.INT4: "INT4",
 }
 
-# Op | supported (Y/N) | types | restrictions, transcribed from OT10.1-doc ("INF64" read as INT64).
-_TABLE = """
-Abs|Y|FP32 FP16 BF16 INT32 INT64|
-Acos|Y|FP32 FP16 BF16|
-Acosh|Y|FP32 FP16 BF16|
-Add|Y|FP32 FP16 BF16 INT32 INT64|
-AffineGrid|N||
-And|Y|BOOL|
-ArgMax|Y|FP32 FP16 BF16 INT32 INT64|
-ArgMin|Y|FP32 FP16 BF16 INT32 INT64|
-Asin|Y|FP32 FP16 BF16|
-Asinh|Y|FP32 FP16 BF16|
-Atan|Y|FP32 FP16 BF16|
-Atanh|Y|FP32 FP16 BF16|
-AveragePool|Y|FP32 FP16 BF16|2D or 3D Pooling only. dilations must be empty or all ones
-BatchNormalization|Y|FP32 FP16 BF16|
-Bernoulli|N||
-BitShift|N||
-BitwiseAnd|N||
-BitwiseNot|N||
-BitwiseOr|N||
-BitwiseXor|N||
-BlackmanWindow|N||
-Cast|Y|FP32 FP16 BF16 INT32 INT64 UINT8 BOOL|
-CastLike|Y|FP32 FP16 BF16 INT32 INT64 UINT8 BOOL|
-Ceil|Y|FP32 FP16 BF16|
-Col2Im|N||
-Celu|Y|FP32 FP16 BF16|
-CenterCropPad|N||
-Clip|Y|FP32 FP16 BF16|
-Compress|N||
-Concat|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-ConcatFromSequence|N||
-Constant|Y|FP32 FP16 BF16 INT32 INT64 BOOL|sparse_value, value_string, and value_strings attributes are unsupported.
-ConstantOfShape|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-Conv|Y|FP32 FP16 BF16|
-ConvInteger|N||
-ConvTranspose|Y|FP32 FP16 BF16|
-Cos|Y|FP32 FP16 BF16|
-Cosh|Y|FP32 FP16 BF16|
-CumSum|Y|FP32 FP16 BF16|axis must be an initializer
-DFT|N||
-DeformConv|Y|FP32 FP16|input must have 1D or 2D spatial dimensions. pads for the beginning and end along each spatial axis must be the same
-DepthToSpace|Y|FP32 FP16 BF16 INT32 INT64|
-DequantizeLinear|Y|INT8 FP8 INT4|x_zero_point must be zero
-Det|N||
-Div|Y|FP32 FP16 BF16 INT32 INT64|
-Dropout|Y|FP32 FP16 BF16|is_traning must be an initializer and evaluate to False.
-DynamicQuantizeLinear|N||
-Einsum|Y|FP32 FP16 BF16|
-Elu|Y|FP32 FP16 BF16|
-Equal|Y|FP32 FP16 BF16 INT32 INT64|
-Erf|Y|FP32 FP16 BF16|
-Exp|Y|FP32 FP16 BF16|
-Expand|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-EyeLike|Y|FP32 FP16 BF16 INT32 INT64 BOOL|input must have static dimensions
-Flatten|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-Floor|Y|FP32 FP16 BF16|
-Gather|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-GatherElements|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-GatherND|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-Gelu|Y|FP32 FP16 BF16 INT8 INT32 INT64|
-Gemm|Y|FP32 FP16 BF16|
-GlobalAveragePool|Y|FP32 FP16 BF16|
-GlobalLpPool|Y|FP32 FP16 BF16|
-GlobalMaxPool|Y|FP32 FP16 BF16|
-Greater|Y|FP32 FP16 BF16 INT32 INT64|
-GreaterOrEqual|Y|FP32 FP16 BF16 INT32 INT64|
-GridSample|Y|FP32 FP16|Input must be 4D input.
-GroupNormalization|Y|FP32 FP16 BF16|
-GRU|Y|FP32 FP16 BF16|For bidirectional GRUs, activation functions must be the same for both the forward and reverse pass
-HammingWindow|N||
-HannWindow|N||
-HardSigmoid|Y|FP32 FP16 BF16|
-HardSwish|Y|FP32 FP16 BF16|
-Hardmax|Y|FP32 FP16 BF16|axis dimension of input must be a build-time constant
-Identity|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-If|Y|FP32 FP16 BF16 INT32 INT64 BOOL|Output tensors of the two conditional branches must have the same rank and must have different names
-ImageScaler|Y|FP32 FP16 BF16|
-ImageDecoder|N||
-InstanceNormalization|Y|FP32 FP16 BF16|
-IsInf|Y|FP32 FP16 BF16|
-IsNaN|Y|FP32 FP16 BF16 INT32 INT64|
-LayerNormalization|Y|FP32 FP16 BF16|Only the first output Y is supported.
-LeakyRelu|Y|FP32 FP16 BF16|
-Less|Y|FP32 FP16 BF16 INT32 INT64|
-LessOrEqual|Y|FP32 FP16 BF16 INT32 INT64|
-Log|Y|FP32 FP16 BF16|
-LogSoftmax|Y|FP32 FP16 BF16|
-Loop|Y|FP32 FP16 BF16 INT32 INT64 BOOL|Scan output length cannot be dynamic. The shape of Loop carried dependencies must be the same across all loop iterations.
-LRN|Y|FP32 FP16 BF16|
-LSTM|Y|FP32 FP16 BF16|For bidirectional LSTMs, activation functions must be the same for both the forward and reverse pass. input_forget attribute must be 0. layout attribute must be 0.
-LpNormalization|Y|FP32 FP16 BF16|
-LpPool|Y|FP32 FP16 BF16|dilations must be empty or all ones
-MatMul|Y|FP32 FP16 BF16|
-MatMulInteger|N||
-Max|Y|FP32 FP16 BF16 INT32 INT64|
-MaxPool|Y|FP32 FP16 BF16|2D or 3D pooling only. Indices output tensor unsupported. dilations must be empty or all ones
-MaxRoiPool|N||
-MaxUnpool|N||
-Mean|Y|FP32 FP16 BF16 FP8 INT32 INT64|
-MeanVarianceNormalization|Y|FP32 FP16 BF16|
-MelWeightMatrix|N||
-Min|Y|FP32 FP16 BF16 INT32 INT64|
-Mish|Y|FP32 FP16|
-Mod|Y|FP32 FP16 BF16 INT32 INT64|
-Mul|Y|FP32 FP16 BF16 INT32 INT64|
-Multinomial|N||
-Neg|Y|FP32 FP16 BF16 INT32 INT64|
-NegativeLogLikelihoodLoss|N||
-NonMaxSuppression|Y|FP32 FP16|
-NonZero|Y|FP32 FP16|
-Not|Y|BOOL|
-OneHot|Y|FP32 FP16 BF16 INT32 INT64 BOOL|depth must be a build-time constant
-Optional|N||
-OptionalGetElement|N||
-OptionalHasElement|N||
-Or|Y|BOOL|
-Pad|Y|FP32 FP16 BF16 INT32 INT64|axes must be an initializer
-ParametricSoftplus|Y|FP32 FP16 BF16|
-Pow|Y|FP32 FP16 BF16|
-PRelu|Y|FP32 FP16 BF16|
-QLinearConv|N||
-QLinearMatMul|N||
-QuantizeLinear|Y|FP32 FP16 BF16|y_zero_point must be 0
-RandomNormal|Y|FP32 FP16 BF16|seed value is ignored by TensorRT
-RandomNormalLike|Y|FP32 FP16 BF16|seed value is ignored by TensorRT
-RandomUniform|Y|FP32 FP16 BF16|seed value is ignored by TensorRT
-RandomUniformLike|Y|FP32 FP16 BF16|seed value is ignored by TensorRT
-Range|Y|FP32 FP16 BF16 INT32 INT64|
-Reciprocal|Y|FP32 FP16 BF16|
-ReduceL1|Y|FP32 FP16 BF16 INT32 INT64|axes must be an initializer
-ReduceL2|Y|FP32 FP16 BF16 INT32 INT64|axes must be an initializer
-ReduceLogSum|Y|FP32 FP16 BF16 INT32 INT64|axes must be an initializer
-ReduceLogSumExp|Y|FP32 FP16 BF16 INT32 INT64|axes must be an initializer
-ReduceMax|Y|FP32 FP16 BF16 INT32 INT64|axes must be an initializer
-ReduceMean|Y|FP32 FP16 BF16 INT32 INT64|axes must be an initializer
-ReduceMin|Y|FP32 FP16 BF16 INT32 INT64|axes must be an initializer
-ReduceProd|Y|FP32 FP16 BF16 INT32 INT64|axes must be an initializer
-ReduceSum|Y|FP32 FP16 BF16 INT32 INT64|axes must be an initializer
-ReduceSumSquare|Y|FP32 FP16 BF16 INT32 INT64|axes must be an initializer
-RegexFullMatch|N||
-Relu|Y|FP32 FP16 BF16 INT32 INT64|
-Reshape|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-Resize|Y|FP32 FP16 BF16|Supported resize transformation modes: half_pixel, pytorch_half_pixel, tf_half_pixel_for_nn, asymmetric, and align_corners. Supported resize modes: nearest, linear. Supported nearest modes: floor, ceil, round_prefer_floor, round_prefer_ceil. Supported aspect ratio policy: stretch. When scales is a tensor input, axes must be an iota vector of length rank(input). Antialiasing is not supported.
-ReverseSequence|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-RNN|Y|FP32 FP16 BF16|For bidirectional RNNs, activation functions must be the same for both the forward and reverse pass
-RoiAlign|Y|FP32 FP16|
-Round|Y|FP32 FP16 BF16|
-STFT|N||
-ScaledTanh|Y|FP32 FP16 BF16|
-Scan|Y|FP32 FP16 BF16|
-Scatter|Y|FP32 FP16 BF16 INT32 INT64|
-ScatterElements|Y|FP32 FP16 BF16 INT32 INT64|
-ScatterND|Y|FP32 FP16 BF16 INT32 INT64|reduction is not supported
-Selu|Y|FP32 FP16 BF16|
-SequenceAt|N||
-SequenceConstruct|N||
-SequenceEmpty|N||
-SequenceErase|N||
-SequenceInsert|N||
-SequenceLength|N||
-SequenceMap|N||
-Shape|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-Shrink|Y|FP32 FP16 BF16 INT32 INT64|
-Sigmoid|Y|FP32 FP16 BF16|
-Sign|Y|FP32 FP16 BF16 INT32 INT64|
-Sin|Y|FP32 FP16 BF16|
-Sinh|Y|FP32 FP16 BF16|
-Size|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-Slice|Y|FP32 FP16 BF16 INT32 INT64 BOOL|axes must be an initializer
-Softmax|Y|FP32 FP16 BF16|
-SoftmaxCrossEntropyLoss|N||
-Softplus|Y|FP32 FP16 BF16|
-Softsign|Y|FP32 FP16 BF16|
-SpaceToDepth|Y|FP32 FP16 BF16 INT32 INT64|
-Split|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-SplitToSequence|N||
-Sqrt|Y|FP32 FP16 BF16|
-Squeeze|Y|FP32 FP16 BF16 INT32 INT64 BOOL|axes must be an initializer
-StringConcat|N||
-StringNormalizer|N||
-StringSplit|N||
-Sub|Y|FP32 FP16 BF16 INT32 INT64|
-Sum|Y|FP32 FP16 BF16 INT32 INT64|
-Tan|Y|FP32 FP16 BF16|
-Tanh|Y|FP32 FP16 BF16|
-TfIdfVectorizer|N||
-ThresholdedRelu|Y|FP32 FP16 BF16|
-Tile|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-TopK|Y|FP32 FP16 BF16 INT32 INT64|sorted must be 1. K input must be less than 3840.
-Transpose|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-Trilu|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-Unique|N||
-Unsqueeze|Y|FP32 FP16 BF16 INT32 INT64 BOOL|axes must be a constant tensor
-Upsample|Y|FP32 FP16 BF16|
-Where|Y|FP32 FP16 BF16 INT32 INT64 BOOL|
-Xor|Y|BOOL|
-"""
+FLOATS = frozenset({"FP32", "FP16", "BF16"})
+NUMBERS = FLOATS | {"INT32", "INT64"}
+ANY = NUMBERS | {"BOOL"}
 
 
-@dataclass(frozen=True)
-class OpEntry:
-    """One row of the operator support matrix."""
-
-    supported: bool
-    types: frozenset[str]
-    restrictions: str
+def _ops(types: Iterable[str], names: str) -> dict[str, frozenset[str]]:
+    return dict.fromkeys(names.split(), frozenset(types))
 
 
-def _parse_table(text: str) -> dict[str, OpEntry]:
-    table = {}
-    for line in text.strip().splitlines():
-        op, supported, types, restrictions = ([*line.split("|"), "", "", ""])[:4]
-        table[op] = OpEntry(supported == "Y", frozenset(types.split()), restrictions.strip())
-    return table
+#: The ops TensorRT's ONNX parser imports, with the element types of their data tensor (ops-10.1).
+TYPES: dict[str, frozenset[str]] = {
+    **_ops(
+        FLOATS,
+        """Acos Acosh Asin Asinh Atan Atanh AveragePool BatchNormalization Ceil Celu Clip Conv ConvTranspose Cos
+        Cosh CumSum Dropout Einsum Elu Erf Exp Floor Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool
+        GroupNormalization GRU HardSigmoid HardSwish Hardmax ImageScaler InstanceNormalization IsInf
+        LayerNormalization LeakyRelu Log LogSoftmax LRN LSTM LpNormalization LpPool MatMul MaxPool
+        MeanVarianceNormalization ParametricSoftplus Pow PRelu QuantizeLinear RandomNormal RandomNormalLike
+        RandomUniform RandomUniformLike Reciprocal Resize RNN Round ScaledTanh Scan Selu Sigmoid Sin Sinh Softmax
+        Softplus Softsign Sqrt Tan Tanh ThresholdedRelu Upsample""",
+    ),
+    **_ops(
+        NUMBERS,
+        """Abs Add ArgMax ArgMin DepthToSpace Div Equal Greater GreaterOrEqual IsNaN Less LessOrEqual Max Min Mod
+        Mul Neg Pad Range ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd
+        ReduceSum ReduceSumSquare Relu Scatter ScatterElements ScatterND Shrink Sign SpaceToDepth Sub Sum TopK""",
+    ),
+    **_ops(
+        ANY,
+        """Concat Constant ConstantOfShape Expand EyeLike Flatten Gather GatherElements GatherND Identity If Loop
+        OneHot Reshape ReverseSequence Shape Size Slice Split Squeeze Tile Transpose Trilu Unsqueeze Where""",
+    ),
+    **_ops({"FP32", "FP16"}, "DeformConv GridSample Mish NonMaxSuppression NonZero RoiAlign"),
+    **_ops({"BOOL"}, "And Not Or Xor"),
+    **_ops(ANY | {"UINT8"}, "Cast CastLike"),
+    **_ops({"INT8", "FP8", "INT4"}, "DequantizeLinear"),
+    **_ops(NUMBERS | {"INT8"}, "Gelu"),
+    **_ops(NUMBERS | {"FP8"}, "Mean"),
+}
 
 
-#: The operator support matrix of TensorRT's ONNX parser, by op type (OT10.1-doc).
-OPERATORS: dict[str, OpEntry] = _parse_table(_TABLE)
+def _unsupported(names: str) -> dict[str, str]:
+    return dict.fromkeys(names.split(), "not supported by TensorRT's ONNX parser (ops-10.1)")
 
-#: Problems a rule finds for a node; empty when the node is fine.
-Rule = Callable[["NodeView"], list[str]]
+
+#: Ops the parser has no importer for (ops-10.1), with what later releases change where we know it.
+UNSUPPORTED: dict[str, str] = {
+    **_unsupported(
+        """Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor BlackmanWindow Compress ConcatFromSequence
+        ConvInteger Det DynamicQuantizeLinear HammingWindow HannWindow ImageDecoder MatMulInteger MaxRoiPool
+        MaxUnpool MelWeightMatrix Multinomial NegativeLogLikelihoodLoss Optional OptionalGetElement
+        OptionalHasElement QLinearConv QLinearMatMul RegexFullMatch SequenceAt SequenceConstruct SequenceEmpty
+        SequenceErase SequenceInsert SequenceLength SequenceMap SoftmaxCrossEntropyLoss SplitToSequence
+        StringConcat StringNormalizer StringSplit TfIdfVectorizer Unique""",
+    ),
+    "DFT": "no DFT importer through TensorRT 11.1; 11.2 adds a cuFFT plugin for it",
+    "AffineGrid": "not supported (ops-10.1, ops-10.15): build the grid from Range and arithmetic",
+    "Col2Im": "not supported (ops-10.1, ops-10.15)",
+    "CenterCropPad": "not supported (ops-10.1, ops-10.15)",
+    "STFT": "not supported at 10.1; ops-10.15 lists STFT (FP32 only)",
+}
+
+
+@dataclass(frozen=True, order=True)
+class Needs:
+    """A node needs TensorRT ``version`` or later, for the reason ``why``."""
+
+    version: tuple[int, int]
+    why: str
+
+    def __str__(self) -> str:
+        return f"TensorRT >= {version_text(self.version)}: {self.why}"
+
+
+def version_text(version: tuple[int, int]) -> str:
+    return ".".join(str(v) for v in version)
+
+
+#: What a rule finds: a problem (text: the parser rejects the node) or a release the node needs.
+Finding = str | Needs
 
 
 @dataclass
@@ -297,40 +157,66 @@ class NodeView:
         return self.node.input[index] if index < len(self.node.input) else ""
 
     def const(self, index: int) -> bool:
-        name = self.input(index)
-        return name in self.constants
+        return self.input(index) in self.constants
 
     def rank(self, index: int) -> int | None:
         return self.ranks.get(self.input(index))
 
     def value(self, index: int) -> Any:
         """The numpy value of a constant input."""
-        from onnx import numpy_helper
-
         return numpy_helper.to_array(self.constants[self.input(index)])
 
 
-def _one_of(name: str, allowed: Iterable[str], default: str) -> Rule:
+@dataclass(frozen=True)
+class Rule:
+    """The check of one op: ``check`` finds problems and needed releases; ``checks`` says what it
+    looks at, ``source`` where that comes from."""
+
+    check: Callable[[NodeView], list[Finding]]
+    checks: str
+    source: str
+
+
+class PluginRules(Protocol):
+    """What the check needs from a plugin of a custom op (see :mod:`engines.plugins`)."""
+
+    def check_node(self, view: NodeView) -> list[Finding]: ...
+
+
+#: ``(domain, op_type) -> the plugin's rules, or None``.
+PluginLookup = Callable[[str, str], PluginRules | None]
+
+
+def _one_of(name: str, allowed: Iterable[str], default: str) -> Callable[[NodeView], list[Finding]]:
     allowed = tuple(allowed)
 
-    def rule(v: NodeView) -> list[str]:
+    def rule(v: NodeView) -> list[Finding]:
         value = v.attrs.get(name, default)
         return [] if value in allowed else [f"{name}={value!r} is not supported (TensorRT takes {', '.join(allowed)})"]
 
     return rule
 
 
-def _const_inputs(*indices: int, what: str = "must be an initializer") -> Rule:
-    def rule(v: NodeView) -> list[str]:
-        return [f"input {i} ({v.input(i)!r}) {what}" for i in indices if v.input(i) and not v.const(i)]
+def _const_inputs(
+    *indices: int, what: str, since: tuple[int, int] | None = None
+) -> Callable[[NodeView], list[Finding]]:
+    """Inputs that older importers need as initializers (``since``: the release that takes tensors)."""
+
+    def rule(v: NodeView) -> list[Finding]:
+        found: list[Finding] = []
+        for i in indices:
+            if v.input(i) and not v.const(i):
+                text = f"input {i} ({v.input(i)!r}, {what}) is computed at run time"
+                found.append(Needs(since, text) if since else f"{text}: it must be an initializer")
+        return found
 
     return rule
 
 
-def _pool(v: NodeView) -> list[str]:
-    problems = []
+def _pool(v: NodeView) -> list[Finding]:
+    problems: list[Finding] = []
     if any(d != 1 for d in v.attrs.get("dilations", [])):
-        problems.append(f"dilations={v.attrs['dilations']} (must be empty or all ones)")
+        problems.append(f"dilations={v.attrs['dilations']} (only ones)")
     if v.node.op_type != "LpPool" and v.rank(0) not in (None, 4, 5):
         problems.append(f"input rank {v.rank(0)}: 2D or 3D pooling only")
     if v.node.op_type == "MaxPool" and len(v.node.output) > 1 and v.node.output[1]:
@@ -338,8 +224,8 @@ def _pool(v: NodeView) -> list[str]:
     return problems
 
 
-def _grid_sample(v: NodeView) -> list[str]:
-    problems = []
+def _grid_sample(v: NodeView) -> list[Finding]:
+    problems: list[Finding] = []
     mode = v.attrs.get("mode", "bilinear")
     if mode in ("linear", "cubic"):
         problems.append(
@@ -359,24 +245,24 @@ def _grid_sample(v: NodeView) -> list[str]:
     return problems
 
 
-def _deform_conv(v: NodeView) -> list[str]:
-    problems = []
+def _deform_conv(v: NodeView) -> list[Finding]:
+    found: list[Finding] = [Needs((10, 1), "ONNX DeformConv (the built-in ModulatedDeformConv2d plugin)")]
     if v.rank(0) not in (None, 3, 4):
-        problems.append(f"input rank {v.rank(0)}: 1D or 2D spatial dimensions only")
+        found.append(f"input rank {v.rank(0)}: 1D or 2D spatial dimensions only")
     pads = v.attrs.get("pads", [])
     half = len(pads) // 2
     if any(pads[i] != pads[i + half] for i in range(half)):
-        problems.append(f"pads={pads}: begin and end pads must be equal on each axis")
+        found.append(f"pads={pads}: begin and end pads must be equal on each axis")
     floats = {v.dtypes.get(t) for t in v.node.input if t} - {None}
     if len(floats) > 1:
-        problems.append(
-            f"inputs in {sorted(_name(t) for t in floats)}: the ModulatedDeformConv2d plugin "
-            "needs all inputs in one dtype"
+        found.append(
+            f"inputs in {sorted(_name(t) for t in floats)}: "
+            "the ModulatedDeformConv2d plugin needs all inputs in one dtype"
         )
-    return problems
+    return found
 
 
-def _resize(v: NodeView) -> list[str]:
+def _resize(v: NodeView) -> list[Finding]:
     problems = _one_of(
         "coordinate_transformation_mode",
         ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"),
@@ -385,8 +271,7 @@ def _resize(v: NodeView) -> list[str]:
     mode = v.attrs.get("mode", "nearest")
     if mode == "cubic":
         problems.append(
-            "mode='cubic' is implemented by the importer but not in the support matrix "
-            "(deploy.md section 1, UNCERTAIN): verify it numerically before allowing it"
+            "mode='cubic' is implemented by the importer but not listed as supported: verify it numerically first"
         )
     elif mode not in ("nearest", "linear"):
         problems.append(f"mode={mode!r} (nearest, linear)")
@@ -398,12 +283,17 @@ def _resize(v: NodeView) -> list[str]:
     if v.attrs.get("antialias", 0):
         problems.append("antialias=1 is not supported")
     axes = v.attrs.get("axes")
-    if axes is not None and v.rank(0) is not None and list(axes) != list(range(v.rank(0))):
-        problems.append(f"axes={axes}: must be 0..rank-1 when given")
+    rank = v.rank(0)
+    if axes is not None and rank is not None:
+        axes = [a % rank for a in axes]
+        if len(set(axes)) != len(axes):
+            problems.append(f"axes={v.attrs['axes']}: repeated axes")
+        elif axes != list(range(rank)) and v.input(2) and not v.const(2):
+            problems.append(f"axes={v.attrs['axes']} with run-time scales: the importer then takes only 0..rank-1")
     return problems
 
 
-def _range(v: NodeView) -> list[str]:
+def _range(v: NodeView) -> list[Finding]:
     types = {v.dtypes.get(t) for t in v.node.input[:3]}
     if len(types) > 1:
         return ["start, limit and delta must have one type"]
@@ -413,15 +303,15 @@ def _range(v: NodeView) -> list[str]:
     return []
 
 
-def _layer_norm(v: NodeView) -> list[str]:
+def _layer_norm(v: NodeView) -> list[Finding]:
     return ["only the first output Y is supported"] if any(v.node.output[1:]) else []
 
 
-def _if(v: NodeView) -> list[str]:
+def _if(v: NodeView) -> list[Finding]:
     then, other = v.attrs.get("then_branch"), v.attrs.get("else_branch")
     if then is None or other is None:
         return []
-    problems = []
+    problems: list[Finding] = []
     for a, b in zip(then.output, other.output):
         if a.name == b.name:
             problems.append(f"both branches name an output {a.name!r}: they must differ")
@@ -431,8 +321,8 @@ def _if(v: NodeView) -> list[str]:
     return problems
 
 
-def _topk(v: NodeView) -> list[str]:
-    problems = [] if v.attrs.get("sorted", 1) == 1 else ["sorted=0: must be 1"]
+def _topk(v: NodeView) -> list[Finding]:
+    problems: list[Finding] = [] if v.attrs.get("sorted", 1) == 1 else ["sorted=0: must be 1"]
     if not v.const(1):
         problems.append("K is not a constant: cannot check K < 3840")
     elif int(v.value(1).reshape(-1)[0]) >= 3840:
@@ -440,7 +330,7 @@ def _topk(v: NodeView) -> list[str]:
     return problems
 
 
-def _dropout(v: NodeView) -> list[str]:
+def _dropout(v: NodeView) -> list[Finding]:
     if not v.input(2):
         return []
     if not v.const(2) or bool(v.value(2)):
@@ -448,88 +338,110 @@ def _dropout(v: NodeView) -> list[str]:
     return []
 
 
-def _constant(v: NodeView) -> list[str]:
-    bad = [a for a in ("sparse_value", "value_string", "value_strings") if a in v.attrs]
-    return [f"attribute {a} is not supported" for a in bad]
+def _constant(v: NodeView) -> list[Finding]:
+    return [
+        f"attribute {a} is not supported" for a in ("sparse_value", "value_string", "value_strings") if a in v.attrs
+    ]
 
 
-def _static_input(v: NodeView) -> list[str]:
+def _static_input(v: NodeView) -> list[Finding]:
     dims = v.dims.get(v.input(0))
     return [] if dims is not None and all(d is not None for d in dims) else ["input must have static dimensions"]
 
 
-def _lstm(v: NodeView) -> list[str]:
+def _lstm(v: NodeView) -> list[Finding]:
     return [f"{a}={v.attrs[a]} must be 0" for a in ("input_forget", "layout") if v.attrs.get(a, 0) != 0]
 
 
-def _scatter_nd(v: NodeView) -> list[str]:
-    reduction = v.attrs.get("reduction", "none")
-    return [] if reduction == "none" else [f"reduction={reduction!r} is not supported"]
+def _scatter_nd(v: NodeView) -> list[Finding]:
+    if "reduction" not in v.attrs:
+        return []
+    if v.attrs["reduction"] != "none":
+        return [f"reduction={v.attrs['reduction']!r} is not supported"]
+    return [Needs((10, 9), "ScatterND with a reduction attribute: earlier importers reject it even when it is 'none'")]
 
 
-def _loop(v: NodeView) -> list[str]:
+def _einsum(v: NodeView) -> list[Finding]:
+    equation = str(v.attrs.get("equation", "")).replace(" ", "")
+    terms = equation.split("->")[0].split(",")
+    found: list[Finding] = []
+    if "..." in equation:
+        found.append(Needs((10, 12), f"Einsum {equation!r} has an ellipsis"))
+    if any(len(set(t.replace("...", ""))) < len(t.replace("...", "")) for t in terms):
+        found.append(Needs((10, 12), f"Einsum {equation!r} takes a diagonal (a subscript repeated in one operand)"))
+    sizes: dict[str, set[int]] = {}
+    for index, term in enumerate(terms):
+        dims = v.dims.get(v.input(index))
+        if "..." in term or dims is None or len(dims) != len(term):
+            continue
+        for label, dim in zip(term, dims):
+            if dim is not None:
+                sizes.setdefault(label, set()).add(dim)
+    broadcast = sorted(label for label, seen in sizes.items() if 1 in seen and len(seen) > 1)
+    if broadcast:
+        found.append(Needs((10, 12), f"Einsum {equation!r} broadcasts subscript(s) {', '.join(broadcast)}"))
+    return found
+
+
+def _loop(v: NodeView) -> list[Finding]:
     return [
-        "Loop: 'Scan output length cannot be dynamic' and 'carried dependencies must keep their shape' "
-        "cannot be checked statically; drive the recurrence from the plan instead"
+        "Loop: a dynamic scan-output length and carried values that change shape are rejected, and neither can be "
+        "checked statically; drive the recurrence from the plan instead"
     ]
 
 
-_REDUCE_AXES = _const_inputs(1, what="(axes) must be an initializer")
+_REDUCE = Rule(
+    _const_inputs(1, what="axes"),
+    "the axes input is an initializer",
+    "ops-10.1",
+)
 
-#: Attribute and input rules per op type: (rule, source). Ops not listed here are judged by the
-#: matrix alone (their row has no restriction, or none that the exported graphs can break).
-RULES: dict[str, tuple[Rule, str]] = {
-    "GridSample": (
+#: The rule of each op that has one; the others are judged by :data:`TYPES` alone.
+RULES: dict[str, Rule] = {
+    "GridSample": Rule(
         _grid_sample,
-        "OT10.1-doc 'Input must be 4D'; OT10.1-src GridSample importer (mode strings "
-        "nearest/bilinear/bicubic, else kNEAREST silently; padding zeros/border/"
-        "reflection; align_corners); deploy.md sections 0, 1 (opset-20 names, "
-        "NVIDIA/TensorRT#4646; one dtype for input and grid; 5D from 11.2)",
+        "mode is an opset-16/19 name, padding mode and align_corners known, 4-D input, one dtype for input and grid",
+        "importers-10.1 (unknown mode strings become nearest: NVIDIA/TensorRT#4646); ops-10.1",
     ),
-    "DeformConv": (
+    "DeformConv": Rule(
         _deform_conv,
-        "OT10.1-doc '1D or 2D spatial dimensions', 'pads for the beginning and end "
-        "... must be the same'; deploy.md section 1 (built-in ModulatedDeformConv2d "
-        "plugin from 10.1, needs initLibNvInferPlugins; all inputs FP32 or all FP16)",
+        "needs 10.1; 1-D or 2-D spatial input, symmetric pads, all inputs of one dtype",
+        "changelog-10.1; ops-10.1; importers-10.1 (ModulatedDeformConv2d plugin)",
     ),
-    "Resize": (
+    "Resize": Rule(
         _resize,
-        "OT10.1-doc Resize restrictions (transformation modes, nearest/linear, nearest modes, "
-        "stretch, no antialias, axes iota); deploy.md section 1 (cubic undocumented)",
+        "coordinate transformation, mode and nearest mode known, stretch, no antialias, axes unique and "
+        "0..rank-1 when the scales are computed at run time",
+        "ops-10.1; importers-10.1 (axes are reordered when scales or sizes are initializers)",
     ),
-    "Range": (
-        _range,
-        "OT10.1-src Range importer ('only supports int32, int64, and float input types', one type "
-        "for start/limit/delta); the matrix lists FP16 but the importer rejects it",
+    "Range": Rule(_range, "one input type, FP32/INT32/INT64 only", "importers-10.1"),
+    "LayerNormalization": Rule(_layer_norm, "only the first output is used", "ops-10.1"),
+    "AveragePool": Rule(_pool, "2-D or 3-D, dilations all one", "ops-10.1"),
+    "MaxPool": Rule(_pool, "2-D or 3-D, dilations all one, no Indices output", "ops-10.1"),
+    "LpPool": Rule(_pool, "dilations all one", "ops-10.1"),
+    "If": Rule(_if, "branch outputs of equal rank and different names", "ops-10.1"),
+    "Loop": Rule(_loop, "always a failure: its restrictions cannot be checked statically", "ops-10.1"),
+    "TopK": Rule(_topk, "sorted, constant K below 3840", "ops-10.1"),
+    "Dropout": Rule(_dropout, "is_training absent or a False initializer", "ops-10.1"),
+    "Constant": Rule(_constant, "no sparse or string values", "ops-10.1"),
+    "EyeLike": Rule(_static_input, "a static input shape", "ops-10.1"),
+    "Hardmax": Rule(_static_input, "a static input shape (the axis dimension must be known)", "ops-10.1"),
+    "LSTM": Rule(_lstm, "input_forget and layout are 0", "ops-10.1"),
+    "ScatterND": Rule(
+        _scatter_nd, "no reduction other than 'none'; the attribute at all needs 10.9", "ops-10.15; changelog-10.9"
     ),
-    "LayerNormalization": (_layer_norm, "OT10.1-doc 'Only the first output Y is supported'"),
-    "AveragePool": (_pool, "OT10.1-doc '2D or 3D Pooling only. dilations must be empty or all ones'"),
-    "MaxPool": (_pool, "OT10.1-doc '2D or 3D pooling only. Indices output tensor unsupported. dilations ...'"),
-    "LpPool": (_pool, "OT10.1-doc 'dilations must be empty or all ones'"),
-    "If": (
-        _if,
-        "OT10.1-doc 'Output tensors of the two conditional branches must have the same rank and must "
-        "have different names'",
+    "Einsum": Rule(_einsum, "ellipsis, diagonal or broadcasting needs 10.12", "changelog-10.12"),
+    "CumSum": Rule(
+        _const_inputs(1, what="axis", since=(10, 8)), "a run-time axis needs 10.8", "ops-10.1; changelog-10.8"
     ),
-    "Loop": (_loop, "OT10.1-doc Loop restrictions; deploy.md section 8.3 (TRT Loop restrictions)"),
-    "TopK": (_topk, "OT10.1-doc 'sorted must be 1. K input must be less than 3840'"),
-    "Dropout": (_dropout, "OT10.1-doc 'is_traning must be an initializer and evaluate to False'"),
-    "Constant": (_constant, "OT10.1-doc 'sparse_value, value_string, and value_strings attributes are unsupported'"),
-    "EyeLike": (_static_input, "OT10.1-doc 'input must have static dimensions'"),
-    "Hardmax": (
-        _static_input,
-        "OT10.1-doc 'axis dimension of input must be a build-time constant' (checked as: all dimensions static)",
+    "OneHot": Rule(_const_inputs(1, what="depth"), "depth is an initializer", "ops-10.1"),
+    "Pad": Rule(_const_inputs(3, what="axes", since=(10, 4)), "run-time axes need 10.4", "ops-10.1; changelog-10.4"),
+    "Slice": Rule(_const_inputs(3, what="axes", since=(10, 3)), "run-time axes need 10.3", "ops-10.1; changelog-10.3"),
+    "Squeeze": Rule(
+        _const_inputs(1, what="axes", since=(10, 7)), "run-time axes need 10.7", "ops-10.1; changelog-10.7"
     ),
-    "LSTM": (_lstm, "OT10.1-doc 'input_forget attribute must be 0. layout attribute must be 0'"),
-    "ScatterND": (_scatter_nd, "OT10.1-doc 'reduction is not supported'"),
-    "CumSum": (_const_inputs(1, what="(axis) must be an initializer"), "OT10.1-doc 'axis must be an initializer'"),
-    "OneHot": (_const_inputs(1, what="(depth) must be a build-time constant"), "OT10.1-doc"),
-    "Pad": (_const_inputs(3, what="(axes) must be an initializer"), "OT10.1-doc 'axes must be an initializer'"),
-    "Slice": (_const_inputs(3, what="(axes) must be an initializer"), "OT10.1-doc 'axes must be an initializer'"),
-    "Squeeze": (_const_inputs(1, what="(axes) must be an initializer"), "OT10.1-doc 'axes must be an initializer'"),
-    "Unsqueeze": (
-        _const_inputs(1, what="(axes) must be a constant tensor"),
-        "OT10.1-doc 'axes must be a constant tensor'",
+    "Unsqueeze": Rule(
+        _const_inputs(1, what="axes", since=(10, 7)), "run-time axes need 10.7", "ops-10.1; changelog-10.7"
     ),
     **dict.fromkeys(
         (
@@ -544,20 +456,11 @@ RULES: dict[str, tuple[Rule, str]] = {
             "ReduceSum",
             "ReduceSumSquare",
         ),
-        (_REDUCE_AXES, "OT10.1-doc 'axes must be an initializer'"),
+        _REDUCE,
     ),
 }
 
-#: Why some unsupported ops are unsupported, or when that changes (shown with the failure).
-UNSUPPORTED_NOTES: dict[str, str] = {
-    "DFT": "no DFT through TensorRT 11.1; 11.2 adds a cuFFT plugin for it (deploy.md section 1)",
-    "AffineGrid": "not supported (OT10.15-doc, deploy.md section 1): build the grid from Range/arithmetic",
-    "Col2Im": "not supported (OT10.15-doc, deploy.md section 1)",
-    "CenterCropPad": "not supported (OT10.15-doc, deploy.md section 1)",
-    "STFT": "not supported at 10.1; 10.15 lists STFT (FP32 only, deploy.md section 1)",
-}
-
-#: Ops whose dtype constraint is on their first input, not their first output (comparisons, shape queries).
+#: Ops whose types are those of their first input, not of their first output (comparisons, shape queries).
 _TYPED_BY_INPUT = {
     "Shape",
     "Size",
@@ -582,7 +485,8 @@ def _name(dtype: int | None) -> str:
 
 @dataclass
 class NodeReport:
-    """The verdict on one node: ``supported``, ``plugin`` (one of ours), ``unsupported`` or ``unknown``."""
+    """The verdict on one node: ``supported``, ``plugin`` (one of ours), ``unsupported`` or ``unknown``,
+    and the TensorRT releases it needs (``needs``; :data:`BASELINE` when empty)."""
 
     node: str
     op_type: str
@@ -591,15 +495,23 @@ class NodeReport:
     status: str
     problems: list[str] = field(default_factory=list)
     source: str = ""
+    needs: list[Needs] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.status in ("supported", "plugin")
 
+    @property
+    def op(self) -> str:
+        return f"{self.domain}::{self.op_type}" if self.domain else self.op_type
+
+    @property
+    def min_tensorrt(self) -> tuple[int, int]:
+        return max([BASELINE, *(n.version for n in self.needs)])
+
     def __str__(self) -> str:
-        op = f"{self.domain}::{self.op_type}" if self.domain else self.op_type
         attrs = ", ".join(f"{k}={v}" for k, v in self.attributes.items())
-        text = f"{self.status.upper():11s} {self.node} [{op}]" + (f" ({attrs})" if attrs else "")
+        text = f"{self.status.upper():11s} {self.node} [{self.op}]" + (f" ({attrs})" if attrs else "")
         for problem in self.problems:
             text += f"\n    - {problem}"
         if self.source and not self.ok:
@@ -623,21 +535,39 @@ class Report:
     def failures(self) -> list[NodeReport]:
         return [n for n in self.nodes if not n.ok]
 
+    @property
+    def min_tensorrt(self) -> tuple[int, int]:
+        """The TensorRT release this graph needs: the latest any of its nodes needs."""
+        return max([BASELINE, *(n.min_tensorrt for n in self.nodes)])
+
+    def requirements(self) -> list[tuple[Needs, list[str]]]:
+        """Every distinct need of the graph's nodes, latest release first, with the nodes that have it."""
+        nodes: dict[Needs, list[str]] = {}
+        for n in self.nodes:
+            for need in n.needs:
+                nodes.setdefault(need, []).append(n.node)
+        return sorted(nodes.items(), key=lambda item: (item[0].version, item[0].why), reverse=True)
+
     def format(self, verbose: bool = False) -> str:
-        """A summary per op type and every failing node (``verbose``: every node)."""
+        """A summary per op type, the releases needed (and by which nodes), every failing node
+        (``verbose``: every node)."""
         counts: dict[tuple[str, str], int] = {}
         for n in self.nodes:
-            key = (f"{n.domain}::{n.op_type}" if n.domain else n.op_type, n.status)
-            counts[key] = counts.get(key, 0) + 1
+            counts[(n.op, n.status)] = counts.get((n.op, n.status), 0) + 1
         verdict = "OK" if self.ok else f"FAILED ({len(self.failures) + len(self.problems)} problems)"
-        lines = [f"{self.graph}: {len(self.nodes)} nodes, TensorRT >= 10.1: {verdict}"]
+        lines = [
+            f"{self.graph}: {len(self.nodes)} nodes, needs TensorRT >= {version_text(self.min_tensorrt)}: {verdict}"
+        ]
         lines.append(
             "  "
             + ", ".join(f"{op} x{c}" + ("" if s == "supported" else f" [{s}]") for (op, s), c in sorted(counts.items()))
         )
+        for need, names in self.requirements():
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            lines.append(f"  needs {need} (node{'s' if len(names) > 1 else ''} {shown})")
         lines += [f"  graph: {p}" for p in self.problems]
-        shown = self.nodes if verbose else self.failures
-        lines += ["  " + str(n).replace("\n", "\n  ") for n in shown]
+        shown_nodes = self.nodes if verbose else self.failures
+        lines += ["  " + str(n).replace("\n", "\n  ") for n in shown_nodes]
         return "\n".join(lines)
 
 
@@ -676,51 +606,38 @@ def _tensor_info(graph: onnx.GraphProto) -> tuple[dict[str, int], dict[str, int]
     return dtypes, ranks, dims
 
 
-def check_node(view: NodeView, plugins: Callable[[str, str], Any]) -> NodeReport:
+def _split(findings: list[Finding]) -> tuple[list[str], list[Needs]]:
+    return [f for f in findings if isinstance(f, str)], [f for f in findings if isinstance(f, Needs)]
+
+
+def check_node(view: NodeView, plugins: PluginLookup | None = None) -> NodeReport:
     """Judge one node (see :func:`check_model`)."""
     node = view.node
     attrs = {k: _short(v) for k, v in view.attrs.items()}
     name = node.name or f"<unnamed {node.op_type}>"
+
+    def report(status: str, problems: list[str], source: str, needs: list[Needs] | None = None) -> NodeReport:
+        return NodeReport(name, node.op_type, node.domain, attrs, status, problems, source, needs or [])
+
     if node.domain not in ("", "ai.onnx"):
-        spec = plugins(node.domain, node.op_type)
-        if spec is not None:
-            return NodeReport(name, node.op_type, node.domain, attrs, "plugin", source=f"registered plugin {spec}")
-        return NodeReport(
-            name,
-            node.op_type,
-            node.domain,
-            attrs,
-            "unknown",
-            [f"custom op {node.domain}::{node.op_type} is not a registered TensorRT plugin (engines/plugins)"],
-            "engines/plugins registry",
-        )
-    entry = OPERATORS.get(node.op_type)
-    if entry is None:
-        return NodeReport(
-            name,
-            node.op_type,
-            node.domain,
-            attrs,
-            "unknown",
-            [f"{node.op_type} is not in TensorRT's operator support matrix"],
-            "OT10.1-doc",
-        )
-    if not entry.supported:
-        note = UNSUPPORTED_NOTES.get(node.op_type, "not supported by TensorRT's ONNX parser")
-        return NodeReport(name, node.op_type, node.domain, attrs, "unsupported", [note], "OT10.1-doc")
-    problems: list[str] = []
-    sources = ["OT10.1-doc"]
+        spec = plugins(node.domain, node.op_type) if plugins is not None else None
+        if spec is None:
+            known = "our registered TensorRT plugins" if plugins is not None else "the plugins given to this check"
+            return report("unknown", [f"custom op {node.domain}::{node.op_type} is not one of {known}"], "plugins")
+        problems, needs = _split(spec.check_node(view))
+        return report("unsupported" if problems else "plugin", problems, f"plugin {spec}", needs)
+    if node.op_type in UNSUPPORTED:
+        return report("unsupported", [UNSUPPORTED[node.op_type]], "ops-10.1")
+    types = TYPES.get(node.op_type)
+    if types is None:
+        return report("unknown", [f"{node.op_type} is not an op TensorRT's ONNX parser imports"], "ops-10.1")
     rule = RULES.get(node.op_type)
-    if rule is not None:
-        problems += rule[0](view)
-        sources = [rule[1]]
-    problems += _dtype_problems(view, entry)
-    return NodeReport(
-        name, node.op_type, node.domain, attrs, "unsupported" if problems else "supported", problems, "; ".join(sources)
-    )
+    problems, needs = _split(rule.check(view)) if rule is not None else ([], [])
+    problems += _dtype_problems(view, types)
+    return report("unsupported" if problems else "supported", problems, rule.source if rule else "ops-10.1", needs)
 
 
-def _dtype_problems(view: NodeView, entry: OpEntry) -> list[str]:
+def _dtype_problems(view: NodeView, types: frozenset[str]) -> list[str]:
     node = view.node
     problems = []
     typed = [node.input[0]] if node.op_type in _TYPED_BY_INPUT and node.input else []
@@ -730,10 +647,8 @@ def _dtype_problems(view: NodeView, entry: OpEntry) -> list[str]:
         dtype = view.dtypes.get(tensor)
         if dtype is None or dtype == TensorProto.UNDEFINED:
             continue
-        if entry.types and _name(dtype) not in entry.types:
-            problems.append(
-                f"{tensor!r} is {_name(dtype)}; TensorRT's {node.op_type} takes {', '.join(sorted(entry.types))}"
-            )
+        if _name(dtype) not in types:
+            problems.append(f"{tensor!r} is {_name(dtype)}; TensorRT's {node.op_type} takes {', '.join(sorted(types))}")
     for tensor in [*node.input, *node.output]:
         dtype = view.dtypes.get(tensor)
         if dtype == TensorProto.DOUBLE:
@@ -744,30 +659,27 @@ def _dtype_problems(view: NodeView, entry: OpEntry) -> list[str]:
 
 
 def check_model(
-    model: onnx.ModelProto | str | Path, name: str | None = None, plugins: Callable[[str, str], Any] | None = None
+    model: onnx.ModelProto | str | Path, name: str | None = None, plugins: PluginLookup | None = None
 ) -> Report:
     """Check every node of ``model`` (a path or a ModelProto) against TensorRT's ONNX parser.
 
     Args:
         model: the graph.
         name: how the report names it (default: the file name or the graph name).
-        plugins: ``(domain, op_type) -> spec or None``; default: our registry,
-            :func:`engines.plugins.lookup`.
+        plugins: ``(domain, op_type) -> the plugin's rules or None`` for custom ops
+            (:func:`engines.plugins.lookup`); without it every custom op is unknown.
     """
     if not isinstance(model, onnx.ModelProto):
         name = name or Path(model).name
         model = onnx.load(str(model), load_external_data=False)
     name = name or model.graph.name or "graph"
-    if plugins is None:
-        from engines.plugins import lookup as plugins
     problems = []
-    opset = {o.domain: o.version for o in model.opset_import}.get("")
-    if opset is None:
-        opset = {o.domain: o.version for o in model.opset_import}.get("ai.onnx")
+    opsets = {o.domain: o.version for o in model.opset_import}
+    opset = opsets.get("", opsets.get("ai.onnx"))
     if opset is None or not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
         problems.append(
             f"default-domain opset {opset}: TensorRT 10.0+ parses opsets {OPSET_RANGE[0]} to "
-            f"{OPSET_RANGE[1]} (OT10.1-doc); this project exports 19"
+            f"{OPSET_RANGE[1]} (ops-10.1); this project exports 19"
         )
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
@@ -780,7 +692,7 @@ def check_model(
 
 def _walk(
     graph: onnx.GraphProto,
-    plugins: Callable[[str, str], Any],
+    plugins: PluginLookup | None,
     out: list[NodeReport],
     prefix: str,
     outer_constants: dict[str, onnx.TensorProto],
@@ -792,11 +704,10 @@ def _walk(
     for node in graph.node:
         attrs = _attributes(node)
         if node.op_type == "Constant" and "value" in attrs:
-            # The parser imports Constant nodes as weights, like initializers (OT10.1-src Constant importer).
+            # The parser imports Constant nodes as weights, like initializers (importers-10.1).
             constants[node.output[0]] = attrs["value"]
             dtypes.setdefault(node.output[0], attrs["value"].data_type)
-        view = NodeView(node, attrs, dtypes, ranks, dims, constants, io)
-        report = check_node(view, plugins)
+        report = check_node(NodeView(node, attrs, dtypes, ranks, dims, constants, io), plugins)
         report.node = prefix + report.node
         out.append(report)
         for attr in node.attribute:
@@ -804,13 +715,29 @@ def _walk(
                 _walk(sub, plugins, out, prefix=f"{prefix}{node.name}/{attr.name}/", outer_constants=constants)
 
 
-def check_package(root: str | Path, precisions: Iterable[str] | None = None) -> list[Report]:
+def check_package(
+    root: str | Path, precisions: Iterable[str] | None = None, plugins: PluginLookup | None = None
+) -> list[Report]:
     """Check every graph of a model package (all precisions it has, or ``precisions``)."""
-    from .package import Package
-
     package = Package.open(root)
-    reports = []
-    for precision in precisions or package.precisions:
-        for stage in package.stage_names():
-            reports.append(check_model(package.stage_file(stage, precision), name=f"{precision}/{stage}"))
-    return reports
+    return [
+        check_model(package.stage_file(stage, precision), name=f"{precision}/{stage}", plugins=plugins)
+        for precision in precisions or package.precisions
+        for stage in package.stage_names()
+    ]
+
+
+def package_requirements(reports: Iterable[Report]) -> tuple[tuple[int, int], list[str]]:
+    """The release a package needs (the latest of its graphs') and, per need, the nodes that set it
+    (``"TensorRT >= 10.9: <why>: fp32/step iw_1, ..."``), latest release first."""
+    reports = list(reports)
+    version = max([BASELINE, *(r.min_tensorrt for r in reports)])
+    by_need: dict[Needs, list[str]] = {}
+    for report in reports:
+        for need, names in report.requirements():
+            by_need.setdefault(need, []).extend(f"{report.graph} {n}" for n in names)
+    lines = []
+    for need, names in sorted(by_need.items(), key=lambda item: (item[0].version, item[0].why), reverse=True):
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        lines.append(f"{need}: {shown}")
+    return version, lines

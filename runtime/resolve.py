@@ -30,9 +30,13 @@ def resolve_package(model: str, log: Callable[[str], None] = print) -> Package:
         digest = (entry.sha256 or "unchecked")[:12]
         target = cache_dir() / "packages" / f"{model}-{digest}-vsr{tool_version()}"
         if (target / "manifest.json").is_file():
-            return Package.open(target)
-        log(f"exporting {model} to {target} (first use; later runs reuse it) ...")
-        return export_package(pretrained(model), target, weights=model, checkpoints=[source])
+            try:
+                return Package.open(target)
+            except PackageError as exc:
+                log(f"the cached export of {model} is damaged ({exc}); exporting it again")
+        else:
+            log(f"exporting {model} to {target} (first use; later runs reuse it) ...")
+        return export_package(pretrained(model), target, weights=model, checkpoints=[source], overwrite=True)
     if model in networks():
         names = [w.name for w in networks()[model].weights]
         hint = f" (its released weights: {', '.join(names)})" if names else ""

@@ -154,3 +154,33 @@ def test_demo_upscales_the_sample_clip_and_beats_bicubic(tmp_path, monkeypatch, 
     _ok(result)
     gain = float(re.search(r"gain ([+-][\d.]+) dB", result.output).group(1))
     assert gain >= 3.0 and probe(out).num_frames == 3
+
+
+def test_a_damaged_cached_export_is_exported_again(tmp_path, monkeypatch, basicvsr_package):
+    """A zoo name whose cached package was damaged (a truncated graph) is re-exported, not reported
+    as the user's broken package."""
+    import shutil
+
+    import runtime.resolve
+    from export.format import Package, cache_dir, tool_version
+    from vsr_models import get_weights
+
+    monkeypatch.setenv("VSR_CACHE_DIR", str(tmp_path / "cache"))
+    cached = cache_dir() / "packages" / f"basicvsr-{get_weights('basicvsr').sha256[:12]}-vsr{tool_version()}"
+    shutil.copytree(basicvsr_package.root, cached)
+    graph = cached / "fp32" / "flow.onnx"
+    graph.write_bytes(graph.read_bytes()[:1000])
+    exported = []
+
+    def export_again(model, target, **kw):  # the real export takes a minute; copy the good package instead
+        exported.append((target, kw["overwrite"]))
+        shutil.rmtree(target)
+        shutil.copytree(basicvsr_package.root, target)
+        return Package.open(target)
+
+    monkeypatch.setattr(runtime.resolve, "export_package", export_again)
+    monkeypatch.setattr(runtime.resolve, "pretrained", lambda name: None)
+    lines = []
+    package = runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    assert exported == [(cached, True)] and package.root == cached
+    assert "damaged" in lines[0] and "exporting it again" in lines[0]

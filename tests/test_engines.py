@@ -1,19 +1,35 @@
-"""Engines: the cache (key, lookup), the CLI and backend selection without TensorRT, and, where
-TensorRT and a GPU exist, the build and the TensorRT backend against ONNX Runtime."""
+"""Engines: the cache (key, lookup), the CLI and backend selection without TensorRT, the TensorRT
+backend's device, stream, memory and shape handling with stand-ins for engines and the GPU (our control
+flow only; nothing here builds or runs an engine), and, where TensorRT and a GPU exist, the build and
+the TensorRT backend against ONNX Runtime."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from engines.cache import EngineCache, EngineKey, EngineNotFound, GpuInfo, Profile, package_hash
 from engines.cli import main as build_main
 from engines.cli import resolve_profile
-from engines.tensorrt import INSTALL_HINT, TensorRTUnavailable, stage_profiles, tensorrt_available
+from engines.plugins import implicit_warp as iw_plugin
+from engines.tensorrt import (
+    INSTALL_HINT,
+    BuildError,
+    TensorRTUnavailable,
+    check_inputs,
+    engine_key,
+    package_plugins,
+    stage_profiles,
+    tensorrt_available,
+    use_timing_cache,
+)
 from export.format import Package
 from vsr_models.plan import SizeConstraints
 
@@ -81,6 +97,7 @@ def test_key_is_stable():
         {"profile": Profile((33, 33), (180, 320), (540, 961))},
         {"profile": Profile((34, 33), (180, 320), (540, 960))},
         {"profile": Profile((33, 33), (181, 320), (540, 960))},
+        {"plugins": "vsr::ImplicitWarp v1=" + "0" * 64},
     ],
 )
 def test_any_change_changes_the_key(change: dict):
@@ -297,3 +314,244 @@ def test_auto_prefers_tensorrt_once_built(
     assert make_backend("auto", basicvsr_fp16_package, "cuda", "fp16").name != "tensorrt"
     build_engines(basicvsr_fp16_package, "fp16", Profile((33, 33), (48, 64), (64, 96)), workspace_gb=2)
     assert make_backend("auto", basicvsr_fp16_package, "cuda", "fp16").name == "tensorrt"
+
+
+# ------------------------------------------------------------------ plugin kernels in the key
+def _custom_node_package(root: Path) -> Package:
+    """A package-shaped folder whose one graph has a vsr::ImplicitWarp node (for hashing and scanning)."""
+    import onnx
+    from onnx import helper
+
+    node = helper.make_node("ImplicitWarp", list(iw_plugin.INPUTS), ["out"], domain="vsr", num_heads=2, scale=0.5)
+    graph = helper.make_graph([node], "g", [], [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, None)])
+    (root / "fp32").mkdir(parents=True)
+    onnx.save(helper.make_model(graph), str(root / "fp32" / "iw.onnx"))
+    manifest = {"model": "iw", "stages": {"iw": {"inputs": []}}, "precisions": {"fp32": {"iw": "fp32/iw.onnx"}}}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return Package(root, manifest)
+
+
+def test_key_covers_the_plugin_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, basicvsr_package: Package):
+    package = _custom_node_package(tmp_path / "iw")
+    specs = package_plugins(package, "fp32")
+    assert specs == [iw_plugin.SPEC]
+    key = engine_key(package, "fp32", PROFILE, H100, "10.13.0.35", specs)
+    assert key.plugins == f"{iw_plugin.SPEC}={iw_plugin.kernel_fingerprint()}"
+    monkeypatch.setattr(iw_plugin, "kernel_sources", lambda: b"a kernel with a fix")
+    assert engine_key(package, "fp32", PROFILE, H100, "10.13.0.35", specs).digest() != key.digest()
+    plain = engine_key(basicvsr_package, "fp32", PROFILE, H100, "10.13.0.35", package_plugins(basicvsr_package, "fp32"))
+    assert plain.plugins == ""
+
+
+def test_engines_of_an_older_kernel_are_not_served(tmp_path: Path):
+    cache = EngineCache(tmp_path)
+    _write(cache, _key(plugins="vsr::ImplicitWarp v1=old"))
+    assert cache.candidates("ab" * 32, H100, "10.13.0.35", "fp16", "vsr::ImplicitWarp v1=new") == []
+    with pytest.raises(EngineNotFound, match="another version of a plugin kernel"):
+        cache.find("ab" * 32, H100, "10.13.0.35", "fp16", (64, 64), plugins="vsr::ImplicitWarp v1=new")
+
+
+# ------------------------------------------------------------------ precision defaults
+def test_build_and_run_default_to_the_same_precision():
+    """vsr-build-engine builds what vsr-run (and every backend) runs when --precision is not given."""
+    import inspect
+
+    from runtime.backends import make_backend
+    from runtime.backends.trt import TensorRTOptions
+    from runtime.cli.run import main as run_main
+
+    built = next(p.default for p in build_main.params if p.name == "precision")
+    ran = next(p.default for p in run_main.params if p.name == "precision")
+    assert (
+        built == ran == TensorRTOptions().precision == inspect.signature(make_backend).parameters["precision"].default
+    )
+
+
+def test_missing_engines_name_the_precision_that_has_them(tmp_path: Path):
+    from runtime.backends.trt import missing_engines_message
+
+    root = _fake_package(tmp_path / "p")
+    cache = EngineCache(tmp_path / "engines")
+    _write(cache, _key(package_hash=package_hash(root), precision="fp16"))
+    text = missing_engines_message(cache, Package(root, {}), H100, "10.13.0.35", "fp32")
+    assert "vsr-build-engine" in text and "--precision fp32" in text and "pass --precision fp16" in text
+
+
+# ------------------------------------------------------------------ build helpers (stand-in config and network)
+class _Config:
+    """Records what the build gives a builder config; refuses caches made elsewhere."""
+
+    def __init__(self, accepts: bool) -> None:
+        self.accepts, self.set = accepts, []
+
+    def create_timing_cache(self, blob: bytes) -> bytes:
+        return blob
+
+    def set_timing_cache(self, cache: bytes, ignore_mismatch: bool) -> bool:
+        assert ignore_mismatch is False
+        ok = self.accepts or cache == b""
+        if ok:
+            self.set.append(cache)
+        return ok
+
+
+def test_a_refused_timing_cache_is_said_and_replaced():
+    said = []
+    config = _Config(accepts=False)
+    assert use_timing_cache(config, b"cache from another GPU", said.append) is False
+    assert config.set == [b""] and "timed again" in said[0]
+    config = _Config(accepts=True)
+    assert use_timing_cache(config, b"cache", said.append) is True and config.set == [b"cache"] and len(said) == 1
+
+
+def test_parser_errors_fail_even_when_parse_returns_true():
+    """The loader we build on (Polygraphy's NetworkFromOnnxPath) checks the error count after parsing."""
+    from polygraphy.backend.trt import util as trt_util
+    from polygraphy.exception import PolygraphyException
+
+    parser = types.SimpleNamespace(num_errors=1, get_error=lambda i: "node 3: unsupported")
+    with pytest.raises(PolygraphyException):
+        trt_util.check_onnx_parser_errors(parser, True)
+
+
+def test_inputs_the_manifest_does_not_describe_fail():
+    tensors = [types.SimpleNamespace(name=n) for n in ("lr", "extra")]
+    network = types.SimpleNamespace(num_inputs=2, get_input=lambda i: tensors[i])
+    check_inputs(types.SimpleNamespace(num_inputs=1, get_input=lambda i: tensors[0]), {"lr": ()}, Path("s.onnx"))
+    with pytest.raises(BuildError, match="'extra'"):
+        check_inputs(network, {"lr": ()}, Path("s.onnx"))
+
+
+# ------------------------------------------------------------------ the runner (stand-in engines and GPU)
+_TRT = types.SimpleNamespace(
+    ExecutionContextAllocationStrategy=types.SimpleNamespace(USER_MANAGED="user-managed", STATIC="static"),
+    TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"),
+    DataType=types.SimpleNamespace(FLOAT="f32", HALF="f16", INT32="i32", INT64="i64", BOOL="bool"),
+)
+
+
+class _Place:
+    """A GPU index and stream handle; records which device is current (torch CPU tensors stand in)."""
+
+    def __init__(self, index: int = 1) -> None:
+        self.index, self.device, self.stream_handle, self.current = index, torch.device("cpu"), 0x7F00, None
+
+    @contextlib.contextmanager
+    def active(self):
+        self.current = self.index
+        try:
+            yield
+        finally:
+            self.current = None
+
+
+class _Context:
+    def __init__(self, engine: _Engine, strategy: str) -> None:
+        self.engine, self.strategy, self.memory, self.shapes, self.enqueued = engine, strategy, None, {}, []
+
+    def set_device_memory(self, ptr: int, size: int) -> None:
+        self.memory = (ptr, size)
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        low, _, high = self.engine.profile
+        if not all(lo <= s <= hi for lo, s, hi in zip(low, shape, high)):
+            return False
+        self.shapes[name] = shape
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return self.shapes["x"]
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        return ptr != 0
+
+    def execute_async_v3(self, stream: int) -> bool:
+        self.enqueued.append((stream, self.engine.place.current))
+        return True
+
+
+class _Engine:
+    """One input ``x``, one output ``y``, FP32; its activation memory size and profile."""
+
+    num_io_tensors = 2
+
+    def __init__(self, place: _Place, memory: int) -> None:
+        self.place, self.device_memory_size_v2, self.contexts = place, memory, []
+        self.profile = ((1, 3, 8, 8), (1, 3, 16, 16), (1, 3, 32, 32))
+
+    def create_execution_context(self, strategy: str) -> _Context:
+        assert self.place.current is not None, "contexts are created with the backend's GPU current"
+        self.contexts.append(_Context(self, strategy))
+        return self.contexts[-1]
+
+    def get_tensor_name(self, i: int) -> str:
+        return "xy"[i]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "in" if name == "x" else "out"
+
+    def get_tensor_dtype(self, name: str) -> str:
+        return "f32"
+
+    def get_tensor_profile_shape(self, name: str, profile: int):
+        return self.profile
+
+
+def _runner(place: _Place, sizes=(4096, 1 << 20, 512)):
+    from runtime.backends.trt import EngineSetRunner
+
+    engines = {f"stage{i}": _Engine(place, size) for i, size in enumerate(sizes)}
+    return EngineSetRunner(_TRT, engines, place), engines
+
+
+def test_engines_load_and_run_on_the_chosen_device(tmp_path: Path):
+    """--device cuda:1: engines are deserialised, and stages enqueued, with device 1 current."""
+    from runtime.backends.trt import load_engines
+
+    place = _Place(index=1)
+    cache = EngineCache(tmp_path)
+    found = _write(cache, _key())
+    seen = []
+    engines = load_engines(found, ["flow", "step"], place, lambda blob: seen.append(place.current) or _Engine(place, 1))
+    assert seen == [1, 1] and set(engines) == {"flow", "step"}
+    runner, stages = _runner(place)
+    runner.run("stage0", {"x": torch.ones(1, 3, 16, 16)})
+    assert [device for _, device in stages["stage0"].contexts[0].enqueued] == [1]
+
+
+def test_stages_run_on_the_backends_own_stream():
+    """Never the legacy default stream (handle 0), on which TensorRT synchronises after every enqueue."""
+    place = _Place()
+    runner, engines = _runner(place)
+    for stage in engines:
+        out = runner.run(stage, {"x": torch.ones(1, 3, 16, 16)})
+        assert out["y"].shape == (1, 3, 16, 16)
+    assert {s for e in engines.values() for c in e.contexts for s, _ in c.enqueued} == {place.stream_handle}
+    assert place.stream_handle != 0
+
+
+def test_contexts_share_one_user_managed_activation_buffer():
+    runner, engines = _runner(_Place(), sizes=(4096, 1 << 20, 512))
+    contexts = [c for e in engines.values() for c in e.contexts]
+    assert len(contexts) == 3 and {c.strategy for c in contexts} == {"user-managed"}
+    assert {c.memory for c in contexts} == {(runner.memory.data_ptr(), 1 << 20)}
+    assert runner.memory.numel() == 1 << 20  # the largest stage's need, once
+
+
+def test_shape_outside_the_profile_is_a_clear_error():
+    from runtime.backends.trt import ShapeOutsideProfile
+
+    runner, _ = _runner(_Place())
+    with pytest.raises(ShapeOutsideProfile, match=r"\(1, 3, 64, 64\), outside .*\(1, 3, 32, 32\).*--max-shape"):
+        runner.run("stage0", {"x": torch.ones(1, 3, 64, 64)})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_place_uses_its_own_stream_and_device():
+    from runtime.backends.trt import CudaPlace
+
+    place = CudaPlace(torch.cuda.device_count() - 1)
+    with place.active():
+        assert torch.cuda.current_device() == place.index
+        assert torch.cuda.current_stream().cuda_stream == place.stream_handle != 0

@@ -1,58 +1,72 @@
-"""TensorRT plugin for ``vsr::ImplicitWarp``: a Quickly Deployable Plugin with an AOT Triton kernel.
+"""TensorRT plugin for ``vsr::ImplicitWarp``: a Quickly Deployable Plugin with an ahead-of-time Triton kernel.
 
-**Status: written against the documented ``tensorrt.plugin`` API (TensorRT >= 10.9, AOT QDPs) and
-Triton 3.x, and untested here.** The machine this was written on has no GPU and no TensorRT: the
-Triton kernel has only been compiled to PTX for a named target (``tests/test_implicit_warp_plugin.py``,
-``-m slow``, when Triton is installed); it has never run, and no engine has been built with the
-plugin. The GPU test (kernel vs :func:`vsr_models.ops.implicit_warp.implicit_warp`) and the TensorRT
-test (a one-node engine) exist but were skipped. Treat the numbers and the build path as unverified.
+**Status: written against TensorRT's ``tensorrt.plugin`` sources (10.9 to 11.1) and Triton 3.9, never
+run.** No machine here has a GPU or TensorRT: the kernel has only been compiled to PTX for named
+targets (sm_90, sm_89, sm_86); no engine has been built with the plugin.
+
+This module must not use ``from __future__ import annotations``: ``tensorrt.plugin`` reads the
+annotations of the plugin functions with ``inspect.signature`` and calls ``issubclass`` on them,
+so they have to be the real classes (:func:`plugin_functions` builds the functions with them).
 
 What is here:
 
-* :func:`implicit_warp_kernel` (defined by :func:`kernel`, which imports Triton): one program per
-  ``BLOCK_P`` target pixels, all ``C`` channels (padded to ``C_PAD``, a power of two, with masks).
-  It follows the op contract in :mod:`vsr_models.ops.implicit_warp`: FP32 positions
-  ``(i + dy, j + dx)``, floor, offsets, the four corners clamped to the frame; the query code
-  ``[enc(fy / (2 + 1e-6) * 2 pi), enc(fx / (2 + 1e-6) * 2 pi)]`` (y first, interleaved sin/cos,
-  divisors ``pe_divisors``) in FP32; ``q = Wq (x + code) + bq``; per slot ``s = 2a + b``
-  ``k_s, v_s = W (y_s + key_pe[s]) + b``; per-head logits ``scale * q . k_s`` summed with a
-  ``tl.dot`` against an in-kernel one-hot channel->head matrix; softmax over the 4 slots;
-  ``out = sum_s attn_s v_s``. Features (source, target, weights, biases, output) are FP32 or FP16;
-  the flow, ``key_pe`` and ``pe_divisors`` are FP32; projections accumulate in FP32, FP32 matmuls
-  use ``input_precision="ieee"`` (no TF32).
+* :func:`kernel` is ``implicit_warp_kernel`` (:mod:`.implicit_warp_kernel`, which imports Triton):
+  one program per ``BLOCK_P`` target pixels. It follows the op contract of
+  :mod:`vsr_models.ops.implicit_warp`: FP32 positions ``(i + dy, j + dx)``, floor, offsets, the four
+  corners clamped to the frame; the query code in FP32; ``q = Wq (x + code) + bq``; per slot
+  ``s = 2a + b`` ``k_s, v_s = W (y_s + key_pe[s]) + b``; per-head logits ``scale * q . k_s`` (a
+  ``tl.dot`` with a one-hot channel->head matrix); softmax over the 4 slots; ``out = sum_s attn_s v_s``.
+  The projections run over tiles of ``BLOCK_K`` input by ``BLOCK_N`` output channels, in two passes
+  (logits, then values and the output), so no whole C x C weight is ever staged: the kernel must
+  need at most :data:`SHARED_MEMORY_LIMIT` (48 KiB) of shared memory, what every CUDA GPU gives a
+  block without an opt-in (TensorRT's launch of an AOT kernel is not documented to opt in).
+  :func:`compile_ptx` checks ``metadata.shared`` against it.
 * :func:`launch` runs the kernel on CUDA torch tensors (for tests; the engine does not use it).
-* :func:`register` puts ``vsr::ImplicitWarp`` into TensorRT's plugin registry: ``@trtp.register``
-  (output ``target.like()``), ``@trtp.autotune`` and ``@trtp.aot_impl``, which compiles the kernel
-  to PTX for the GPU of the build (``triton.compile`` with no target: the current device).
-  TensorRT and Triton are imported inside it only; importing this module needs neither.
+* :func:`register` puts ``vsr::ImplicitWarp`` into TensorRT's plugin registry (``@trtp.register``,
+  ``@trtp.autotune``, ``@trtp.aot_impl``); :func:`plugin_gate` says why it cannot where it cannot.
 
-Rounding notes (FP32): the offsets are divided by ``2 + 1e-6`` as a multiplication by the FP32
-reciprocal, which is what torch's CUDA ``tensor / python_scalar`` does (torch on the CPU divides;
-the two differ by at most one ulp of the angle); the code arguments use a correctly rounded division
-(``div_rn``) and libdevice ``sin``/``cos``/``exp``, as torch's CUDA kernels do.
+Rounding (FP32): the offsets are multiplied by the FP32 reciprocal of ``2 + 1e-6`` (what torch's
+CUDA ``tensor / python_scalar`` does); the code arguments use a correctly rounded division and
+libdevice ``sin``/``cos``/``exp``, as torch's CUDA kernels do. FMA contraction is on
+(:data:`FP_FUSION`), as in nvcc-built torch kernels.
 
 AOT plugins do not serialise attributes, so ``num_heads`` and ``scale`` (and ``C``, read from the
-build-time-constant shape of ``q_weight``) are compiled into the PTX as constants; ``N``, ``h`` and
-``w`` may be dynamic: they reach the kernel as int32 shape expressions.
+build-time-constant shape of ``q_weight``) are compiled into the PTX; ``N``, ``h`` and ``w`` may be
+dynamic: they reach the kernel as int32 shape expressions.
 """
 
-from __future__ import annotations
-
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
 import math
 import struct
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from . import PluginSpec
+from export.trt_check import Finding, Needs, NodeView
+from vsr_models.ops.implicit_warp import DOMAIN, OP_NAME, PLUGIN_ATTRIBUTES
+
+from . import PluginSpec, PluginUnavailable, tensorrt_version
 from . import register as _register_spec
 
-NAMESPACE = "vsr"
-NAME = "ImplicitWarp"
-VERSION = "1"
-PLUGIN_ID = f"{NAMESPACE}::{NAME}"
+NAMESPACE = str(PLUGIN_ATTRIBUTES["plugin_namespace"])
+VERSION = str(PLUGIN_ATTRIBUTES["plugin_version"])
+PLUGIN_ID = f"{NAMESPACE}::{OP_NAME}"
 
-#: Target pixels per program, and warps per program, of the single tactic.
+#: Target pixels per program, output and input channels per projection tile, warps per program.
 BLOCK_P = 32
+BLOCK_N = 32
+BLOCK_K = 16
 NUM_WARPS = 4
+#: FMA contraction in the compiled kernel (Triton's current default, set explicitly).
+FP_FUSION = True
+#: Dynamic shared memory a block gets on every CUDA GPU without an opt-in.
+SHARED_MEMORY_LIMIT = 48 * 1024
+
+#: The first TensorRT release whose parser takes ahead-of-time Python plugins (changelog-10.9).
+MIN_TENSORRT = (10, 9)
 
 #: Input order of the op (and of the kernel's pointer arguments), then the output.
 INPUTS = (
@@ -70,6 +84,8 @@ INPUTS = (
 )
 #: Inputs that are always FP32 (coordinates and codes); the rest follow the feature dtype.
 FP32_INPUTS = frozenset({"flow", "key_pe", "pe_divisors"})
+#: Attributes of the node the plugin reads, with their types.
+ATTRIBUTES = {"num_heads": int, "scale": float}
 
 #: The constants of the query code, rounded to FP32 exactly as torch rounds them.
 _WINDOW = 2
@@ -91,291 +107,64 @@ def _pow2(n: int, floor: int = 16) -> int:
 
 
 def kernel_constants(channels: int, num_heads: int, scale: float, block_p: int = BLOCK_P) -> dict[str, Any]:
-    """The constexpr arguments of :func:`implicit_warp_kernel` for one configuration."""
+    """The constexpr arguments of ``implicit_warp_kernel`` for one configuration."""
     if channels % num_heads or channels % 4:
         raise ValueError(f"implicit warp needs channels ({channels}) divisible by num_heads ({num_heads}) and by 4")
+    c_pad = _pow2(channels)
     return {
         "C": channels,
         "HEADS": num_heads,
         "SCALE": float(scale),
         "INV_WINDOW": INV_WINDOW,
         "TWO_PI": TWO_PI,
-        "C_PAD": _pow2(channels),
+        "C_PAD": c_pad,
         "H_PAD": _pow2(num_heads),
         "BLOCK_P": block_p,
+        "BLOCK_N": min(BLOCK_N, c_pad),
+        "BLOCK_K": min(BLOCK_K, c_pad),
     }
 
 
 def kernel_signature(feature_type: str) -> dict[str, str]:
-    """Triton signature of :func:`implicit_warp_kernel`: ``feature_type`` is ``"fp32"`` or ``"fp16"``."""
+    """Triton signature of ``implicit_warp_kernel``: ``feature_type`` is ``"fp32"`` or ``"fp16"``."""
     if feature_type not in ("fp32", "fp16"):
         raise ValueError(f"feature type must be fp32 or fp16, got {feature_type!r}")
     sig = {name: "*fp32" if name in FP32_INPUTS else f"*{feature_type}" for name in INPUTS}
     sig.update({"n_pixels": "i32", "hw": "i32", "height": "i32", "width": "i32", "output": f"*{feature_type}"})
-    sig.update(dict.fromkeys(("C", "HEADS", "SCALE", "INV_WINDOW", "TWO_PI", "C_PAD", "H_PAD", "BLOCK_P"), "constexpr"))
+    constexprs = ("C", "HEADS", "SCALE", "INV_WINDOW", "TWO_PI", "C_PAD", "H_PAD", "BLOCK_P", "BLOCK_N", "BLOCK_K")
+    sig.update(dict.fromkeys(constexprs, "constexpr"))
     return sig
 
 
-_KERNEL: Any = None
+def triton_version() -> str | None:
+    """The installed Triton's version (without importing it), or None."""
+    try:
+        return importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _import_triton() -> Any:
     try:
         import triton
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
+    except ImportError as exc:
+        raise PluginUnavailable(
             "the vsr::ImplicitWarp kernel needs Triton (pip install triton; it is not a dependency of this project)"
         ) from exc
     return triton
 
 
+_KERNEL: Any = None
+
+
 def kernel() -> Any:
     """The Triton kernel ``implicit_warp_kernel`` (imports Triton on first use)."""
-    global _KERNEL, tl, _corner, implicit_warp_kernel
-    if _KERNEL is not None:
-        return _KERNEL
-    triton = _import_triton()
-    import triton.language as tl
-    from triton.language.extra import libdevice
+    global _KERNEL
+    if _KERNEL is None:
+        _import_triton()
+        from .implicit_warp_kernel import implicit_warp_kernel
 
-    globals()["libdevice"] = libdevice
-
-    @triton.jit
-    def _corner(
-        src_ptr,
-        pe_ptr,
-        feat_base,
-        top,
-        left,
-        height,
-        width,
-        ch,
-        cmask,
-        pmask,
-        q,
-        kwt,
-        kb,
-        vwt,
-        vb,
-        onehot,
-        hw,
-        A: tl.constexpr,
-        B: tl.constexpr,
-        S: tl.constexpr,
-        C: tl.constexpr,
-        SCALE: tl.constexpr,
-    ):
-        """Logits (BLOCK_P, H_PAD) and values (BLOCK_P, C_PAD) of corner slot S = 2A + B."""
-        hmax = (height - 1).to(tl.float32)
-        wmax = (width - 1).to(tl.float32)
-        row = tl.minimum(tl.maximum(top + A, 0.0), hmax).to(tl.int32)
-        col = tl.minimum(tl.maximum(left + B, 0.0), wmax).to(tl.int32)
-        m2 = pmask[:, None] & cmask[None, :]
-        ptrs = src_ptr + feat_base[:, None] + ch[None, :] * hw + (row * width + col)[:, None]
-        y = tl.load(ptrs, mask=m2, other=0.0)
-        pe = tl.load(pe_ptr + S * C + ch, mask=cmask, other=0.0).to(y.dtype)
-        kin = tl.where(m2, y + pe[None, :], 0.0).to(y.dtype)
-        k = tl.dot(kin, kwt, input_precision="ieee") + kb[None, :]
-        v = tl.dot(kin, vwt, input_precision="ieee") + vb[None, :]
-        logits = tl.dot(q * k, onehot, input_precision="ieee") * SCALE
-        return logits, v
-
-    @triton.jit
-    def implicit_warp_kernel(
-        source,
-        target,
-        flow,
-        q_weight,
-        q_bias,
-        k_weight,
-        k_bias,
-        v_weight,
-        v_bias,
-        key_pe,
-        pe_divisors,
-        n_pixels,
-        hw,
-        height,
-        width,
-        output,
-        C: tl.constexpr,
-        HEADS: tl.constexpr,
-        SCALE: tl.constexpr,
-        INV_WINDOW: tl.constexpr,
-        TWO_PI: tl.constexpr,
-        C_PAD: tl.constexpr,
-        H_PAD: tl.constexpr,
-        BLOCK_P: tl.constexpr,
-    ):
-        """``vsr::ImplicitWarp`` for BLOCK_P target pixels (flattened N*h*w), NCHW tensors."""
-        HEAD_DIM: tl.constexpr = C // HEADS
-        HALF: tl.constexpr = C // 2
-        pid = tl.program_id(0)
-        pix = pid * BLOCK_P + tl.arange(0, BLOCK_P)
-        pmask = pix < n_pixels
-        n = pix // hw
-        rem = pix - n * hw
-        i = rem // width
-        j = rem - i * width
-        ch = tl.arange(0, C_PAD)
-        cmask = ch < C
-        m2 = pmask[:, None] & cmask[None, :]
-        feat_base = n * (C * hw)
-
-        # Positions, corners and offsets in FP32.
-        dx = tl.load(flow + n * (2 * hw) + rem, mask=pmask, other=0.0)
-        dy = tl.load(flow + n * (2 * hw) + hw + rem, mask=pmask, other=0.0)
-        py = i.to(tl.float32) + dy
-        px = j.to(tl.float32) + dx
-        top = tl.floor(py)
-        left = tl.floor(px)
-        angle_y = ((py - top) * INV_WINDOW) * TWO_PI
-        angle_x = ((px - left) * INV_WINDOW) * TWO_PI
-
-        # Query code: channels [0, C/2) code y, [C/2, C) code x; within each, (sin, cos) per divisor.
-        within = ch % HALF
-        div = tl.load(pe_divisors + within // 2, mask=cmask, other=1.0)
-        angle = tl.where((ch < HALF)[None, :], angle_y[:, None], angle_x[:, None])
-        arg = tl.math.div_rn(angle, div[None, :])
-        code = tl.where((within % 2 == 0)[None, :], libdevice.sin(arg), libdevice.cos(arg))
-
-        x = tl.load(target + feat_base[:, None] + ch[None, :] * hw + rem[:, None], mask=m2, other=0.0)
-        xq = tl.where(m2, x + code.to(x.dtype), 0.0).to(x.dtype)
-
-        # Transposed (in x out) weights, zero-padded to C_PAD x C_PAD; biases in FP32.
-        wmask = cmask[:, None] & cmask[None, :]
-        w_off = ch[None, :] * C + ch[:, None]
-        qwt = tl.load(q_weight + w_off, mask=wmask, other=0.0)
-        kwt = tl.load(k_weight + w_off, mask=wmask, other=0.0)
-        vwt = tl.load(v_weight + w_off, mask=wmask, other=0.0)
-        qb = tl.load(q_bias + ch, mask=cmask, other=0.0).to(tl.float32)
-        kb = tl.load(k_bias + ch, mask=cmask, other=0.0).to(tl.float32)
-        vb = tl.load(v_bias + ch, mask=cmask, other=0.0).to(tl.float32)
-        q = tl.dot(xq, qwt, input_precision="ieee") + qb[None, :]
-
-        # One-hot channel -> head (C_PAD x H_PAD) and its transpose; padding rows/columns are zero.
-        hh = tl.arange(0, H_PAD)
-        onehot = tl.where(((ch[:, None] // HEAD_DIM) == hh[None, :]) & cmask[:, None], 1.0, 0.0)
-        onehot_t = tl.where(((ch[None, :] // HEAD_DIM) == hh[:, None]) & cmask[None, :], 1.0, 0.0)
-
-        l0, v0 = _corner(
-            source,
-            key_pe,
-            feat_base,
-            top,
-            left,
-            height,
-            width,
-            ch,
-            cmask,
-            pmask,
-            q,
-            kwt,
-            kb,
-            vwt,
-            vb,
-            onehot,
-            hw,
-            0,
-            0,
-            0,
-            C,
-            SCALE,
-        )
-        l1, v1 = _corner(
-            source,
-            key_pe,
-            feat_base,
-            top,
-            left,
-            height,
-            width,
-            ch,
-            cmask,
-            pmask,
-            q,
-            kwt,
-            kb,
-            vwt,
-            vb,
-            onehot,
-            hw,
-            0,
-            1,
-            1,
-            C,
-            SCALE,
-        )
-        l2, v2 = _corner(
-            source,
-            key_pe,
-            feat_base,
-            top,
-            left,
-            height,
-            width,
-            ch,
-            cmask,
-            pmask,
-            q,
-            kwt,
-            kb,
-            vwt,
-            vb,
-            onehot,
-            hw,
-            1,
-            0,
-            2,
-            C,
-            SCALE,
-        )
-        l3, v3 = _corner(
-            source,
-            key_pe,
-            feat_base,
-            top,
-            left,
-            height,
-            width,
-            ch,
-            cmask,
-            pmask,
-            q,
-            kwt,
-            kb,
-            vwt,
-            vb,
-            onehot,
-            hw,
-            1,
-            1,
-            3,
-            C,
-            SCALE,
-        )
-
-        # Softmax over the four slots, per head.
-        m = tl.maximum(tl.maximum(l0, l1), tl.maximum(l2, l3))
-        e0 = libdevice.exp(l0 - m)
-        e1 = libdevice.exp(l1 - m)
-        e2 = libdevice.exp(l2 - m)
-        e3 = libdevice.exp(l3 - m)
-        den = e0 + e1 + e2 + e3
-        # Head weights -> channel weights through the transposed one-hot (exact: one term per channel).
-        a0 = tl.dot(e0 / den, onehot_t, input_precision="ieee")
-        a1 = tl.dot(e1 / den, onehot_t, input_precision="ieee")
-        a2 = tl.dot(e2 / den, onehot_t, input_precision="ieee")
-        a3 = tl.dot(e3 / den, onehot_t, input_precision="ieee")
-        out = a0 * v0
-        out = out + a1 * v1
-        out = out + a2 * v2
-        out = out + a3 * v3
-        tl.store(
-            output + feat_base[:, None] + ch[None, :] * hw + rem[:, None], out.to(output.dtype.element_ty), mask=m2
-        )
-
-    _KERNEL = implicit_warp_kernel
+        _KERNEL = implicit_warp_kernel
     return _KERNEL
 
 
@@ -412,45 +201,41 @@ def launch(
     out = torch.empty_like(feats[1])
     pixels = n * h * w
     grid = ((pixels + block_p - 1) // block_p,)
-    run[grid](*args, pixels, h * w, h, w, out, num_warps=NUM_WARPS, **kernel_constants(c, num_heads, scale, block_p))
+    consts = kernel_constants(c, num_heads, scale, block_p)
+    run[grid](*args, pixels, h * w, h, w, out, num_warps=NUM_WARPS, enable_fp_fusion=FP_FUSION, **consts)
     return out
 
 
 def compile_ptx(
     feature_type: str, channels: int, num_heads: int, scale: float, target: Any = None, block_p: int = BLOCK_P
 ) -> tuple[str, str, Any]:
-    """Compile the kernel: ``(kernel name, PTX text, metadata)``; ``target`` a ``GPUTarget`` or None
-    (the current GPU)."""
+    """Compile the kernel: ``(kernel name, PTX text, metadata)``; ``target`` a Triton ``GPUTarget`` or
+    None (the current GPU). Raises :class:`PluginUnavailable` if it needs more shared memory than
+    :data:`SHARED_MEMORY_LIMIT`."""
     triton = _import_triton()
     src = triton.compiler.ASTSource(
         fn=kernel(),
         signature=kernel_signature(feature_type),
         constexprs=kernel_constants(channels, num_heads, scale, block_p),
     )
-    options = {"num_warps": NUM_WARPS}
-    compiled = triton.compile(src, target=target, options=options)
+    compiled = triton.compile(src, target=target, options={"num_warps": NUM_WARPS, "enable_fp_fusion": FP_FUSION})
+    check_shared_memory(compiled.metadata.shared, f"{feature_type}, C={channels}, {num_heads} heads")
     return compiled.metadata.name, compiled.asm["ptx"], compiled.metadata
 
 
-_REGISTERED = False
+def check_shared_memory(nbytes: int, what: str) -> None:
+    """Refuse a kernel that needs more dynamic shared memory than a block gets without an opt-in."""
+    if nbytes > SHARED_MEMORY_LIMIT:
+        raise PluginUnavailable(
+            f"the vsr::ImplicitWarp kernel ({what}) needs {nbytes} bytes of shared memory per block, more than "
+            f"the {SHARED_MEMORY_LIMIT} every GPU gives without an opt-in; lower BLOCK_P/BLOCK_N/BLOCK_K"
+        )
 
 
-def register() -> None:
-    """Define ``vsr::ImplicitWarp`` in TensorRT's plugin registry (imports TensorRT and Triton)."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    try:
-        import tensorrt as trt
-        import tensorrt.plugin as trtp
-    except ImportError as exc:
-        raise ImportError(
-            "the vsr::ImplicitWarp TensorRT plugin needs TensorRT >= 10.9 with tensorrt.plugin "
-            "(ahead-of-time Quickly Deployable Plugins)"
-        ) from exc
-    _import_triton()
+def plugin_functions(trt: ModuleType, trtp: ModuleType) -> tuple[Any, Any, Any]:
+    """The ``register``, ``autotune`` and ``aot_impl`` functions of the plugin, annotated with the real
+    classes of ``trtp`` (``tensorrt.plugin``), which is what its decorators inspect."""
 
-    @trtp.register(PLUGIN_ID)
     def implicit_warp_desc(
         source: trtp.TensorDesc,
         target: trtp.TensorDesc,
@@ -468,32 +253,41 @@ def register() -> None:
     ) -> trtp.TensorDesc:
         return target.like()
 
-    @trtp.autotune(PLUGIN_ID)
     def implicit_warp_autotune(
-        source, target, flow, q_weight, q_bias, k_weight, k_bias, v_weight, v_bias, key_pe, pe_divisors, outputs
-    ):  # type: ignore[no-untyped-def]
+        source: trtp.TensorDesc,
+        target: trtp.TensorDesc,
+        flow: trtp.TensorDesc,
+        q_weight: trtp.TensorDesc,
+        q_bias: trtp.TensorDesc,
+        k_weight: trtp.TensorDesc,
+        k_bias: trtp.TensorDesc,
+        v_weight: trtp.TensorDesc,
+        v_bias: trtp.TensorDesc,
+        key_pe: trtp.TensorDesc,
+        pe_divisors: trtp.TensorDesc,
+        outputs: tuple[trtp.TensorDesc],
+    ) -> list[trtp.AutoTuneCombination]:
         # Features (and the output) all FP32 or all FP16 ('|': dependent); coordinates always FP32.
         types = ["FP32" if name in FP32_INPUTS else "FP32|FP16" for name in INPUTS] + ["FP32|FP16"]
         return [trtp.AutoTuneCombination(", ".join(types))]
 
-    @trtp.aot_impl(PLUGIN_ID)
     def implicit_warp_aot(
-        source,
-        target,
-        flow,
-        q_weight,
-        q_bias,
-        k_weight,
-        k_bias,
-        v_weight,
-        v_bias,
-        key_pe,
-        pe_divisors,
+        source: trtp.TensorDesc,
+        target: trtp.TensorDesc,
+        flow: trtp.TensorDesc,
+        q_weight: trtp.TensorDesc,
+        q_bias: trtp.TensorDesc,
+        k_weight: trtp.TensorDesc,
+        k_bias: trtp.TensorDesc,
+        v_weight: trtp.TensorDesc,
+        v_bias: trtp.TensorDesc,
+        key_pe: trtp.TensorDesc,
+        pe_divisors: trtp.TensorDesc,
         num_heads: int,
         scale: float,
-        outputs,
+        outputs: tuple[trtp.TensorDesc],
         tactic: int,
-    ):  # type: ignore[no-untyped-def]
+    ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymExprs]:
         channels_expr = q_weight.shape_expr[0]
         if not channels_expr.is_constant:
             raise ValueError("vsr::ImplicitWarp needs build-time-constant weights (C is compiled into the kernel)")
@@ -510,35 +304,145 @@ def register() -> None:
         extra_args = trtp.SymIntExprs.from_tuple(
             [trtp.SymInt32(e) for e in (pixels, shape[2] * shape[3], shape[2], shape[3])]
         )
-        return name.encode(), ptx.encode(), launch_params, extra_args
+        return name, ptx, launch_params, extra_args
 
+    return implicit_warp_desc, implicit_warp_autotune, implicit_warp_aot
+
+
+def plugin_gate(version: str, plugin_module: ModuleType | None, has_triton: bool) -> str | None:
+    """Why the plugin cannot be registered with TensorRT ``version`` (its ``tensorrt.plugin`` module, or
+    None where it does not import) and Triton present or not; None if it can."""
+    found = f"this is TensorRT {version}"
+    if tensorrt_version(version) < MIN_TENSORRT:
+        return (
+            f"it needs TensorRT >= {'.'.join(map(str, MIN_TENSORRT))} (tensorrt.plugin with ahead-of-time "
+            f"plugins; 10.1 to 10.5 have no tensorrt.plugin, 10.6 to 10.8 no aot_impl); {found}"
+        )
+    if plugin_module is None:
+        return f"tensorrt.plugin does not import ({found}); reinstall the tensorrt wheel"
+    if not hasattr(plugin_module, "aot_impl"):
+        return f"tensorrt.plugin has no aot_impl ({found})"
+    if not has_triton:
+        return "it compiles its kernel with Triton, which is not installed (pip install triton)"
+    return None
+
+
+def _unavailable(trt: ModuleType) -> str | None:
+    plugin_module = None
+    if tensorrt_version(trt.__version__) >= MIN_TENSORRT:
+        try:
+            import tensorrt.plugin as plugin_module
+        except ImportError:
+            plugin_module = None
+    return plugin_gate(trt.__version__, plugin_module, importlib.util.find_spec("triton") is not None)
+
+
+def _defined(trtp: ModuleType) -> bool:
+    """Whether ``tensorrt.plugin`` already has a definition of the plugin (from this process)."""
+    return hasattr(trtp.op, NAMESPACE) and hasattr(getattr(trtp.op, NAMESPACE), OP_NAME)
+
+
+_REGISTERED = False
+
+
+def register(trt: ModuleType) -> None:
+    """Define ``vsr::ImplicitWarp`` in TensorRT's plugin registry (imports ``tensorrt.plugin``; call
+    :func:`plugin_gate` first). Idempotent within a process."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    import tensorrt.plugin as trtp
+
+    if _defined(trtp):
+        raise PluginUnavailable(
+            "an earlier attempt to register vsr::ImplicitWarp in this process failed halfway; start a new process"
+        )
+    desc, autotune, aot = plugin_functions(trt, trtp)
+    trtp.register(PLUGIN_ID)(desc)
+    trtp.autotune(PLUGIN_ID)(autotune)
+    trtp.aot_impl(PLUGIN_ID)(aot)
     _REGISTERED = True
 
 
-def _load() -> None:
-    """``load`` of the spec: :func:`register`, but a missing Triton only warns, so that engines without
-    this node still build where Triton is not installed (a ``vsr::ImplicitWarp`` node then fails to parse)."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        import warnings
+def kernel_sources() -> bytes:
+    """The source of the kernel (:mod:`.implicit_warp_kernel`) and of its compilation and launch (this module)."""
+    here = Path(__file__).parent
+    return b"\0".join((here / name).read_bytes() for name in ("implicit_warp_kernel.py", "implicit_warp.py"))
 
-        warnings.warn(
-            "Triton is not installed: the vsr::ImplicitWarp TensorRT plugin is not registered "
-            "(pip install triton to build engines with that node)",
-            RuntimeWarning,
-            stacklevel=2,
+
+def kernel_fingerprint(source: bytes | None = None, triton: str | None = None) -> str:
+    """sha256 of what the plugin bakes into an engine: the kernel's source and the code that compiles
+    and launches it, the tile and launch constants, and the Triton version (``source``, ``triton``:
+    default the installed ones)."""
+    digest = hashlib.sha256(source if source is not None else kernel_sources())
+    constants = {
+        "BLOCK_P": BLOCK_P,
+        "BLOCK_N": BLOCK_N,
+        "BLOCK_K": BLOCK_K,
+        "NUM_WARPS": NUM_WARPS,
+        "FP_FUSION": FP_FUSION,
+        "triton": triton if triton is not None else (triton_version() or "absent"),
+    }
+    digest.update(json.dumps(constants, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def check_node(view: NodeView) -> list[Finding]:
+    """The static check of a ``vsr::ImplicitWarp`` node: what the parser and the plugin need of it."""
+    node, attrs = view.node, view.attrs
+    found: list[Finding] = [Needs(MIN_TENSORRT, "vsr::ImplicitWarp is an ahead-of-time Python plugin")]
+    if len(node.input) != len(INPUTS) or len(node.output) != 1:
+        found.append(f"{len(node.input)} inputs and {len(node.output)} outputs; the plugin takes {len(INPUTS)} and 1")
+        return found
+    namespace = attrs.get("plugin_namespace")
+    if namespace is None:
+        found.append(
+            Needs((10, 10), "no plugin_namespace attribute: the parser reads the node's domain only from 10.10")
         )
-        return
-    register()
+    elif namespace != NAMESPACE:
+        found.append(f"plugin_namespace={namespace!r}: the plugin is registered in {NAMESPACE!r}")
+    if attrs.get("plugin_version", "1") != VERSION:
+        found.append(f"plugin_version={attrs['plugin_version']!r}: tensorrt.plugin registers version {VERSION!r}")
+    if attrs.get("aot", 1) != 1:
+        found.append("aot=0 asks for a Python (JIT) implementation, and the plugin has only the ahead-of-time one")
+    for name, kind in ATTRIBUTES.items():
+        if not isinstance(attrs.get(name), kind):
+            found.append(f"attribute {name} ({kind.__name__}) is missing or not a {kind.__name__}")
+    weight_dims = view.dims.get(view.input(INPUTS.index("q_weight")))
+    if weight_dims is None or None in weight_dims:
+        found.append("q_weight has no static shape: the kernel compiles the channel count in")
+    found += _dtype_findings(view)
+    return found
+
+
+def _dtype_findings(view: NodeView) -> list[Finding]:
+    """The types the autotune function declares: coordinates FP32, features and the output all FP32 or all FP16."""
+    names = dict(zip(INPUTS, view.node.input))
+    names["output"] = view.node.output[0]
+    types = {name: view.dtypes.get(tensor) for name, tensor in names.items()}
+    found: list[Finding] = []
+    for name in sorted(FP32_INPUTS):
+        if types[name] not in (None, 1):  # 1: FLOAT
+            found.append(f"{name} must be FP32 (got ONNX element type {types[name]})")
+    features = {types[n] for n in names if n not in FP32_INPUTS} - {None}
+    if not features <= {1, 10} or len(features) > 1:  # FLOAT, FLOAT16
+        found.append(
+            f"features, weights and output must be all FP32 or all FP16 (got element types {sorted(features)})"
+        )
+    return found
 
 
 SPEC = PluginSpec(
-    domain=NAMESPACE,
-    op_type=NAME,
+    domain=DOMAIN,
+    op_type=OP_NAME,
     version=VERSION,
     namespace=NAMESPACE,
-    load=_load,
-    description="IART implicit warp: AOT Triton QDP (tensorrt.plugin, TensorRT >= 10.9); untested",
+    min_tensorrt=MIN_TENSORRT,
+    unavailable=_unavailable,
+    load=register,
+    fingerprint=kernel_fingerprint,
+    check_node=check_node,
+    description="IART implicit warp: an ahead-of-time Triton plugin for TensorRT >= 10.9, never run on a GPU here; "
+    "the decomposed export (the default) needs no plugin",
 )
 _register_spec(SPEC)

@@ -19,10 +19,12 @@ from vsr_models.errors import VSRError
 from ..devices import Device
 from ..executor import Backend
 from .ort import OrtBackend, OrtOptions, cuda_provider_available
-from .torch_eager import TorchBackend, TorchOptions, model_for_package
+from .torch_eager import TorchBackend, TorchOptions, check_torch_device, model_for_package
 from .trt import TensorRTBackend, TensorRTOptions
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+#: The precision a backend runs when none is named (the same for every tool: vsr-build-engine builds it).
+DEFAULT_PRECISION = "fp32"
 
 
 class UnknownBackend(VSRError, ValueError):
@@ -47,18 +49,24 @@ def resolve_auto(package: Package, device: Device, precision: str) -> tuple[str,
     """(backend, device, note) for ``--backend auto``: TensorRT engines if TensorRT imports, a GPU is
     present and engines for this package, GPU and precision are cached; else ONNX Runtime with the
     CUDA provider when ``device`` is a GPU and the provider exists; else ONNX Runtime on the CPU.
-    ``note`` says why a GPU that was asked for is not used."""
+    ``note`` says why TensorRT or a GPU that was asked for is not used."""
     gpu = device if device.is_cuda else Device("cuda")
+    note = None
     if tensorrt_available():
         try:
             if find_engines(package, precision, str(gpu)):
                 return "tensorrt", gpu, None
+            built = (p for p in package.precisions if p != precision and find_engines(package, p, str(gpu)))
+            other = next(built, None)
+            if other is not None:
+                note = (
+                    f"TensorRT engines for {package.root} are built for {other}, not {precision}: ONNX Runtime runs "
+                    f"instead (pass --precision {other}, or vsr-build-engine --precision {precision})"
+                )
         except TensorRTUnavailable:
             pass
-    if not device.is_cuda:
-        return "onnxruntime", device, None
-    if cuda_provider_available():
-        return "onnxruntime", device, None
+    if not device.is_cuda or cuda_provider_available():
+        return "onnxruntime", device, note
     return (
         "onnxruntime",
         Device("cpu"),
@@ -74,7 +82,7 @@ def make_backend(
     kind: str,
     package: Package,
     device: str | Device = "cpu",
-    precision: str = "fp32",
+    precision: str = DEFAULT_PRECISION,
     threads: int = 0,
     log: Callable[[str], None] | None = None,
 ) -> Backend:
@@ -91,6 +99,7 @@ def make_backend(
         if note and log is not None:
             log(note)
     if kind == "torch":
+        check_torch_device(dev)  # before the network is built: a missing GPU is reported at once
         return TorchBackend(model_for_package(package), TorchOptions(device=dev, precision=precision))
     if kind == "onnxruntime":
         return OrtBackend(package, OrtOptions(device=dev, precision=precision, threads=threads))

@@ -17,7 +17,7 @@ import click
 from vsr_models.errors import VSRError
 from vsr_models.registry import DEFAULT_MODEL, all_weights
 
-from ..backends import BACKENDS
+from ..backends import BACKENDS, DEFAULT_PRECISION
 from ..devices import Device
 from ..pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP
 
@@ -124,7 +124,7 @@ backend_options = apply(
         click.option(
             "--precision",
             type=click.Choice(["fp32", "fp16"]),
-            default="fp32",
+            default=DEFAULT_PRECISION,
             show_default=True,
             help="Graph precision (fp16 graphs keep flows and coordinates in FP32).",
         ),

