@@ -27,6 +27,7 @@ so FP32 layers (all of an ``fp32`` engine, the coordinate islands of an ``fp16``
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -115,19 +116,62 @@ def gpu_info(index: int = 0) -> GpuInfo:
     return GpuInfo(torch.cuda.get_device_name(index), tuple(torch.cuda.get_device_capability(index)))
 
 
+_DIM = re.compile(r"^(?:(?P<k>\d+)\*)?(?:(?P<m>\d+)\*ceil\((?P<pa>[hw])/(?P=m)\)|(?P<a>[hwHW]))$")
+
+
+def _parse_dim(expr: Any) -> tuple[int, int, str] | int:
+    """A manifest dimension as (factor, multiple, axis), or a fixed size: ``"4*h"`` -> (4, 1, "h"),
+    ``"2*ceil(w/2)"`` -> (1, 2, "w"), ``"H"`` (the output size) -> (1, 1, "H"), ``1`` -> 1."""
+    if isinstance(expr, int):
+        return expr
+    m = _DIM.match(str(expr).replace(" ", ""))
+    if m is None:
+        raise BuildError(f"cannot read the dimension {expr!r} of the manifest; export the package again")
+    return int(m["k"] or 1), int(m["m"] or 1), m["pa"] or m["a"]
+
+
+def dim_size(expr: Any, lr: int, out: int) -> int:
+    """The size of a manifest dimension for an LR side ``lr`` and an output side ``out``."""
+    parsed = _parse_dim(expr)
+    if isinstance(parsed, int):
+        return parsed
+    factor, multiple, axis = parsed
+    base = out if axis.isupper() else -(-lr // multiple) * multiple
+    return factor * base
+
+
+def lr_side(expr: Any, size: int) -> int | None:
+    """The LR side a tensor dimension of ``size`` implies (an upper bound for padded ones), or None
+    for dimensions that do not follow the LR size (output-sized, fixed)."""
+    parsed = _parse_dim(expr)
+    if isinstance(parsed, int) or parsed[2].isupper():
+        return None
+    return size // parsed[0]
+
+
 def scale_of(expr: Any) -> int:
-    """Scale of a manifest dimension: ``"h"`` -> 1, ``"4*h"`` -> 4."""
-    text = str(expr)
-    return int(text.split("*")[0]) if "*" in text else 1
+    """Scale of an LR-relative manifest dimension: ``"h"`` -> 1, ``"4*h"`` -> 4."""
+    parsed = _parse_dim(expr)
+    return 1 if isinstance(parsed, int) else parsed[0]
 
 
 def stage_profiles(package: Package, stage: str, profile: Profile) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """(min, opt, max) shapes of every input of ``stage`` for an LR ``profile``, scaled per input
-    by its TensorSpec scale as the manifest writes it (``[1, C, "4*h", "4*w"]``)."""
+    """(min, opt, max) shapes of every input of ``stage`` for an LR ``profile``, read off the
+    manifest's dimensions (``[1, C, "4*h", "4*w"]``, padded ``"2*ceil(h/2)"``, output-sized ``"H"``).
+
+    Output-sized dimensions of an any-scale network range from the smallest LR size at its lowest
+    scale to the largest at its highest, tuned for the optimum LR size at the highest scale.
+    """
+    # A fixed-scale network writes its output sizes as multiples of the LR size ("4*h"), never "H".
+    low, high = package.scale_range or (1.0, 1.0)
     shapes = {}
     for spec in package.manifest["stages"][stage]["inputs"]:
-        _, channels, hexpr, _ = spec["shape"]
-        shapes[spec["name"]] = profile.shapes(int(channels), scale_of(hexpr))
+        _, channels, hexpr, wexpr = spec["shape"]
+        corners = []
+        for (h, w), scale in ((profile.min, low), (profile.opt, high), (profile.max, high)):
+            oh, ow = round(h * scale), round(w * scale)
+            corners.append((1, int(channels), dim_size(hexpr, h, oh), dim_size(wexpr, w, ow)))
+        shapes[spec["name"]] = tuple(corners)
     return shapes
 
 

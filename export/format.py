@@ -3,7 +3,8 @@
 Layout::
 
     PKG/
-      manifest.json      model, scale, size constraints, stages (I/O names, dtypes, shapes),
+      manifest.json      model, scale (and the scale range of an arbitrary-scale network), size
+                         constraints, stages (I/O names, dtypes, shapes),
                          the plan, provenance (checkpoint sha256, opset, versions)
       fp32/<stage>.onnx  one graph per stage
       fp16/<stage>.onnx  optional, written by ``vsr-export --precision fp16``
@@ -91,6 +92,16 @@ def check_manifest(root: Path, manifest: Any) -> None:
         SizeConstraints(**manifest["constraints"])
     except (KeyError, TypeError, ValueError) as exc:
         raise _damaged(root, f"its plan or size constraints do not parse ({type(exc).__name__}: {exc})") from exc
+    scale_range = manifest.get("scale_range")
+    if scale_range is not None and not (
+        isinstance(scale_range, list)
+        and len(scale_range) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale_range)
+        and 0 < scale_range[0] <= scale_range[1]
+    ):
+        raise _damaged(root, f"its scale_range {scale_range!r} is not [lowest, highest]")
+    if plan.given and scale_range is None:
+        raise _damaged(root, "its plan takes a scale but the manifest gives no scale_range")
     stages = manifest["stages"]
     for step in plan.steps:
         if step.stage not in stages:
@@ -268,6 +279,13 @@ class Package:
     @property
     def scale(self) -> int:
         return int(self.manifest["scale"])
+
+    @property
+    def scale_range(self) -> tuple[float, float] | None:
+        """(lowest, highest) factor per axis of an arbitrary-scale network (``scale`` is then its
+        default); ``None`` for a network that upscales by ``scale`` only."""
+        found = self.manifest.get("scale_range")
+        return None if found is None else (float(found[0]), float(found[1]))
 
     @property
     def constraints(self) -> SizeConstraints:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import inspect
 import json
 import logging
 import warnings
@@ -52,8 +53,39 @@ def example_size(constraints: SizeConstraints) -> tuple[int, int]:
     return constraints.padded(max(constraints.min_h, 64), max(constraints.min_w, 64) + 32)
 
 
-def _dim_expr(scale: int, axis: str) -> str:
-    return axis if scale == 1 else f"{scale}*{axis}"
+#: The output size traced for output-sized inputs (arbitrary-scale networks): any size, unrelated to the LR one.
+EXAMPLE_OUTPUT = (157, 333)
+
+
+def _dim_expr(spec: TensorSpec, axis: str) -> str | int:
+    """A manifest dimension: ``"h"``, ``"4*h"``, ``"2*ceil(h/2)"`` (padded), ``"H"`` (output size) or 1."""
+    if spec.size == "one":
+        return 1
+    if spec.size == "output":
+        return axis.upper()
+    size = axis if spec.multiple == 1 else f"{spec.multiple}*ceil({axis}/{spec.multiple})"
+    return size if spec.scale == 1 else f"{spec.scale}*{size}"
+
+
+def _dynamic_dims(specs: list[TensorSpec], constraints: SizeConstraints) -> list[dict[int, Any]]:
+    """torch.export dimensions of each input: LR-sized inputs share h and w per padding multiple
+    (a multiple m gives ``m * Dim``), output-sized inputs share H and W, 1 x 1 inputs are static."""
+    dims: dict[tuple[str, int], Any] = {}
+
+    def dim(axis: str, spec: TensorSpec) -> Any:
+        if spec.size == "output":
+            key = (axis.upper(), 1)
+            if key not in dims:
+                dims[key] = torch.export.Dim(axis.upper(), min=1, max=32768)
+            return dims[key]
+        m = spec.multiple
+        if (axis, m) not in dims:
+            low = constraints.min_h if axis == "h" else constraints.min_w
+            dims[(axis, m)] = torch.export.Dim(axis if m == 1 else f"{axis}_{m}", min=-(-low // m), max=8192 // m)
+        d = dims[(axis, m)] * m if m != 1 else dims[(axis, m)]
+        return d * spec.scale if spec.scale != 1 else d
+
+    return [{} if spec.size == "one" else {2: dim("h", spec), 3: dim("w", spec)} for spec in specs]
 
 
 def export_stage(
@@ -61,13 +93,11 @@ def export_stage(
 ) -> dict[str, Any]:
     """Export one stage to ``path`` (opset 19, dynamic h and w); returns its manifest entry."""
     h0, w0 = example_size(constraints)
-    hd = torch.export.Dim("h", min=constraints.min_h, max=8192)
-    wd = torch.export.Dim("w", min=constraints.min_w, max=8192)
-    args = tuple(torch.rand(spec.shape(h0, w0)) for spec in ins.values())
-    dynamic = tuple(
-        {2: hd * spec.scale if spec.scale != 1 else hd, 3: wd * spec.scale if spec.scale != 1 else wd}
-        for spec in ins.values()
-    )
+    args = tuple(torch.rand(spec.shape(h0, w0, EXAMPLE_OUTPUT)) for spec in ins.values())
+    dynamic: tuple[Any, ...] = tuple(_dynamic_dims(list(ins.values()), constraints))
+    parameters = inspect.signature(stage.module.forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        dynamic = (dynamic,)  # torch.export nests the dimensions of *args
     with warnings.catch_warnings(), torch.no_grad(), _quiet_torch_logs():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -89,7 +119,7 @@ def export_stage(
         return {
             "name": name,
             "dtype": spec.dtype,
-            "shape": [1, spec.channels, _dim_expr(spec.scale, "h"), _dim_expr(spec.scale, "w")],
+            "shape": [1, spec.channels, _dim_expr(spec, "h"), _dim_expr(spec, "w")],
         }
 
     return {
@@ -163,6 +193,7 @@ def export_package(
             "weights": weights,
             "config": model.init_args,
             "scale": model.scale,
+            "scale_range": None if model.scale_range is None else list(model.scale_range),
             "constraints": asdict(model.constraints),
             "clip_frames": model.clip_frames,
             "opset": OPSET,

@@ -14,6 +14,7 @@ import numpy as np
 
 from vsr_models.errors import VSRError
 from vsr_models.plan import Plan, Read
+from vsr_models.scales import Scale, output_size, runtime_inputs
 
 
 class Backend(Protocol):
@@ -47,19 +48,28 @@ def run_plan(
     frames: Sequence[Any],
     on_output: Callable[[int, Any], None] | None = None,
     on_step: Callable[[str], None] | None = None,
+    scale: Scale | None = None,
 ) -> list[Any]:
     """Run ``plan`` over ``frames`` (handles of (1, 3, h, w) LR frames, already uploaded).
 
     Returns the plan's output sequence as handles, in frame order; with ``on_output(t, handle)``
     each output frame is handed over as it is produced instead and the list is empty. ``t`` is
     the output frame's index: 0 .. ``plan.output_rate`` * len(frames) - 1.
-    ``on_step(stage)`` is called after every stage call (progress).
+    ``on_step(stage)`` is called after every stage call (progress). ``scale`` (s_h, s_w) is the
+    output scale of an arbitrary-scale plan (one with ``given`` inputs, computed here from it).
     """
     num = len(frames)
     if num == 0:
         raise PlanError("no frames to process")
     _, _, h, w = backend.shape(frames[0])
     seqs: dict[str, dict[int, Any]] = {"lr": dict(enumerate(frames))}
+    out_size = None
+    if plan.given:
+        if scale is None:
+            raise PlanError("this plan upscales by any scale: give the scale (s_h, s_w) to run it")
+        out_size = output_size(h, w, scale)
+        for name, array in runtime_inputs(plan.given, h, w, scale).items():
+            seqs[name] = {0: backend.upload(array)}
     zeros_cache: dict[str, Any] = {}
     last_use = plan.last_use()
 
@@ -71,7 +81,7 @@ def run_plan(
                 return value
             if r.default == "zeros":
                 if r.seq not in zeros_cache:
-                    zeros_cache[r.seq] = backend.zeros(plan.tensors[r.seq].shape(h, w))
+                    zeros_cache[r.seq] = backend.zeros(plan.tensors[r.seq].shape(h, w, out_size))
                 return zeros_cache[r.seq]
             r = r.default
         raise PlanError(f"{why} reads {read} at t={t}: that frame does not exist and the read has no default")
@@ -106,7 +116,7 @@ def run_plan(
 def _carried_states(plan: Plan, index: int, last_use: dict[str, int]) -> list[tuple[str, int, int]]:
     """(sequence, min offset, max offset) of the states step ``index`` writes and is the last to read.
 
-    Only plain states qualify (read at ``t + offset``, written at ``t``); strided or wrapped
+    Only plain states qualify (read at ``t + offset``, written at ``t``); strided, wrapped or reflected
     sequences are kept until the step ends.
     """
     step = plan.steps[index]
@@ -116,7 +126,7 @@ def _carried_states(plan: Plan, index: int, last_use: dict[str, int]) -> list[tu
         r: Read | str | None = read
         while isinstance(r, Read):
             offsets.setdefault(r.seq, []).append(r.offset)
-            if r.stride != 1 or r.wrap:
+            if r.stride != 1 or r.wrap or r.reflect:
                 irregular.add(r.seq)
             r = r.default
     return [

@@ -6,6 +6,11 @@ first window keeps its start, the last its end). Memory is bounded by the window
 Frames larger than ``tile`` (LR pixels) are cut into tiles with ``tile_overlap`` pixels of
 context on each side; each tile runs the whole plan over the window and only its core is kept.
 Frames are padded (edge replication) to the network's size constraints and cropped back.
+
+A sliding-window network (a plan with ``window`` r, SAVSR) carries no state across frames: each
+output frame reads r frames either side, so windows get exactly r frames of overlap and chunking
+changes nothing in the output. An arbitrary-scale network runs at the scale :func:`resolve_scale`
+settles (``--scale`` or ``--size``); the output is then ``round(h * s_h) x round(w * s_w)``.
 """
 
 from __future__ import annotations
@@ -18,12 +23,48 @@ import numpy as np
 
 from export.format import Package
 from vsr_models.plan import Plan, SizeConstraints
+from vsr_models.scales import Scale, ScaleError, output_size, scale_for_size
 
 from .executor import Backend, run_plan
 
 #: Default chunk and overlap, chosen from the chunked-vs-whole-clip measurement in the README.
 DEFAULT_CHUNK = 30
 DEFAULT_OVERLAP = 6
+#: Default chunk of a sliding-window network: its output does not depend on the chunk, its memory
+#: does (every per-frame feature of the chunk is held until the chunk's last stage has run).
+DEFAULT_WINDOW_CHUNK = 4
+
+
+def _text(scale: Scale) -> str:
+    return f"x{scale[0]:.4g}" if scale[0] == scale[1] else f"x{scale[0]:.4g} by x{scale[1]:.4g}"
+
+
+def resolve_scale(
+    package: Package, h: int, w: int, scale: Scale | None = None, size: tuple[int, int] | None = None
+) -> Scale:
+    """The output scale (s_h, s_w) for h x w frames: ``scale``, the scale that gives exactly
+    ``size`` (H, W), or the package's own; a :class:`ScaleError` if the network cannot produce it."""
+    if scale is not None and size is not None:
+        raise ScaleError("give either --scale or --size, not both")
+    own = (float(package.scale), float(package.scale))
+    wanted = scale if size is None else scale_for_size(h, w, size)
+    if wanted is None:
+        return own
+    what = f"{size[0]}x{size[1]}" if size is not None else _text(wanted)
+    needs = f"; {what} from {h}x{w} needs {_text(wanted)}" if size is not None else f", not {what}"
+    scale_range = package.scale_range
+    if scale_range is None:
+        if tuple(wanted) != own:
+            raise ScaleError(
+                f"{package.model} upscales by exactly x{package.scale} ({h}x{w} -> {h * package.scale}x"
+                f"{w * package.scale}) and cannot make {what}; --scale and --size need an arbitrary-scale "
+                "network (savsr)"
+            )
+        return own
+    lo, hi = scale_range
+    if not all(lo <= v <= hi for v in wanted):
+        raise ScaleError(f"{package.model} upscales by x{lo:g} to x{hi:g} on each axis{needs}")
+    return float(wanted[0]), float(wanted[1])
 
 
 @dataclass(frozen=True)
@@ -81,6 +122,18 @@ def pad_to(frames: np.ndarray, constraints: SizeConstraints) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode=mode)
 
 
+def _pad_for(frames: np.ndarray, constraints: SizeConstraints, scale: Scale) -> np.ndarray:
+    """:func:`pad_to`, refused at a fractional scale (the output of padded frames cannot be cropped
+    back to exactly ``round(h * s)``)."""
+    padded = pad_to(frames, constraints)
+    if padded.shape != frames.shape and not all(float(s).is_integer() for s in scale):
+        h, w = frames.shape[-2:]
+        raise ScaleError(
+            f"frames of {h}x{w} are smaller than the network's minimum {constraints.min_h}x{constraints.min_w}"
+        )
+    return padded
+
+
 class Upscaler:
     """Runs a plan over windows and tiles of a frame stream.
 
@@ -89,7 +142,8 @@ class Upscaler:
     Args:
         backend: where the stages run.
         plan: the network's plan.
-        scale: spatial scale of the output.
+        scale: spatial scale of the output: the network's integer scale, or (s_h, s_w) for an
+            arbitrary-scale network (output ``round(h * s_h) x round(w * s_w)``).
         constraints: LR size constraints (frames are padded to meet them).
         chunk: output frames per window (``None``: the whole clip in one window).
         overlap: extra frames of context on each side of a window.
@@ -101,7 +155,7 @@ class Upscaler:
         self,
         backend: Backend,
         plan: Plan,
-        scale: int,
+        scale: int | Scale,
         constraints: SizeConstraints,
         *,
         chunk: int | None = DEFAULT_CHUNK,
@@ -113,8 +167,12 @@ class Upscaler:
             raise ValueError("chunk must be at least 1 frame")
         if overlap < 0:
             raise ValueError("overlap must be >= 0")
-        self.backend, self.plan, self.scale, self.constraints = backend, plan, scale, constraints
+        self.scale: Scale = (float(scale), float(scale)) if isinstance(scale, (int, float)) else scale
+        self.backend, self.plan, self.constraints = backend, plan, constraints
         self.chunk, self.overlap, self.tile, self.tile_overlap = chunk, overlap, tile, tile_overlap
+        self.integral = all(float(s).is_integer() for s in self.scale)
+        if tile and not self.integral:
+            raise ScaleError(f"tiles need an integer scale; {_text(self.scale)} does not cut into tiles: drop --tile")
 
     def run_window(
         self,
@@ -123,13 +181,13 @@ class Upscaler:
         emit: Callable[[int, np.ndarray], None],
         on_step: Callable[[str], None] | None = None,
     ) -> None:
-        """Upscale (T, 3, h, w) ``lr``; ``emit(t, (3, s*h, s*w))`` for the output frames of the
+        """Upscale (T, 3, h, w) ``lr``; ``emit(t, (3, H, W))`` for the output frames of the
         input frames in ``keep`` (``rate`` of them per input frame), in order."""
         _, _, h, w = lr.shape
-        s, rate = self.scale, self.plan.output_rate
+        rate = self.plan.output_rate
         keep = range(keep.start * rate, keep.stop * rate)
         tiles = plan_tiles(h, w, self.tile, self.tile_overlap)
-        out = np.empty((len(keep), 3, h * s, w * s), dtype=np.float32) if len(tiles) > 1 else None
+        out = np.empty((len(keep), 3, *output_size(h, w, self.scale)), dtype=np.float32) if len(tiles) > 1 else None
         for tile in tiles:
             self._run_tile(lr, tile, keep, out, emit, on_step)
         if out is not None:
@@ -147,11 +205,12 @@ class Upscaler:
     ) -> None:
         """Run the plan over one tile of the window: its core goes into ``out`` (several tiles), or
         each output frame is emitted in order (one tile)."""
-        s = self.scale
-        region = pad_to(lr[:, :, tile.y0 : tile.y1, tile.x0 : tile.x1], self.constraints)
+        region = _pad_for(lr[:, :, tile.y0 : tile.y1, tile.x0 : tile.x1], self.constraints, self.scale)
         th, tw = tile.y1 - tile.y0, tile.x1 - tile.x0
-        oy, ox = (tile.core_y0 - tile.y0) * s, (tile.core_x0 - tile.x0) * s
-        ch, cw = (tile.core_y1 - tile.core_y0) * s, (tile.core_x1 - tile.core_x0) * s
+        out_h, out_w = output_size(th, tw, self.scale)
+        sy, sx = int(self.scale[0]), int(self.scale[1])  # only used with tiles, whose scale is an integer
+        oy, ox = (tile.core_y0 - tile.y0) * sy, (tile.core_x0 - tile.x0) * sx
+        ch, cw = (tile.core_y1 - tile.core_y0) * sy, (tile.core_x1 - tile.core_x0) * sx
         pending: dict[int, np.ndarray] = {}
         next_t = keep.start
 
@@ -159,14 +218,14 @@ class Upscaler:
             nonlocal next_t
             if t not in keep:
                 return
-            hr = self.backend.download(handle)[0, :, : th * s, : tw * s]
+            hr = self.backend.download(handle)[0, :, :out_h, :out_w]
             if out is not None:
                 core = hr[:, oy : oy + ch, ox : ox + cw]
                 out[
                     t - keep.start,
                     :,
-                    tile.core_y0 * s : tile.core_y0 * s + ch,
-                    tile.core_x0 * s : tile.core_x0 * s + cw,
+                    tile.core_y0 * sy : tile.core_y0 * sy + ch,
+                    tile.core_x0 * sx : tile.core_x0 * sx + cw,
                 ] = core
                 return
             pending[t] = hr
@@ -175,14 +234,14 @@ class Upscaler:
                 next_t += 1
 
         frames = [self.backend.upload(region[i : i + 1]) for i in range(len(region))]
-        run_plan(self.plan, self.backend, frames, on_output=take, on_step=on_step)
+        run_plan(self.plan, self.backend, frames, on_output=take, on_step=on_step, scale=self.scale)
         if out is None and pending:
             raise RuntimeError(f"plan produced frames {sorted(pending)} out of order with a gap")
 
     def stream(
         self, frames: Iterable[np.ndarray], on_step: Callable[[str], None] | None = None
     ) -> Iterator[np.ndarray]:
-        """Upscale an iterable of (3, h, w) float32 frames, yielding (3, s*h, s*w) frames in order
+        """Upscale an iterable of (3, h, w) float32 frames, yielding (3, H, W) frames in order
         (``plan.output_rate`` of them per input frame).
 
         Frames are read ahead only as far as the current window needs.
@@ -228,18 +287,26 @@ def upscaler_for(
     overlap: int | None = None,
     tile: int | None = None,
     tile_overlap: int = 16,
+    scale: Scale | None = None,
 ) -> Upscaler:
     """An :class:`Upscaler` for a package; ``None`` picks the package's schedule: non-overlapping
-    clips of ``clip_frames`` for a clip-level network, else ``DEFAULT_CHUNK`` + ``DEFAULT_OVERLAP``."""
-    clip = package.clip_frames
+    clips of ``clip_frames`` for a clip-level network, windows of ``DEFAULT_WINDOW_CHUNK`` with
+    exactly the plan's context for a sliding-window network, else ``DEFAULT_CHUNK`` +
+    ``DEFAULT_OVERLAP``. ``scale`` (from :func:`resolve_scale`) defaults to the package's own."""
+    clip, window = package.clip_frames, package.plan.window
+    if window is not None and overlap is not None and overlap < window:
+        raise ScaleError(
+            f"{package.model} reads {window} frames either side of each output frame and carries no state, "
+            f"so windows overlap by exactly {window}; --overlap {overlap} would change frames at window edges: drop it"
+        )
     if chunk is None:
-        chunk = clip or DEFAULT_CHUNK
+        chunk = clip or (DEFAULT_WINDOW_CHUNK if window is not None else DEFAULT_CHUNK)
     if overlap is None:
-        overlap = 0 if clip else DEFAULT_OVERLAP
+        overlap = 0 if clip else (window if window is not None else DEFAULT_OVERLAP)
     return Upscaler(
         backend,
         package.plan,
-        package.scale,
+        scale or package.scale,
         package.constraints,
         chunk=chunk,
         overlap=overlap,
@@ -248,11 +315,14 @@ def upscaler_for(
     )
 
 
-def upscale_clip(backend: Backend, package: Package, lr: np.ndarray) -> np.ndarray:
-    """One whole-clip run of the package's plan: (T, 3, h, w) -> (T * rate, 3, s*h, s*w), padded to
-    the network's constraints and cropped back (no windows, no tiles)."""
+def upscale_clip(backend: Backend, package: Package, lr: np.ndarray, scale: Scale | None = None) -> np.ndarray:
+    """One whole-clip run of the package's plan: (T, 3, h, w) -> (T * rate, 3, H, W), padded to
+    the network's constraints and cropped back (no windows, no tiles). ``scale`` (s_h, s_w) is
+    that of an arbitrary-scale network (default: the package's own)."""
     h, w = lr.shape[-2:]
-    s = package.scale
-    padded = pad_to(lr, package.constraints)
-    outs = run_plan(package.plan, backend, [backend.upload(padded[i : i + 1]) for i in range(len(padded))])
-    return np.concatenate([backend.download(o) for o in outs])[:, :, : h * s, : w * s]
+    scale = scale or (float(package.scale), float(package.scale))
+    out_h, out_w = output_size(h, w, scale)
+    padded = _pad_for(lr, package.constraints, scale)
+    frames = [backend.upload(padded[i : i + 1]) for i in range(len(padded))]
+    outs = run_plan(package.plan, backend, frames, scale=scale)
+    return np.concatenate([backend.download(o) for o in outs])[:, :, :out_h, :out_w]

@@ -4,6 +4,8 @@ configuration on real frames (a new network gets all of this by registering):
 * the plan round-trips through JSON, and its steps and the stages agree name for name;
 * the executor running the plan on PyTorch equals the whole-clip ``forward``;
 * the exported package on ONNX Runtime equals the whole-clip ``forward``;
+  (an arbitrary-scale network is run at each of its ``check_scales``, from one package, against
+  its ``forward_clip(lr, scale)``);
 * the weights saved in the official release layout load back strictly, and a missing, an
   unexpected or a mis-shaped key is an error naming it;
 * the registry entry is well formed (the default configuration builds, weights entries name
@@ -82,9 +84,16 @@ def quick(request: pytest.FixtureRequest) -> tuple[NetworkEntry, VSRNetwork, np.
     return quick_network(request.param)
 
 
-def forward(model: VSRNetwork, lr: np.ndarray) -> np.ndarray:
+def forward(model: VSRNetwork, lr: np.ndarray, scale: tuple[float, float] | None = None) -> np.ndarray:
+    """The whole-clip reference; at ``scale`` for an arbitrary-scale network (its ``forward_clip``)."""
+    clip = torch.from_numpy(lr)[None]
     with torch.inference_mode():
-        return model(torch.from_numpy(lr)[None])[0].numpy()
+        return (model(clip) if scale is None else model.forward_clip(clip, scale))[0].numpy()
+
+
+def scales(model: VSRNetwork) -> tuple[tuple[float, float] | None, ...]:
+    """The scales the contract runs a network at: its ``check_scales`` if it takes any scale."""
+    return getattr(model, "check_scales", None) or (None,)
 
 
 def test_registry_entry_is_well_formed(quick: tuple[NetworkEntry, VSRNetwork, np.ndarray]) -> None:
@@ -121,20 +130,23 @@ def test_stages_match_the_plan(quick: tuple[NetworkEntry, VSRNetwork, np.ndarray
 
 def test_executor_on_pytorch_equals_forward(quick: tuple[NetworkEntry, VSRNetwork, np.ndarray]) -> None:
     entry, model, lr = quick
-    ref = forward(model, lr)
-    out = upscale_clip(TorchBackend(model), _PlanOnly(model), lr)
-    assert out.shape == ref.shape
-    assert np.abs(out - ref).max() <= 1e-5, entry.name
+    for scale in scales(model):
+        ref = forward(model, lr, scale)
+        out = upscale_clip(TorchBackend(model), _PlanOnly(model), lr, scale)
+        assert out.shape == ref.shape
+        assert np.abs(out - ref).max() <= 1e-5, (entry.name, scale)
 
 
 def test_onnxruntime_package_equals_forward(quick: tuple[NetworkEntry, VSRNetwork, np.ndarray], tmp_path: Path) -> None:
     entry, model, lr = quick
     package = export_package(model, tmp_path / entry.name)
     assert package.model == entry.name and package.manifest["config"] == model.init_args
-    out = upscale_clip(OrtBackend(package), package, lr)
-    ref = forward(model, lr)
-    assert out.shape == ref.shape
-    assert np.abs(out - ref).max() <= 1e-4, entry.name
+    backend = OrtBackend(package)
+    for scale in scales(model):
+        out = upscale_clip(backend, package, lr, scale)
+        ref = forward(model, lr, scale)
+        assert out.shape == ref.shape
+        assert np.abs(out - ref).max() <= 1e-4, (entry.name, scale)
 
 
 def test_release_layout_loads_strictly(quick: tuple[NetworkEntry, VSRNetwork, np.ndarray], tmp_path: Path) -> None:

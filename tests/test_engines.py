@@ -25,6 +25,7 @@ from engines.tensorrt import (
     TensorRTUnavailable,
     check_inputs,
     engine_key,
+    lr_side,
     package_plugins,
     stage_profiles,
     tensorrt_available,
@@ -203,6 +204,21 @@ def test_stage_profiles_scale_each_input():
     shapes = stage_profiles(Package(Path("."), manifest), "up", Profile((33, 33), (64, 96), (128, 160)))
     assert shapes["feat"] == ((1, 64, 33, 33), (1, 64, 64, 96), (1, 64, 128, 160))
     assert shapes["skip"] == ((1, 3, 132, 132), (1, 3, 256, 384), (1, 3, 512, 640))
+
+
+def test_stage_profiles_of_an_any_scale_network():
+    """Padded LR states, output-sized grids (lowest scale at min, highest at opt and max) and 1x1 inputs."""
+    inputs = [
+        {"name": "state", "dtype": "float32", "shape": [1, 16, "2*ceil(h/2)", "2*ceil(w/2)"]},
+        {"name": "grid", "dtype": "float32", "shape": [1, 2, "H", "W"]},
+        {"name": "inv_scale", "dtype": "float32", "shape": [1, 2, 1, 1]},
+    ]
+    manifest = {"scale_range": [1.0, 4.0], "stages": {"up": {"inputs": inputs}}}
+    shapes = stage_profiles(Package(Path("."), manifest), "up", Profile((33, 35), (64, 97), (128, 161)))
+    assert shapes["state"] == ((1, 16, 34, 36), (1, 16, 64, 98), (1, 16, 128, 162))
+    assert shapes["grid"] == ((1, 2, 33, 35), (1, 2, 256, 388), (1, 2, 512, 644))
+    assert shapes["inv_scale"] == ((1, 2, 1, 1),) * 3
+    assert [lr_side(e, n) for e, n in (("2*ceil(h/2)", 34), ("4*w", 388), ("H", 256), (1, 1))] == [34, 97, None, None]
 
 
 # ------------------------------------------------------------------ without TensorRT

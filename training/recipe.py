@@ -253,12 +253,16 @@ def resolve(network: str, user: Mapping[str, Any] | None = None, flags: Mapping[
 
 
 def _stretch_periods(recipe: Recipe, recipe_iters: int, stretch: bool) -> None:
-    """Periods summing to the recipe's length follow an overridden ``iters`` proportionally."""
+    """Periods summing to the recipe's length follow an overridden ``iters`` proportionally; a run
+    shorter than the number of periods keeps its first ``iters`` periods, one iteration each."""
     t = recipe.train
     if t.periods is None:
         t.periods = [t.iters]
         return
     if stretch and sum(t.periods) == recipe_iters and t.iters != recipe_iters:
+        if t.iters < len(t.periods):
+            t.periods, t.restart_weights = [1] * t.iters, t.restart_weights[: t.iters]
+            return
         scaled = [max(1, round(p * t.iters / recipe_iters)) for p in t.periods]
         scaled[-1] = max(1, t.iters - sum(scaled[:-1]))
         t.periods = scaled

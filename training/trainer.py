@@ -102,6 +102,26 @@ def _check_crop(net: VSRNetwork, recipe: Recipe, scale: int | None) -> None:
         )
 
 
+def _check_window(net: VSRNetwork, recipe: Recipe) -> None:
+    """A sliding-window network (SAVSR) trains on windows of exactly its length, scored at the centre."""
+    window = net.plan().window
+    if window is None:
+        return
+    size = 2 * window + 1
+    if recipe.data.frames != size:
+        raise RecipeError(f"{net.name} reads windows of {size} frames; pass --frames {size} (got {recipe.data.frames})")
+    if recipe.train.target != "center":
+        raise RecipeError(f"{net.name} outputs the centre frame of its window; set train.target: center")
+    if recipe.val.frames != size:
+        raise RecipeError(f"{net.name} is validated on windows of {size} frames; set val.frames: {size}")
+
+
+def _check_batch(net: VSRNetwork, recipe: Recipe) -> None:
+    """BatchNorm in training mode (SAVSR's scale attention pools to 1x1) needs two samples or more."""
+    if recipe.train.batch < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        raise RecipeError(f"{net.name} has BatchNorm layers, which need 2 samples or more per batch; pass --batch 2")
+
+
 class Trainer:
     """A training run of ``recipe`` on ``data``, writing to ``out``.
 
@@ -146,9 +166,11 @@ class Trainer:
                 stacklevel=2,
             )
         self.scale: int | None = None if recipe.data.scales else self.net.scale
-        if recipe.data.scales and not hasattr(self.net, "set_scale"):
+        if recipe.data.scales and self.net.scale_range is None:
             raise RecipeError(f"data.scales is for arbitrary-scale networks; {recipe.network} has a fixed scale")
         _check_crop(self.net, recipe, self.scale)
+        _check_window(self.net, recipe)
+        _check_batch(self.net, recipe)
 
         clips = discover(data, self.scale, recipe.data.rate)
         self.dataset = ClipDataset(clips, recipe.data, self.scale, t.seed)
@@ -240,10 +262,9 @@ class Trainer:
         set_learning_rates(self.optimizer, iteration, t)
         lr = batch["lr"].to(dev, non_blocking=True)
         gt = batch["gt"].to(dev, non_blocking=True)
-        if "scale" in batch:
-            self.net.set_scale(batch["scale"])
+        scale = (batch["scale"],) if "scale" in batch else ()  # arbitrary-scale networks take it as an argument
         with torch.autocast(dev.type, dtype=torch.float16, enabled=self.amp):
-            out = self.model(lr)
+            out = self.model(lr, *scale)
         out, gt = _targets(out.float(), gt, t.target)
         loss = charbonnier(out, gt, t.charbonnier_eps)
         self.optimizer.zero_grad(set_to_none=True)
@@ -314,11 +335,10 @@ class Trainer:
         model = self.ema.model if self.ema is not None else self.net
         model.eval()
         v = self.recipe.val
-        if self.scale is None:
-            model.set_scale((4.0, 4.0))
+        scale = ((4.0, 4.0),) if self.scale is None else ()  # arbitrary-scale networks are validated at x4
         psnrs, ssims = [], []
         for clip in self.val_clips:
-            out = model(clip.lr.unsqueeze(0).to(self.world.device))[0].float().cpu()
+            out = model(clip.lr.unsqueeze(0).to(self.world.device), *scale)[0].float().cpu()
             out, gt = _targets(out.unsqueeze(0), clip.gt.unsqueeze(0), self.recipe.train.target)
             frames = list(zip(out[0], gt[0]))
             psnrs.append(sum(psnr(a, b, v.channels, v.crop_border) for a, b in frames) / len(frames))
@@ -362,6 +382,8 @@ class Trainer:
 
 def _targets(out: torch.Tensor, gt: torch.Tensor, target: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The output frames and the GT frames they are scored against: all, or the centre one."""
+    if out.dim() == gt.dim() - 1:  # a sliding-window network returns its one (centre) frame
+        out = out.unsqueeze(1)
     if target == "center":
         mid = gt.shape[1] // 2
         gt = gt[:, mid : mid + 1]

@@ -55,6 +55,11 @@ class VSRNetwork(nn.Module, ABC):
     #: was made for; the runtime then cuts videos into non-overlapping clips of this many frames.
     #: ``None``: a recurrent network, run in overlapping windows.
     clip_frames: int | None = None
+    #: An arbitrary-scale network (SAVSR) sets the (lowest, highest) factor it takes on each axis;
+    #: its ``forward`` then takes ``scale=(s_h, s_w)``, ``forward_clip(lr, scale)`` upscales every
+    #: frame of a clip (the reference its plan is held to), and ``scale`` is only the default factor.
+    #: ``None``: the network upscales by ``scale`` and nothing else.
+    scale_range: tuple[float, float] | None = None
     #: How the official release stores the weights: ``"basicsr"`` (``{"params": state}``) or
     #: ``"mmcv"`` (``{"state_dict": {"generator." + key: ...}}``); see :meth:`release_files`.
     checkpoint_layout: str = "basicsr"

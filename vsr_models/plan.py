@@ -24,12 +24,21 @@ frames (DAVSR writes 5 HR frames per LR frame). A step with ``rate`` r runs over
 0..r*T-1 (before ``first``/``last``). A read or write may address frame ``stride * t + offset``
 and, with ``wrap``, take that index modulo the sequence's length (a clip whose time axis is
 circular). The defaults (rate 1, stride 1, no wrap, write at t) are the per-frame plans.
+
+Windows and arbitrary scales (SAVSR): a read with ``reflect`` mirrors an index outside the clip at
+its ends (t = 0 reading t-3 .. t+3 gets frames 3, 2, 1, 0, 1, 2, 3), and a plan with ``window`` r
+is a sliding-window plan: every output frame depends on ``lr[t-r .. t+r]`` only and no state
+crosses frames, so the runtime runs it in windows with exactly r frames of context. ``given``
+names sequences the runtime computes from the output scale and the LR size (a sampling grid, a
+sub-pixel phase map, the scale vector) and feeds once per clip, as frame 0, read with stride 0
+(``Read("grid", stride=0)``). A :class:`TensorSpec` says which size a tensor follows: the LR frame
+(optionally padded up to a ``multiple``), the ``output`` frame, or ``one`` (1 x 1).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 _READ_RE = re.compile(r"^(?P<seq>[A-Za-z_][A-Za-z0-9_]*)\[(?P<stride>\d+)?t(?P<off>[+-]\d+)?\]$")
@@ -40,25 +49,69 @@ class TensorSpec:
     """A per-frame tensor: ``channels`` x (h * scale) x (w * scale), in ``dtype``.
 
     ``rate``: frames of this sequence per input frame (1: one per LR frame; DAVSR's HR clip: 5).
+    ``size``: which size the spatial dimensions follow: ``"lr"`` (the LR frame h x w, rounded up
+    to a multiple of ``multiple``, times ``scale``), ``"output"`` (the output frame H x W of an
+    arbitrary-scale network), or ``"one"`` (1 x 1, a vector).
     """
 
     channels: int
     scale: int = 1
     dtype: str = "float32"
     rate: int = 1
+    size: Literal["lr", "output", "one"] = "lr"
+    multiple: int = 1
 
-    def shape(self, h: int, w: int) -> tuple[int, int, int, int]:
-        return (1, self.channels, h * self.scale, w * self.scale)
+    def __post_init__(self) -> None:
+        if self.size not in ("lr", "output", "one"):
+            raise ValueError(f"TensorSpec size {self.size!r}: use 'lr', 'output' or 'one'")
+        if self.multiple < 1:
+            raise ValueError(f"TensorSpec multiple {self.multiple}: it must be at least 1")
+
+    def shape(self, h: int, w: int, out: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+        """(1, C, ., .) for LR frames of h x w; ``out`` is the output size (needed for ``"output"``)."""
+        if self.size == "one":
+            return (1, self.channels, 1, 1)
+        if self.size == "output":
+            if out is None:
+                raise ValueError("an output-sized tensor needs the output size")
+            return (1, self.channels, *out)
+        m = self.multiple
+        return (1, self.channels, -(-h // m) * m * self.scale, -(-w // m) * m * self.scale)
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"channels": self.channels, "scale": self.scale, "dtype": self.dtype, "rate": self.rate}
+        if self.size != "lr":
+            d["size"] = self.size
+        if self.multiple != 1:
+            d["multiple"] = self.multiple
+        return d
 
 
-def frame_index(t: int, stride: int, offset: int, wrap: bool, length: int) -> int:
-    """``stride * t + offset``, taken modulo ``length`` when ``wrap``."""
+def reflect_index(index: int, length: int) -> int:
+    """``index`` mirrored into 0 .. length-1 at both ends, without repeating the end frame
+    (-1 -> 1, length -> length - 2), as often as needed for a clip shorter than the reach.
+
+    Where one mirror suffices this is BasicSR's ``generate_frame_indices(padding='reflection')``.
+    """
+    if length == 1:
+        return 0
+    period = 2 * (length - 1)
+    index %= period
+    return index if index < length else period - index
+
+
+def frame_index(t: int, stride: int, offset: int, wrap: bool, length: int, reflect: bool = False) -> int:
+    """``stride * t + offset``, taken modulo ``length`` when ``wrap``, mirrored at the ends when ``reflect``."""
     index = stride * t + offset
+    if reflect:
+        return reflect_index(index, length)
     return index % length if wrap else index
 
 
-def _index_text(stride: int, offset: int, wrap: bool) -> str:
-    text = f"{stride if stride != 1 else ''}t{f'{offset:+d}' if offset else ''}"
+def _index_text(stride: int, offset: int, wrap: bool, reflect: bool = False) -> str:
+    text = f"{stride if stride != 1 else ''}t{f'{offset:+d}' if offset else ''}" if stride else str(offset)
+    if reflect:
+        return f"reflect({text})"
     return f"({text}) mod len" if wrap else text
 
 
@@ -87,7 +140,8 @@ class Read:
 
     ``default`` is ``"zeros"``, another :class:`Read`, or ``None`` (a missing frame is an error).
     With ``wrap`` the index is taken modulo the sequence's length (rate * T), so it always exists
-    once the sequence is complete.
+    once the sequence is complete; with ``reflect`` it is mirrored at the clip's ends
+    (:func:`reflect_index`). ``stride`` 0 reads frame ``offset`` for every t (a per-clip input).
     """
 
     seq: str
@@ -95,9 +149,14 @@ class Read:
     default: Read | Literal["zeros"] | None = None
     stride: int = 1
     wrap: bool = False
+    reflect: bool = False
+
+    def __post_init__(self) -> None:
+        if self.wrap and self.reflect:
+            raise ValueError(f"read of {self.seq!r}: wrap and reflect exclude each other")
 
     def index(self, t: int, length: int) -> int:
-        return frame_index(t, self.stride, self.offset, self.wrap, length)
+        return frame_index(t, self.stride, self.offset, self.wrap, length, self.reflect)
 
     @classmethod
     def parse(cls, text: str, default: Read | str | None = None) -> Read:
@@ -110,7 +169,7 @@ class Read:
         return cls(m["seq"], int(m["off"] or 0), default, int(m["stride"] or 1))  # type: ignore[arg-type]
 
     def __str__(self) -> str:
-        text = f"{self.seq}[{_index_text(self.stride, self.offset, self.wrap)}]"
+        text = f"{self.seq}[{_index_text(self.stride, self.offset, self.wrap, self.reflect)}]"
         return f"{text} ?? {self.default}" if self.default is not None else text
 
     def to_json(self) -> dict[str, Any]:
@@ -119,6 +178,8 @@ class Read:
             d["stride"] = self.stride
         if self.wrap:
             d["wrap"] = True
+        if self.reflect:
+            d["reflect"] = True
         if isinstance(self.default, Read):
             d["default"] = self.default.to_json()
         elif self.default is not None:
@@ -130,7 +191,14 @@ class Read:
         default = d.get("default")
         if isinstance(default, dict):
             default = cls.from_json(default)
-        return cls(d["seq"], int(d.get("offset", 0)), default, int(d.get("stride", 1)), bool(d.get("wrap", False)))
+        return cls(
+            d["seq"],
+            int(d.get("offset", 0)),
+            default,
+            int(d.get("stride", 1)),
+            bool(d.get("wrap", False)),
+            bool(d.get("reflect", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -189,14 +257,23 @@ class Plan:
     """The whole schedule: ``steps`` in order, the ``tensors`` they pass, and the ``output``.
 
     ``lr`` is always the input sequence; ``output`` names the sequence returned per frame.
+    ``given`` maps sequences the runtime computes from the output scale and the LR size to their
+    recipe (``"sampling_grid"``, ...; :mod:`vsr_models.scales`); each holds one frame, read with
+    stride 0. ``window`` r makes this a sliding-window plan: output frame t depends on
+    ``lr[t-r .. t+r]`` only (reflected at the ends) and no step carries state across frames.
     """
 
     steps: list[Step]
     tensors: dict[str, TensorSpec]
     output: str = "hr"
+    given: dict[str, str] = field(default_factory=dict)
+    window: int | None = None
 
     def __post_init__(self) -> None:
-        known = {"lr"}
+        for name in self.given:
+            if name == "lr" or name not in self.tensors:
+                raise ValueError(f"runtime input {name!r} needs a TensorSpec and a name other than 'lr'")
+        known = {"lr", *self.given}
         for step in self.steps:
             if step.rate < 1:
                 raise ValueError(f"step {step.stage!r} has rate {step.rate}; it must be at least 1")
@@ -215,6 +292,40 @@ class Plan:
             known.update(step.outputs.values())
         if self.output not in known:
             raise ValueError(f"plan output {self.output!r} is written by no step")
+        written = {seq for step in self.steps for seq in step.outputs.values()}
+        if written & set(self.given):
+            raise ValueError(f"runtime inputs {sorted(written & set(self.given))} are also written by steps")
+        if self.window is not None:
+            self._check_window()
+
+    def _check_window(self) -> None:
+        """A window plan reads only within ``window`` frames of t (reflected) and carries no state."""
+        written = {seq for step in self.steps for seq in step.outputs.values()}
+        reach = dict.fromkeys(set(self.tensors) - written, 0)  # the input, runtime inputs, zeros
+        for step in self.steps:
+            far = 0
+            for read in step.inputs.values():
+                r: Any = read
+                while isinstance(r, Read):
+                    if r.seq in step.outputs.values():
+                        raise ValueError(f"window plan: step {step.stage!r} reads its own output {r.seq!r} (a state)")
+                    if r.seq in self.given:
+                        if r.stride != 0:
+                            raise ValueError(f"window plan: runtime input {r.seq!r} must be read with stride 0")
+                    elif r.stride != 1 or r.wrap or (r.offset and not r.reflect) or r.seq not in reach:
+                        raise ValueError(
+                            f"window plan: step {step.stage!r} reads {r}; a window plan reads earlier "
+                            "sequences at t + offset, reflected at the clip's ends"
+                        )
+                    else:
+                        far = max(far, reach[r.seq] + abs(r.offset))
+                    r = r.default
+            for seq in step.outputs.values():
+                reach[seq] = max(reach.get(seq, 0), far)
+        if reach[self.output] > self.window:
+            raise ValueError(
+                f"window plan: the output reaches {reach[self.output]} frames from t, beyond its window {self.window}"
+            )
 
     @property
     def output_rate(self) -> int:
@@ -228,11 +339,16 @@ class Plan:
         return num_frames * (spec.rate if spec is not None else 1)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "output": self.output,
-            "tensors": {k: asdict(v) for k, v in self.tensors.items()},
+            "tensors": {k: v.to_json() for k, v in self.tensors.items()},
             "steps": [s.to_json() for s in self.steps],
         }
+        if self.given:
+            d["given"] = dict(self.given)
+        if self.window is not None:
+            d["window"] = self.window
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Plan:
@@ -240,6 +356,8 @@ class Plan:
             steps=[Step.from_json(s) for s in d["steps"]],
             output=d["output"],
             tensors={k: TensorSpec(**v) for k, v in d["tensors"].items()},
+            given=dict(d.get("given", {})),
+            window=d.get("window"),
         )
 
     def last_use(self) -> dict[str, int]:

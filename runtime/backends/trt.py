@@ -39,8 +39,8 @@ from engines.tensorrt import (
     gpu_info,
     import_polygraphy,
     import_tensorrt,
+    lr_side,
     package_plugins,
-    scale_of,
 )
 from export.format import Package
 from vsr_models.errors import VSRError
@@ -191,8 +191,8 @@ class TensorRTBackend:
         self.cache = options.cache or EngineCache()
         self.pkg_hash = package_hash(package.root)
         self.plugins = fingerprint(package_plugins(package, self.precision))
-        self.scales = {
-            stage: {spec["name"]: scale_of(spec["shape"][2]) for spec in package.manifest["stages"][stage]["inputs"]}
+        self.dims = {
+            stage: {spec["name"]: spec["shape"][2:] for spec in package.manifest["stages"][stage]["inputs"]}
             for stage in package.stage_names()
         }
         version = self.trt.__version__
@@ -225,9 +225,7 @@ class TensorRTBackend:
 
     # ---------------------------------------------------------------------------- engines
     def _select(self, stage: str, inputs: dict[str, torch.Tensor]) -> EngineSetRunner:
-        name, tensor = next(iter(inputs.items()))
-        s = self.scales[stage][name]
-        size = (tensor.shape[2] // s, tensor.shape[3] // s)
+        size = self._lr_size(stage, inputs)
         if self.runner is not None and self.current is not None and self.current.key.profile.covers(*size):
             return self.runner
         found = self.cache.find(
@@ -244,6 +242,15 @@ class TensorRTBackend:
         engines = load_engines(found, self.package.stage_names(), self.place, self.deserialize)
         self.runner, self.current = EngineSetRunner(self.trt, engines, self.place), found
         return self.runner
+
+    def _lr_size(self, stage: str, inputs: dict[str, torch.Tensor]) -> tuple[int, int]:
+        """The LR frame size a stage call implies, from an input whose size follows the LR size."""
+        for name, tensor in inputs.items():
+            hexpr, wexpr = self.dims[stage][name]
+            h, w = lr_side(hexpr, tensor.shape[2]), lr_side(wexpr, tensor.shape[3])
+            if h is not None and w is not None:
+                return h, w
+        raise EngineNotFound(f"stage {stage!r} has no input that follows the LR frame size; export the package again")
 
     def run(self, stage: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self._select(stage, inputs).run(stage, inputs)

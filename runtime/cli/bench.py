@@ -12,14 +12,15 @@ from rich.console import Console
 from rich.table import Table
 
 from export.format import Package
+from vsr_models.scales import output_size
 
 from ..backends import make_backend
 from ..devices import Device
 from ..executor import Backend
-from ..pipeline import upscale_clip
+from ..pipeline import resolve_scale, upscale_clip
 from ..resolve import resolve_package
 from ..samples import load_lr
-from .common import CONTEXT, SIZE, device_option, model_option, say, threads_option, user_errors
+from .common import CONTEXT, SIZE, device_option, model_option, say, scale_option, threads_option, user_errors
 
 
 class _Timed:
@@ -47,6 +48,7 @@ class _Timed:
 @click.command(context_settings=CONTEXT)
 @model_option
 @click.option("--size", type=SIZE, default="180x320", show_default=True, help="LR frame size HxW.")
+@scale_option
 @click.option("--frames", type=click.IntRange(min=2), default=8, show_default=True, help="Frames per timed run.")
 @click.option(
     "--contenders",
@@ -65,7 +67,14 @@ class _Timed:
 )
 @user_errors
 def main(
-    model: str, size: tuple[int, int], frames: int, contenders: str, device: Device, threads: int, repeat: int
+    model: str,
+    size: tuple[int, int],
+    scale: tuple[float, float] | None,
+    frames: int,
+    contenders: str,
+    device: Device,
+    threads: int,
+    repeat: int,
 ) -> None:
     """Speed of several backends on the same real frames, side by side, as ratios.
 
@@ -75,6 +84,7 @@ def main(
     """
     h, w = size
     package = resolve_package(model, log=say)
+    scale = resolve_scale(package, h, w, scale)
     clip = load_lr(None, frames)
     lr = (
         torch.nn.functional.interpolate(
@@ -89,19 +99,19 @@ def main(
     for spec in contenders.split(","):
         kind, _, precision = spec.strip().partition(":")
         be = _Timed(make_backend(kind, package, device, precision or "fp32", threads), device)
-        upscale_clip(be, package, lr[:2])  # warm-up: allocations, lazy initialisation
+        upscale_clip(be, package, lr[:2], scale)  # warm-up: allocations, lazy initialisation
         best: tuple[float, dict[str, float], dict[str, int]] | None = None
         for _ in range(repeat):
             be.times.clear()
             be.calls.clear()
             start = time.perf_counter()
-            upscale_clip(be, package, lr)
+            upscale_clip(be, package, lr, scale)
             total = time.perf_counter() - start
             if best is None or total < best[0]:
                 best = (total, dict(be.times), dict(be.calls))
         assert best is not None
         results.append((f"{kind}:{precision or 'fp32'}", *best))
-    _bench_report(package, results, h, w, frames, device)
+    _bench_report(package, results, h, w, scale, frames, device)
 
 
 def _bench_report(
@@ -109,12 +119,13 @@ def _bench_report(
     results: list[tuple[str, float, dict[str, float], dict[str, int]]],
     h: int,
     w: int,
+    scale: tuple[float, float],
     frames: int,
     device: Device,
 ) -> None:
-    s = package.scale
+    out_h, out_w = output_size(h, w, scale)
     title = (
-        f"{package.manifest['model']} {h}x{w} -> {h * s}x{w * s}, {frames} frames, {device} "
+        f"{package.manifest['model']} {h}x{w} -> {out_h}x{out_w}, {frames} frames, {device} "
         f"(torch {torch.__version__}, {torch.get_num_threads()} threads)"
     )
     table = Table(title=title)

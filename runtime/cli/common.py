@@ -1,6 +1,6 @@
 """What every console script shares: flag groups defined once (so ``--backend``, ``--device`` and
 ``--precision`` mean the same in ``vsr-run``, ``vsr-parity`` and ``vsr-bench``), the HxW size
-parser, and the handling of user errors.
+and SHxSW scale parsers, and the handling of user errors.
 
 Errors: a :class:`~vsr_models.errors.VSRError` (bad input, a missing install, a wrong option) is
 printed as ``Error: <message>`` with exit status 1; anything else is a bug and keeps its traceback.
@@ -9,6 +9,7 @@ printed as ``Error: <message>`` with exit status 1; anything else is a bug and k
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -61,6 +62,35 @@ class SizeType(click.ParamType):
 
 
 SIZE = SizeType()
+
+
+class ScaleType(click.ParamType):
+    """``SHxSW`` (height factor x width factor, e.g. ``2.5x3.5``) or one factor for both (``3``)."""
+
+    name = "SHxSW"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, float]:
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).lower().split("x")
+        try:
+            factors = [float(p) for p in parts]
+        except ValueError:
+            factors = []
+        if len(factors) not in (1, 2) or not all(math.isfinite(f) and f > 0 for f in factors):
+            self.fail(f"{value!r}: write the scale as SHxSW (height x width), e.g. 2.5x3.5, or one factor", param, ctx)
+        return (factors[0], factors[-1])
+
+
+SCALE = ScaleType()
+
+scale_option = click.option(
+    "--scale",
+    type=SCALE,
+    default=None,
+    help="Output scale, height x width (2.5x3.5) or one factor (3), for an arbitrary-scale network "
+    "(savsr: x1 to x4); the output is round(h*SH) x round(w*SW). [default: the network's own]",
+)
 
 
 class DeviceType(click.ParamType):

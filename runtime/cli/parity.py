@@ -16,15 +16,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from export.format import Package
 from vsr_models.base import VSRNetwork
+from vsr_models.scales import output_size
 
 from ..backends import TorchBackend, make_backend, model_for_package
 from ..devices import Device
 from ..executor import Backend, run_plan
-from ..live import LiveUpscaler, live_upscaler_for
-from ..pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP, Upscaler, pad_to, upscale_clip
+from ..live import LiveError, LiveUpscaler, live_upscaler_for
+from ..pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP, Upscaler, pad_to, resolve_scale, upscale_clip
 from ..resolve import resolve_package
 from ..samples import load_lr, psnr
-from .common import CONTEXT, SIZE, backend_options, say, user_errors
+from .common import CONTEXT, SIZE, backend_options, say, scale_option, user_errors
 
 
 @click.command(context_settings=CONTEXT)
@@ -49,6 +50,7 @@ from .common import CONTEXT, SIZE, backend_options, say, user_errors
     default=None,
     help="Downscale --video by this factor first (bicubic, antialiased).",
 )
+@scale_option
 @backend_options
 @click.option(
     "--atol", type=float, default=1e-4, show_default=True, help="Largest max abs error allowed (fp32) on [0, 1] images."
@@ -94,6 +96,7 @@ def main(
     frames: int,
     crop: str,
     downscale_by: int | None,
+    scale: tuple[float, float] | None,
     backend: str,
     device: Device,
     precision: str,
@@ -116,23 +119,29 @@ def main(
     package = resolve_package(package_path, log=say)
     lr = load_lr(video, frames, None if crop.lower() == "none" else SIZE.convert(crop, None, None), downscale_by)
     if latency is not None:
+        if scale is not None:
+            raise click.UsageError("--latency runs at the network's own scale: drop --scale")
         be = make_backend(backend, package, device, precision, threads, log=say)
         live_parity(package, be, lr, latency, block, min_psnr)
         return
-    s = package.scale
     h, w = lr.shape[-2:]
+    scale = resolve_scale(package, h, w, scale)
+    out_h, out_w = output_size(h, w, scale)
     be = make_backend(backend, package, device, precision, threads, log=say)
     if chunked:
         what = f"chunk {chunk} + overlap {overlap} vs whole clip on {be.name} {precision}"
-        ref = _stream(Upscaler(be, package.plan, s, package.constraints, chunk=None), lr)
-        out = _stream(Upscaler(be, package.plan, s, package.constraints, chunk=chunk, overlap=overlap), lr)
+        ref = _stream(Upscaler(be, package.plan, scale, package.constraints, chunk=None), lr)
+        out = _stream(Upscaler(be, package.plan, scale, package.constraints, chunk=chunk, overlap=overlap), lr)
     else:
         what = f"{be.name} {precision} vs PyTorch whole-clip FP32"
         model = model_for_package(package)
+        clip = torch.from_numpy(pad_to(lr, package.constraints))[None]
         with torch.inference_mode():
-            ref = model(torch.from_numpy(pad_to(lr, package.constraints))[None])[0].numpy()[:, :, : h * s, : w * s]
-        out = upscale_clip(be, package, lr)
-    table = Table(title=f"{package.manifest['model']}: {what}, {len(lr)} frames {w}x{h}")
+            # an arbitrary-scale network's forward takes the scale (and SAVSR's one window): its clip reference
+            hr = model(clip) if package.scale_range is None else model.forward_clip(clip, scale)
+        ref = hr[0].numpy()[:, :, :out_h, :out_w]
+        out = upscale_clip(be, package, lr, scale)
+    table = Table(title=f"{package.manifest['model']}: {what}, {len(lr)} frames {w}x{h} -> {out_w}x{out_h}")
     table.add_column("frame", justify="right")
     table.add_column("max abs", justify="right")
     table.add_column("PSNR (dB)", justify="right")

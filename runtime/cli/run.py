@@ -15,14 +15,16 @@ import click
 import numpy as np
 from tqdm import tqdm
 
+from vsr_models.scales import output_size
+
 from ..backends import make_backend
 from ..devices import Device
-from ..pipeline import upscaler_for
+from ..pipeline import resolve_scale, upscaler_for
 from ..resolve import resolve_package
 from ..samples import downscale, psnr, sample_clip, upscale_bicubic
 from ..video import VideoWriter, check_output, output_kind, probe, read_frames
 from ..video.pipes import is_pipe
-from .common import CONTEXT, backend_options, model_option, say, schedule_options, user_errors
+from .common import CONTEXT, SIZE, backend_options, model_option, say, scale_option, schedule_options, user_errors
 from .streaming import check_live_options, live_options, stream_main
 
 #: Frame rates --fps accepts, in frames per second.
@@ -103,6 +105,14 @@ def hwc(frame: np.ndarray) -> np.ndarray:
     help="Output video file (.mp4, .mkv, .mov) or a folder for PNG frames (no suffix).",
 )
 @model_option
+@scale_option
+@click.option(
+    "--size",
+    "out_size",
+    type=SIZE,
+    default=None,
+    help="Output frame size HxW, exactly (the scale follows from the input's size); arbitrary-scale networks only.",
+)
 @backend_options
 @schedule_options
 @click.option("--codec", default="libx264", show_default=True, help="Video encoder (PyAV/FFmpeg name).")
@@ -135,6 +145,8 @@ def main(
     input_path: Path | None,
     output: Path | None,
     model: str,
+    scale: tuple[float, float] | None,
+    out_size: tuple[int, int] | None,
     backend: str,
     device: Device,
     precision: str,
@@ -162,6 +174,8 @@ def main(
     writes each output frame K frames (plus compute) after its input frame.
     """
     check_live_options(input_path, output, latency, block, container_format, demo, chunk, overlap)
+    if demo and (scale or out_size):
+        raise click.UsageError("the demo runs at the network's own scale; drop --scale and --size")
     if demo:
         _demo(
             output or Path("vsr-demo.mp4"),
@@ -190,6 +204,8 @@ def main(
             output,
             package,
             be,
+            scale=scale,
+            out_size=out_size,
             latency=latency,
             block=block or 1,
             container_format=container_format,
@@ -214,12 +230,14 @@ def main(
         if fps is None and output_kind(output) == "video":
             say(f"{input_path} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
     package = resolve_package(model, log=say)
+    scale = resolve_scale(package, info.height, info.width, scale, out_size)
+    out_h, out_w = output_size(info.height, info.width, scale)
     be = make_backend(backend, package, device, precision, threads, log=say)
-    upscaler = upscaler_for(package, be, chunk, overlap, tile, tile_overlap)
+    upscaler = upscaler_for(package, be, chunk, overlap, tile, tile_overlap, scale=scale)
     rate = package.output_rate
     total = info.num_frames if max_frames is None else min(info.num_frames or max_frames, max_frames)
     total = None if total is None else total * rate
-    s = package.scale
+    s = f"{scale[0]:g}" if scale[0] == scale[1] else f"{scale[0]:g}x{scale[1]:g}"
     pts: list[int | None] = []
 
     def frames() -> Iterator[np.ndarray]:
@@ -236,8 +254,8 @@ def main(
     with (
         VideoWriter(
             output,
-            info.width * s,
-            info.height * s,
+            out_w,
+            out_h,
             in_fps * rate,
             codec=codec,
             crf=crf,
@@ -254,8 +272,7 @@ def main(
             bar.update(1)
     elapsed = time.perf_counter() - start
     say(
-        f"wrote {output}: {count} frames, {info.width * s}x{info.height * s}, "
-        f"{count / elapsed:.2f} frames/s with {be.name} on {be.device}"
+        f"wrote {output}: {count} frames, {out_w}x{out_h}, {count / elapsed:.2f} frames/s with {be.name} on {be.device}"
     )
 
 
