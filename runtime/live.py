@@ -62,14 +62,15 @@ class LivePlan:
     Attributes:
         plan: the plan.
         kinds: per step, ``"per-frame"``, ``"forward sweep"`` or ``"backward sweep"``.
-        last: per sequence, the ``last`` of the step that writes it (0 for ``lr``): frame
-            ``T - 1 + last`` is the last one a clip of T frames has.
+        first, last: per sequence, the ``first`` and ``last`` of the step that writes it (0 for
+            ``lr``): a clip of T frames has its frames ``first`` .. ``T - 1 + last``.
         keep: per sequence, how many frames before the current one any step reads (how far back
             finished values must be kept).
     """
 
     plan: Plan
     kinds: tuple[StepKind, ...]
+    first: dict[str, int]
     last: dict[str, int]
     keep: dict[str, int]
 
@@ -112,8 +113,16 @@ class LivePlan:
                 if seq in writer or seq == "lr":
                     raise LiveError(f"{cannot}: sequence {seq!r} is written by more than one step")
                 writer[seq] = index
+        first = {"lr": 0, **{seq: plan.steps[i].first for seq, i in writer.items()}}
         last = {"lr": 0, **{seq: plan.steps[i].last for seq, i in writer.items()}}
-        return cls(plan, tuple(kinds), last, keep)
+        return cls(plan, tuple(kinds), first, last, keep)
+
+    def whole_calls_per_frame(self) -> dict[str, int]:
+        """Stage calls per frame of a whole-clip run of a long clip: one per step using the stage."""
+        calls: dict[str, int] = {}
+        for step in self.plan.steps:
+            calls[step.stage] = calls.get(step.stage, 0) + 1
+        return calls
 
     @property
     def has_backward(self) -> bool:
@@ -140,7 +149,8 @@ class LiveScheduler:
 
     Usage: ``push(handle)`` each (1, 3, h, w) LR frame as it arrives and collect the
     ``(t, handle)`` pairs it returns; ``finish()`` at the end of the stream returns the rest.
-    ``calls`` counts the stage calls made so far.
+    ``calls`` counts the stage calls made so far; ``steady`` holds those of the latest block whose
+    window lay inside the stream, after the first (the calls per B frames of a long stream).
     """
 
     def __init__(self, plan: LivePlan, backend: Backend, latency: int, block: int = 1) -> None:
@@ -148,14 +158,11 @@ class LiveScheduler:
             raise LiveError(f"latency must be >= 0 and block >= 1, got latency {latency} and block {block}")
         self.live, self.backend, self.latency, self.block = plan, backend, latency, block
         self.calls: Counter[str] = Counter()
+        self.steady: Counter[str] | None = None
         self._final: dict[str, dict[int, Any]] = {"lr": {}}
         self._zeros: dict[str, Any] = {}
         self._read = 0  # frames pushed
         self._next = 0  # first output frame not yet handed back
-
-    @property
-    def frames_read(self) -> int:
-        return self._read
 
     def push(self, frame: Any) -> list[tuple[int, Any]]:
         """Take the next LR frame; returns the output frames that became final, in order."""
@@ -181,6 +188,7 @@ class LiveScheduler:
         stop = min(start + self.block, end)
         plan = self.live.plan
         local: dict[str, dict[int, tuple[Any, bool]]] = {}
+        calls: Counter[str] = Counter()
         for index, frames in enumerate(self._schedule(start, stop, end)):
             step = plan.steps[index]
             for t in frames:
@@ -190,7 +198,7 @@ class LiveScheduler:
                     inputs[name], w = self._resolve(read, t, end, ended, local, step)
                     windowed |= w
                 outputs = self.backend.run(step.stage, inputs)
-                self.calls[step.stage] += 1
+                calls[step.stage] += 1
                 for out_name, seq in step.outputs.items():
                     local.setdefault(seq, {})[t] = (outputs[out_name], windowed)
         out = local.get(plan.output, {})
@@ -198,6 +206,9 @@ class LiveScheduler:
         if missing:
             raise PlanError(f"the plan made no output for frames {missing} (a bug in the live schedule)")
         result = [(t, out[t][0]) for t in range(start, stop)]
+        self.calls.update(calls)
+        if start > 0 and not ended:
+            self.steady = calls
         for seq, values in local.items():
             for t, (value, windowed) in values.items():
                 if t < stop or not windowed:
@@ -270,16 +281,13 @@ class LiveScheduler:
                 return self._final[r.seq][i], windowed
             if i > end - 1 + self.live.last[r.seq]:
                 windowed |= not ended  # past the window: the clip would have it, the window does not
-            elif i >= 0 and (r.seq == "lr" or i >= self._first(r.seq)):
+            elif i >= max(0, self.live.first[r.seq]):
                 raise PlanError(
                     f"stage {step.stage!r} reads {r} at t={t} before it was made (a bug in the live schedule)"
                 )
             if r.default == "zeros":
                 return self._zero(r.seq), windowed
         raise PlanError(f"stage {step.stage!r} reads {read} at t={t}: that frame does not exist and has no default")
-
-    def _first(self, seq: str) -> int:
-        return next(step.first for step in self.live.plan.steps if seq in step.outputs.values())
 
     def _zero(self, seq: str) -> Any:
         if seq not in self._zeros:
@@ -331,6 +339,12 @@ class LiveUpscaler:
         for scheduler in self._schedulers:
             total.update(scheduler.calls)
         return total
+
+    def steady_calls_per_frame(self) -> dict[str, float] | None:
+        """Stage calls per frame (and tile) in a long stream: one block inside it, after the first
+        (``None`` until such a block has run)."""
+        steady = self._schedulers[0].steady if self._schedulers else None
+        return None if steady is None else {stage: n / self.block for stage, n in steady.items()}
 
     @property
     def tiles(self) -> int:
@@ -401,6 +415,12 @@ def live_upscaler_for(
         raise LiveError(
             f"{name} is a clip network: it solves clips of {package.clip_frames} frames as a whole, so it cannot "
             "stream with a bounded latency; run it on a file without --latency"
+        )
+    if package.plan.window is not None:
+        raise LiveError(
+            f"{name} is a sliding-window network: each output frame reads {package.plan.window} frames either "
+            "side and no state crosses frames, so its look-ahead is fixed by the network; --latency does not "
+            "apply: run it without --latency (pipes work)"
         )
     return LiveUpscaler(
         backend,

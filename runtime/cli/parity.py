@@ -174,8 +174,9 @@ class LiveComparison:
 
     ``psnr[t]``: output frame t against the whole clip's. ``steady[t]``: frame t's window ended
     before the clip did (the last frames see the clip's real end and equal the whole-clip run, which
-    a live stream never reaches: they are left out of ``mean`` and ``worst``). ``work``: FLOPs of
-    the live run's stage calls over the whole-clip run's.
+    a live stream never reaches: they are left out of ``mean`` and ``worst``). ``calls``: stage calls
+    per frame in a long stream (one block inside the clip, after the first), ``whole_calls`` those of
+    the whole-clip run (one per step); ``work``: their FLOPs, live over whole.
     """
 
     latency: int
@@ -183,7 +184,7 @@ class LiveComparison:
     psnr: list[float]
     max_abs: list[float]
     steady: list[bool]
-    calls: dict[str, int]
+    calls: dict[str, float]
     whole_calls: dict[str, int]
     work: float
 
@@ -215,9 +216,13 @@ def compare_live(package: Package, backend: Backend, lr: np.ndarray, latency: in
     count = len(lr)
     whole = {st.stage: 0 for st in package.plan.steps}
     for st in package.plan.steps:
-        whole[st.stage] += len(st.frames(count))
+        whole[st.stage] += 1
+    calls = live.steady_calls_per_frame()
+    if calls is None:
+        raise LiveError(
+            f"{count} frames leave no window inside the clip but the first: use --frames {2 * block + latency} or over"
+        )
     flops = stage_flops(package, lr[: min(count, 3)])
-    calls = dict(live.calls)
     return LiveComparison(
         latency=latency,
         block=block,
@@ -260,10 +265,10 @@ def live_parity(
             f"{latency}), {c.at_position(0):.2f} dB at its first (look-ahead {latency + block - 1})"
         )
     print(
-        "stage calls per frame, live (whole clip): "
-        + ", ".join(f"{k} {c.calls.get(k, 0) / count:.2f} ({n / count:.2f})" for k, n in c.whole_calls.items())
+        "stage calls per frame of a long stream, live (whole clip): "
+        + ", ".join(f"{k} {c.calls.get(k, 0):.2f} ({n})" for k, n in c.whole_calls.items())
     )
-    print(f"work per frame relative to the whole-clip run: {c.work:.2f}x (FLOPs of the stage calls)")
+    print(f"work per frame relative to the whole-clip run: {c.work:.2f}x (FLOPs of those stage calls)")
     if min_psnr is not None:
         if c.worst < min_psnr:
             raise click.ClickException(f"parity FAILED: the worst frame is {c.worst:.2f} dB, below {min_psnr:g} dB")

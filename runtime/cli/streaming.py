@@ -16,11 +16,11 @@ import numpy as np
 from tqdm import tqdm
 
 from export.format import Package
-from vsr_models.plan import Plan
+from vsr_models.scales import output_size
 
 from ..executor import Backend
-from ..live import LiveUpscaler, live_upscaler_for
-from ..pipeline import Upscaler, upscaler_for
+from ..live import LiveError, LiveUpscaler, live_upscaler_for
+from ..pipeline import Upscaler, resolve_scale, upscaler_for
 from ..video import Frame, OutputError, VideoInfo, VideoWriter, check_output, probe, read_frames
 from ..video.pipes import PIPE_FORMATS, PipeInput, is_pipe, pipe_writer
 from .common import apply, say
@@ -122,14 +122,14 @@ def run_stream(
     return latency
 
 
-def work_per_frame(calls: dict[str, int], plan: Plan, frames: int, tiles: int = 1) -> str:
-    """Stage calls per frame and tile, live against one whole-clip run of ``frames`` frames."""
-    offline: dict[str, int] = {}
-    for step in plan.steps:
-        offline[step.stage] = offline.get(step.stage, 0) + len(step.frames(frames))
-    n = frames * tiles
-    parts = [f"{stage} {calls.get(stage, 0) / n:.2f} ({offline[stage] / frames:.2f})" for stage in offline]
-    return "stage calls per frame, live (whole clip): " + ", ".join(parts)
+def work_per_frame(upscaler: LiveUpscaler) -> str:
+    """Stage calls per frame of a long stream, live against a whole-clip run."""
+    calls = upscaler.steady_calls_per_frame()
+    if calls is None:
+        return "stage calls per frame: the stream was too short for a block inside it"
+    whole = upscaler.live.whole_calls_per_frame()
+    parts = [f"{stage} {calls.get(stage, 0):.2f} ({n})" for stage, n in whole.items()]
+    return "stage calls per frame of a long stream, live (whole clip): " + ", ".join(parts)
 
 
 def _chw(frame: Frame) -> np.ndarray:
@@ -142,6 +142,8 @@ def stream_main(
     package: Package,
     backend: Backend,
     *,
+    scale: tuple[float, float] | None,
+    out_size: tuple[int, int] | None,
     latency: int | None,
     block: int,
     container_format: str | None,
@@ -175,12 +177,16 @@ def stream_main(
         in_fps = fps or Fraction(25)
         if fps is None:
             say(f"{input_path} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
+    resolved = resolve_scale(package, info.height, info.width, scale, out_size)
+    if latency is not None and (scale is not None or out_size is not None):
+        raise LiveError("--latency runs at the network's own scale: drop --scale and --size")
     upscaler: LiveUpscaler | Upscaler = (
-        upscaler_for(package, backend, chunk, overlap, tile, tile_overlap)
+        upscaler_for(package, backend, chunk, overlap, tile, tile_overlap, scale=resolved)
         if latency is None
         else live_upscaler_for(package, backend, latency, block, tile, tile_overlap)
     )
-    s = package.scale
+    out_h, out_w = output_size(info.height, info.width, resolved)
+    s = f"{resolved[0]:g}" if resolved[0] == resolved[1] else f"{resolved[0]:g}x{resolved[1]:g}"
     pts: list[int | None] = []
 
     def frames() -> Iterator[np.ndarray]:
@@ -190,7 +196,7 @@ def stream_main(
             pts.append(frame.pts)
             yield _chw(frame)
 
-    size = (info.width * s, info.height * s)
+    size = (out_w, out_h)
     if is_pipe(output):
         if info.has_audio and not is_pipe(input_path):
             say(f"{input_path} has audio; a stream on standard output gets only the video")
@@ -237,4 +243,4 @@ def stream_main(
     if isinstance(upscaler, LiveUpscaler):
         say(f"live: look-ahead {latency} frames, blocks of {block} (at most {upscaler.frames_behind} frames behind)")
         say(measured.summary())
-        say(work_per_frame(upscaler.calls, package.plan, count, upscaler.tiles))
+        say(work_per_frame(upscaler))

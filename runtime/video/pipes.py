@@ -3,8 +3,11 @@
 ``-`` names standard input (as an input) and standard output (as an output). A pipe cannot seek,
 so the input must be a container FFmpeg can demux front to back (NUT, MPEG-TS, Matroska, ...;
 ``ffmpeg -i IN -f nut -``); an MP4 keeps its index at the end and cannot come through a pipe.
-The output is NUT or MPEG-TS, written packet by packet and flushed after each, so the next
-program in the pipeline gets every frame as soon as it is encoded.
+The input is opened without FFmpeg's usual read-ahead (it would take some 20 frames to guess a
+frame rate before handing over the first), and read with whatever the pipe holds, so a frame is
+decoded as soon as its bytes have arrived. The output is NUT or MPEG-TS, written packet by packet
+and flushed after each, so the next program in the pipeline gets every frame as soon as it is
+encoded.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ PIPE = "-"
 PIPE_FORMATS = ("nut", "mpegts")
 #: Encoders told to emit each frame at once (no look-ahead, no B-frames) when the output is live.
 _ZERO_LATENCY = frozenset({"libx264", "libx264rgb", "libx265"})
+#: Demuxer options for a stream that starts at once: stream analysis reads no more than the first
+#: packet and guesses no frame rate from the packets (the container's or codec's rate is used).
+_NO_READ_AHEAD = {"probesize": "32", "fpsprobesize": "0"}
 _HOW = "pipe a stream into it, e.g. `ffmpeg -i IN -f nut - | vsr-run - ...` (or -f mpegts)"
 
 
@@ -37,14 +43,18 @@ def is_pipe(path: str | os.PathLike[str] | None) -> bool:
 
 
 class _Counting:
-    """A read-only, non-seekable view of a binary stream that counts the bytes it delivered."""
+    """A read-only, non-seekable view of a binary stream that counts the bytes it delivered.
+
+    A read returns what one read of the pipe gives (``read1``) instead of waiting for ``size`` bytes.
+    """
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self.bytes = 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
+        read1 = getattr(self._stream, "read1", None)
+        data = read1(size) if read1 is not None else self._stream.read(size)
         self.bytes += len(data)
         return data
 
@@ -66,7 +76,7 @@ class PipeInput:
         self.name = name
         self._source = _Counting(stream)
         try:
-            self._container = av.open(self._source, mode="r")
+            self._container = av.open(self._source, mode="r", options=_NO_READ_AHEAD)
         except av.FFmpegError as e:
             if self._source.bytes == 0:
                 raise InputError(f"{name} is empty: no video came through the pipe; {_HOW}") from e
@@ -84,7 +94,7 @@ class PipeInput:
             if first is None:
                 raise InputError(f"{name} has a video stream but no frame could be decoded from it; {_HOW}")
             self._pending.insert(0, first)
-            fps = self._stream.average_rate or self._stream.guessed_rate or None
+            fps = self._stream.average_rate or self._stream.codec_context.framerate or self._stream.guessed_rate
             tb = self._stream.time_base
             self.info = VideoInfo(
                 width=first.width,
