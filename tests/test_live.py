@@ -15,6 +15,7 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 import zlib
 from fractions import Fraction
 from itertools import pairwise
@@ -369,6 +370,31 @@ def test_a_pipe_hands_over_each_frame_as_soon_as_its_packet_has_arrived():
         assert order[("frame", j)] < order[("released", j + 1)], f"frame {j} waited for packet {j + 1}"
 
 
+class Recorder(io.RawIOBase):
+    """A pipe's writing end that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:
+        self.data += data
+        return len(data)
+
+
+def test_a_live_pipe_writer_puts_out_each_frame_as_soon_as_it_is_given():
+    """After frame i is written, the bytes in the pipe decode to frames 0..i (no encoder delay)."""
+    frames = clip_frames("bikes.mp4", 6)[:, :, :64, :96]
+    pipe = Recorder()
+    with pipe_writer(96, 64, Fraction(25), live=True, stream=pipe) as writer:
+        for i, frame in enumerate(frames):
+            writer.write(frame.transpose(1, 2, 0), pts=i)
+            with av.open(io.BytesIO(bytes(pipe.data)), "r") as container:
+                assert sum(1 for _ in container.decode(video=0)) == i + 1, f"frame {i} is not out yet"
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -406,6 +432,66 @@ def test_vsr_run_in_a_shell_pipeline_keeps_frame_count_and_timestamps(tmp_path, 
     assert size == (128, 96)
     assert times == frame_times(source.read_bytes())[0]
     assert "latency: each output frame was written at most 2 input frames after its own" in stderr
+
+
+def vsr_run_command(package, *options: str) -> tuple[list[str], dict[str, str]]:
+    """vsr-run from this worktree as a child process: its command line and environment."""
+    run = [sys.executable, "-c", "from runtime.cli.run import main; main()", *options]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return [*run, "--model", str(package.root), "--backend", "onnxruntime"], env
+
+
+@pytest.mark.slow
+def test_a_pipe_fed_frame_by_frame_gets_output_n_before_input_n_plus_8_plus_b_exists(basicvsr_package):
+    """vsr-run - -o - --latency 8 --block 2 as a child process on real OS pipes, fed one H.264
+    packet at a time: packet j is written only once output frame j - 10 has come out of the child's
+    standard output (read and decoded here), so the stream gets through only if every output frame
+    n leaves vsr-run before input frame n + 8 + B even exists. Real frames, real weights."""
+    latency, block = 8, 2
+    frames = clip_frames("bikes.mp4", 16)[:, :, 100:164, 200:296]
+    chunks = packet_chunks(encode_stream("nut", frames, live=True))
+    command, env = vsr_run_command(basicvsr_package, "-", "-o", "-", "--latency", str(latency), "--block", str(block))
+    child = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT
+    )
+    arrived: list[int] = []  # per output frame: the input packets written when it came out
+    written, failures, stderr = [0], [], []
+    condition = threading.Condition()
+
+    def receive() -> None:
+        try:
+            for _ in PipeInput(child.stdout, "vsr-run's standard output").frames():
+                with condition:
+                    arrived.append(written[0])
+                    condition.notify_all()
+        except Exception as e:  # handed to the test thread
+            failures.append(e)
+        with condition:
+            condition.notify_all()
+
+    threads = [threading.Thread(target=receive), threading.Thread(target=lambda: stderr.append(child.stderr.read()))]
+    for thread in threads:
+        thread.start()
+    try:
+        for j, chunk in enumerate(chunks):
+            n = j - latency - block
+            with condition:
+                condition.wait_for(lambda n=n: len(arrived) > n or failures or child.poll() is not None, timeout=300)
+                assert len(arrived) > n, f"output frame {n} had not come out before input frame {j} was sent"
+            child.stdin.write(chunk)
+            child.stdin.flush()
+            with condition:
+                written[0] += 1
+        child.stdin.close()
+        child.wait(timeout=300)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert child.returncode == 0 and not failures, (failures, stderr)
+    assert len(arrived) == len(frames)
+    assert all(at <= n + latency + block for n, at in enumerate(arrived[: len(frames) - latency - block]))
 
 
 @pytest.mark.slow

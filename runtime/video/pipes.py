@@ -175,7 +175,8 @@ def pipe_writer(
 ) -> VideoWriter:
     """A :class:`VideoWriter` into ``stream`` (standard output by default) in ``container_format``.
 
-    ``live`` tells x264/x265 to emit each frame as soon as it is given (``tune=zerolatency``).
+    ``live``: each frame's packet is written as soon as the frame is given (no frame threads in
+    the encoder, and x264/x265's ``tune=zerolatency``: no look-ahead, no B-frames).
     """
     if container_format not in PIPE_FORMATS:
         raise OutputError(f"--format {container_format!r}: a pipe gets {' or '.join(PIPE_FORMATS)}")
@@ -197,4 +198,5 @@ def pipe_writer(
         options=options,
         stream=stream,
         container_format=container_format,
+        frame_threads=not live,
     )

@@ -162,6 +162,8 @@ class VideoWriter:
             in messages.
         container_format: the container to write (FFmpeg's muxer name); by default the suffix of
             ``path`` decides.
+        frame_threads: let the encoder work on several frames at once (faster, but each frame's
+            packet comes out some frames later); ``False`` for a live stream (slice threads only).
     """
 
     def __init__(
@@ -181,6 +183,7 @@ class VideoWriter:
         options: Mapping[str, str] | None = None,
         stream: BinaryIO | None = None,
         container_format: str | None = None,
+        frame_threads: bool = True,
     ) -> None:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
@@ -190,7 +193,7 @@ class VideoWriter:
             self.kind = check_output(self.path, overwrite=overwrite, source=audio_from)
         else:
             self.kind = "video"
-        self._pipe, self._format = stream, container_format
+        self._pipe, self._format, self._frame_threads = stream, container_format, frame_threads
         self.fps = Fraction(fps) if fps is not None else None
         self.bit_depth = int(bit_depth)
         self.frames_written = 0
@@ -332,7 +335,7 @@ class VideoWriter:
         if self._yuv:
             stream.codec_context.colorspace = self._matrix
             stream.codec_context.color_range = RANGE_MPEG
-        stream.thread_type = "AUTO"
+        stream.thread_type = "AUTO" if self._frame_threads else "SLICE"
         self._stream = stream
 
     # ---- writing ---------------------------------------------------------------------------
