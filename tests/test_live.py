@@ -146,6 +146,13 @@ def test_a_clip_network_says_it_cannot_stream():
         live_upscaler_for(package, ToyBackend(basicvsr_plan()), 4)
 
 
+def test_a_sliding_window_network_says_its_look_ahead_is_its_own():
+    plan = create_model("savsr", **networks()["savsr"].quick.config).plan()
+    package = SimpleNamespace(manifest={"model": "savsr"}, clip_frames=None, plan=plan)
+    with pytest.raises(LiveError, match=f"savsr is a sliding-window network: each output frame reads {plan.window}"):
+        live_upscaler_for(package, ToyBackend(basicvsr_plan()), 4)
+
+
 # ---- the schedule, on the real plans ------------------------------------------------------------
 
 
