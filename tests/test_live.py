@@ -272,6 +272,7 @@ def ort(basicvsr_package) -> OrtBackend:
     return OrtBackend(basicvsr_package)
 
 
+@pytest.mark.slow
 def test_real_basicvsr_live_equals_its_definition_and_the_whole_clip(basicvsr_package, ort):
     plan = basicvsr_package.plan
     lr, _ = lr_clip(4, 34, 34)
@@ -280,6 +281,7 @@ def test_real_basicvsr_live_equals_its_definition_and_the_whole_clip(basicvsr_pa
     np.testing.assert_array_equal(live(plan, ort, lr, latency=3)[0], whole(plan, ort, lr))
 
 
+@pytest.mark.slow
 def test_parity_reports_the_live_error_and_fails_past_min_psnr(basicvsr_package):
     args = [str(basicvsr_package.root), "--frames", "5", "--crop", "34x34", "--latency", "1", "--block", "2"]
     result = CliRunner().invoke(parity_main, [*args, "--min-psnr", "200"])
