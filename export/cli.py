@@ -11,7 +11,8 @@ from runtime.cli.common import CONTEXT, say, user_errors
 from vsr_models.checkpoint import check_all_parts_loaded, load_checkpoint, read_checkpoint
 from vsr_models.registry import all_weights, create_model, networks, pretrained, zoo_listing
 
-from .format import PackageError
+from .atomic import staged_directory
+from .format import Package, PackageError
 from .fp16 import add_fp16
 from .package import export_package
 from .trt_check import check_package, package_requirements, version_text
@@ -92,7 +93,9 @@ def main(
             raise click.UsageError("--random-weights and --checkpoint exclude each other")
         net = create_model(arch)
     elif checkpoints:
-        net = create_model(arch, **recorded_config(checkpoints[0], arch))
+        # A zoo name builds the configuration its weights were trained in (ftvsr-vimeo: stride 1).
+        config = released[model].config if model in released else "default"
+        net = create_model(arch, config, **recorded_config(checkpoints[0], arch))
         for path in checkpoints:
             load_checkpoint(net, path, key=key)
         check_all_parts_loaded(net)
@@ -107,9 +110,12 @@ def main(
             "toolchain"
         )
     say(f"exporting {model} ({len(net.stages())} stages) to {output} ...")
-    package = export_package(net, output, weights=weights, checkpoints=list(checkpoints), overwrite=overwrite)
-    if precision == "fp16":
-        package = add_fp16(package.root)
+    # FP32 and FP16 graphs are staged together: a failed FP16 conversion leaves no FP32-only package.
+    with staged_directory(output) as staged:
+        export_package(net, staged, weights=weights, checkpoints=list(checkpoints), overwrite=True)
+        if precision == "fp16":
+            add_fp16(staged)
+    package = Package.open(output)
     stages = ", ".join(package.stage_names())
     click.echo(
         f"wrote {output}: stages {stages}; opset {package.manifest['opset']}; "

@@ -19,7 +19,8 @@ The policy; the first rule that matches a node names its reason:
    layer (Conv, ConvTranspose, MatMul, Gemm), into a *coordinate sink*: the ``grid`` of
    GridSample, the ``offset`` of DeformConv, the argument of Sin/Cos (positional encodings), a
    Cast from float to an integer type (an index), the FP32 inputs of a custom op
-   (:data:`CUSTOM_OP_FP32_INPUTS`; all float inputs of a custom op not listed there), or a
+   (:data:`CUSTOM_OP_FP32_INPUTS`; all float inputs of a custom op not listed there), the scores
+   a hard selection picks an index from (ArgMax, ArgMin, TopK: FTVSR's top-1 attention), or a
    graph output the stage marks FP32 (``Stage.fp32``, e.g. flows). That covers flow
    accumulation and upsampling, ``grid = base + flow``, the Range/meshgrid base grid, the
    normalisation to [-1, 1], and DCN offset heads after their last convolution. In FP16 a
@@ -76,6 +77,12 @@ COORDINATE_SINKS: dict[str, dict[int, str]] = {
     "DeformConv": {1: "DeformConv offsets"},
     "Sin": {0: "a positional-encoding argument"},
     "Cos": {0: "a positional-encoding argument"},
+    # A hard selection turns score noise into a different pick: FTVSR (random weights, 64x64) with
+    # its top-1 attention scores in FP16 is 43 dB from FP32 on its worst frame, 64.6 dB with them
+    # (and its keyframe memory) in FP32.
+    "ArgMax": {0: "the scores of a hard selection"},
+    "ArgMin": {0: "the scores of a hard selection"},
+    "TopK": {0: "the scores of a hard selection"},
 }
 
 #: Custom ops: input index -> name of the inputs that are FP32 by the op's contract.

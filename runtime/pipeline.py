@@ -5,6 +5,8 @@ Bidirectional networks need the future, so frames are processed in windows of
 first window keeps its start, the last its end). Memory is bounded by the window, not the video.
 Frames larger than ``tile`` (LR pixels) are cut into tiles with ``tile_overlap`` pixels of
 context on each side; each tile runs the whole plan over the window and only its core is kept.
+With a memory budget and no tile size, the tile is the largest whose estimated working memory
+(:func:`window_bytes` plus the network's step workspace) fits the budget.
 Frames are padded (edge replication) to the network's size constraints and cropped back.
 
 A sliding-window network (a plan with ``window`` r, SAVSR) carries no state across frames: each
@@ -16,13 +18,16 @@ settles (``--scale`` or ``--size``); the output is then ``round(h * s_h) x round
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from export.format import Package
-from vsr_models.plan import Plan, SizeConstraints
+from vsr_models.errors import VSRError
+from vsr_models.plan import Plan, Read, SizeConstraints
 from vsr_models.scales import Scale, ScaleError, output_size, scale_for_size
 
 from .executor import Backend, run_plan
@@ -30,6 +35,67 @@ from .executor import Backend, run_plan
 #: Default chunk and overlap, chosen from the chunked-vs-whole-clip measurement in the README.
 DEFAULT_CHUNK = 30
 DEFAULT_OVERLAP = 6
+#: Memory budget (bytes) for networks with a step workspace (:data:`STEP_WORKSPACE`) when none is given.
+DEFAULT_MEMORY_BUDGET = 8 << 30
+_FP32 = 4
+
+
+class MemoryBudgetError(VSRError, ValueError):
+    """Not even the smallest tile fits the memory budget."""
+
+
+def _ftvsr_attention(config: Mapping[str, Any], h: int, w: int) -> int:
+    """FTVSR's frequency attention on an h x w LR tile: scores and their softmax, n_heads x L x L
+    each, L = 64 * floor(h/16) * floor(w/16) tokens (8x8 patches of the x4 frame's DCT grid)."""
+    tokens = 64 * (h // 16) * (w // 16)
+    return 2 * int(config.get("n_heads", 8)) * tokens * tokens * _FP32
+
+
+#: Working memory of one step that grows faster than the frame, by network: (manifest config,
+#: LR height, LR width) -> bytes. Networks without an entry have none worth a budget.
+STEP_WORKSPACE: dict[str, Callable[[Mapping[str, Any], int, int], int]] = {"ftvsr": _ftvsr_attention}
+
+
+def window_bytes(plan: Plan, frames: int, h: int, w: int, out: tuple[int, int] | None = None) -> int:
+    """FP32 bytes of the sequences the executor holds at the busiest step of a window of ``frames``
+    LR frames of h x w (output frames of ``out``; the output sequence, handed over as it is made,
+    is not counted).
+
+    A sequence lives from the step that first writes it to the last step that reads it, with all
+    its frames, except a state read only by the sweep that writes it: that one holds the frames
+    its reads reach back plus the one being written and one copy in flight.
+    """
+    last = plan.last_use()
+    first = {"lr": 0}
+    readers: dict[str, set[int]] = {}
+    reach: dict[str, int] = {}
+    for i, step in enumerate(plan.steps):
+        for seq in step.outputs.values():
+            first.setdefault(seq, i)
+        for read in step.inputs.values():
+            r: Read | str | None = read
+            while isinstance(r, Read):
+                readers.setdefault(r.seq, set()).add(i)
+                reach[r.seq] = max(reach.get(r.seq, 0), abs(r.offset))
+                r = r.default
+
+    def held(seq: str) -> int:
+        writers = {i for i, step in enumerate(plan.steps) if seq in step.outputs.values()}
+        if readers.get(seq) and readers[seq] == writers:
+            return min(reach[seq] + 2, plan.length(seq, frames))
+        return plan.length(seq, frames)
+
+    peak = 0
+    for i in range(len(plan.steps)):
+        live = [s for s in first if s != plan.output and first[s] <= i <= last.get(s, -1)]
+        total = 0
+        for seq in live:
+            spec = plan.tensors[seq]
+            total += held(seq) * math.prod(spec.shape(h, w, out)) * _FP32
+        peak = max(peak, total)
+    return peak
+
+
 #: Default chunk of a sliding-window network: its output does not depend on the chunk, its memory
 #: does (every per-frame feature of the chunk is held until the chunk's last stage has run).
 DEFAULT_WINDOW_CHUNK = 4
@@ -162,6 +228,8 @@ class Upscaler:
         overlap: int = DEFAULT_OVERLAP,
         tile: int | None = None,
         tile_overlap: int = 16,
+        memory_budget: int | None = None,
+        workspace: Callable[[int, int], int] | None = None,
     ) -> None:
         if chunk is not None and chunk < 1:
             raise ValueError("chunk must be at least 1 frame")
@@ -173,6 +241,41 @@ class Upscaler:
         self.integral = all(float(s).is_integer() for s in self.scale)
         if tile and not self.integral:
             raise ScaleError(f"tiles need an integer scale; {_text(self.scale)} does not cut into tiles: drop --tile")
+        self.memory_budget, self.workspace = memory_budget, workspace
+
+    def estimate(self, frames: int, h: int, w: int) -> int:
+        """Estimated bytes of one run of the plan over ``frames`` frames of an h x w LR region
+        (padded to the constraints): the executor's sequences and the step workspace."""
+        ph, pw = self.constraints.padded(h, w)
+        extra = self.workspace(ph, pw) if self.workspace is not None else 0
+        return window_bytes(self.plan, frames, ph, pw, output_size(ph, pw, self.scale)) + extra
+
+    def tile_for(self, frames: int, h: int, w: int) -> int | None:
+        """The tile size this upscaler uses for a window of ``frames`` frames of h x w: ``tile``, or
+        under a memory budget the largest (a multiple of the size constraint) that fits."""
+        if self.tile is not None or self.memory_budget is None or not self.integral:
+            return self.tile
+        out_h, out_w = output_size(h, w, self.scale)
+        out = frames * self.plan.output_rate * 3 * out_h * out_w * _FP32  # the window's output frames
+
+        def fits(size: int) -> bool:
+            span = min(size + 2 * self.tile_overlap, h), min(size + 2 * self.tile_overlap, w)
+            return out + self.estimate(frames, *span) <= self.memory_budget
+
+        if fits(max(h, w)):
+            return None
+        step = max(self.constraints.multiple, 1)
+        lo, hi = step, max(h, w) // step * step
+        if not fits(lo):
+            raise MemoryBudgetError(
+                f"{frames} frames of {h}x{w} need about {(out + self.estimate(frames, lo, lo)) / 2**30:.1f} GiB "
+                f"even in {lo}x{lo} tiles, more than the budget of {self.memory_budget / 2**30:.1f} GiB: "
+                "raise the budget or use shorter chunks (--chunk, --overlap)"
+            )
+        while hi - lo > step:  # the estimate grows with the tile: bisect for the largest that fits
+            mid = (lo + hi) // 2 // step * step
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        return lo
 
     def run_window(
         self,
@@ -186,7 +289,7 @@ class Upscaler:
         _, _, h, w = lr.shape
         rate = self.plan.output_rate
         keep = range(keep.start * rate, keep.stop * rate)
-        tiles = plan_tiles(h, w, self.tile, self.tile_overlap)
+        tiles = plan_tiles(h, w, self.tile_for(len(lr), h, w), self.tile_overlap)
         out = np.empty((len(keep), 3, *output_size(h, w, self.scale)), dtype=np.float32) if len(tiles) > 1 else None
         for tile in tiles:
             self._run_tile(lr, tile, keep, out, emit, on_step)
@@ -288,11 +391,14 @@ def upscaler_for(
     tile: int | None = None,
     tile_overlap: int = 16,
     scale: Scale | None = None,
+    memory_budget: int | None = None,
 ) -> Upscaler:
     """An :class:`Upscaler` for a package; ``None`` picks the package's schedule: non-overlapping
     clips of ``clip_frames`` for a clip-level network, windows of ``DEFAULT_WINDOW_CHUNK`` with
     exactly the plan's context for a sliding-window network, else ``DEFAULT_CHUNK`` +
-    ``DEFAULT_OVERLAP``. ``scale`` (from :func:`resolve_scale`) defaults to the package's own."""
+    ``DEFAULT_OVERLAP``. ``scale`` (from :func:`resolve_scale`) defaults to the package's own. For
+    a network with a step workspace (:data:`STEP_WORKSPACE`), tiles that fit ``memory_budget``
+    (default :data:`DEFAULT_MEMORY_BUDGET`) unless ``tile`` is given."""
     clip, window = package.clip_frames, package.plan.window
     if window is not None and overlap is not None and overlap < window:
         raise ScaleError(
@@ -303,6 +409,10 @@ def upscaler_for(
         chunk = clip or (DEFAULT_WINDOW_CHUNK if window is not None else DEFAULT_CHUNK)
     if overlap is None:
         overlap = 0 if clip else (window if window is not None else DEFAULT_OVERLAP)
+    workspace = STEP_WORKSPACE.get(package.model)
+    config = package.manifest.get("config") or {}
+    if workspace is not None and memory_budget is None:
+        memory_budget = DEFAULT_MEMORY_BUDGET
     return Upscaler(
         backend,
         package.plan,
@@ -312,6 +422,8 @@ def upscaler_for(
         overlap=overlap,
         tile=tile,
         tile_overlap=tile_overlap,
+        memory_budget=memory_budget,
+        workspace=None if workspace is None else (lambda h, w: workspace(config, h, w)),
     )
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: real frames from the installed sample clips, the BasicVSR weights, one exported package."""
+"""Shared fixtures: real frames from the installed sample clips, the BasicVSR weights, the exported
+packages (the REDS4 BasicVSR, and a tiny BasicVSR exported once through vsr-export)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner, Result
 
 from export.format import Package
 from runtime.samples import downscale, sample_clip
@@ -83,3 +85,40 @@ def basicvsr_fp16_package(basicvsr_package: Package, tmp_path_factory: pytest.Te
     The copy is made once per session.
     """
     return fp16_package_from(basicvsr_package, tmp_path_factory)
+
+
+#: A BasicVSR small enough to run in the default suite: 8 features, one residual block per sweep.
+TINY_CONFIG = {"num_feat": 8, "num_block": 1}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BasicVSR (random weights, seed 0) saved as vsr-train saves one: BasicSR layout, its
+    configuration recorded in ``meta`` (so vsr-export rebuilds the tiny variant)."""
+    from vsr_models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("basicvsr", **TINY_CONFIG)
+    path = tmp_path_factory.mktemp("tiny") / "tiny_basicvsr.pth"
+    torch.save({"params": model.state_dict(), "meta": {"network": "basicvsr", "network_config": TINY_CONFIG}}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> tuple[Result, Path]:
+    """``vsr-export basicvsr --checkpoint tiny_basicvsr.pth --precision fp16 --check-tensorrt -o PKG``,
+    run once per session: (click's result, PKG). tests/test_cli_export.py checks what it printed
+    and wrote; the other command-line tests run the package."""
+    from export.cli import main as export_main
+
+    out = tmp_path_factory.mktemp("tiny-export") / "pkg"
+    args = ["basicvsr", "--checkpoint", str(tiny_checkpoint), "--precision", "fp16", "--check-tensorrt", "-o", str(out)]
+    return CliRunner().invoke(export_main, args), out
+
+
+@pytest.fixture(scope="session")
+def tiny_package(tiny_export: tuple[Result, Path]) -> Package:
+    """The tiny BasicVSR package (fp32 and fp16 graphs) that ``vsr-export`` wrote."""
+    result, out = tiny_export
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return Package.open(out)

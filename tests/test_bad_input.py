@@ -36,10 +36,11 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 from PIL import Image
+from safetensors.torch import save_file
 
 import runtime.cli.run as run_cli
 from engines.tensorrt import TensorRTUnavailable, import_tensorrt
-from export.package import export_package
+from export.format import Package
 from runtime.samples import sample_clip
 from runtime.video import VideoWarning, probe, read_frames
 from vsr_models.registry import create_model
@@ -57,11 +58,10 @@ SCALE = 4
 
 
 @pytest.fixture(scope="session")
-def tiny_package(tmp_path_factory) -> Path:
-    """A BasicVSR with 8 features and one residual block, random weights, exported once."""
-    torch.manual_seed(0)
-    model = create_model("basicvsr", num_feat=8, num_block=1)
-    return export_package(model, tmp_path_factory.mktemp("tiny") / "basicvsr-tiny").root
+def tiny_root(tiny_package: Package) -> Path:
+    """conftest's tiny BasicVSR package (8 features, one residual block, random weights; fp32 and
+    fp16 graphs), exported once per session and shared with the command-line tests."""
+    return tiny_package.root
 
 
 @pytest.fixture(scope="session")
@@ -346,11 +346,11 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path, list], Path], tuple[str, ...]]] = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_unusable_input_is_a_clean_error(case, tmp_path, bikes, tiny_package):
+def test_unusable_input_is_a_clean_error(case, tmp_path, bikes, tiny_root):
     make, needles = BAD_INPUTS[case]
     source = make(tmp_path, bikes)
     before = listing(tmp_path)
-    outcome = vsr_run(source, "-o", tmp_path / "out.mp4", package=tiny_package)
+    outcome = vsr_run(source, "-o", tmp_path / "out.mp4", package=tiny_root)
     assert_clean_error(outcome, *needles, before=before, folder=tmp_path)
 
 
@@ -359,10 +359,10 @@ def test_unusable_input_is_a_clean_error(case, tmp_path, bikes, tiny_package):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_mkv_that_starts_at_5_s_is_whole_and_keeps_its_timestamps(tmp_path, bikes, tiny_package):
+def test_mkv_that_starts_at_5_s_is_whole_and_keeps_its_timestamps(tmp_path, bikes, tiny_root):
     source = write_video(tmp_path / "late.mkv", crops(bikes, 6), start_seconds=5)
     out = tmp_path / "out.mkv"
-    outcome = vsr_run(source, "-o", out, package=tiny_package)
+    outcome = vsr_run(source, "-o", out, package=tiny_root)
     assert_ok(outcome)
     assert outcome.warnings == []  # not "looks truncated": the estimate uses the video stream alone
     frames = frames_of(out)
@@ -371,11 +371,11 @@ def test_mkv_that_starts_at_5_s_is_whole_and_keeps_its_timestamps(tmp_path, bike
     assert seconds == [5 + Fraction(i, 25) for i in range(6)]
 
 
-def test_mkv_with_two_audio_tracks_and_subtitles_keeps_them_all(tmp_path, bikes, tiny_package):
+def test_mkv_with_two_audio_tracks_and_subtitles_keeps_them_all(tmp_path, bikes, tiny_root):
     tracks = [Audio(language="eng"), Audio("libopus", "mono", 48000, "fra")]
     source = write_video(tmp_path / "film.mkv", crops(bikes, 10), audio=tracks, subtitles=SUBTITLES)
     out = tmp_path / "out.mkv"
-    outcome = vsr_run(source, "-o", out, package=tiny_package)
+    outcome = vsr_run(source, "-o", out, package=tiny_root)
     assert_ok(outcome)
     assert outcome.warnings == []
     assert streams_of(out) == [("video", "h264"), ("audio", "aac"), ("audio", "opus"), ("subtitle", "srt")]
@@ -386,17 +386,17 @@ def test_mkv_with_two_audio_tracks_and_subtitles_keeps_them_all(tmp_path, bikes,
     assert texts == [b"first", b"second"]
 
 
-def test_subtitles_an_mp4_cannot_hold_are_named_in_a_warning(tmp_path, bikes, tiny_package):
+def test_subtitles_an_mp4_cannot_hold_are_named_in_a_warning(tmp_path, bikes, tiny_root):
     source = write_video(tmp_path / "film.mkv", crops(bikes, 4), audio=[Audio()], subtitles=SUBTITLES)
     out = tmp_path / "out.mp4"
-    outcome = vsr_run(source, "-o", out, package=tiny_package)
+    outcome = vsr_run(source, "-o", out, package=tiny_root)
     assert_ok(outcome)
     assert len(outcome.warnings) == 1
     assert "subtitle stream #2 (srt)" in outcome.warnings[0] and "write a .mkv" in outcome.warnings[0]
     assert streams_of(out) == [("video", "h264"), ("audio", "aac")]
 
 
-def test_camera_avi_with_ima_adpcm_mono_becomes_mp4_with_aac_mono(tmp_path, bikes, tiny_package):
+def test_camera_avi_with_ima_adpcm_mono_becomes_mp4_with_aac_mono(tmp_path, bikes, tiny_root):
     """MJPEG video and IMA ADPCM audio with no stated channel layout, as cameras write them."""
     source = write_video(
         tmp_path / "cam.avi",
@@ -408,7 +408,7 @@ def test_camera_avi_with_ima_adpcm_mono_becomes_mp4_with_aac_mono(tmp_path, bike
     with av.open(str(source)) as container:  # the awkward part: the layout is unspecified
         assert container.streams.audio[0].codec_context.layout.name == "1 channels"
     out = tmp_path / "out.mp4"
-    outcome = vsr_run(source, "-o", out, package=tiny_package)
+    outcome = vsr_run(source, "-o", out, package=tiny_root)
     assert_ok(outcome)
     assert streams_of(out) == [("video", "h264"), ("audio", "aac")]
     with av.open(str(out)) as container:
@@ -417,17 +417,17 @@ def test_camera_avi_with_ima_adpcm_mono_becomes_mp4_with_aac_mono(tmp_path, bike
     assert len(frames_of(out)) == 8
 
 
-def test_variable_frame_rate_keeps_every_timestamp(tmp_path, bikes, tiny_package):
+def test_variable_frame_rate_keeps_every_timestamp(tmp_path, bikes, tiny_root):
     pts = [0, 1, 3, 4, 8, 9, 10]
     source = write_video(tmp_path / "vfr.mp4", crops(bikes, len(pts)), pts=pts)
     out = tmp_path / "out.mp4"
-    assert_ok(vsr_run(source, "-o", out, package=tiny_package))
+    assert_ok(vsr_run(source, "-o", out, package=tiny_root))
     seconds_in = [f.pts * probe(source).time_base for f in frames_of(source)]
     seconds_out = [f.pts * probe(out).time_base for f in frames_of(out)]
     assert seconds_in == [Fraction(p, 25) for p in pts] and seconds_out == seconds_in
 
 
-def test_truncated_stream_gives_the_frames_that_decode_and_says_so(tmp_path, bikes, tiny_package):
+def test_truncated_stream_gives_the_frames_that_decode_and_says_so(tmp_path, bikes, tiny_root):
     # index first (faststart), every frame a keyframe (so the cut leaves frames that decode)
     whole = write_video(
         tmp_path / "whole.mp4", crops(bikes, 24), options={"movflags": "faststart"}, codec_options={"g": "1"}
@@ -438,33 +438,33 @@ def test_truncated_stream_gives_the_frames_that_decode_and_says_so(tmp_path, bik
     with pytest.warns(VideoWarning, match="truncated or damaged"):
         decodable = len(frames_of(cut))
     out = tmp_path / "out.mp4"
-    outcome = vsr_run(cut, "-o", out, package=tiny_package)
+    outcome = vsr_run(cut, "-o", out, package=tiny_root)
     assert_ok(outcome)
     assert 4 < decodable < 24 and len(frames_of(out)) == decodable
     assert any(f"decoded {decodable} frames; the header promises about 24" in w for w in outcome.warnings)
 
 
-def test_ten_bit_video(tmp_path, bikes, tiny_package):
+def test_ten_bit_video(tmp_path, bikes, tiny_root):
     source = write_video(tmp_path / "deep.mkv", crops(bikes, 3), pix_fmt="yuv420p10le")
     out = tmp_path / "out.mkv"
-    assert_ok(vsr_run(source, "-o", out, package=tiny_package))
+    assert_ok(vsr_run(source, "-o", out, package=tiny_root))
     info = probe(out)
     assert (info.width, info.height, info.num_frames or len(frames_of(out)), info.bit_depth) == (160, 144, 3, 10)
 
 
-def test_gif_has_no_false_alpha_warning(tmp_path, bikes, tiny_package):
+def test_gif_has_no_false_alpha_warning(tmp_path, bikes, tiny_root):
     images = [Image.fromarray(img).convert("P", palette=Image.Palette.ADAPTIVE) for img in crops(bikes, 5)]
     source = tmp_path / "anim.gif"
     images[0].save(source, save_all=True, append_images=images[1:], duration=100, loop=0)
     out = tmp_path / "out.mp4"
-    outcome = vsr_run(source, "-o", out, package=tiny_package)
+    outcome = vsr_run(source, "-o", out, package=tiny_root)
     assert_ok(outcome)
     assert outcome.warnings == []
     info = probe(out)
     assert info.fps == 10 and len(frames_of(out)) == 5 and (info.width, info.height) == (160, 144)
 
 
-def test_cmyk_jpegs_have_no_false_alpha_warning_and_keep_their_colours(tmp_path, bikes, tiny_package):
+def test_cmyk_jpegs_have_no_false_alpha_warning_and_keep_their_colours(tmp_path, bikes, tiny_root):
     folder = tmp_path / "frames"
     folder.mkdir()
     images = crops(bikes, 3)
@@ -475,101 +475,101 @@ def test_cmyk_jpegs_have_no_false_alpha_warning_and_keep_their_colours(tmp_path,
         decoded = frames_of(folder)
     assert not [w for w in caught if issubclass(w.category, VideoWarning)]
     assert all(np.abs(f.rgb - img / 255).mean() < 0.02 for f, img in zip(decoded, images))
-    outcome = vsr_run(folder, "-o", tmp_path / "out.mp4", package=tiny_package)
+    outcome = vsr_run(folder, "-o", tmp_path / "out.mp4", package=tiny_root)
     assert_ok(outcome)
     assert outcome.warnings == [] and len(frames_of(tmp_path / "out.mp4")) == 3
 
 
-def test_real_transparency_is_still_reported_once(tmp_path, bikes, tiny_package):
+def test_real_transparency_is_still_reported_once(tmp_path, bikes, tiny_root):
     folder = tmp_path / "frames"
     folder.mkdir()
     for i, img in enumerate(crops(bikes, 3)):
         rgba = np.dstack([img, np.full((H, W), 255, np.uint8)])
         rgba[:4, :4, 3] = 0
         Image.fromarray(rgba).save(folder / f"{i}.png")
-    outcome = vsr_run(folder, "-o", tmp_path / "out", package=tiny_package)
+    outcome = vsr_run(folder, "-o", tmp_path / "out", package=tiny_root)
     assert_ok(outcome)
     assert len([w for w in outcome.warnings if "alpha channel" in w]) == 1
 
 
 @pytest.mark.parametrize("kind", ["grey8", "rgb16"])
-def test_grey_and_16_bit_png_folders(tmp_path, bikes, tiny_package, kind):
+def test_grey_and_16_bit_png_folders(tmp_path, bikes, tiny_root, kind):
     folder = tmp_path / "frames"
     folder.mkdir()
     for i, img in enumerate(crops(bikes, 2)):
         pixels = img[..., 1] if kind == "grey8" else img.astype(np.uint16) * 257
         (folder / f"{i}.png").write_bytes(png_bytes(pixels))
     out = tmp_path / "out"
-    assert_ok(vsr_run(folder, "-o", out, package=tiny_package))
+    assert_ok(vsr_run(folder, "-o", out, package=tiny_root))
     assert sorted(p.name for p in out.iterdir()) == ["00000000.png", "00000001.png"]
     assert probe(out).bit_depth == (16 if kind == "rgb16" else 8)
     assert frames_of(out)[0].rgb.shape == (H * SCALE, W * SCALE, 3)
 
 
 @pytest.mark.parametrize(("h", "w"), [(37, 33), (12, 10)], ids=["odd_size", "below_the_minimum"])
-def test_odd_and_tiny_frame_sizes(tmp_path, bikes, tiny_package, h, w):
+def test_odd_and_tiny_frame_sizes(tmp_path, bikes, tiny_root, h, w):
     folder = tmp_path / "frames"
     folder.mkdir()
     for i, img in enumerate(crops(bikes, 2, h, w)):
         (folder / f"{i}.png").write_bytes(png_bytes(img))
     out = tmp_path / "out.mp4"
-    assert_ok(vsr_run(folder, "-o", out, package=tiny_package))
+    assert_ok(vsr_run(folder, "-o", out, package=tiny_root))
     assert [f.rgb.shape for f in frames_of(out)] == [(h * SCALE, w * SCALE, 3)] * 2
 
 
-def test_single_frame_video(tmp_path, bikes, tiny_package):
+def test_single_frame_video(tmp_path, bikes, tiny_root):
     source = write_video(tmp_path / "one.mp4", crops(bikes, 1))
     out = tmp_path / "out.mp4"
-    assert_ok(vsr_run(source, "-o", out, package=tiny_package))
+    assert_ok(vsr_run(source, "-o", out, package=tiny_root))
     assert len(frames_of(out)) == 1
 
 
-def test_frame_folder_to_video_says_the_rate_it_picked(tmp_path, bikes, tiny_package):
+def test_frame_folder_to_video_says_the_rate_it_picked(tmp_path, bikes, tiny_root):
     folder = frame_folder(tmp_path / "frames", crops(bikes, 3))
-    outcome = vsr_run(folder, "-o", tmp_path / "out.mp4", package=tiny_package)
+    outcome = vsr_run(folder, "-o", tmp_path / "out.mp4", package=tiny_root)
     assert_ok(outcome)
     assert "has no frame rate; writing 25 frames/s (set it with --fps)" in outcome.text
     assert probe(tmp_path / "out.mp4").fps == 25
 
 
-def test_fps_as_a_fraction_is_kept_exactly(tmp_path, bikes, tiny_package):
+def test_fps_as_a_fraction_is_kept_exactly(tmp_path, bikes, tiny_root):
     folder = frame_folder(tmp_path / "frames", crops(bikes, 3))
-    outcome = vsr_run(folder, "-o", tmp_path / "out.mp4", "--fps", "30000/1001", package=tiny_package)
+    outcome = vsr_run(folder, "-o", tmp_path / "out.mp4", "--fps", "30000/1001", package=tiny_root)
     assert_ok(outcome)
     assert "no frame rate" not in outcome.text
     info = probe(tmp_path / "out.mp4")
     assert info.fps == Fraction(30000, 1001) and len(frames_of(tmp_path / "out.mp4")) == 3
 
 
-def test_png_folder_output_needs_no_frame_rate(tmp_path, bikes, tiny_package):
+def test_png_folder_output_needs_no_frame_rate(tmp_path, bikes, tiny_root):
     folder = frame_folder(tmp_path / "frames", crops(bikes, 3), ".jpg")
-    outcome = vsr_run(folder, "-o", tmp_path / "out", package=tiny_package)
+    outcome = vsr_run(folder, "-o", tmp_path / "out", package=tiny_root)
     assert_ok(outcome)
     assert "frame rate" not in outcome.text
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{i:08d}.png" for i in range(3)]
 
 
-def test_fps_for_a_video_input_is_said_to_be_ignored(tmp_path, bikes, tiny_package):
+def test_fps_for_a_video_input_is_said_to_be_ignored(tmp_path, bikes, tiny_root):
     source = write_video(tmp_path / "in.mp4", crops(bikes, 2))
-    outcome = vsr_run(source, "-o", tmp_path / "out.mp4", "--fps", "50", package=tiny_package)
+    outcome = vsr_run(source, "-o", tmp_path / "out.mp4", "--fps", "50", package=tiny_root)
     assert_ok(outcome)
     assert "--fps 50 is ignored" in outcome.text and probe(tmp_path / "out.mp4").fps == 25
 
 
-def test_video_with_audio_to_png_folder_names_what_is_left_out(tmp_path, bikes, tiny_package):
+def test_video_with_audio_to_png_folder_names_what_is_left_out(tmp_path, bikes, tiny_root):
     source = write_video(tmp_path / "in.mkv", crops(bikes, 2), audio=[Audio()], subtitles=SUBTITLES)
-    outcome = vsr_run(source, "-o", tmp_path / "out", package=tiny_package)
+    outcome = vsr_run(source, "-o", tmp_path / "out", package=tiny_root)
     assert_ok(outcome)
     assert len(outcome.warnings) == 1
     assert "audio stream #1 (aac)" in outcome.warnings[0] and "subtitle stream #2 (srt)" in outcome.warnings[0]
     assert len(list((tmp_path / "out").iterdir())) == 2
 
 
-def test_overwrite_replaces_an_existing_output(tmp_path, bikes, tiny_package):
+def test_overwrite_replaces_an_existing_output(tmp_path, bikes, tiny_root):
     source = write_video(tmp_path / "in.mp4", crops(bikes, 2))
     out = tmp_path / "out.mp4"
     out.write_bytes(b"an older result")
-    assert_ok(vsr_run(source, "-o", out, "--overwrite", package=tiny_package))
+    assert_ok(vsr_run(source, "-o", out, "--overwrite", package=tiny_root))
     assert len(frames_of(out)) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
 
@@ -645,12 +645,12 @@ BAD_OUTPUTS: dict[str, tuple[Callable[[Path], tuple[Path, list[str]]], tuple[str
 
 
 @pytest.mark.parametrize("case", list(BAD_OUTPUTS))
-def test_unusable_output_is_a_clean_error(case, tmp_path, bikes, tiny_package):
+def test_unusable_output_is_a_clean_error(case, tmp_path, bikes, tiny_root):
     source = write_video(tmp_path / "in.mp4", crops(bikes, 2))
     make, needles = BAD_OUTPUTS[case]
     out, extra = make(tmp_path)
     before = listing(tmp_path)
-    outcome = vsr_run(source, "-o", out, *extra, package=tiny_package)
+    outcome = vsr_run(source, "-o", out, *extra, package=tiny_root)
     assert_clean_error(outcome, *needles, before=before, folder=tmp_path)
 
 
@@ -666,6 +666,27 @@ def _edit_manifest(edit: Callable[[dict], None]) -> Callable[[Path], None]:
         (root / "manifest.json").write_text(json.dumps(manifest))
 
     return apply
+
+
+def _drop_fp16(root: Path) -> None:
+    """The package as exported without ``--precision fp16``: no fp16 graphs, none in the manifest."""
+    shutil.rmtree(root / "fp16")
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["precisions"] = {"fp32": manifest["precisions"]["fp32"]}
+    manifest.pop("precision_notes", None)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _truncated_torch_weights(root: Path) -> None:
+    """The package given the PyTorch weights a random-weights export keeps (a safetensors file named
+    in ``manifest["torch_weights"]``), then that file cut in half."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    model = create_model(manifest["model"], **manifest["config"])
+    (root / "torch").mkdir()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "torch" / "weights.safetensors"))
+    manifest["torch_weights"] = "torch/weights.safetensors"
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    _cut_file("torch/weights.safetensors", 0.5)(root)
 
 
 def _cut_file(name: str, keep: float) -> Callable[[Path], None]:
@@ -729,12 +750,12 @@ BAD_PACKAGES: dict[str, tuple[Callable[[Path], None], tuple[str, ...], list[str]
         [],
     ),
     "truncated_torch_weights": (
-        _cut_file("torch/weights.safetensors", 0.5),
+        _truncated_torch_weights,
         ("weights.safetensors is truncated", "export the package again"),
         ["--backend", "torch"],
     ),
     "precision_not_exported": (
-        lambda r: None,
+        _drop_fp16,
         ("has no fp16 graphs", "run vsr-export with --precision fp16"),
         ["--precision", "fp16"],
     ),
@@ -742,10 +763,10 @@ BAD_PACKAGES: dict[str, tuple[Callable[[Path], None], tuple[str, ...], list[str]
 
 
 @pytest.mark.parametrize("case", list(BAD_PACKAGES))
-def test_damaged_package_is_a_clean_error_before_any_work(case, tmp_path, bikes, tiny_package, monkeypatch):
+def test_damaged_package_is_a_clean_error_before_any_work(case, tmp_path, bikes, tiny_root, monkeypatch):
     damage, needles, extra = BAD_PACKAGES[case]
     package = tmp_path / "pkg"
-    shutil.copytree(tiny_package, package)
+    shutil.copytree(tiny_root, package)
     damage(package)
     work = tmp_path / "work"
     work.mkdir()
@@ -808,24 +829,24 @@ if _tensorrt_missing():
 
 
 @pytest.mark.parametrize("case", list(BAD_OPTIONS))
-def test_bad_option_is_a_clean_error(case, tmp_path, bikes, tiny_package):
+def test_bad_option_is_a_clean_error(case, tmp_path, bikes, tiny_root):
     args, needles = BAD_OPTIONS[case]
     folder = frame_folder(tmp_path / "frames", crops(bikes, 2))
     before = listing(tmp_path)
-    outcome = vsr_run(folder, "-o", tmp_path / "out.mp4", *args, package=tiny_package)
+    outcome = vsr_run(folder, "-o", tmp_path / "out.mp4", *args, package=tiny_root)
     assert_clean_error(outcome, *needles, before=before, folder=tmp_path)
 
 
-def test_no_input_is_a_usage_error(tmp_path, tiny_package):
-    outcome = vsr_run(package=tiny_package)
+def test_no_input_is_a_usage_error(tmp_path, tiny_root):
+    outcome = vsr_run(package=tiny_root)
     assert_clean_error(outcome, "give INPUT and -o OUTPUT", before={}, folder=tmp_path)
     assert outcome.result.exit_code == 2
 
 
 @pytest.mark.skipif(CUDA_PROVIDER, reason="this onnxruntime has a CUDA provider: auto would really use the GPU")
-def test_auto_backend_asked_for_cuda_reports_the_cpu_it_ran_on(tmp_path, bikes, tiny_package):
+def test_auto_backend_asked_for_cuda_reports_the_cpu_it_ran_on(tmp_path, bikes, tiny_root):
     source = write_video(tmp_path / "in.mp4", crops(bikes, 2))
-    outcome = vsr_run(source, "-o", tmp_path / "out.mp4", "--device", "cuda", package=tiny_package)
+    outcome = vsr_run(source, "-o", tmp_path / "out.mp4", "--device", "cuda", package=tiny_root)
     assert_ok(outcome)
     assert "ONNX Runtime runs on the CPU" in outcome.text
     assert "with onnxruntime on cpu" in outcome.text and "on cuda" not in outcome.text.split("wrote")[-1]
@@ -837,7 +858,7 @@ def test_auto_backend_asked_for_cuda_reports_the_cpu_it_ran_on(tmp_path, bikes, 
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_mid_run_keeps_the_old_output_and_leaves_nothing(tmp_path, bikes, tiny_package, signum):
+def test_signal_mid_run_keeps_the_old_output_and_leaves_nothing(tmp_path, bikes, tiny_root, signum):
     source = write_video(tmp_path / "long.mp4", crops(bikes, 400))
     out = tmp_path / "out.mp4"
     out.write_bytes(b"yesterday's result")
@@ -846,7 +867,7 @@ def test_signal_mid_run_keeps_the_old_output_and_leaves_nothing(tmp_path, bikes,
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env["OMP_NUM_THREADS"] = "1"
     command = [sys.executable, "-c", "from runtime.cli.run import main; main()", str(source), "-o", str(out)]
-    command += ["--overwrite", "--model", str(tiny_package), "--threads", "1"]
+    command += ["--overwrite", "--model", str(tiny_root), "--threads", "1"]
     with open(log, "w") as log_file:
         process = subprocess.Popen(
             command,

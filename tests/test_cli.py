@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import runtime.cli.run as run_cli
+from export.atomic import PARTIAL_MARK
 from export.cli import main as export_main
-from runtime.cli.bench import main as bench_main
 from runtime.cli.parity import main as parity_main
 from runtime.cli.run import main as run_main
+from runtime.devices import DeviceError
 from runtime.video import probe, read_frames
 
 
@@ -82,12 +84,63 @@ def test_run_writes_png_frames_and_torch_backend_agrees(tmp_path, short_clip, ba
     assert np.abs(outs["torch"] - outs["onnxruntime"]).max() <= 1 / 255 + 1e-6
 
 
+def _staged(folder: Path) -> list[str]:
+    """Staged outputs (``.name.partial-XXXX``) left in ``folder``."""
+    return sorted(p.name for p in folder.iterdir() if PARTIAL_MARK in p.name)
+
+
 def test_run_refuses_to_overwrite_and_leaves_no_partial_file(tmp_path, short_clip, basicvsr_package):
     out = tmp_path / "exists.mp4"
     out.write_bytes(b"user data")
     result = CliRunner().invoke(run_main, [str(short_clip), "-o", str(out), "--model", str(basicvsr_package.root)])
     assert result.exit_code != 0 and "--overwrite" in result.output
     assert out.read_bytes() == b"user data"
+    assert [p.name for p in tmp_path.iterdir()] == ["exists.mp4"] and _staged(tmp_path) == []
+
+
+class _FailsMidRun:
+    """The backend of the run, failing at its ``fail_at``-th stage call as a device running out of
+    memory would (a user error, VSRError), after some frames were written."""
+
+    def __init__(self, backend, fail_at: int) -> None:
+        self.backend, self.fail_at, self.calls = backend, fail_at, 0
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def run(self, stage, inputs):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise DeviceError("out of device memory (stand-in)")
+        return self.backend.run(stage, inputs)
+
+
+@pytest.mark.parametrize("output", ["out.mp4", "frames"])
+def test_a_run_failing_mid_way_leaves_no_partial_file_and_the_old_output(
+    tmp_path, short_clip, tiny_package, monkeypatch, output
+):
+    """Windows of one frame, so that two frames are written when the fifth stage call fails: the
+    staged file (or folder) is removed and the output being replaced is kept as it was."""
+    made, real = [], run_cli.make_backend
+
+    def failing_backend(*args, **kwargs):
+        made.append(_FailsMidRun(real(*args, **kwargs), fail_at=5))
+        return made[-1]
+
+    monkeypatch.setattr(run_cli, "make_backend", failing_backend)
+    out = tmp_path / output
+    if output == "frames":
+        out.mkdir()
+        (out / "00000000.png").write_bytes(b"an older frame")
+    else:
+        out.write_bytes(b"an older video")
+    before = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    args = [str(short_clip), "-o", str(out), "--model", str(tiny_package.root), "--overwrite"]
+    result = CliRunner().invoke(run_main, [*args, "--chunk", "1", "--overlap", "0", "--threads", "1"])
+    assert result.exit_code == 1 and "Error: out of device memory (stand-in)" in result.output, result.output
+    assert made and made[0].calls == 5
+    assert {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert _staged(tmp_path) == []
 
 
 @pytest.mark.parametrize("case", ["missing", "not_video", "bad_dir"])
@@ -121,12 +174,6 @@ def test_parity_passes_on_the_exported_package(basicvsr_package):
     _ok(result)
     worst = float(re.search(r"max abs error ([\d.e+-]+)", result.output).group(1))
     assert worst <= 1e-4 and "parity OK" in result.output
-
-
-def test_bench_prints_ratios(basicvsr_package):
-    result = CliRunner().invoke(bench_main, ["--model", str(basicvsr_package.root), "--size", "36x48", "--frames", "3"])
-    _ok(result)
-    assert "speed-up vs torch:fp32" in result.output and "flow" in result.output
 
 
 def test_export_refuses_existing_output_and_unknown_model(tmp_path):

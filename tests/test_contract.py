@@ -34,6 +34,8 @@ from vsr_models.registry import NetworkEntry
 from vsr_models.spynet import SpyNet
 
 NAMES = list(networks())
+#: The ONNX Runtime check runs in the slow suite for networks whose quick check says its export is heavy.
+ORT_NAMES = [pytest.param(n, marks=pytest.mark.slow) if networks()[n].quick.slow_export else n for n in NAMES]
 
 
 def real_lr(frames: int, h: int, w: int) -> np.ndarray:
@@ -137,6 +139,7 @@ def test_executor_on_pytorch_equals_forward(quick: tuple[NetworkEntry, VSRNetwor
         assert np.abs(out - ref).max() <= 1e-5, (entry.name, scale)
 
 
+@pytest.mark.parametrize("quick", ORT_NAMES, indirect=True)
 def test_onnxruntime_package_equals_forward(quick: tuple[NetworkEntry, VSRNetwork, np.ndarray], tmp_path: Path) -> None:
     entry, model, lr = quick
     package = export_package(model, tmp_path / entry.name)

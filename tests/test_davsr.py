@@ -133,13 +133,76 @@ def test_bicubic_quarter_is_the_original_resize():
 
 
 # ---------------------------------------------------------------------- DAVSR: layout and checkpoints
+def _conv(cin: int, cout: int, k: int, bias: bool = True) -> tuple[int, int]:
+    """(parameters, state-dict tensors) of a k x k convolution."""
+    return cin * cout * k * k + (cout if bias else 0), 2 if bias else 1
+
+
+def _sum(*parts: tuple[int, int]) -> tuple[int, int]:
+    return sum(p for p, _ in parts), sum(n for _, n in parts)
+
+
+def _times(n: int, part: tuple[int, int]) -> tuple[int, int]:
+    return n * part[0], n * part[1]
+
+
+def _res_blocks_with_input_conv(cin: int, c: int, blocks: int) -> tuple[int, int]:
+    """mmediting's ResidualBlocksWithInputConv: a 3x3 input conv, then residual blocks of two 3x3 convs."""
+    return _sum(_conv(cin, c, 3), _times(2 * blocks, _conv(c, c, 3)))
+
+
+def _davsr_generator_size() -> tuple[int, int]:
+    """(parameters, tensors) of DAVSR's generator, counted from the layer list of the released
+    configuration: mmediting's BasicVSR++ (64 channels, 7 blocks per branch) on HR-size input,
+    HyPaNet (3 -> 16 -> 16 -> 6, 1x1x1), and the unused ResUNet (USRNet's, 16 channels, 2 blocks, no biases)."""
+    spynet = _sum(
+        _times(6, _sum(*(_conv(a, b, 7) for a, b in [(8, 32), (32, 64), (64, 32), (32, 16), (16, 2)]))), (0, 2)
+    )
+    feat_extract = _sum(_conv(3, 64, 3), _conv(64, 64, 3), _res_blocks_with_input_conv(64, 64, 5))  # two stride-2 convs
+    # second-order deformable alignment: the DCN weight (64 x 128 x 3 x 3) and bias, and its offset
+    # head from 3 x 64 features + 2 flows to 27 x 16 groups (offsets and masks)
+    align = _sum(_conv(128, 64, 3), _conv(3 * 64 + 4, 64, 3), _times(2, _conv(64, 64, 3)), _conv(64, 27 * 16, 3))
+    backbone = _sum(*(_res_blocks_with_input_conv((2 + i) * 64, 64, 7) for i in range(4)))
+    vsr = _sum(
+        spynet,
+        feat_extract,
+        _times(4, align),
+        backbone,
+        _res_blocks_with_input_conv(5 * 64, 64, 5),  # reconstruction
+        _times(2, _conv(64, 64 * 4, 3)),  # two PixelShufflePack x2
+        _conv(64, 64, 3),  # conv_hr
+        _conv(64, 3, 3),  # conv_last
+    )
+    hypanet = _sum(_conv(3, 16, 1), _conv(16, 16, 1), _conv(16, 6, 1))
+    res_block = _times(2, _conv(16, 16, 3, bias=False))
+    stage = _sum(_times(2, res_block), _conv(16, 16, 2, bias=False))  # two blocks and a 2x2 (transposed) conv
+    resunet = _sum(_conv(4, 16, 3, bias=False), _times(6, stage), _times(2, res_block), _conv(16, 3, 3, bias=False))
+    return _sum(vsr, hypanet, resunet)
+
+
+def _superslomo_unet_size(cin: int, cout: int) -> int:
+    """Parameters of Super SloMo's UNet(cin, cout): two 7x7 convs, five down blocks (two convs each;
+    5x5 in the first), five up blocks (a conv, then one over the concatenated skip), a 3x3 out conv."""
+    total = _conv(cin, 32, 7)[0] + _conv(32, 32, 7)[0]
+    for a, b, k in [(32, 64, 5), (64, 128, 3), (128, 256, 3), (256, 512, 3), (512, 512, 3)]:
+        total += _conv(a, b, k)[0] + _conv(b, b, k)[0]
+    for a, b in [(512, 512), (512, 256), (256, 128), (128, 64), (64, 32)]:
+        total += _conv(a, b, 3)[0] + _conv(2 * b, b, 3)[0]
+    return total + _conv(32, cout, 3)[0]
+
+
 def test_davsr_has_the_released_parameter_layout():
+    """Parameter and tensor counts derived from the released architectures' layer lists (above); the
+    figures agree with the counts of the official code's state dicts (7,468,885 parameters in 320
+    tensors for DAVSR; 19,794,116 and 19,816,357 for Super SloMo's two networks)."""
     model = create_model("davsr")
     state = model.generator.state_dict()
-    assert len(state) == 320
-    assert sum(p.numel() for p in model.generator.parameters()) == 7_468_885
-    assert sum(p.numel() for p in model.slomo.flow.parameters()) == 19_794_116
-    assert sum(p.numel() for p in model.slomo.interp.parameters()) == 19_816_357
+    params, tensors = _davsr_generator_size()
+    assert (params, tensors) == (7_468_885, 320)
+    assert len(state) == tensors
+    assert sum(p.numel() for p in model.generator.parameters()) == params
+    assert sum(p.numel() for p in model.slomo.flow.parameters()) == _superslomo_unet_size(6, 4) == 19_794_116
+    assert sum(p.numel() for p in model.slomo.interp.parameters()) == _superslomo_unet_size(20, 5) == 19_816_357
     shapes = {
         "h.mlp.0.weight": (16, 3, 1, 1, 1),
         "p.m_head.weight": (16, 4, 3, 3),

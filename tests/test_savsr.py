@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 import torch
@@ -242,7 +243,7 @@ def test_scale_flag_parses_height_by_width() -> None:
     assert SCALE.convert("2.5x3.5", None, None) == (2.5, 3.5)
     assert SCALE.convert("3", None, None) == (3.0, 3.0)
     for bad in ["0x2", "ax2", "1x2x3", "-2", "inf"]:
-        with pytest.raises(Exception, match="SHxSW"):
+        with pytest.raises(click.BadParameter, match="SHxSW"):
             SCALE.convert(bad, None, None)
 
 

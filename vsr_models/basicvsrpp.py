@@ -44,65 +44,24 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import Stage, VSRNetwork
-from .blocks import ComposeFlow, ConvResidualBlocks, UpsampleX4, bilinear_x4, compose_flow, flow_pair, flow_warp
+from .blocks import (
+    ComposeFlow,
+    ConvResidualBlocks,
+    PixelShufflePack,
+    UpsampleX4,
+    bilinear_x4,
+    compose_flow,
+    flow_pair,
+    flow_warp,
+)
 from .ops.deform_conv import ModulatedDeformConv2d, deform_conv2d
 from .plan import Plan, Read, SizeConstraints, Step, TensorSpec
 from .registry import QuickCheck, Weights, register_network
-from .spynet import LEVELS, SpyNet
+from .spynet import MMEditSpyNet
 from .sweeps import flow_pair_steps, second_order_flow_steps, second_order_reads
 
 #: The propagation branches, in order, with their sweep direction.
 BRANCHES = (("backward_1", "backward"), ("forward_1", "forward"), ("backward_2", "backward"), ("forward_2", "forward"))
-
-
-class _ConvAct(nn.Module):
-    """A convolution with an optional ReLU, under mmcv ``ConvModule``'s key name ``conv``."""
-
-    def __init__(self, cin: int, cout: int, relu: bool) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 7, 1, 3)
-        self.relu = relu
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        return F.relu(x) if self.relu else x
-
-
-class _MMEditLevel(nn.Module):
-    """One SpyNet pyramid level in mmediting's layout (``basic_module.{0..4}.conv``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        chans = [8, 32, 64, 32, 16, 2]
-        self.basic_module = nn.Sequential(*[_ConvAct(chans[i], chans[i + 1], relu=i < 4) for i in range(5)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.basic_module(x)
-
-
-class MMEditSpyNet(SpyNet):
-    """:class:`~vsr_models.spynet.SpyNet` with mmediting's parameter names; the computation is the same."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.basic_module = nn.ModuleList([_MMEditLevel() for _ in range(LEVELS)])
-
-
-class PixelShufflePack(nn.Module):
-    """A convolution to ``out_channels * scale**2`` channels, then pixel shuffle (mmediting's names).
-
-    Shapes: (N, in_channels, H, W) -> (N, out_channels, scale * H, scale * W).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, scale_factor: int, upsample_kernel: int) -> None:
-        super().__init__()
-        self.scale_factor = scale_factor
-        self.upsample_conv = nn.Conv2d(
-            in_channels, out_channels * scale_factor * scale_factor, upsample_kernel, padding=(upsample_kernel - 1) // 2
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pixel_shuffle(self.upsample_conv(x), self.scale_factor)
 
 
 class SecondOrderDeformableAlignment(ModulatedDeformConv2d):

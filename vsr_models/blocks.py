@@ -146,3 +146,20 @@ def conv_shuffle(conv: nn.Module) -> nn.Module:
 def bilinear_x4(lr: torch.Tensor) -> torch.Tensor:
     """The skip of the x4 networks: bilinear (not bicubic) x4, half-pixel centres. (N, 3, h, w) -> (N, 3, 4h, 4w)."""
     return F.interpolate(lr, scale_factor=4, mode="bilinear", align_corners=False)
+
+
+class PixelShufflePack(nn.Module):
+    """A convolution to ``out_channels * scale**2`` channels, then pixel shuffle (mmediting's names).
+
+    Shapes: (N, in_channels, H, W) -> (N, out_channels, scale * H, scale * W).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, scale_factor: int, upsample_kernel: int) -> None:
+        super().__init__()
+        self.scale_factor = scale_factor
+        self.upsample_conv = nn.Conv2d(
+            in_channels, out_channels * scale_factor * scale_factor, upsample_kernel, padding=(upsample_kernel - 1) // 2
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.upsample_conv(x), self.scale_factor)

@@ -79,5 +79,39 @@ class SpyNet(nn.Module):
         ref = F.interpolate(ref, size=(h_up, w_up), mode="bilinear", align_corners=False)
         supp = F.interpolate(supp, size=(h_up, w_up), mode="bilinear", align_corners=False)
         flow = F.interpolate(self._process(ref, supp), size=(h, w), mode="bilinear", align_corners=False)
-        scale = torch.stack([flow.new_tensor(w / w_up), flow.new_tensor(h / h_up)]).view(1, 2, 1, 1)
-        return flow * scale
+        # Scaled by multiplications with the size ratios (no tensor made from them), so that an
+        # export with dynamic sizes traces the ratio instead of guarding on its example value.
+        return torch.cat([flow[:, :1] * (w / w_up), flow[:, 1:] * (h / h_up)], dim=1)
+
+
+class _ConvAct(nn.Module):
+    """A convolution with an optional ReLU, under mmcv ``ConvModule``'s key name ``conv``."""
+
+    def __init__(self, cin: int, cout: int, relu: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 7, 1, 3)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        return F.relu(x) if self.relu else x
+
+
+class _MMEditLevel(nn.Module):
+    """One SpyNet pyramid level in mmediting's layout (``basic_module.{0..4}.conv``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        chans = [8, 32, 64, 32, 16, 2]
+        self.basic_module = nn.Sequential(*[_ConvAct(chans[i], chans[i + 1], relu=i < 4) for i in range(5)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.basic_module(x)
+
+
+class MMEditSpyNet(SpyNet):
+    """:class:`~vsr_models.spynet.SpyNet` with mmediting's parameter names; the computation is the same."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.basic_module = nn.ModuleList([_MMEditLevel() for _ in range(LEVELS)])

@@ -2,15 +2,21 @@
 (:class:`runtime.executor.Backend`), each with its typed options:
 
 * :mod:`.torch_eager`: PyTorch eager (:class:`TorchBackend`, :class:`TorchOptions`), the reference;
-* :mod:`.ort`: ONNX Runtime with I/O binding (:class:`OrtBackend`, :class:`OrtOptions`);
+* :mod:`.ort`: ONNX Runtime with I/O binding (:class:`OrtBackend`, :class:`OrtOptions`; CUDA graphs:
+  :class:`OrtCudaGraphBackend`);
 * :mod:`.trt`: TensorRT engines from the engine cache (:class:`TensorRTBackend`, :class:`TensorRTOptions`).
 
-:func:`make_backend` builds one by name for a package, and resolves ``auto``.
+:func:`make_backend` builds one by name for a package, and resolves ``auto``; :func:`parse_levers` reads
+option overrides written ``name`` or ``name=value`` (``vsr-bench``'s ``torch:fp16+channels_last``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 from engines.tensorrt import TensorRTUnavailable, find_engines, tensorrt_available
 from export.format import Package
@@ -18,7 +24,7 @@ from vsr_models.errors import VSRError
 
 from ..devices import Device
 from ..executor import Backend
-from .ort import OrtBackend, OrtOptions, cuda_provider_available
+from .ort import OrtBackend, OrtCudaGraphBackend, OrtOptions, cuda_provider_available
 from .torch_eager import TorchBackend, TorchOptions, check_torch_device, model_for_package
 from .trt import TensorRTBackend, TensorRTOptions
 
@@ -27,13 +33,83 @@ BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 DEFAULT_PRECISION = "fp32"
 
 
+#: Each backend's options class; its fields other than :data:`SET_BY_FLAGS` are the levers.
+OPTIONS: dict[str, type] = {"torch": TorchOptions, "onnxruntime": OrtOptions, "tensorrt": TensorRTOptions}
+#: Options every tool sets through its own flags (``--device``, ``--precision``, ``--threads``).
+SET_BY_FLAGS = frozenset({"device", "precision", "threads", "cache"})
+
+
 class UnknownBackend(VSRError, ValueError):
     """A backend name that is not one of :data:`BACKENDS`."""
+
+
+class LeverError(VSRError, ValueError):
+    """An option override (lever) that the backend does not have, or a value of the wrong kind."""
+
+
+def levers_of(kind: str) -> dict[str, Any]:
+    """The levers of backend ``kind``: option name -> its type."""
+    hints = typing.get_type_hints(OPTIONS[kind])
+    return {f.name: hints[f.name] for f in dataclasses.fields(OPTIONS[kind]) if f.name not in SET_BY_FLAGS}
+
+
+def parse_levers(kind: str, items: Iterable[str]) -> dict[str, Any]:
+    """``["channels_last", "compile=flow/backward_step"]`` -> typed option values for backend ``kind``.
+
+    A bare name sets a flag (``spinning`` or ``no_spinning``), or a set to ``{"all"}`` (``compile``);
+    ``name=value`` sets a value, with ``/`` between the members of a set.
+    """
+    items = [i for i in items if i]
+    if items and kind not in OPTIONS:
+        raise LeverError(f"backend {kind!r} takes no levers (+{'+'.join(items)}): name the backend itself")
+    known = levers_of(kind) if kind in OPTIONS else {}
+    values: dict[str, Any] = {}
+    for item in items:
+        name, has_value, text = item.partition("=")
+        negate = not has_value and name.startswith("no_") and name[3:] in known
+        key = name[3:] if negate else name
+        if key not in known:
+            raise LeverError(f"{kind} has no lever {name!r}; its levers: {', '.join(known)}")
+        values[key] = _lever_value(kind, key, known[key], text if has_value else None, negate)
+    return values
+
+
+def _lever_value(kind: str, name: str, kind_of: Any, text: str | None, negate: bool) -> Any:
+    args = typing.get_args(kind_of)
+    if kind_of is bool:
+        if text is None:
+            return not negate
+        if text.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return text.lower() in ("1", "true", "yes", "on")
+    elif kind_of == frozenset[str] and text is None and not negate:
+        return frozenset({"all"})
+    elif text is None or negate:
+        pass
+    elif typing.get_origin(kind_of) is typing.Literal and text in args:
+        return text
+    elif kind_of == frozenset[str]:
+        return frozenset(text.split("/"))
+    elif kind_of == Path | None:
+        return Path(text)
+    elif kind_of is int and text.lstrip("-").isdigit():
+        return int(text)
+    choices = f" (one of {', '.join(map(str, args))})" if typing.get_origin(kind_of) is typing.Literal else ""
+    given = f"={text}" if text is not None else ("no_" if negate else "no value")
+    raise LeverError(f"{kind} lever {name!r} takes {_describe(kind_of)}{choices}, not {given}")
+
+
+def _describe(kind_of: Any) -> str:
+    if kind_of is bool:
+        return "no value, or =1 / =0"
+    if kind_of == frozenset[str]:
+        return "=a/b/c (names)"
+    return "=VALUE"
 
 
 __all__ = [
     "BACKENDS",
     "OrtBackend",
+    "OrtCudaGraphBackend",
     "OrtOptions",
     "TensorRTBackend",
     "TensorRTOptions",
@@ -41,6 +117,7 @@ __all__ = [
     "TorchOptions",
     "make_backend",
     "model_for_package",
+    "parse_levers",
     "resolve_auto",
 ]
 
@@ -85,22 +162,29 @@ def make_backend(
     precision: str = DEFAULT_PRECISION,
     threads: int = 0,
     log: Callable[[str], None] | None = None,
+    levers: Mapping[str, Any] | None = None,
 ) -> Backend:
     """Build the backend ``kind`` (one of :data:`BACKENDS`) for ``package``.
 
+    ``levers`` (from :func:`parse_levers`) override the backend's default options.
     The backend's ``device`` is where it really runs (``auto`` may fall back to the CPU; ``log``
     then hears why). TensorRT always runs on a GPU (``cuda:0`` unless ``device`` names one).
     """
     if kind not in BACKENDS:
         raise UnknownBackend(f"unknown backend {kind!r}; choose from {', '.join(BACKENDS)}")
     dev = Device.parse(device)
+    levers = dict(levers or {})
+    if levers and kind == "auto":
+        raise LeverError("levers need a named backend, not auto: write torch:fp16+channels_last, not auto+...")
     if kind == "auto":
         kind, dev, note = resolve_auto(package, dev, precision)
         if note and log is not None:
             log(note)
     if kind == "torch":
         check_torch_device(dev)  # before the network is built: a missing GPU is reported at once
-        return TorchBackend(model_for_package(package), TorchOptions(device=dev, precision=precision))
+        return TorchBackend(model_for_package(package), TorchOptions(device=dev, precision=precision, **levers))
     if kind == "onnxruntime":
-        return OrtBackend(package, OrtOptions(device=dev, precision=precision, threads=threads))
-    return TensorRTBackend(package, TensorRTOptions(device=dev if dev.is_cuda else Device("cuda"), precision=precision))
+        options = OrtOptions(device=dev, precision=precision, threads=threads, **levers)
+        return OrtCudaGraphBackend(package, options) if options.cuda_graphs else OrtBackend(package, options)
+    gpu = dev if dev.is_cuda else Device("cuda")
+    return TensorRTBackend(package, TensorRTOptions(device=gpu, precision=precision, **levers))

@@ -1,4 +1,5 @@
-"""The PyTorch backend: a network's stages in eager mode, the reference every other backend meets."""
+"""The PyTorch backend: a network's stages in eager mode (the reference every other backend meets), with the
+GPU levers: autocast FP16/BF16, channels-last, CUDA graphs per stage and input size, ``torch.compile`` per stage."""
 
 from __future__ import annotations
 
@@ -11,11 +12,21 @@ import torch
 from export.format import Package
 from vsr_models.base import VSRNetwork
 from vsr_models.checkpoint import CheckpointError, load_checkpoint, load_state_dict_strict, sha256sum
+from vsr_models.errors import VSRError
 from vsr_models.registry import all_weights, create_model, pretrained
 
 from ..devices import Device, DeviceError
+from .static import StaticCalls, cuda_graph_capture
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class PrecisionUnavailable(VSRError, ValueError):
+    """A precision this device cannot run natively (BF16 without AVX-512 BF16 or AMX, or on an older GPU)."""
+
+
+class OptionError(VSRError, ValueError):
+    """A backend option that does not fit the device or the network (CUDA graphs on the CPU, an unknown stage)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,13 +35,21 @@ class TorchOptions:
 
     Attributes:
         device: where the network runs.
-        precision: ``fp32``, or ``fp16`` (``model.half()``, what PyTorch users do today; the inputs
-            and outputs a stage marks FP32 (flows) stay FP32 and warps sample in FP32). A speed
-            baseline: less faithful than the FP16 graphs, whose coordinate math stays FP32 throughout.
+        precision: ``fp32``; ``fp16`` or ``bf16`` run the stages under ``torch.autocast`` with FP32
+            weights: convolutions and matrix products in the low precision, normalisations,
+            softmax and upsampling in FP32, and the warps (whose grids come from FP32 flows) in
+            FP32, as the FP16 graphs keep them. ``bf16`` needs AVX-512 BF16 or AMX on the CPU.
+        channels_last: convolution weights and frames in NHWC (Tensor Core and oneDNN friendly).
+        cuda_graphs: capture each stage once per input signature as a CUDA graph and replay it
+            (:class:`~runtime.backends.static.StaticCalls`); CUDA only.
+        compile: stages run through ``torch.compile`` (``{"all"}`` for every stage); the others stay eager.
     """
 
     device: Device = field(default_factory=Device)
     precision: str = "fp32"
+    channels_last: bool = False
+    cuda_graphs: bool = False
+    compile: frozenset[str] = frozenset()
 
 
 def check_torch_device(device: Device) -> None:
@@ -46,37 +65,79 @@ def check_torch_device(device: Device) -> None:
         raise DeviceError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
 
 
+def native_bf16(device: Device) -> bool:
+    """Whether ``device`` computes BF16 in hardware (AVX-512 BF16 or AMX on the CPU; sm_80+ on a GPU)."""
+    if device.is_cuda:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def check_options(options: TorchOptions) -> None:
+    """Fail clearly on options the device cannot honour."""
+    if options.precision not in DTYPES:
+        raise OptionError(f"precision {options.precision!r}: the torch backend runs {', '.join(DTYPES)}")
+    if options.precision == "bf16" and not native_bf16(options.device):
+        what = "this GPU" if options.device.is_cuda else f"this CPU ({torch.backends.cpu.get_cpu_capability()})"
+        raise PrecisionUnavailable(
+            f"--precision bf16: {what} has no BF16 arithmetic (AVX-512 BF16 or AMX on a CPU, sm_80 or newer on a "
+            "GPU), so BF16 would be emulated and slower than FP32: use fp32 (or fp16 graphs on ONNX Runtime)"
+        )
+    if options.cuda_graphs and not options.device.is_cuda:
+        raise OptionError("cuda_graphs needs --device cuda: CUDA graphs do not exist on the CPU")
+
+
 class TorchBackend:
-    """Runs a network's stages in PyTorch eager mode; values stay torch tensors on the device."""
+    """Runs a network's stages in PyTorch (eager, or compiled where asked); values stay torch tensors on the device."""
 
     name = "torch"
 
     def __init__(self, model: VSRNetwork, options: TorchOptions | None = None) -> None:
         self.options = options or TorchOptions()
         check_torch_device(self.options.device)
+        check_options(self.options)
         self.device = torch.device(str(self.options.device))
-        self.dtype = DTYPES[self.options.precision]
-        self.model = model.eval().to(device=self.device, dtype=self.dtype)
+        self.autocast = self.options.precision != "fp32"
+        self.memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
+        self.model = model.eval().to(device=self.device, dtype=torch.float32, memory_format=self.memory_format)
         self.stages = model.stages()
+        compiled = set(self.stages) if "all" in self.options.compile else set(self.options.compile)
+        unknown = compiled - set(self.stages)
+        if unknown:
+            raise OptionError(f"compile: no stage {sorted(unknown)} in {model.name} (stages: {', '.join(self.stages)})")
+        self.modules = {
+            name: torch.compile(spec.module, dynamic=False) if name in compiled else spec.module
+            for name, spec in self.stages.items()
+        }
+        self.graphs = StaticCalls(cuda_graph_capture(self._call)) if self.options.cuda_graphs else None
 
     def upload(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device, self.dtype)
+        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device)
+        return tensor.contiguous(memory_format=self.memory_format)
 
     def download(self, handle: torch.Tensor) -> np.ndarray:
-        return handle.detach().float().cpu().numpy()
+        return np.ascontiguousarray(handle.detach().float().cpu().numpy())
 
     def zeros(self, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.zeros(shape, device=self.device, dtype=self.dtype)
+        return torch.zeros(shape, device=self.device).contiguous(memory_format=self.memory_format)
 
     def shape(self, handle: torch.Tensor) -> tuple[int, ...]:
         return tuple(handle.shape)
 
     def run(self, stage: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        fp32 = self.stages[stage].fp32
+        feeds = {k: (v.float() if k in fp32 else v) for k, v in inputs.items()}
+        return self.graphs.run(stage, feeds) if self.graphs is not None else self._call(stage, feeds)
+
+    def _call(self, stage: str, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         spec = self.stages[stage]
-        feeds = {k: (v.float() if k in spec.fp32 else v.to(self.dtype)) for k, v in inputs.items()}
-        with torch.inference_mode():
-            outputs = spec(**feeds)
-        return {k: (v.float() if k in spec.fp32 else v) for k, v in outputs.items()}
+        dtype = DTYPES[self.options.precision]
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=dtype, enabled=self.autocast, cache_enabled=False),
+        ):
+            out = self.modules[stage](*(feeds[name] for name in spec.inputs))
+        out = (out,) if isinstance(out, torch.Tensor) else out
+        return {k: (v.float() if k in spec.fp32 else v) for k, v in zip(spec.outputs, out)}
 
 
 def model_for_package(package: Package) -> VSRNetwork:

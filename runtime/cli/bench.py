@@ -1,48 +1,119 @@
-"""vsr-bench: the speed of several backends on the same real frames, side by side, as ratios."""
+"""vsr-bench: the speed of several backends on the same real frames, side by side, as ratios.
+
+A contender is ``BACKEND[:PRECISION][+LEVER[=VALUE]]...``: ``torch:fp32``, ``onnxruntime:fp16``,
+``onnxruntime:fp32+no_spinning``, ``torch:fp16+channels_last+cuda_graphs``, ``torch:bf16+compile=flow``.
+The levers are the fields of the backend's options (:func:`runtime.backends.parse_levers`).
+"""
 
 from __future__ import annotations
 
+import statistics
+import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
+import onnxruntime as ort
 import torch
 from rich.console import Console
 from rich.table import Table
 
 from export.format import Package
-from vsr_models.scales import output_size
+from vsr_models.errors import VSRError
+from vsr_models.scales import Scale, output_size
 
-from ..backends import make_backend
+from ..backends import BACKENDS, make_backend, parse_levers
+from ..backends.ort import OrtBackend
 from ..devices import Device
 from ..executor import Backend
 from ..pipeline import resolve_scale, upscale_clip
 from ..resolve import resolve_package
-from ..samples import load_lr
+from ..samples import load_lr, psnr
 from .common import CONTEXT, SIZE, device_option, model_option, say, scale_option, threads_option, user_errors
+from .measure import device_name, peak_gflops, stage_flops, top_ops, torch_op_profile
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+class ContenderError(VSRError, ValueError):
+    """A contender written wrongly (unknown backend or precision)."""
 
 
 class _Timed:
-    """Wraps a backend and accumulates wall time per stage (synchronising CUDA if used)."""
+    """Wraps a backend and accumulates wall time per stage (synchronising CUDA if used); records the
+    input shapes of each stage's first call, and, while ``ops`` is set, each op's time per stage."""
 
     def __init__(self, backend: Backend, device: Device) -> None:
         self.inner, self.name = backend, backend.name
+        self.device = device
         self.sync = torch.cuda.synchronize if device.is_cuda and torch.cuda.is_available() else None
         self.times: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
+        self.shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+        self.ops: dict[str, dict[str, float]] | None = None
 
     def __getattr__(self, item: str) -> Any:
         return getattr(self.inner, item)
 
     def run(self, stage: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        if stage not in self.shapes:
+            self.shapes[stage] = {k: self.inner.shape(v) for k, v in inputs.items()}
         start = time.perf_counter()
-        out = self.inner.run(stage, inputs)
+        if self.ops is not None:
+            out = torch_op_profile(lambda: self.inner.run(stage, inputs), self.device, self.ops.setdefault(stage, {}))
+        else:
+            out = self.inner.run(stage, inputs)
         if self.sync:
             self.sync()
         self.times[stage] += time.perf_counter() - start
         self.calls[stage] += 1
         return out
+
+
+@dataclass
+class Run:
+    seconds: float
+    times: dict[str, float]
+    calls: dict[str, int]
+
+
+@dataclass
+class Contender:
+    """One column of the table: what it is, its timed runs, its output and (with --profile) its op times."""
+
+    label: str
+    kind: str
+    precision: str
+    levers: dict[str, Any]
+    backend: _Timed | None = None
+    runs: list[Run] = field(default_factory=list)
+    output: np.ndarray | None = None
+    ops: dict[str, dict[str, float]] | None = None
+    note: str | None = None
+
+
+def parse_contenders(text: str) -> list[Contender]:
+    """``"torch:fp32,onnxruntime:fp32+no_spinning"`` -> contenders (levers checked, not yet built)."""
+    contenders = []
+    for spec in (s.strip() for s in text.split(",")):
+        if not spec:
+            continue
+        head, *levers = spec.split("+")
+        kind, _, precision = head.partition(":")
+        precision = precision or "fp32"
+        if kind not in BACKENDS or kind == "auto":
+            raise ContenderError(f"contender {spec!r}: backend {kind!r}; choose from {', '.join(BACKENDS[1:])}")
+        if precision not in PRECISIONS:
+            raise ContenderError(f"contender {spec!r}: precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        label = "+".join([f"{kind}:{precision}", *levers])
+        contenders.append(Contender(label, kind, precision, parse_levers(kind, levers)))
+    if not contenders:
+        raise ContenderError("--contenders is empty: name at least one, e.g. torch:fp32,onnxruntime:fp32")
+    return contenders
 
 
 @click.command(context_settings=CONTEXT)
@@ -54,7 +125,8 @@ class _Timed:
     "--contenders",
     default="torch:fp32,onnxruntime:fp32",
     show_default=True,
-    help="Comma-separated BACKEND:PRECISION pairs, run in this order; ratios are against the first.",
+    help="Comma-separated BACKEND:PRECISION[+LEVER[=VALUE]...], run in this order; ratios are against the first. "
+    "Levers are backend options, e.g. onnxruntime:fp32+no_spinning, torch:fp16+channels_last+cuda_graphs.",
 )
 @device_option
 @threads_option
@@ -63,7 +135,21 @@ class _Timed:
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Timed runs per contender (the best is kept), after one untimed warm-up.",
+    help="Timed runs per contender after one untimed warm-up, interleaved (each round runs every contender "
+    "once, and measures the peak again); medians and the range over the runs are printed.",
+)
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="One more run per contender under a profiler (ONNX Runtime's, PyTorch's): time per op type per stage.",
+)
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Ops per stage with --profile.")
+@click.option(
+    "--peak-side",
+    type=click.IntRange(min=64),
+    default=None,
+    help="Side of the square matrix product that measures the peak [default: 2048 on a CPU, 8192 on a GPU]; "
+    "smaller is quicker but below the kernels' best.",
 )
 @user_errors
 def main(
@@ -75,71 +161,190 @@ def main(
     device: Device,
     threads: int,
     repeat: int,
+    profile: bool,
+    top: int,
+    peak_side: int | None,
 ) -> None:
     """Speed of several backends on the same real frames, side by side, as ratios.
 
     The frames are the sample clip resized to --size. Each contender runs the model's plan over
-    --frames frames; per-stage times and frames per second are printed, with each contender's
-    speed-up over the first.
+    --frames frames; per-stage times, frames per second, the speed-up over the first contender,
+    the fraction of the device's peak (measured in the same run: a large matrix product), and the
+    PSNR of each output against the first contender's are printed.
     """
+    entries = parse_contenders(contenders)
     h, w = size
     package = resolve_package(model, log=say)
     scale = resolve_scale(package, h, w, scale)
+    lr = _frames(h, w, frames)
+    if threads:
+        torch.set_num_threads(threads)
+    _build(entries, package, device, threads, lr[:2], scale)
+    live = [c for c in entries if c.backend is not None]
+    assert live[0].backend is not None
+    flops = stage_flops(package, live[0].backend.shapes)
+    precisions = {c.precision for c in live}
+    peaks: dict[str, list[float]] = defaultdict(list)
+    how: dict[str, str] = {}
+    for _ in range(repeat):
+        for precision, (gflops, text) in peak_gflops(device, precisions, threads, peak_side).items():
+            peaks[precision].append(gflops)
+            how[precision] = text
+        for c in live:
+            assert c.backend is not None
+            c.backend.times.clear()
+            c.backend.calls.clear()
+            start = time.perf_counter()
+            out = upscale_clip(c.backend, package, lr, scale)
+            c.runs.append(Run(time.perf_counter() - start, dict(c.backend.times), dict(c.backend.calls)))
+            if c.output is None:
+                c.output = np.clip(out, 0, 1)
+    if profile:
+        for c in live:
+            _profile(c, package, device, threads, lr, scale)
+    best_peaks = {p: (max(v), min(v), how[p]) for p, v in peaks.items()}
+    _report(package, entries, flops, best_peaks, h, w, scale, frames, device, threads)
+    if profile:
+        for c in live:
+            _profile_report(c, top)
+
+
+def _frames(h: int, w: int, frames: int) -> np.ndarray:
     clip = load_lr(None, frames)
-    lr = (
+    return (
         torch.nn.functional.interpolate(
             torch.from_numpy(clip), size=(h, w), mode="bicubic", antialias=True, align_corners=False
         )
         .clamp(0, 1)
         .numpy()
     )
-    if threads:
-        torch.set_num_threads(threads)
-    results = []
-    for spec in contenders.split(","):
-        kind, _, precision = spec.strip().partition(":")
-        be = _Timed(make_backend(kind, package, device, precision or "fp32", threads), device)
-        upscale_clip(be, package, lr[:2], scale)  # warm-up: allocations, lazy initialisation
-        best: tuple[float, dict[str, float], dict[str, int]] | None = None
-        for _ in range(repeat):
-            be.times.clear()
-            be.calls.clear()
-            start = time.perf_counter()
-            upscale_clip(be, package, lr, scale)
-            total = time.perf_counter() - start
-            if best is None or total < best[0]:
-                best = (total, dict(be.times), dict(be.calls))
-        assert best is not None
-        results.append((f"{kind}:{precision or 'fp32'}", *best))
-    _bench_report(package, results, h, w, scale, frames, device)
 
 
-def _bench_report(
+def _build(
+    entries: list[Contender], package: Package, device: Device, threads: int, warm: np.ndarray, scale: Scale
+) -> None:
+    """Build and warm up (allocations, lazy initialisation, CUDA-graph capture, compilation) every
+    contender; one that cannot run here is kept with a note, unless it is the first (the baseline)."""
+    for i, c in enumerate(entries):
+        try:
+            backend = make_backend(c.kind, package, device, c.precision, threads, log=say, levers=c.levers)
+        except VSRError as exc:
+            if i == 0:
+                raise
+            c.note = str(exc)
+            continue
+        c.backend = _Timed(backend, device)
+        upscale_clip(c.backend, package, warm, scale)
+
+
+def _profile(c: Contender, package: Package, device: Device, threads: int, lr: np.ndarray, scale: Scale) -> None:
+    """One run of ``c`` under its backend's profiler: ``c.ops`` (stage -> op -> seconds)."""
+    assert c.backend is not None
+    if c.kind == "onnxruntime":
+        with tempfile.TemporaryDirectory(prefix="vsr-bench-profile-") as folder:
+            levers = c.levers | {"profile": Path(folder)}
+            backend = make_backend(c.kind, package, device, c.precision, threads, levers=levers)
+            assert isinstance(backend, OrtBackend)
+            upscale_clip(backend, package, lr, scale)
+            c.ops = backend.end_profiling()
+    elif c.kind == "torch":
+        c.backend.ops = {}
+        upscale_clip(c.backend, package, lr, scale)
+        c.ops, c.backend.ops = c.backend.ops, None
+
+
+def _median_range(values: list[float], fmt: str) -> str:
+    text = format(statistics.median(values), fmt)
+    if len(values) > 1:
+        text += f" ({format(min(values), fmt)}-{format(max(values), fmt)})"
+    return text
+
+
+def _report(
     package: Package,
-    results: list[tuple[str, float, dict[str, float], dict[str, int]]],
+    entries: list[Contender],
+    flops: dict[str, float],
+    peaks: dict[str, tuple[float, float, str]],
     h: int,
     w: int,
-    scale: tuple[float, float],
+    scale: Scale,
     frames: int,
     device: Device,
+    threads: int,
 ) -> None:
     out_h, out_w = output_size(h, w, scale)
+    live = [c for c in entries if c.runs]
+    repeat = len(live[0].runs)
     title = (
-        f"{package.manifest['model']} {h}x{w} -> {out_h}x{out_w}, {frames} frames, {device} "
-        f"(torch {torch.__version__}, {torch.get_num_threads()} threads)"
+        f"{package.manifest['model']} {h}x{w} -> {out_h}x{out_w}, {frames} frames, {device}: {device_name(device)} "
+        f"({torch.get_num_threads()} torch threads, ONNX Runtime threads {threads or 'all'}; torch "
+        f"{torch.__version__}, onnxruntime {ort.__version__}); {repeat} interleaved run(s) each, median (range)"
     )
     table = Table(title=title)
-    table.add_column("stage (ms per call)")
-    for name, *_ in results:
-        table.add_column(name, justify="right")
-    stages = list(results[0][2])
-    for stage in stages:
-        row = [stage]
-        for _, _, times, calls in results:
-            row.append(f"{1000 * times[stage] / calls[stage]:.1f}")
+    table.add_column("stage: ms per call (% of peak)")
+    table.add_column("GFLOP per call", justify="right")
+    for c in live:
+        table.add_column(c.label, justify="right")
+    base = live[0]
+    for stage in base.runs[0].times:
+        row = [stage, f"{flops[stage] / 1e9:.2f}" if stage in flops else "-"]
+        for c in live:
+            per_call = [r.times[stage] / r.calls[stage] for r in c.runs]
+            cell = _median_range([1000 * t for t in per_call], ".1f")
+            if stage in flops:
+                cell += f" ({100 * flops[stage] / statistics.median(per_call) / 1e9 / _peak(peaks, c):.0f}%)"
+            row.append(cell)
         table.add_row(*row)
-    base = results[0][1]
-    table.add_row("ms per frame", *[f"{1000 * total / frames:.1f}" for _, total, _, _ in results])
-    table.add_row("frames per second", *[f"{frames / total:.2f}" for _, total, _, _ in results])
-    table.add_row(f"speed-up vs {results[0][0]}", *[f"{base / total:.2f}x" for _, total, _, _ in results])
+    table.add_row("ms per frame", "", *[_median_range([1e3 * r.seconds / frames for r in c.runs], ".0f") for c in live])
+    fps = [frames / statistics.median(r.seconds for r in c.runs) for c in live]
+    table.add_row("frames per second", "", *[f"{f:.3f}" for f in fps])
+    table.add_row(
+        f"speed-up vs {base.label}",
+        "",
+        *[_median_range([b.seconds / r.seconds for b, r in zip(base.runs, c.runs)], ".2f") + "x" for c in live],
+    )
+    counted = [s for s in base.runs[0].times if s in flops]
+    per_frame = sum(flops[s] * base.runs[0].calls[s] for s in counted) / frames
+    table.add_row(
+        "% of peak (whole run)",
+        f"{per_frame / 1e9:.1f} per frame",
+        *[
+            _median_range([100 * per_frame * frames / r.seconds / 1e9 / _peak(peaks, c) for r in c.runs], ".0f")
+            for c in live
+        ],
+    )
+    assert base.output is not None
+    table.add_row(
+        f"PSNR vs {base.label} (dB)", "", *["-" if c is base else f"{psnr(c.output, base.output):.2f}" for c in live]
+    )
+    Console().print(table)
+    for precision, (best, worst, how) in sorted(peaks.items()):
+        spread = f", {worst:.0f} in the slowest round" if len(live[0].runs) > 1 else ""
+        print(f"peak {precision.upper()}: {best:.0f} GFLOP/s ({how}, best round{spread})")
+    uncounted = [s for s in base.runs[0].times if s not in flops]
+    if uncounted:
+        print(f"FLOPs not counted for: {', '.join(uncounted)} (the meta device cannot run them)")
+    for c in entries:
+        if c.note:
+            print(f"{c.label}: not run: {c.note}")
+
+
+def _peak(peaks: dict[str, tuple[float, float, str]], c: Contender) -> float:
+    return peaks.get(c.precision, peaks["fp32"])[0]
+
+
+def _profile_report(c: Contender, top: int) -> None:
+    if c.ops is None:
+        print(f"{c.label}: no per-op profile ({c.kind} has no profiler here)")
+        return
+    run = c.runs[0]
+    table = Table(title=f"{c.label}: where the time goes (profiled run; op self time)")
+    table.add_column("stage")
+    table.add_column("op")
+    table.add_column("ms per stage call", justify="right")
+    table.add_column("share of stage", justify="right")
+    for stage, per_op in c.ops.items():
+        calls = run.calls.get(stage, 1)
+        for i, (op, seconds, share) in enumerate(top_ops(per_op, top)):
+            table.add_row(stage if i == 0 else "", op, f"{1000 * seconds / calls:.2f}", f"{100 * share:.0f}%")
     Console().print(table)
