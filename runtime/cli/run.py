@@ -40,6 +40,7 @@ from ..video import (
     probe,
     read_frames,
 )
+from ..video.pipes import is_pipe
 from ..workers import InlinePool, ProcessPool, Progress, RunResult, run_jobs
 from .common import (
     CONTEXT,
@@ -51,6 +52,7 @@ from .common import (
     schedule_options,
     user_errors,
 )
+from .streaming import check_live_options, live_options, stream_main
 
 #: Frame rates --fps accepts, in frames per second.
 FPS_RANGE = (Fraction(1, 100), Fraction(1000))
@@ -158,6 +160,7 @@ def hwc(frame: np.ndarray) -> np.ndarray:
     "a video keeps its own.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@live_options
 @click.option(
     "--segment",
     "segment_frames",
@@ -234,6 +237,9 @@ def main(
     cluster: str | None,
     work_dir: Path | None,
     retries: int,
+    latency: int | None,
+    block: int | None,
+    container_format: str | None,
     demo: bool,
 ) -> None:
     """Upscale INPUT (a video file or a folder of PNG/JPEG frames; several, a folder of videos or a
@@ -243,8 +249,12 @@ def main(
     written to a temporary file and renamed only when everything succeeded (also on Ctrl-C and
     SIGTERM, which leave nothing behind and an existing output as it was). Long videos run in
     segments that survive a crash (--resume), on several workers (--workers, --device cuda:0,1) or a
-    Ray cluster.
+    Ray cluster. INPUT - reads a stream (NUT, MPEG-TS, ...) from standard input, -o - writes one
+    to standard output; --latency K writes each output frame K frames (plus compute) after its
+    input frame.
     """
+    live_input = inputs[0] if len(inputs) == 1 else None
+    check_live_options(live_input, output, latency, block, container_format, demo, chunk, overlap)
     if demo and (scale or out_size):
         raise click.UsageError("the demo runs at the network's own scale; drop --scale and --size")
     if demo:
@@ -267,6 +277,32 @@ def main(
         return
     if not inputs or output is None:
         raise click.UsageError("give INPUT and -o OUTPUT (or --demo)")
+    if latency is not None or any(is_pipe(p) for p in inputs) or is_pipe(output):
+        if live_input is None:
+            raise click.UsageError("a live run (--latency, or - for standard input or output) takes exactly one INPUT")
+        package = resolve_package(model, log=say)
+        be = make_backend(backend, package, device[0], precision, threads, log=say)
+        stream_main(
+            live_input,
+            output,
+            package,
+            be,
+            scale=scale,
+            out_size=out_size,
+            latency=latency,
+            block=block or 1,
+            container_format=container_format,
+            chunk=chunk,
+            overlap=overlap,
+            tile=tile,
+            tile_overlap=tile_overlap,
+            codec=codec,
+            crf=crf,
+            max_frames=max_frames,
+            fps=fps,
+            overwrite=overwrite,
+        )
+        return
     pairs = plan_outputs(inputs, output)
     single = len(pairs) == 1 and len(inputs) == 1 and not _is_video_folder(inputs[0])
     package = resolve_package(model, log=say)

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import av
 import numpy as np
@@ -156,6 +156,14 @@ class VideoWriter:
             ``bit_depth`` (``yuv420p`` -> ``yuv420p10le`` for x264); an explicit deep ``pix_fmt``
             is kept.
         options: extra encoder options, e.g. ``{"preset": "slow"}``.
+        stream: write the video into this binary file object (a pipe such as standard output) in
+            ``container_format`` (``"nut"``, ``"mpegts"``) instead of a file: nothing is staged,
+            since what went into a pipe cannot be taken back, and ``path`` only names the output
+            in messages.
+        container_format: the container to write (FFmpeg's muxer name); by default the suffix of
+            ``path`` decides.
+        frame_threads: let the encoder work on several frames at once (faster, but each frame's
+            packet comes out some frames later); ``False`` for a live stream (slice threads only).
     """
 
     def __init__(
@@ -173,12 +181,19 @@ class VideoWriter:
         time_base: Fraction | None = None,
         bit_depth: int = 8,
         options: Mapping[str, str] | None = None,
+        stream: BinaryIO | None = None,
+        container_format: str | None = None,
+        frame_threads: bool = True,
     ) -> None:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
         if self.width <= 0 or self.height <= 0:
             raise OutputError(f"frame size must be positive, got {width}x{height}")
-        self.kind = check_output(self.path, overwrite=overwrite, source=audio_from)
+        if stream is None:
+            self.kind = check_output(self.path, overwrite=overwrite, source=audio_from)
+        else:
+            self.kind = "video"
+        self._pipe, self._format, self._frame_threads = stream, container_format, frame_threads
         self.fps = Fraction(fps) if fps is not None else None
         self.bit_depth = int(bit_depth)
         self.frames_written = 0
@@ -239,7 +254,7 @@ class VideoWriter:
         if audio_path is not None and not audio_path.is_file():
             raise InputError(f"audio_from={audio_path} is not a file; pass the input video or None")
 
-        self._staged = self._stage(directory=False)
+        self._staged = self._stage(directory=False) if stream is None else None
         try:
             self._open_video(codec, crf, options or {})
             if audio_path is not None:
@@ -290,9 +305,11 @@ class VideoWriter:
         return chosen
 
     def _open_video(self, codec: str, crf: int | None, options: Mapping[str, str]) -> None:
-        assert self._staged is not None
+        # A pipe gets each packet at once (flush_packets), a file whatever the muxer buffers.
+        target = self._pipe if self._pipe is not None else str(self._staged.path)  # type: ignore[union-attr]
+        flush = {"flush_packets": "1"} if self._pipe is not None else {}
         try:
-            container = av.open(str(self._staged.path), mode="w")
+            container = av.open(target, mode="w", format=self._format, container_options=flush)
         except ValueError as e:
             raise OutputError(
                 f"cannot tell the container format from the suffix of {self.path}; use .mp4, "
@@ -318,7 +335,7 @@ class VideoWriter:
         if self._yuv:
             stream.codec_context.colorspace = self._matrix
             stream.codec_context.color_range = RANGE_MPEG
-        stream.thread_type = "AUTO"
+        stream.thread_type = "AUTO" if self._frame_threads else "SLICE"
         self._stream = stream
 
     # ---- writing ---------------------------------------------------------------------------
@@ -456,9 +473,9 @@ class VideoWriter:
                     self._audio.finish()
                 self._container.close()
                 self._container = None
-            assert self._staged is not None
-            self._staged.commit()
-            self._staged = None
+            if self._staged is not None:
+                self._staged.commit()
+                self._staged = None
         except BaseException:
             self.abort()
             raise

@@ -1,0 +1,246 @@
+"""vsr-run on streams: ``-`` as INPUT (standard input) or OUTPUT (standard output), and live mode
+(``--latency K [--block B]``), where each output frame is written as soon as it is final and the
+latency from reading an input frame to writing its output frame is measured and printed."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from export.format import Package
+from vsr_models.scales import output_size
+
+from ..executor import Backend
+from ..live import LiveError, LiveUpscaler, live_upscaler_for
+from ..pipeline import Upscaler, resolve_scale, upscaler_for
+from ..video import Frame, OutputError, VideoInfo, VideoWriter, check_output, probe, read_frames
+from ..video.pipes import PIPE_FORMATS, PipeInput, is_pipe, pipe_writer
+from .common import apply, say
+
+live_options = apply(
+    [
+        click.option(
+            "--latency",
+            type=click.IntRange(min=0),
+            default=None,
+            metavar="K",
+            help="Live mode: frames of look-ahead. Each output frame is written as soon as it is final, at most "
+            "K + B - 1 input frames after its own (plus compute): forward sweeps carry their state across the "
+            "whole stream, backward sweeps see K frames ahead. Prints the measured latency.",
+        ),
+        click.option(
+            "--block",
+            type=click.IntRange(min=1),
+            default=None,
+            metavar="B",
+            help="With --latency: output frames per backward pass, (B + K) / B backward steps per frame for up to "
+            "B - 1 frames more latency. [default: 1]",
+        ),
+        click.option(
+            "--format",
+            "container_format",
+            type=click.Choice(PIPE_FORMATS),
+            default=None,
+            help="Container of the stream written to standard output by -o -. [default: nut]",
+        ),
+    ]
+)
+
+
+def check_live_options(
+    input_path: Path | None,
+    output: Path | None,
+    latency: int | None,
+    block: int | None,
+    container_format: str | None,
+    demo: bool,
+    chunk: int | None,
+    overlap: int | None,
+) -> None:
+    """Refuse option combinations that mean nothing (before any work)."""
+    if block is not None and latency is None:
+        raise click.UsageError("--block B sets the blocks of live mode: give --latency K with it")
+    if container_format is not None and not is_pipe(output):
+        raise click.UsageError("--format is the container written to standard output: use it with -o -")
+    if demo and (latency is not None or is_pipe(input_path) or is_pipe(output)):
+        raise click.UsageError("--demo runs on the sample clip: leave out --latency and the pipes (-)")
+    if latency is not None and (chunk is not None or overlap is not None):
+        raise click.UsageError("--chunk and --overlap set the windows of a file run; --latency replaces them")
+
+
+@dataclass
+class Latency:
+    """When each input frame was read and each output frame written (seconds, one clock).
+
+    ``behind[n]``: input frames read after frame n by the time output frame n was written.
+    """
+
+    read_at: list[float] = field(default_factory=list)
+    written_at: list[float] = field(default_factory=list)
+    behind: list[int] = field(default_factory=list)
+
+    def seconds(self) -> list[float]:
+        return [w - r for r, w in zip(self.read_at, self.written_at)]
+
+    def summary(self) -> str:
+        if not self.written_at:
+            return "latency: no frame was written"
+        ms = [1000 * s for s in self.seconds()]
+        return (
+            f"latency: each output frame was written at most {max(self.behind)} input frames after its own, "
+            f"{statistics.median(ms):.0f} ms after its input frame was read (median; worst {max(ms):.0f} ms)"
+        )
+
+
+def run_stream(
+    frames: Iterable[np.ndarray],
+    upscale: Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]],
+    write: Callable[[int, np.ndarray], None],
+    clock: Callable[[], float] = time.perf_counter,
+) -> Latency:
+    """Feed (3, h, w) ``frames`` through ``upscale`` and ``write(n, frame)`` each output as it comes,
+    timing each input frame's read and its output frame's write (one output per input)."""
+    latency = Latency()
+
+    def timed() -> Iterator[np.ndarray]:
+        for frame in frames:
+            latency.read_at.append(clock())
+            yield frame
+
+    for n, out in enumerate(upscale(timed())):
+        write(n, out)
+        latency.written_at.append(clock())
+        latency.behind.append(len(latency.read_at) - 1 - n)
+    return latency
+
+
+def work_per_frame(upscaler: LiveUpscaler) -> str:
+    """Stage calls per frame of a long stream, live against a whole-clip run."""
+    calls = upscaler.steady_calls_per_frame()
+    if calls is None:
+        return "stage calls per frame: the stream was too short for a block inside it"
+    whole = upscaler.live.whole_calls_per_frame()
+    parts = [f"{stage} {calls.get(stage, 0):.2f} ({n})" for stage, n in whole.items()]
+    return "stage calls per frame of a long stream, live (whole clip): " + ", ".join(parts)
+
+
+def _chw(frame: Frame) -> np.ndarray:
+    return np.ascontiguousarray(frame.rgb.transpose(2, 0, 1))
+
+
+def stream_main(
+    input_path: Path,
+    output: Path,
+    package: Package,
+    backend: Backend,
+    *,
+    scale: tuple[float, float] | None,
+    out_size: tuple[int, int] | None,
+    latency: int | None,
+    block: int,
+    container_format: str | None,
+    chunk: int | None,
+    overlap: int | None,
+    tile: int | None,
+    tile_overlap: int,
+    codec: str,
+    crf: int,
+    max_frames: int | None,
+    fps: Fraction | None,
+    overwrite: bool,
+) -> None:
+    """vsr-run with a pipe for INPUT or OUTPUT, or with ``--latency``."""
+    if package.output_rate != 1:
+        raise OutputError(
+            f"{package.manifest['model']} makes {package.output_rate} frames per input frame; streams and "
+            "--latency take networks with one output frame per input frame: run it on a file"
+        )
+    if is_pipe(input_path):
+        source = PipeInput()
+        info: VideoInfo = source.info
+        decoded: Iterable[Frame] = source.frames()
+    else:
+        info = probe(input_path)
+        decoded = read_frames(input_path)
+    if not is_pipe(output):
+        check_output(output, overwrite=overwrite, source=None if is_pipe(input_path) else input_path)
+    in_fps = info.fps
+    if in_fps is None:
+        in_fps = fps or Fraction(25)
+        if fps is None:
+            say(f"{input_path} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
+    resolved = resolve_scale(package, info.height, info.width, scale, out_size)
+    if latency is not None and (scale is not None or out_size is not None):
+        raise LiveError("--latency runs at the network's own scale: drop --scale and --size")
+    upscaler: LiveUpscaler | Upscaler = (
+        upscaler_for(package, backend, chunk, overlap, tile, tile_overlap, scale=resolved)
+        if latency is None
+        else live_upscaler_for(package, backend, latency, block, tile, tile_overlap)
+    )
+    out_h, out_w = output_size(info.height, info.width, resolved)
+    s = f"{resolved[0]:g}" if resolved[0] == resolved[1] else f"{resolved[0]:g}x{resolved[1]:g}"
+    pts: list[int | None] = []
+
+    def frames() -> Iterator[np.ndarray]:
+        for frame in decoded:
+            if max_frames is not None and frame.index >= max_frames:
+                return
+            pts.append(frame.pts)
+            yield _chw(frame)
+
+    size = (out_w, out_h)
+    if is_pipe(output):
+        if info.has_audio and not is_pipe(input_path):
+            say(f"{input_path} has audio; a stream on standard output gets only the video")
+        writer = pipe_writer(
+            *size,
+            in_fps,
+            container_format=container_format or "nut",
+            codec=codec,
+            crf=crf,
+            time_base=info.time_base,
+            bit_depth=info.bit_depth,
+            live=latency is not None,
+        )
+    else:
+        writer = VideoWriter(
+            output,
+            *size,
+            in_fps,
+            codec=codec,
+            crf=crf,
+            overwrite=overwrite,
+            audio_from=input_path if info.kind == "video" and not is_pipe(input_path) else None,
+            time_base=info.time_base,
+            bit_depth=info.bit_depth,
+        )
+    total = info.num_frames if max_frames is None else min(info.num_frames or max_frames, max_frames)
+    start = time.perf_counter()
+    with writer, tqdm(total=total, unit="frame", desc=f"{package.manifest['model']} x{s} [{backend.name}]") as bar:
+
+        def write(n: int, frame: np.ndarray) -> None:
+            try:
+                writer.write(frame.transpose(1, 2, 0), pts=pts[n])
+            except BrokenPipeError as e:
+                raise OutputError(
+                    f"the program reading standard output stopped reading after {n} frames (broken pipe)"
+                ) from e
+            bar.update(1)
+
+        measured = run_stream(frames(), upscaler.stream, write)
+    elapsed = time.perf_counter() - start
+    count = len(measured.written_at)
+    where = "standard output" if is_pipe(output) else str(output)
+    say(f"wrote {count} frames to {where}, {size[0]}x{size[1]}, {count / elapsed:.2f} frames/s with {backend.name}")
+    if isinstance(upscaler, LiveUpscaler):
+        say(f"live: look-ahead {latency} frames, blocks of {block} (at most {upscaler.frames_behind} frames behind)")
+        say(measured.summary())
+        say(work_per_frame(upscaler))
