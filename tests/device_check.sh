@@ -80,10 +80,11 @@ if [[ -z $iart ]]; then
 fi
 
 step "gpu tests (skipped with their reason without a GPU)"
-python -m pytest -m gpu -q -p no:cacheprovider tests/test_speed.py tests/test_engines.py tests/test_implicit_warp_plugin.py
+# addopts cleared: the device image may lack pytest-xdist, and GPU tests run in one process
+python -m pytest -o addopts="" -m gpu -q -p no:cacheprovider tests/test_gpu.py tests/test_speed.py tests/test_engines.py tests/test_implicit_warp_plugin.py
 
 step "Triton ImplicitWarp kernel against the PyTorch reference"
-python -m pytest -q -p no:cacheprovider tests/test_implicit_warp_plugin.py "${kernel[@]}"
+python -m pytest -o addopts="" -q -p no:cacheprovider tests/test_implicit_warp_plugin.py "${kernel[@]}"
 
 step "packages"
 if [[ -z $basicvsr ]]; then

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import runtime.cli.run as run_cli
+import runtime.segments as segments
 from export.atomic import PARTIAL_MARK
 from export.cli import main as export_main
 from runtime.cli.parity import main as parity_main
@@ -121,13 +121,13 @@ def test_a_run_failing_mid_way_leaves_no_partial_file_and_the_old_output(
 ):
     """Windows of one frame, so that two frames are written when the fifth stage call fails: the
     staged file (or folder) is removed and the output being replaced is kept as it was."""
-    made, real = [], run_cli.make_backend
+    made, real = [], segments.make_backend
 
     def failing_backend(*args, **kwargs):
         made.append(_FailsMidRun(real(*args, **kwargs), fail_at=5))
         return made[-1]
 
-    monkeypatch.setattr(run_cli, "make_backend", failing_backend)
+    monkeypatch.setattr(segments, "make_backend", failing_backend)  # vsr-run computes in segments
     out = tmp_path / output
     if output == "frames":
         out.mkdir()
@@ -136,7 +136,8 @@ def test_a_run_failing_mid_way_leaves_no_partial_file_and_the_old_output(
         out.write_bytes(b"an older video")
     before = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     args = [str(short_clip), "-o", str(out), "--model", str(tiny_package.root), "--overwrite"]
-    result = CliRunner().invoke(run_main, [*args, "--chunk", "1", "--overlap", "0", "--threads", "1"])
+    options = ["--chunk", "1", "--overlap", "0", "--threads", "1", "--retries", "0"]  # no second try
+    result = CliRunner().invoke(run_main, [*args, *options])
     assert result.exit_code == 1 and "Error: out of device memory (stand-in)" in result.output, result.output
     assert made and made[0].calls == 5
     assert {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
