@@ -538,6 +538,8 @@ def test_run_refuses_options_that_mean_nothing(basicvsr_package, tmp_path):
     assert result.exit_code == 2 and "use it with -o -" in result.output
     result = runner.invoke(run_main, [*args, "--latency", "2", "--chunk", "10"])
     assert result.exit_code == 2 and "--latency replaces them" in result.output
+    result = runner.invoke(run_main, [*args, "--latency", "2", "--resume", "--workers", "2"])
+    assert result.exit_code == 2 and "--resume, --workers: a live run is one stream" in result.output
     result = runner.invoke(run_main, [*args, "--latency", "2"], input=b"")
     assert result.exit_code == 1 and "standard input is empty" in result.output
     assert not (tmp_path / "x.mp4").exists()

@@ -280,6 +280,13 @@ def main(
     if latency is not None or any(is_pipe(p) for p in inputs) or is_pipe(output):
         if live_input is None:
             raise click.UsageError("a live run (--latency, or - for standard input or output) takes exactly one INPUT")
+        segmented = {"--resume": resume, "--workers": workers, "--cluster": cluster, "--work-dir": work_dir}
+        given = [flag for flag, value in segmented.items() if value]
+        if given or len(device) > 1:
+            raise click.UsageError(
+                f"{', '.join(given) or '--device with several devices'}: a live run is one stream on one device, "
+                "not segments; drop them or write to a file without --latency"
+            )
         package = resolve_package(model, log=say)
         be = make_backend(backend, package, device[0], precision, threads, log=say)
         stream_main(
