@@ -267,6 +267,31 @@ def test_implicit_warp_on_real_frames() -> None:
     assert (ref - cross).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_fused_window_attention_equals_written_out(batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyTorch runs window attention fused (scaled_dot_product_attention); the ONNX export writes it
+    out. Both, on Swin blocks of the released size (plain and shifted, 3 frames padded to windows)
+    fed features of real frames, agree to 1e-5."""
+    from vsr_models.swin import SwinTransformerBlock
+
+    torch.manual_seed(5)
+    embed = torch.nn.Conv2d(3, 120, 3, 1, 1)
+    clip = real_clip(3 * batch, 68, 72).reshape(batch, 3, 3, 68, 72)
+    blocks = [SwinTransformerBlock(120, 6, (3, 8, 8), shift).eval() for shift in ((0, 0, 0), (3, 4, 4))]
+    fused_calls = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: fused_calls.append(1) or sdpa(*a, **k))
+    with torch.no_grad():
+        x = embed(clip.flatten(0, 1)).reshape(batch, 3, 120, 68, 72).permute(0, 1, 3, 4, 2)
+        fused = [block(x) for block in blocks]
+        monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+        written = [block(x) for block in blocks]
+    assert len(fused_calls) == 2  # the eager path is the fused one, the export path is not
+    for a, b in zip(fused, written, strict=True):
+        assert (a - x).abs().mean() > 1e-2  # the blocks change the features
+        assert (a - b).abs().max().item() <= 1e-5
+
+
 # ---------------------------------------------------------------- the whole-clip forward
 def test_recurrence_as_the_original(small: IART) -> None:
     """Record what each sweep's Swin is fed and rebuild it from the definitions: step 0 repeats
