@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from runtime.backends import LeverError, make_backend, parse_levers
-from runtime.backends.ort import OrtBackend, OrtOptionError, OrtOptions
+from runtime.backends.ort import OrtBackend, OrtOptionError, OrtOptions, session_options
 from runtime.backends.static import StaticCalls
 from runtime.backends.torch_eager import OptionError, PrecisionUnavailable, TorchOptions, check_options, native_bf16
 from runtime.cli.bench import ContenderError, parse_contenders
@@ -50,9 +50,17 @@ def test_levers_parse_to_typed_option_values():
         "optimization": "basic",
         "arena": False,
     }
+    assert parse_levers("onnxruntime", ["spinning"]) == {"spinning": True}
     [c] = parse_contenders("onnxruntime:fp16+prefer_nhwc")
     assert (c.label, c.kind, c.precision) == ("onnxruntime:fp16+prefer_nhwc", "onnxruntime", "fp16")
     assert c.levers == {"prefer_nhwc": True}
+
+
+def test_onnxruntime_threads_sleep_unless_asked_to_spin():
+    """Idle intra-op threads sleep by default (measured faster, see OrtOptions); +spinning restores ORT's own."""
+    key = "session.intra_op.allow_spinning"
+    assert session_options(OrtOptions(), "s").get_session_config_entry(key) == "0"
+    assert session_options(OrtOptions(spinning=True), "s").get_session_config_entry(key) == "1"
 
 
 def test_wrong_levers_and_contenders_name_the_fix(basicvsr_package):
@@ -95,8 +103,16 @@ def test_channels_last_matches_the_reference(basicvsr_package, frames, reference
     assert np.abs(out - reference).max() <= 1e-4
 
 
+@pytest.mark.slow
+def test_torch_compile_on_the_cpu_matches_the_reference(basicvsr_package, frames, reference):
+    """Every stage through torch.compile (Inductor's C++ code on the CPU; a minute or two of compiling)."""
+    backend = make_backend("torch", basicvsr_package, levers=parse_levers("torch", ["compile"]))
+    out = upscale_clip(backend, basicvsr_package, frames, (4, 4))
+    assert np.abs(out - reference).max() <= 1e-4
+
+
 def test_onnxruntime_levers_keep_parity(basicvsr_package, frames, reference):
-    levers = parse_levers("onnxruntime", ["optimization=basic", "no_spinning", "arena=0"])
+    levers = parse_levers("onnxruntime", ["optimization=basic", "spinning", "arena=0"])
     out = upscale_clip(make_backend("onnxruntime", basicvsr_package, levers=levers), basicvsr_package, frames, (4, 4))
     assert np.abs(out - reference).max() <= 1e-4
 

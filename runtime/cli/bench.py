@@ -1,7 +1,7 @@
 """vsr-bench: the speed of several backends on the same real frames, side by side, as ratios.
 
 A contender is ``BACKEND[:PRECISION][+LEVER[=VALUE]]...``: ``torch:fp32``, ``onnxruntime:fp16``,
-``onnxruntime:fp32+no_spinning``, ``torch:fp16+channels_last+cuda_graphs``, ``torch:bf16+compile=flow``.
+``onnxruntime:fp32+spinning``, ``torch:fp16+channels_last+cuda_graphs``, ``torch:bf16+compile=flow``.
 The levers are the fields of the backend's options (:func:`runtime.backends.parse_levers`).
 """
 
@@ -97,7 +97,7 @@ class Contender:
 
 
 def parse_contenders(text: str) -> list[Contender]:
-    """``"torch:fp32,onnxruntime:fp32+no_spinning"`` -> contenders (levers checked, not yet built)."""
+    """``"torch:fp32,onnxruntime:fp32+spinning"`` -> contenders (levers checked, not yet built)."""
     contenders = []
     for spec in (s.strip() for s in text.split(",")):
         if not spec:
@@ -126,7 +126,7 @@ def parse_contenders(text: str) -> list[Contender]:
     default="torch:fp32,onnxruntime:fp32",
     show_default=True,
     help="Comma-separated BACKEND:PRECISION[+LEVER[=VALUE]...], run in this order; ratios are against the first. "
-    "Levers are backend options, e.g. onnxruntime:fp32+no_spinning, torch:fp16+channels_last+cuda_graphs.",
+    "Levers are backend options, e.g. onnxruntime:fp32+spinning, torch:fp16+channels_last+cuda_graphs.",
 )
 @device_option
 @threads_option
