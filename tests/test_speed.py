@@ -18,7 +18,7 @@ from runtime.backends.ort import OrtBackend, OrtOptionError, OrtOptions, session
 from runtime.backends.static import StaticCalls
 from runtime.backends.torch_eager import OptionError, PrecisionUnavailable, TorchOptions, check_options, native_bf16
 from runtime.cli.bench import ContenderError, parse_contenders
-from runtime.cli.measure import stage_flops
+from runtime.cli.measure import stage_flops, torch_op_profile
 from runtime.devices import Device
 from runtime.pipeline import upscale_clip
 from runtime.samples import psnr
@@ -143,6 +143,17 @@ def test_stage_flops_count_the_convolutions(basicvsr_package):
     shapes = {"x": (1, 3, h, w), "flow": (1, 2, h, w), "h_next": (1, 64, h, w)}
     flops = stage_flops(basicvsr_package, {"backward_step": shapes})
     assert flops["backward_step"] == 2 * 9 * (67 * 64 + 60 * 64 * 64) * h * w
+
+
+def test_torch_profile_times_ops_and_keeps_the_terminal_clean(capfd):
+    """The profiler's native library writes "USDT: ... profiler_start/stop" to file descriptor 2 on
+    every call; vsr-bench --profile profiles every stage call, so those lines are kept off the terminal."""
+    per_op: dict[str, float] = {}
+    a = torch.randn(256, 256)
+    out = torch_op_profile(lambda: a @ a, Device(), per_op)
+    assert torch.equal(out, a @ a)
+    assert per_op.get("aten::mm", 0) > 0
+    assert "profiler_st" not in capfd.readouterr().err
 
 
 def test_onnxruntime_profile_times_each_op(basicvsr_package, frames, tmp_path):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,16 +138,37 @@ def stage_flops(package: Package, shapes: dict[str, dict[str, tuple[int, ...]]])
     return result
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Points file descriptor 2 at /dev/null for the block: the profiler's native library writes two
+    lines ("USDT: ... profiler_start/stop") there per call, with no setting to turn them off."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def torch_op_profile(call: Callable[[], Any], device: Device, into: dict[str, float]) -> Any:
     """Run ``call`` under the PyTorch profiler and add each op's self time (seconds; device time on a
     GPU) to ``into``; returns what ``call`` returned."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.is_cuda:
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as prof:
+    prof = torch.profiler.profile(activities=activities)
+    with _native_stderr_silenced():
+        prof.start()
+    try:
         out = call()
         if device.is_cuda:
             torch.cuda.synchronize()
+    finally:
+        with _native_stderr_silenced():
+            prof.stop()
     for event in prof.key_averages():
         own = event.self_device_time_total if device.is_cuda else event.self_cpu_time_total
         if own > 0:
