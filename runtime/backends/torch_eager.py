@@ -1,6 +1,6 @@
 """The PyTorch backend: a network's stages in eager mode (the reference every other backend meets), with the
 levers: autocast FP16/BF16, channels-last, CUDA graphs per stage and input size (CUDA only), ``torch.compile``
-per stage (on the CPU too: Inductor's C++ code, 1.23x for BasicVSR at 180x320 on a 2-core AVX2 CPU)."""
+per stage (on the CPU too, as Inductor's C++ code; measured in the README's Speed)."""
 
 from __future__ import annotations
 
