@@ -143,7 +143,13 @@ def hwc(frame: np.ndarray) -> np.ndarray:
 )
 @run_backend_options
 @schedule_options
-@click.option("--codec", default="libx264", show_default=True, help="Video encoder (PyAV/FFmpeg name).")
+@click.option(
+    "--codec",
+    default="libx264",
+    show_default=True,
+    help="Video encoder (PyAV/FFmpeg name). ffv1 is lossless: it writes the RGB levels as they are (8-bit, or "
+    "as deep as a deeper source), in .mkv, .nut or a pipe, for a next tool to take without a second loss.",
+)
 @click.option(
     "--crf",
     type=click.IntRange(0, 63),
