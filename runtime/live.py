@@ -21,7 +21,9 @@ with (B + K) / B for the steps that must be redone over the look-ahead.
 What can stream is read off the plan (:class:`LivePlan`): each step is a per-frame step, or a
 forward or backward sweep (a step that reads its own outputs at earlier or later frames), and
 every read is ``seq[t + offset]``. A clip-level plan (frames at another rate, strided or wrapped
-reads: DAVSR) cannot stream and raises :class:`LiveError`.
+reads: DAVSR) cannot stream and raises :class:`LiveError`. A causal plan (no backward sweep, a
+look-ahead L read off the plan: AnimeSR's 1) is exact with K = L: :func:`live_upscaler_for` runs it
+there, refusing a smaller K and lowering a larger one.
 """
 
 from __future__ import annotations

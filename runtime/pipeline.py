@@ -325,7 +325,8 @@ class Upscaler:
         tiles = len(plan_tiles(height, width, self.tile, self.tile_overlap))
         if self.lookahead is not None:  # each frame once, whatever the chunks
             stop = num_frames if stop is None else min(stop, num_frames)
-            return tiles * sum(len(set(step.frames(num_frames)) & set(range(start, stop))) for step in self.plan.steps)
+            spans = [(step.first, num_frames + step.last) for step in self.plan.steps]  # frames first..T-1+last
+            return tiles * sum(max(0, min(hi, stop) - max(lo, start)) for lo, hi in spans)
         return sum(
             tiles * sum(len(step.frames(hi - lo)) for step in self.plan.steps)
             for lo, hi, _ in self.windows(num_frames, start, stop)

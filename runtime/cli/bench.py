@@ -287,7 +287,10 @@ def _report(
     assert base.package is not None and base.scale is not None
     out_h, out_w = output_size(h, w, base.scale)
     repeat = len(base.runs)
-    owners = {c.package.root: c for c in reversed(live) if c.package is not None}  # the first contender per model
+    owners: dict[Path, Contender] = {}  # the first contender of each model, in the contenders' order
+    for c in live:
+        if c.package is not None:
+            owners.setdefault(c.package.root, c)
     several = len(owners) > 1  # stage rows then name their model, and each contender counts its own FLOPs
     models = ", ".join(dict.fromkeys(c.package.manifest["model"] for c in owners.values() if c.package is not None))
     title = (
@@ -300,7 +303,7 @@ def _report(
     table.add_column("GFLOP per call", justify="right")
     for c in live:
         table.add_column(c.label, justify="right")
-    for owner in sorted(owners.values(), key=live.index):
+    for owner in owners.values():
         assert owner.package is not None
         flops, model = owner.flops, owner.package.manifest["model"]
         for stage in owner.runs[0].times:
