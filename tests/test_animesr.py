@@ -422,7 +422,7 @@ def test_bench_times_animesr_beside_basicvsr_in_one_run(animesr_package, tiny_pa
 
     contenders = f"onnxruntime:fp32,{tiny_package.root}@onnxruntime:fp32"
     args = ["--model", str(animesr_package.root), "--size", "16x16", "--frames", "2", "--contenders", contenders]
-    result = CliRunner().invoke(bench_main, args)
+    result = CliRunner().invoke(bench_main, args, env={"COLUMNS": "240"})  # a table as wide as it needs
     assert result.exit_code == 0, result.output
     assert "animesr, basicvsr 16x16 -> 64x64" in result.output
     assert "animesr: cell" in result.output and "basicvsr: forward_step" in result.output
