@@ -31,7 +31,17 @@ from typing import Any
 import av
 import numpy as np
 
-from export.atomic import PARTIAL_MARK, StagedPath, write_text_atomic
+from export.atomic import (
+    LOCK_SUFFIX,
+    PARTIAL_MARK,
+    Busy,
+    FileLock,
+    StagedPath,
+    check_real_folder,
+    remove_path,
+    write_text_atomic,
+    writing,
+)
 from export.format import Package
 from vsr_models.scales import Scale, output_size
 
@@ -233,7 +243,11 @@ def render_segment(
 
 
 class WorkFolder:
-    """Finished segments of one output, kept across interrupted runs."""
+    """Finished segments of one output, kept across interrupted runs.
+
+    The folder is the tool's own: a symbolic link or a folder of another user in its place is
+    refused (never followed), and nothing in it is trusted that is not a plain file or folder.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -247,13 +261,18 @@ class WorkFolder:
         """Create the folder, emptied unless ``resume``; return how many finished segments of an
         earlier run were thrown away for lack of ``resume``."""
         discarded = 0
-        if self.root.exists() and not resume:
-            discarded = sum(1 for p in self.root.iterdir() if p.name.startswith("seg-"))
-            shutil.rmtree(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob(f"*{PARTIAL_MARK}*"):  # half-written by a run that was killed
-            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-        write_text_atomic(self.root / "key.json", json.dumps(key, indent=1, sort_keys=True, default=str))
+        with writing(self.root):
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            if os.path.lexists(self.root):
+                check_real_folder(self.root, "the work folder")
+                if not resume:
+                    discarded = sum(1 for p in self.root.iterdir() if p.name.startswith("seg-"))
+                    shutil.rmtree(self.root)
+            self.root.mkdir(exist_ok=True)
+            check_real_folder(self.root, "the work folder")
+            for stale in self.root.glob(f"*{PARTIAL_MARK}*"):  # half-written by a run that was killed
+                remove_path(stale)
+            write_text_atomic(self.root / "key.json", json.dumps(key, indent=1, sort_keys=True, default=str))
         return discarded
 
     def segment_path(self, segment: Segment, frames_output: bool) -> Path:
@@ -261,16 +280,38 @@ class WorkFolder:
         return self.root / (name if frames_output else f"{name}.mp4")
 
     def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        if os.path.lexists(self.root):
+            remove_path(self.root)
+
+
+def output_lock(output: Path, base: Path) -> FileLock:
+    """The lock that one run writing ``output`` holds, in the work folders' base ``base``: keyed by
+    the output's full path, so that a second run on the same output (with any options) is refused."""
+    digest = hashlib.sha256(str(output.resolve()).encode()).hexdigest()[:16]
+    return FileLock(base / f".{output.name[:80]}-{digest}{LOCK_SUFFIX}")
+
+
+def lock_output(output: Path, base: Path) -> FileLock:
+    """Take :func:`output_lock` at once, or raise :class:`~export.atomic.Busy` naming the run that holds it."""
+    lock = output_lock(output, base)
+    with writing(lock.path):
+        base.mkdir(parents=True, exist_ok=True)
+        taken = lock.acquire(blocking=False)
+    if not taken:
+        holder = lock.holder() or "another process"
+        raise Busy(
+            f"{output} is being written by another run ({holder}); wait for it to end, or write to another output"
+        )
+    return lock
 
 
 def segment_is_complete(path: Path, frames: int, exact: bool = True) -> bool:
     """True if ``path`` is a finished segment of ``frames`` frames (an MP4 whose packets are all
     there and start at 0, or a folder of that many PNGs); a damaged or half-written one is not."""
-    if path.is_dir():
-        count = len(list(path.glob("*.png")))
+    if path.is_dir() and not path.is_symlink():
+        count = len([p for p in path.glob("*.png") if p.is_file() and not p.is_symlink()])
         return count == frames if exact else 0 < count <= frames
-    if not path.is_file():
+    if not os.path.isfile(path) or os.path.islink(path):  # a link is never a segment this tool wrote
         return False
     try:
         with av.open(str(path)) as container:
@@ -320,6 +361,7 @@ class FileJob:
     reused: int = 0
     discarded: int = 0
     staged: StagedPath | None = None
+    lock: FileLock | None = None
 
     @property
     def total_frames(self) -> int:
@@ -346,6 +388,13 @@ class FileJob:
             self.staged.discard()
             self.staged = None
 
+    def close(self) -> None:
+        """:meth:`discard`, and let another run write :attr:`output` (release its lock)."""
+        self.discard()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
 
 def prepare_file(
     number: int,
@@ -365,7 +414,55 @@ def prepare_file(
     work_dir: Path,
     scale: Scale,
 ) -> FileJob:
-    """Plan ``source``'s segments, prepare its work folder and find the finished ones."""
+    """Plan ``source``'s segments, prepare its work folder and find the finished ones.
+
+    The job holds the lock of ``output`` (:func:`lock_output`) from here until :meth:`FileJob.close`:
+    a second run on the same output is refused at once, naming this one.
+    """
+    lock = lock_output(output, work_dir)
+    try:
+        job = _plan_file(
+            number,
+            source,
+            output,
+            info,
+            package,
+            spec,
+            device_kind=device_kind,
+            codec=codec,
+            crf=crf,
+            fps=fps,
+            max_frames=max_frames,
+            segment_frames=segment_frames,
+            resume=resume,
+            work_dir=work_dir,
+            scale=scale,
+        )
+    except BaseException:
+        lock.release()
+        raise
+    job.lock = lock
+    return job
+
+
+def _plan_file(
+    number: int,
+    source: Path,
+    output: Path,
+    info: VideoInfo,
+    package: Package,
+    spec: EngineSpec,
+    *,
+    device_kind: str,
+    codec: str,
+    crf: int,
+    fps: Fraction,
+    max_frames: int | None,
+    segment_frames: int | None,
+    resume: bool,
+    work_dir: Path,
+    scale: Scale,
+) -> FileJob:
     index: PacketIndex | None = build_index(source) if info.kind == "video" else None
     num = index.num_frames if index is not None else info.num_frames
     if num is None:  # an unindexable video that does not state its length: count by decoding
