@@ -30,6 +30,7 @@ import contextlib
 import datetime as _dt
 import errno
 import os
+import re
 import shutil
 import socket
 import stat
@@ -61,10 +62,17 @@ class Busy(VSRError, RuntimeError):
     """Another process holds the lock of what this one wants to write."""
 
 
+def shown(path: str | os.PathLike[str]) -> Path:
+    """``path`` as the user named it: a staged component (``.NAME.partial-PID-XXXX``) shown as ``NAME``."""
+    parts = [re.sub(rf"^\.(.+){re.escape(PARTIAL_MARK)}\d+-[^/]*$", r"\1", part) for part in Path(path).parts]
+    return Path(*parts)
+
+
 def write_problem(exc: OSError, target: str | os.PathLike[str]) -> WriteError | None:
     """A one-line :class:`WriteError` for an ``OSError`` raised while writing ``target``, or ``None``
     when the error is not about the disk or permissions (a bug, or a problem of the input)."""
     reason = exc.strerror or str(exc)
+    target = shown(target)
     if exc.errno in _NO_ROOM:
         return WriteError(
             exc.errno,
@@ -72,7 +80,7 @@ def write_problem(exc: OSError, target: str | os.PathLike[str]) -> WriteError | 
             "again; nothing was written",
         )
     if exc.errno in (errno.EACCES, errno.EPERM):
-        place = exc.filename or Path(target).parent
+        place = shown(exc.filename) if exc.filename else target.parent
         return WriteError(
             exc.errno, f"cannot write {target}: {place}: {reason}; fix its permissions or choose another place"
         )

@@ -119,7 +119,8 @@ def cache_folder(*parts: str) -> Path:
     folder = root.joinpath(*parts)
     try:
         with writing(folder):
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for place in [root, *[root.joinpath(*parts[: i + 1]) for i in range(len(parts))]]:
+                place.mkdir(parents=True, exist_ok=True, mode=0o700)  # new folders private to this user
             if not os.access(folder, os.W_OK | os.X_OK):
                 raise PermissionError(13, "Permission denied", str(folder))
     except OSError as exc:

@@ -113,7 +113,7 @@ def frame_size_problem(width: int, height: int) -> str | None:
     if not ffmpeg_decodes(width, height):
         return (
             f"its frames are {width}x{height} pixels, more than FFmpeg decodes (about 16000x16000); "
-            "a header like that is damaged or made to exhaust memory"
+            "such a header is broken or made to exhaust memory"
         )
     need = width * height * DECODE_BYTES_PER_PIXEL
     room = available_memory()

@@ -38,7 +38,7 @@ def resolve_package(model: str, log: Callable[[str], None] = print) -> Package:
                 check_real_folder(target, "the cached export")
                 return Package.open(target, verify=True)
             except (PackageError, OSError) as exc:
-                log(f"the cached export of {model} cannot be used ({exc}); exporting it again")
+                log(f"the cached export of {model} is damaged or was changed ({exc}); exporting it again")
         else:
             log(f"exporting {model} to {target} (first use; later runs reuse it) ...")
         return export_package(pretrained(model), target, weights=model, checkpoints=[source], overwrite=True)

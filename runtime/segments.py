@@ -16,6 +16,7 @@ written beside the output but its staged file, reserved when the first segment s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -46,12 +47,13 @@ from export.format import Package
 from vsr_models.scales import Scale, output_size
 
 from .backends import make_backend
+from .budget import GraphMemory, check_fits
 from .devices import Device
 from .lanes import LaneStats, run_lanes
 from .pipeline import Upscaler, upscaler_for
 from .video import VideoInfo, VideoWarning, VideoWriter, output_kind, read_frames
 from .video.audio import side_streams
-from .video.index import PacketIndex, Span, build_index, read_span
+from .video.index import PacketIndex, Span, build_index, read_span, timestamps_problem
 from .video.remux import Piece, stitch_frames, stitch_video
 
 #: Default input frames per segment (rounded up to whole windows).
@@ -362,6 +364,9 @@ class FileJob:
     discarded: int = 0
     staged: StagedPath | None = None
     lock: FileLock | None = None
+    #: Raises :class:`~runtime.budget.NotEnoughMemory` when this many local workers cannot compute
+    #: the segments in the memory available (called before the first segment starts).
+    check_memory: Callable[[int], None] | None = None
 
     @property
     def total_frames(self) -> int:
@@ -389,8 +394,13 @@ class FileJob:
             self.staged = None
 
     def close(self) -> None:
-        """:meth:`discard`, and let another run write :attr:`output` (release its lock)."""
+        """:meth:`discard`, remove the work folder if it holds no finished segment (a run refused or
+        failed before finishing one leaves nothing), and let another run write :attr:`output`
+        (release its lock)."""
         self.discard()
+        root = self.work.root
+        if self.lock is not None and root.is_dir() and not root.is_symlink() and not any(root.glob("seg-*")):
+            self.work.remove()
         if self.lock is not None:
             self.lock.release()
             self.lock = None
@@ -464,6 +474,13 @@ def _plan_file(
     scale: Scale,
 ) -> FileJob:
     index: PacketIndex | None = build_index(source) if info.kind == "video" else None
+    broken = timestamps_problem(source) if index is None and info.kind == "video" else None
+    if broken:
+        warnings.warn(
+            f"{source}: {broken}; the output's frames are evenly spaced at {float(fps):g} frames/s instead",
+            VideoWarning,
+            stacklevel=3,
+        )
     num = index.num_frames if index is not None else info.num_frames
     if num is None:  # an unindexable video that does not state its length: count by decoding
         num = sum(1 for _ in read_frames(source))
@@ -494,7 +511,7 @@ def _plan_file(
     }
     work = WorkFolder.for_output(output, key, work_dir)
     discarded = work.prepare(key, resume=resume)
-    time_base = info.time_base if rate == 1 and info.kind == "video" else None
+    time_base = info.time_base if rate == 1 and info.kind == "video" and not broken else None
     tasks = []
     for seg in segments:
         span = index.span(seg.lo, seg.hi) if index is not None and len(segments) > 1 else None
@@ -529,6 +546,14 @@ def _plan_file(
         else:
             last = tasks[-1]
             streams_end = _offset(last) + Fraction(last.segment.stop - last.segment.start) / fps
+    graphs = graph_memory(str(package.root), spec.precision)
+
+    def check_memory(workers: int) -> None:
+        on_gpu = device_kind == "cuda"
+        check_fits(
+            up, graphs, info.height, info.width, scale, length=num, workers=workers, on_gpu=on_gpu, what=str(source)
+        )
+
     return FileJob(
         number,
         source,
@@ -541,7 +566,14 @@ def _plan_file(
         streams_end=streams_end,
         reused=len(tasks) - len(missing),
         discarded=discarded,
+        check_memory=check_memory,
     )
+
+
+@functools.lru_cache(maxsize=8)
+def graph_memory(root: str, precision: str) -> GraphMemory:
+    """:class:`~runtime.budget.GraphMemory` of a package, read once per run."""
+    return GraphMemory(Package.open(root), precision)
 
 
 def _first_pts(source: Path) -> int | None:

@@ -27,6 +27,13 @@ log = logging.getLogger(__name__)
 
 _CRF_CODECS = frozenset({"libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1"})
 
+#: Encoder threads, fixed. A lossy encoder's output depends on its thread count (x264's frame
+#: threads change its motion search and rate control), and left to itself x264 counts the CPUs the
+#: thread that opens it may run on: two runs of the same frames, or two segments of one run opened
+#: where the CPUs differ (another affinity, another worker, another machine), then differ by up to
+#: 12/255 in places. A fixed count makes every run, segment and machine encode alike.
+ENCODER_THREADS = 4
+
 
 def output_kind(path: Path) -> Literal["video", "frames"]:
     """'frames' for an existing directory, a path ending in a separator or without a suffix."""
@@ -336,6 +343,7 @@ class VideoWriter:
             stream.codec_context.colorspace = self._matrix
             stream.codec_context.color_range = RANGE_MPEG
         stream.thread_type = "AUTO" if self._frame_threads else "SLICE"
+        stream.codec_context.thread_count = ENCODER_THREADS
         self._stream = stream
 
     # ---- writing ---------------------------------------------------------------------------
