@@ -79,6 +79,11 @@ def write_problem(exc: OSError, target: str | os.PathLike[str]) -> WriteError | 
             f"cannot write {target}: {reason}; free space there (or choose another place to write) and run "
             "again; nothing was written",
         )
+    if exc.errno == errno.ELOOP:
+        place = shown(exc.filename) if exc.filename else target
+        return WriteError(
+            exc.errno, f"cannot write {target}: {place} is a symbolic link where this tool keeps a file; remove it"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM):
         place = shown(exc.filename) if exc.filename else target.parent
         return WriteError(
@@ -133,10 +138,6 @@ class FileLock:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
 
     def acquire(self, *, blocking: bool = True) -> bool:
         """Take the lock (waiting for it when ``blocking``); ``False`` if it is taken and not ``blocking``."""

@@ -10,8 +10,12 @@ half-written segment is never reused. :func:`stitch` joins the segments by strea
 
 The work folder (``WORK/NAME-KEY``, by default in the cache) is keyed by the input, the output,
 the package and every option that changes a frame, so a run with ``resume`` keeps the segments that
-an interrupted run with the same key finished, and computes only the missing ones. Nothing is
-written beside the output but its staged file, reserved when the first segment starts.
+an interrupted run with the same key finished, and computes only the missing ones. A run holds the
+lock of its output (``WORK/.NAME-DIGEST.lock``) from planning to the end, so a second run on the
+same output is refused at once; a link or another user's folder in place of the work folder is
+refused, never followed. Before the first segment starts, the memory the run needs is checked
+(:mod:`runtime.budget`). Nothing is written beside the output but its staged file, reserved when
+the first segment starts.
 """
 
 from __future__ import annotations

@@ -712,3 +712,24 @@ def test_lossy_encoding_does_not_depend_on_the_cpus_it_may_use(tmp_path, bikes):
             return b"".join(bytes(p) for p in c.demux(c.streams.video[0]))
 
     assert encode(everywhere, "all.mp4") == encode({min(everywhere)}, "one.mp4")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_two_lossy_segmented_runs_on_other_cpus_give_the_same_file(tmp_path, bikes, tiny_package):
+    """The issue's case: the same lossy run in segments (crf 18), once on all CPUs and once on one,
+    gives the same frames and the same bytes, segment by segment."""
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 24, 48, 64), codec_options={"g": "6"})
+    outputs = []
+    for name, cpus in [("all", None), ("one", {min(os.sched_getaffinity(0))})]:
+        out = tmp_path / f"{name}.mp4"
+        command = [sys.executable, "-c", "import sys; from runtime.cli.run import main; sys.exit(main())"]
+        command += [str(source), "-o", str(out), "--model", str(tiny_package.root), "--crf", "18"]
+        command += ["--segment", "8", "--chunk", "4", "--overlap", "1", "--backend", "onnxruntime"]
+        pin = (lambda cpus=cpus: os.sched_setaffinity(0, cpus)) if cpus else None
+        done = subprocess.run(command, env=_env(), capture_output=True, text=True, preexec_fn=pin, timeout=600)
+        assert done.returncode == 0, done.stderr
+        assert "3 segments computed" in done.stderr
+        with av.open(str(out)) as c:
+            outputs.append([bytes(p) for p in c.demux(c.streams.video[0]) if p.size])
+    assert outputs[0] == outputs[1]

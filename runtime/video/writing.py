@@ -17,7 +17,7 @@ from typing import BinaryIO, Literal
 import av
 import numpy as np
 
-from export.atomic import StagedPath
+from export.atomic import StagedPath, WriteError
 
 from .audio import StreamCopier, side_streams
 from .colour import BT709, MATRICES, RANGE_MPEG, SMPTE170M, SWS_FLAGS, is_hd, rgb_to_yuv16
@@ -276,12 +276,13 @@ class VideoWriter:
         """The hidden sibling everything is written to; creating it is the check that the directory is writable."""
         try:
             return StagedPath(self.path, directory=directory, suffix="" if directory else self.path.suffix)
-        except OSError as e:
+        except OSError as error:
+            e = error.__cause__ if isinstance(error, WriteError) and isinstance(error.__cause__, OSError) else error
             if e.errno == errno.ENAMETOOLONG:
                 size = len(os.fsencode(self.path.name))
                 raise OutputError(
                     f"output name {self.path.name!r} is too long for the file system ({size} bytes, and a "
-                    "temporary name beside it needs 20 more); choose a shorter name"
+                    "temporary name beside it needs about 30 more); choose a shorter name"
                 ) from e
             raise OutputError(
                 f"cannot write into {self.path.parent}: {e.strerror}; fix its permissions or choose another "
