@@ -57,6 +57,9 @@ _NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 class WriteError(VSRError, OSError):
     """A file or folder cannot be written: no permission, no space left, a read-only disk."""
 
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno N]"
+        return str(self.strerror)
+
 
 class Busy(VSRError, RuntimeError):
     """Another process holds the lock of what this one wants to write."""
