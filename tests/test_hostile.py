@@ -537,6 +537,7 @@ def test_a_full_disk_during_export_is_a_one_line_error_and_leaves_nothing(tmp_pa
     )
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
     assert "No space left on device" in result.output and "free space" in result.output
+    assert "[Errno" not in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 2  # "exporting ..." + error
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
