@@ -98,8 +98,8 @@ def prepare(carry: Path, weights: list[str], frames: int) -> int:
     try:
         relative = carry.resolve().relative_to(ROOT)
     except ValueError:
-        print(f"{carry} is outside the repository: a device call carries only paths inside it", file=sys.stderr)
-        return 1
+        print(f"\n{carry} is outside the repository: a device call carries only paths inside it (use the default)")
+        return 0
     print("\nThe device call (run it once; rerun once at most; then give the machine back):")
     print(f"  carry:     {json.dumps([str(relative)])}")
     print(f'  command:   bash tests/device_check.sh --carry {relative} --out "$OUT"')

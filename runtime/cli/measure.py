@@ -61,7 +61,9 @@ def ort_matmul_peak(threads: int, side: int = PEAK_SIDE["cpu"], repeats: int = 3
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, [side, side]) for n in "ab"],
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, [side, side])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    # IR version 9 is opset 19's: onnx's newest default (14 in onnx 1.23) is refused by older runtimes
+    # (onnxruntime 1.30 reads up to 13: the GPU machine's image pairs the two).
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
     session = ort.InferenceSession(
         onnx.ModelProto.SerializeToString(model),
         session_options(OrtOptions(threads=threads), "peak"),
