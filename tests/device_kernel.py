@@ -7,7 +7,8 @@ no scratch buffer and at most 48 KiB of shared memory; launched from PyTorch on 
 (C=120, 6 heads; the clamped-corner case of tests/test_implicit_warp_plugin.py) against the reference
 op (:func:`implicit_warp`): FP32 within 1e-5, FP16 within 2e-2; then its time per call against the
 reference's at (1, 120, 64, 64) and (1, 120, 180, 320) features (CUDA events, the median of five
-blocks of 20 calls after a warm-up).
+blocks of 20 calls after a warm-up; per call as launched from PyTorch, so host overhead counts where
+the GPU work is small).
 
 With --cpu: the same compile for sm_90 (PTX needs no GPU), and the kernel run in Triton's CPU interpreter
 at C=24 and C=32 against the reference (its time is the interpreter's, so none is given).
@@ -59,9 +60,10 @@ def _max_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     return (got.float() - expected.float()).abs().max().item()
 
 
-def parity(device: str, sizes: list[tuple[int, int, int]]) -> tuple[list[str], bool]:
-    """The kernel against the reference for (C, heads, dtype bound) cases: figures and whether all held."""
-    figures, ok = [], True
+def parity(device: str, sizes: list[tuple[int, int]]) -> tuple[list[str], dict[str, bool]]:
+    """The kernel against the reference for (C, heads) cases, in FP32 and FP16: the figures, and per dtype
+    whether every case held its bound."""
+    figures, ok = [], {"float32": True, "float16": True}
     for c, heads in sizes:
         args, heads = _case(n=2, c=c, h=7, w=9, heads=heads, device=device)
         expected = implicit_warp(*args.values(), num_heads=heads)
@@ -70,8 +72,8 @@ def parity(device: str, sizes: list[tuple[int, int, int]]) -> tuple[list[str], b
             got = plugin.launch(*cast.values(), num_heads=heads)
             error = _max_error(got, expected)
             held = error <= bound and got.dtype == dtype
-            ok &= held
             name = str(dtype).removeprefix("torch.")
+            ok[name] &= held
             figures.append(
                 f"{name} C={c} {heads} heads vs reference: max abs {error:.2e} "
                 f"({'within' if held else 'BEYOND'} {bound:g})"
@@ -140,7 +142,7 @@ print(json.dumps(device_kernel.parity("cpu", [(24, 3), (32, 4)])))
 """
 
 
-def interpreted_parity() -> tuple[list[str], bool]:
+def interpreted_parity() -> tuple[list[str], dict[str, bool]]:
     env = dict(os.environ, TRITON_INTERPRET="1")
     code = _INTERPRETER.format(root=str(ROOT))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
@@ -166,13 +168,13 @@ def main() -> int:
         figures = compile_for(torch.cuda.get_device_capability())
         more, ok = parity("cuda", [(CHANNELS, HEADS), (32, 4), (24, 3)])
         figures += more
-        if ok:
+        if ok["float32"]:  # a kernel that is wrong in FP32 is not timed
             figures += timing()
     for line in figures:
         print(line)
     if opts.figures:
         opts.figures.write_text("".join(f"{line}\n" for line in figures))
-    return 0 if ok else 1
+    return 0 if all(ok.values()) else 1
 
 
 if __name__ == "__main__":
