@@ -105,7 +105,8 @@ failed=0
 
 slug() { tr -c 'a-zA-Z0-9\n' '-' <<<"$1"; }
 
-# record NAME STATUS SECONDS KIND SOURCE LOG: one row of the summary (KIND: how its figures are read).
+# record NAME STATUS SECONDS KIND SOURCE LOG: one row of the summary; KIND says how tests/device_tools.py reads
+# its figures (text, junit, bench, parity: files or the log; note: SOURCE itself).
 record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$work/steps.tsv"; }
 
 # step NAME LIMIT KIND SOURCE -- COMMAND...: run COMMAND under `timeout`, log it, record its status.
@@ -150,7 +151,7 @@ step "gpu tests" "$limit_tests" junit "$fig/gpu-tests.xml" -- \
 step "triton kernel" "$limit_kernel" text "$fig/kernel.txt" -- \
     python3 tests/device_kernel.py "${kernel_args[@]}" --figures "$fig/kernel.txt"
 
-step "${low} parity basicvsr" "$limit_parity" log '^(max abs error|parity )' -- \
+step "${low} parity basicvsr" "$limit_parity" parity "" -- \
     python3 -c "$parity_py" basicvsr --no-export --backend torch "${parity_args[@]}"
 
 # bench: eager contenders now, the +compile ones queued for the end (compiling takes the longest).

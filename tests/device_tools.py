@@ -223,11 +223,16 @@ def _bench(path: Path) -> list[str]:
     return lines
 
 
-def _log(path: Path, pattern: str) -> list[str]:
-    import re
-
-    found = re.compile(pattern)
-    return [line.rstrip() for line in path.read_text(errors="replace").splitlines() if found.search(line)]
+def _parity(log: Path) -> list[str]:
+    """vsr-parity's per-frame table (``│ frame │ max abs │ PSNR │``) and its closing lines, from its log."""
+    lines = []
+    for line in log.read_text(errors="replace").splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if len(cells) == 3 and cells[0].isdigit():
+            lines.append(f"frame {cells[0]}: max abs {cells[1]}, {cells[2]} dB")
+        elif line.startswith(("max abs error", "parity ")):
+            lines.append(line.strip())
+    return lines
 
 
 def _figures(kind: str, source: str, log: Path) -> list[str]:
@@ -239,8 +244,8 @@ def _figures(kind: str, source: str, log: Path) -> list[str]:
             return _junit(path) if path.is_file() else []
         if kind == "bench":
             return _bench(path) if path.is_file() else []
-        if kind == "log":
-            return _log(log, source) if log.is_file() else []
+        if kind == "parity":
+            return _parity(log) if log.is_file() else []
         if kind == "note":
             return [source]
     except Exception as exc:  # a summary must come out whatever one step left behind
