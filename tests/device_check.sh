@@ -75,7 +75,11 @@ export PYTHONPATH="$root:$carry/site"
 export VSR_SAMPLE_FRAMES="$carry/frames"
 export VSR_CACHE_DIR="$work/cache"
 export PYTHONUNBUFFERED=1 COLUMNS=160
-rm -rf "$work"
+if [[ -e $work && ! -f $work/steps.tsv && -n $(ls -A "$work") ]]; then
+    echo "device_check.sh: --work $work holds files of something else: name a new folder" >&2
+    exit 2
+fi
+rm -rf "$work"  # an earlier check's
 mkdir -p "$work/logs" "$work/figures" "$VSR_CACHE_DIR"
 
 if [[ $mode == gpu ]]; then
@@ -166,34 +170,32 @@ bench_run() {  # bench_run NAME LIMIT CONTENDERS [vsr-bench arguments...]
 bench() {
     local model=$1 sizes=$2 frames=$3
     shift 3
-    local what=weights args=() plain=() size h w
+    local what=weights extra=("$@") plain=() i=0 size h w
     [[ " $* " == *" --random-weights "* ]] && what=network
     if ! python3 tests/device_tools.py knows --"$what" "$model"; then
         [[ -z $only || "bench $model" =~ $only ]] &&
             record "bench $model" "n/a" 0 note "left out: this registry has no $what '$model'" ""
         return 0
     fi
-    args=("$@")
     if [[ $mode == cpu ]]; then
         frames=2
-        [[ $what == network ]] && args+=(--quick)
+        [[ $what == network ]] && extra+=(--quick)
     fi
-    while [[ ${#args[@]} -gt 0 ]]; do  # the +compile run leaves the profile out
-        case ${args[0]} in
-            --profile) args=("${args[@]:1}") ;;
-            --top) args=("${args[@]:2}") ;;
-            *) plain+=("${args[0]}"); args=("${args[@]:1}") ;;
+    while ((i < ${#extra[@]})); do  # the +compile run leaves the profile out
+        case ${extra[i]} in
+            --profile) ;;
+            --top) i=$((i + 1)) ;;
+            *) plain+=("${extra[i]}") ;;
         esac
+        i=$((i + 1))
     done
-    args=("$@")
-    [[ $mode == cpu && $what == network ]] && args+=(--quick)
     for size in $sizes; do
         h=${size%x*} w=${size#*x}
         if [[ $mode == cpu ]]; then
             h=$((h / 10 > 16 ? h / 10 : 16)) w=$((w / 10 > 16 ? w / 10 : 16))
         fi
         local base=(--model "$model" --size "${h}x${w}" --frames "$frames")
-        bench_run "bench $model ${h}x${w}" "$limit_bench" "$eager" "${base[@]}" "${args[@]}" --repeat "$repeat"
+        bench_run "bench $model ${h}x${w}" "$limit_bench" "$eager" "${base[@]}" "${extra[@]}" --repeat "$repeat"
         compiles+=("bench $model ${h}x${w} +compile$(printf '\x1f%s' "${base[@]}" "${plain[@]}")")
     done
 }
