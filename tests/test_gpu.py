@@ -1,9 +1,11 @@
 """On a CUDA GPU: the PyTorch backend (FP32 parity, FP16), ONNX Runtime's CUDA provider, DeformConv,
 IART on the GPU, and TensorRT's switch between engine sets built for different frame sizes.
 
-Run with ``pytest -m "gpu or tensorrt" tests/test_gpu.py`` under whatever CUDA build of PyTorch the
+Run with ``pytest -m "gpu or tensorrt" -rP tests/test_gpu.py`` (``-rP`` keeps the figures the tests
+print; tests/device_check.sh also writes them into its summary) under whatever CUDA build of PyTorch the
 machine has (nothing here needs the CPU build's pins); each test skips with its reason where the GPU,
-onnxruntime-gpu, torchvision or TensorRT is absent. IART's Triton kernel against its reference on
+onnxruntime-gpu, torchvision or TensorRT is absent. FP32 is FP32 here: TF32 is off around every FP32
+comparison (the PyTorch backend sets it per stage call; the DeformConv tests set it themselves). IART's Triton kernel against its reference on
 the GPU is in tests/test_implicit_warp_plugin.py.
 
 None of these has run: no machine of this project has had a GPU. The limits are the CPU suite's
@@ -24,6 +26,7 @@ import torch
 
 from export.format import Package
 from runtime.backends import OrtBackend, OrtOptions, TorchBackend, TorchOptions
+from runtime.backends.torch_eager import tf32_math
 from runtime.devices import Device
 from runtime.pipeline import upscale_clip
 from runtime.samples import psnr
@@ -141,7 +144,9 @@ def _ours(case: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def test_deform_conv_reference_on_cuda_equals_cpu():
-    cpu, gpu = _ours(_deform_case("cpu")), _ours(_deform_case("cuda")).cpu()
+    cpu = _ours(_deform_case("cpu"))
+    with tf32_math(False):  # the reference's matrix products in FP32, whatever the process-wide switches say
+        gpu = _ours(_deform_case("cuda")).cpu()
     print("DeformConv reference CUDA vs CPU: max abs", (gpu - cpu).abs().max().item())
     assert (gpu - cpu).abs().max().item() <= 1e-4
 
@@ -152,9 +157,12 @@ def test_deform_conv_reference_equals_torchvision_on_cuda():
     from torchvision.ops import deform_conv2d
 
     case = _deform_case("cuda")
-    theirs = deform_conv2d(case["x"], case["offset"], case["weight"], case["bias"], padding=(1, 1), mask=case["mask"])
-    print("DeformConv reference vs torchvision on CUDA: max abs", (_ours(case) - theirs).abs().max().item())
-    assert (_ours(case) - theirs).abs().max().item() <= 1e-4
+    with tf32_math(False):
+        ours = _ours(case)
+        x, offset, weight, bias, mask = (case[k] for k in ("x", "offset", "weight", "bias", "mask"))
+        theirs = deform_conv2d(x, offset, weight, bias, padding=(1, 1), mask=mask)
+    print("DeformConv reference vs torchvision on CUDA: max abs", (ours - theirs).abs().max().item())
+    assert (ours - theirs).abs().max().item() <= 1e-4
 
 
 # ---------------------------------------------------------------- TensorRT: one engine set per size range

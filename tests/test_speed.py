@@ -390,6 +390,26 @@ def test_torch_fp16_channels_last_and_cuda_graphs_on_the_gpu(basicvsr):
 
 @pytest.mark.gpu
 @needs_cuda
+def test_fp32_on_the_gpu_is_fp32_unless_tf32_is_asked_for(basicvsr):
+    """torch:fp32 on CUDA against the CPU's FP32 (1e-4, with cuDNN's default of TF32 convolutions set aside
+    by the backend), and +tf32 against it: TF32 keeps 10 bits of mantissa, so its figure is printed and held
+    to FP16's 50 dB. The process-wide switches are as they were after both runs."""
+    network = Unexported(basicvsr, weights="basicvsr")
+    lr = lr_clip(3, 48, 64)[0]
+    cpu = upscale_clip(make_backend("torch", network), network, lr, (4, 4))
+    switches = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    fp32 = upscale_clip(make_backend("torch", network, "cuda"), network, lr, (4, 4))
+    tf32 = upscale_clip(make_backend("torch", network, "cuda", levers={"tf32": True}), network, lr, (4, 4))
+    tf32_db = psnr(np.clip(tf32, 0, 1), np.clip(fp32, 0, 1))
+    print(f"torch CUDA fp32 vs CPU: max abs {np.abs(fp32 - cpu).max():.2e}")
+    print(f"torch CUDA fp32+tf32 vs fp32: max abs {np.abs(tf32 - fp32).max():.2e}, {tf32_db:.2f} dB")
+    assert np.abs(fp32 - cpu).max() <= 1e-4
+    assert tf32_db > 50
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == switches
+
+
+@pytest.mark.gpu
+@needs_cuda
 @pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(), reason="needs onnxruntime-gpu")
 def test_onnxruntime_cuda_provider_and_its_cuda_graphs(basicvsr_package):
     lr = lr_clip(3, 32, 32)[0]
