@@ -5,8 +5,8 @@ Run with ``pytest -m "gpu or tensorrt" -rP tests/test_gpu.py`` (``-rP`` keeps th
 print; tests/device_check.sh also writes them into its summary) under whatever CUDA build of PyTorch the
 machine has (nothing here needs the CPU build's pins); each test skips with its reason where the GPU,
 onnxruntime-gpu, torchvision or TensorRT is absent. FP32 is FP32 here: TF32 is off around every FP32
-comparison (the PyTorch backend sets it per stage call; the DeformConv tests set it themselves). IART's Triton kernel against its reference on
-the GPU is in tests/test_implicit_warp_plugin.py.
+comparison (the PyTorch backend sets it per stage call; the DeformConv tests set it themselves).
+IART's Triton kernel against its reference on the GPU is in tests/test_implicit_warp_plugin.py.
 
 None of these has run: no machine of this project has had a GPU. The limits are the CPU suite's
 (the FP32 parity bound of ONNX Runtime against PyTorch, 1e-4; 50 dB for FP16, vsr-parity's default);
