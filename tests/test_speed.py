@@ -38,6 +38,7 @@ from runtime.devices import Device
 from runtime.pipeline import upscale_clip
 from runtime.resolve import Unexported, resolve_unexported
 from runtime.samples import FRAMES_ENV, load_lr, psnr, sample_frames, save_sample_frames
+from tests import device_tools
 from tests.conftest import TINY_CONFIG, lr_clip
 from vsr_models import create_model
 from vsr_models.errors import NotInstalled, VSRError
@@ -299,6 +300,26 @@ def test_the_device_check_path_imports_no_pyav():
         "assert not {'av', 'skvideo'} & set(sys.modules), sorted({'av', 'skvideo'} & set(sys.modules))"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_the_gpu_tests_printed_figures_reach_the_summary(tmp_path):
+    """The check's ``gpu tests`` step runs pytest with a JUnit file that keeps each test's stdout; the summary
+    reads the figures passing tests print, the first line of a failure and the skip reasons from it (on the
+    CPU every GPU test skips, so this is where the figures' path is exercised)."""
+    (tmp_path / "test_figures.py").write_text(
+        "import pytest\n"
+        "def test_prints():\n    print('max abs 1.5e-05')\n"
+        "def test_fails():\n    assert 1 == 2, 'off by one'\n"
+        "@pytest.mark.skip(reason='needs a CUDA GPU')\ndef test_skips():\n    pass\n"
+    )
+    xml = tmp_path / "figures.xml"
+    flags = ["-o", "addopts=", "-p", "no:cacheprovider", "-raP", "-o", "junit_logging=system-out", "--junitxml"]
+    subprocess.run([sys.executable, "-m", "pytest", *flags, str(xml), "test_figures.py"], cwd=tmp_path, check=False)
+    lines = device_tools._junit(xml)
+    assert lines[0] == "1 passed, 1 failed, 1 skipped", lines
+    assert "test_prints: max abs 1.5e-05" in lines
+    assert any(line.startswith("test_fails: FAILED AssertionError: off by one") for line in lines), lines
+    assert "skipped 1: needs a CUDA GPU" in lines
 
 
 def _summary(work: Path) -> dict[str, dict]:
