@@ -5,13 +5,17 @@ A contender is ``[MODEL@]BACKEND[:PRECISION][+LEVER[=VALUE]]...``: ``torch:fp32`
 The levers are the fields of the backend's options (:func:`runtime.backends.parse_levers`).
 ``MODEL@`` runs another model (a zoo name or a package) on the same frames, so that two networks are
 timed side by side in one run (``basicvsr@onnxruntime:fp32`` beside ``--model animesr``).
+A contender that cannot be built here, or that fails in its warm-up or a timed run, is listed as not
+run with the reason, and the others still run; the first contender that runs is the baseline.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
+import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +37,20 @@ from ..backends.ort import OrtBackend
 from ..devices import Device
 from ..executor import Backend
 from ..pipeline import resolve_scale, upscale_clip
-from ..resolve import resolve_package
+from ..resolve import Unexported
 from ..samples import load_lr, psnr
-from .common import CONTEXT, SIZE, device_option, model_option, say, scale_option, threads_option, user_errors
+from .common import (
+    CONTEXT,
+    SIZE,
+    device_option,
+    model_option,
+    resolve_model,
+    say,
+    scale_option,
+    threads_option,
+    unexported_options,
+    user_errors,
+)
 from .measure import device_name, peak_gflops, stage_flops, top_ops, torch_op_profile
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -91,15 +106,15 @@ class Contender:
     kind: str
     precision: str
     levers: dict[str, Any]
-    model: str | None = None  # another model than --model
-    package: Package | None = None
-    scale: Scale | None = None
-    flops: dict[str, float] = field(default_factory=dict)
     backend: _Timed | None = None
     runs: list[Run] = field(default_factory=list)
     output: np.ndarray | None = None
     ops: dict[str, dict[str, float]] | None = None
     note: str | None = None
+    model: str | None = None  # another model than --model
+    package: Package | Unexported | None = None
+    scale: Scale | None = None
+    flops: dict[str, float] = field(default_factory=dict)
 
 
 def parse_contenders(text: str) -> list[Contender]:
@@ -117,7 +132,7 @@ def parse_contenders(text: str) -> list[Contender]:
         if precision not in PRECISIONS:
             raise ContenderError(f"contender {spec!r}: precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         label = (f"{model}@" if model else "") + "+".join([f"{kind}:{precision}", *levers])
-        contenders.append(Contender(label, kind, precision, parse_levers(kind, levers), model or None))
+        contenders.append(Contender(label, kind, precision, parse_levers(kind, levers), model=model or None))
     if not contenders:
         raise ContenderError("--contenders is empty: name at least one, e.g. torch:fp32,onnxruntime:fp32")
     return contenders
@@ -125,6 +140,7 @@ def parse_contenders(text: str) -> list[Contender]:
 
 @click.command(context_settings=CONTEXT)
 @model_option
+@unexported_options
 @click.option("--size", type=SIZE, default="180x320", show_default=True, help="LR frame size HxW.")
 @scale_option
 @click.option("--frames", type=click.IntRange(min=2), default=8, show_default=True, help="Frames per timed run.")
@@ -159,9 +175,19 @@ def parse_contenders(text: str) -> list[Contender]:
     help="Side of the square matrix product that measures the peak [default: 2048 on a CPU, 8192 on a GPU]; "
     "smaller is quicker but below the kernels' best.",
 )
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the figures (frames per second, % of peak, PSNR, why a contender did not run) to this JSON file.",
+)
 @user_errors
 def main(
     model: str,
+    no_export: bool,
+    random_weights: bool,
+    quick: bool,
     size: tuple[int, int],
     scale: tuple[float, float] | None,
     frames: int,
@@ -172,6 +198,7 @@ def main(
     profile: bool,
     top: int,
     peak_side: int | None,
+    json_path: Path | None,
 ) -> None:
     """Speed of several backends on the same real frames, side by side, as ratios.
 
@@ -182,44 +209,84 @@ def main(
     """
     entries = parse_contenders(contenders)
     h, w = size
-    packages = {None: resolve_package(model, log=say)}
+    packages = {None: resolve_model(model, no_export, random_weights, quick)}
     for c in entries:
         if c.model not in packages:
-            packages[c.model] = resolve_package(c.model, log=say)
+            packages[c.model] = resolve_model(c.model, no_export, random_weights, quick)
         c.package = packages[c.model]
         c.scale = resolve_scale(c.package, h, w, scale)
     lr = _frames(h, w, frames)
     if threads:
         torch.set_num_threads(threads)
     _build(entries, device, threads, lr[:2])
-    live = [c for c in entries if c.backend is not None]
+    live = _running(entries)
     for c in live:
         assert c.backend is not None and c.package is not None
         c.flops = stage_flops(c.package, c.backend.shapes)
-    precisions = {c.precision for c in live}
+    precisions = {_peak_key(c) for c in live}
     peaks: dict[str, list[float]] = defaultdict(list)
     how: dict[str, str] = {}
     for _ in range(repeat):
         for precision, (gflops, text) in peak_gflops(device, precisions, threads, peak_side).items():
             peaks[precision].append(gflops)
             how[precision] = text
-        for c in live:
-            assert c.backend is not None
-            c.backend.times.clear()
-            c.backend.calls.clear()
-            start = time.perf_counter()
-            out = upscale_clip(c.backend, c.package, lr, c.scale)
-            c.runs.append(Run(time.perf_counter() - start, dict(c.backend.times), dict(c.backend.calls)))
-            if c.output is None:
-                c.output = np.clip(out, 0, 1)
+        for c in _running(entries):
+            try:
+                _timed_run(c, lr)
+            except Exception as exc:
+                _failed(c, "a timed run", exc)
+    live = _running(entries)
     if profile:
         for c in live:
-            _profile(c, device, threads, lr)
+            try:
+                _profile(c, device, threads, lr)
+            except Exception as exc:
+                c.note = f"its profiled run failed ({_reason(exc)}); its timed runs stand"
     best_peaks = {p: (max(v), min(v), how[p]) for p, v in peaks.items()}
     _report(entries, best_peaks, h, w, frames, device, threads)
+    if json_path is not None:
+        _write_json(json_path, entries, best_peaks, h, w, frames, device)
     if profile:
         for c in live:
             _profile_report(c, top)
+
+
+def _running(entries: list[Contender]) -> list[Contender]:
+    """The contenders still in the race; a clear error when none is."""
+    live = [c for c in entries if c.backend is not None]
+    if not live:
+        reasons = "; ".join(f"{c.label}: {c.note}" for c in entries)
+        raise click.ClickException(f"no contender could run here ({reasons})")
+    return live
+
+
+def _timed_run(c: Contender, lr: np.ndarray) -> None:
+    assert c.backend is not None and c.package is not None and c.scale is not None
+    c.backend.times.clear()
+    c.backend.calls.clear()
+    start = time.perf_counter()
+    out = upscale_clip(c.backend, c.package, lr, c.scale)
+    c.runs.append(Run(time.perf_counter() - start, dict(c.backend.times), dict(c.backend.calls)))
+    if c.output is None:
+        c.output = np.clip(out, 0, 1)
+
+
+def _reason(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _failed(c: Contender, when: str, exc: Exception) -> None:
+    """Take ``c`` out of the race, noting why; a failure that is not a user error keeps its traceback (stderr)."""
+    if not isinstance(exc, VSRError):
+        say(f"{c.label} failed in {when}:\n{traceback.format_exc()}")
+    c.note = f"failed in {when}: {_reason(exc)}"
+    c.backend, c.runs, c.output = None, [], None
+
+
+def _peak_key(c: Contender) -> str:
+    """Which measured peak ``c`` is held to: its precision's, or TF32's for FP32 with the ``tf32`` lever."""
+    return "tf32" if c.precision == "fp32" and c.levers.get("tf32") else c.precision
 
 
 def _frames(h: int, w: int, frames: int) -> np.ndarray:
@@ -235,18 +302,22 @@ def _frames(h: int, w: int, frames: int) -> np.ndarray:
 
 def _build(entries: list[Contender], device: Device, threads: int, warm: np.ndarray) -> None:
     """Build and warm up (allocations, lazy initialisation, CUDA-graph capture, compilation) every
-    contender; one that cannot run here is kept with a note, unless it is the first (the baseline)."""
-    for i, c in enumerate(entries):
+    contender; one that cannot run here, or fails in its warm-up, is kept with a note."""
+    for c in entries:
         assert c.package is not None and c.scale is not None
         try:
             backend = make_backend(c.kind, c.package, device, c.precision, threads, log=say, levers=c.levers)
         except VSRError as exc:
-            if i == 0:
-                raise
             c.note = str(exc)
             continue
+        except Exception as exc:
+            _failed(c, "its set-up", exc)
+            continue
         c.backend = _Timed(backend, device)
-        upscale_clip(c.backend, c.package, warm, c.scale)
+        try:
+            upscale_clip(c.backend, c.package, warm, c.scale)
+        except Exception as exc:
+            _failed(c, "its warm-up", exc)
 
 
 def _profile(c: Contender, device: Device, threads: int, lr: np.ndarray) -> None:
@@ -287,7 +358,7 @@ def _report(
     assert base.package is not None and base.scale is not None
     out_h, out_w = output_size(h, w, base.scale)
     repeat = len(base.runs)
-    owners: dict[Path, Contender] = {}  # the first contender of each model, in the contenders' order
+    owners: dict[str | Path, Contender] = {}  # the first contender of each model, in the contenders' order
     for c in live:
         if c.package is not None:
             owners.setdefault(c.package.root, c)
@@ -355,7 +426,7 @@ def _report(
         print(f"FLOPs not counted for: {', '.join(uncounted)} (the meta device cannot run them)")
     for c in entries:
         if c.note:
-            print(f"{c.label}: not run: {c.note}")
+            print(f"{c.label}: {c.note}" if c.runs else f"{c.label}: not run: {c.note}")
 
 
 def _flops_per_frame(c: Contender, frames: int) -> float:
@@ -365,7 +436,60 @@ def _flops_per_frame(c: Contender, frames: int) -> float:
 
 
 def _peak(peaks: dict[str, tuple[float, float, str]], c: Contender) -> float:
-    return peaks.get(c.precision, peaks["fp32"])[0]
+    return peaks.get(_peak_key(c), peaks["fp32"])[0]
+
+
+def _write_json(
+    path: Path,
+    entries: list[Contender],
+    peaks: dict[str, tuple[float, float, str]],
+    h: int,
+    w: int,
+    frames: int,
+    device: Device,
+) -> None:
+    """The run's figures as JSON (what ``tests/device_check.sh`` puts in its summary); a contender of
+    another model carries its own model and GFLOP per frame, and no PSNR."""
+    live = [c for c in entries if c.runs]
+    base = live[0]
+    assert base.package is not None
+    contenders = []
+    for c in entries:
+        assert c.package is not None
+        entry: dict[str, Any] = {
+            "label": c.label,
+            "model": c.package.manifest["model"],
+            "ran": bool(c.runs),
+            "note": c.note,
+        }
+        if c.runs:
+            seconds = statistics.median(r.seconds for r in c.runs)
+            per_frame = _flops_per_frame(c, frames)
+            same = c.package.root == base.package.root
+            assert c.output is not None and base.output is not None
+            entry |= {
+                "fps": frames / seconds,
+                "gflop_per_frame": per_frame / 1e9,
+                "peak_fraction": per_frame * frames / seconds / 1e9 / _peak(peaks, c),
+                "peak": _peak_key(c) if _peak_key(c) in peaks else "fp32",
+                "speedup": statistics.median(b.seconds / r.seconds for b, r in zip(base.runs, c.runs)),
+                "psnr_vs_baseline": psnr(c.output, base.output) if same and c is not base else None,
+            }
+        contenders.append(entry)
+    record = {
+        "model": base.package.manifest["model"],
+        "size": [h, w],
+        "frames": frames,
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "rounds": len(base.runs),
+        "baseline": base.label,
+        "gflop_per_frame": _flops_per_frame(base, frames) / 1e9,
+        "peaks_gflops": {p: best for p, (best, _, _) in peaks.items()},
+        "contenders": contenders,
+    }
+    path.write_text(json.dumps(record, indent=1) + "\n")  # PSNR inf (equal outputs) is written Infinity
 
 
 def _profile_report(c: Contender, top: int) -> None:
