@@ -125,7 +125,7 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path)
     """``vsr-export basicvsr --checkpoint tiny_basicvsr.pth --precision fp16 --check-tensorrt -o PKG``,
     run once per session: (click's result, PKG). tests/test_cli_export.py checks what it printed
     and wrote; the other command-line tests run the package."""
-    from export.cli import main as export_main
+    from runtime.cli.export import main as export_main
 
     out = tmp_path_factory.mktemp("tiny-export") / "pkg"
     args = ["basicvsr", "--checkpoint", str(tiny_checkpoint), "--precision", "fp16", "--check-tensorrt", "-o", str(out)]

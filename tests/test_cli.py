@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import runtime.segments as segments
 from export.atomic import PARTIAL_MARK
-from export.cli import main as export_main
+from runtime.cli.export import main as export_main
 from runtime.cli.parity import main as parity_main
 from runtime.cli.run import main as run_main
 from runtime.devices import DeviceError

@@ -22,10 +22,10 @@ from click.testing import CliRunner, Result
 
 import engines.tensorrt
 from engines.cache import EngineCache, EngineKey, GpuInfo, Profile, package_hash
-from engines.cli import main as build_main
 from engines.tensorrt import BuildError
 from export.atomic import PARTIAL_MARK
 from export.format import Package
+from runtime.cli.build_engine import main as build_main
 
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", (9, 0))
 TRT_VERSION = "10.13.0.35"

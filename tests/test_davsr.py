@@ -282,18 +282,18 @@ def test_davsr_loads_both_released_files_strictly(released_files, tmp_path):
 
 
 def test_vsr_export_loads_both_checkpoints_into_one_model(released_files, tmp_path, monkeypatch):
-    import export.cli
+    import runtime.cli.export
 
     davsr_file, slomo_file, davsr, slomo = released_files
     seen = {}
 
     def fake_export(net, output, **kw):
         seen.update(net=net, **kw)
-        raise export.cli.PackageError("stop after loading")
+        raise runtime.cli.export.PackageError("stop after loading")
 
-    monkeypatch.setattr(export.cli, "export_package", fake_export)
+    monkeypatch.setattr(runtime.cli.export, "export_package", fake_export)
     result = CliRunner().invoke(
-        export.cli.main,
+        runtime.cli.export.main,
         ["davsr", "--checkpoint", str(davsr_file), "--checkpoint", str(slomo_file), "-o", str(tmp_path / "pkg")],
     )
     assert "stop after loading" in result.output

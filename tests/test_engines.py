@@ -17,8 +17,6 @@ import torch
 from click.testing import CliRunner
 
 from engines.cache import FORMAT_VERSION, EngineCache, EngineKey, EngineNotFound, GpuInfo, Profile, package_hash
-from engines.cli import main as build_main
-from engines.cli import resolve_profile
 from engines.plugins import implicit_warp as iw_plugin
 from engines.tensorrt import (
     INSTALL_HINT,
@@ -33,6 +31,8 @@ from engines.tensorrt import (
     use_timing_cache,
 )
 from export.format import Package
+from runtime.cli.build_engine import main as build_main
+from runtime.cli.build_engine import resolve_profile
 from vsr_models.plan import SizeConstraints
 
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", (9, 0))

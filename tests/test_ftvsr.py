@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from torch import nn
 from torch.nn import functional as F
 
-from export import cli as export_cli
 from export.format import Package
 from runtime.backends import OrtBackend, TorchBackend
+from runtime.cli import export as export_cli
 from runtime.cli.bench import main as bench_main
 from runtime.cli.parity import main as parity_main
 from runtime.cli.run import main as run_main

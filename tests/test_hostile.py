@@ -42,8 +42,8 @@ import runtime.segments
 import runtime.video.reading
 from engines.cache import EngineCache, EngineChanged, EngineKey, GpuInfo, Profile
 from export.atomic import PARTIAL_MARK, StagedPath, staged_directory, sweep_leftovers
-from export.cli import main as export_main
 from export.format import CacheError, CacheWarning, Package, PackageError, cache_dir, cache_folder
+from runtime.cli.export import main as export_main
 from runtime.memory import Available
 from runtime.video import VideoWriter, probe, read_frames
 from vsr_models import get_weights
@@ -553,10 +553,10 @@ def test_a_full_disk_during_export_is_a_one_line_error_and_leaves_nothing(tmp_pa
     ids=["huge_count", "huge_network", "string", "unknown_setting"],
 )
 def test_checkpoint_settings_are_checked_before_the_network_is_built(tmp_path, monkeypatch, settings, needles):
-    import export.cli
+    import runtime.cli.export
 
     built = []
-    monkeypatch.setattr(export.cli, "create_model", lambda *a, **kw: built.append(kw))
+    monkeypatch.setattr(runtime.cli.export, "create_model", lambda *a, **kw: built.append(kw))
     path = tmp_path / "trained.pth"
     torch.save({"params": {}, "meta": {"network": "basicvsr", "network_config": settings}}, path)
     result = CliRunner().invoke(export_main, ["basicvsr", "--checkpoint", str(path), "-o", str(tmp_path / "pkg")])

@@ -276,7 +276,7 @@ def test_a_fixed_scale_network_refuses_scale(basicvsr_package: Package, tmp_path
 
 
 def test_export_without_weights_says_where_they_are(tmp_path: Path) -> None:
-    from export.cli import main as export_main
+    from runtime.cli.export import main as export_main
 
     result = CliRunner().invoke(export_main, ["savsr", "-o", str(tmp_path / "pkg")])
     assert result.exit_code == 1 and "--checkpoint" in result.output

@@ -20,10 +20,10 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
+from runtime.cli.train import main as train_main
 from runtime.samples import downscale, psnr, sample_clip
 from tests.conftest import clip_frames
 from training import degradations as deg
-from training.cli import main as train_main
 from training.data import IterationSampler
 from training.metrics import charbonnier
 from training.metrics import psnr as train_psnr
@@ -263,7 +263,7 @@ def test_smoke_run_lowers_the_loss_and_writes_official_checkpoints(tmp_path, cli
 def _train_process(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "training.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "runtime.cli.train", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
 
 
@@ -305,8 +305,8 @@ def test_resume_and_overwrite_guard_the_run_folder(tmp_path, clips):
 
 @pytest.mark.slow
 def test_trained_weights_go_through_vsr_export_and_vsr_run(tmp_path, clips):
-    from export.cli import main as export_main
     from export.format import Package
+    from runtime.cli.export import main as export_main
     from runtime.cli.run import main as run_main
     from runtime.video import probe
 
@@ -341,8 +341,8 @@ def test_torchrun_two_processes_give_the_loss_curve_of_one_with_twice_the_batch(
         a if a != "2" or one[i - 1] != "--batch" else "1"
         for i, a in enumerate(_args(clips, tmp_path / "two", config, 5))
     ]
-    subprocess.run([sys.executable, "-m", "training.cli", *one], env=env, check=True, capture_output=True)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "training.cli"]
+    subprocess.run([sys.executable, "-m", "runtime.cli.train", *one], env=env, check=True, capture_output=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "runtime.cli.train"]
     result = subprocess.run([*torchrun, *two], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")

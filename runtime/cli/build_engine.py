@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
+from engines.cache import EngineCache, Profile, package_hash
+from engines.tensorrt import build_engines
 from export.format import PackageError
-from runtime.cli.common import CONTEXT, DEFAULT_PRECISION, SIZE, DeviceType, say, user_errors
-from runtime.devices import Device
-from runtime.resolve import resolve_package
 
-from .cache import EngineCache, Profile, package_hash
-from .tensorrt import build_engines
+from ..devices import Device
+from ..resolve import resolve_package
+from .common import CONTEXT, DEFAULT_PRECISION, SIZE, DeviceType, say, user_errors
 
 #: Default LR range: 180x320 (-> 720x1280) is the optimum, up to 540x960 (-> 2160x3840).
 DEFAULT_OPT = (180, 320)

@@ -7,15 +7,15 @@ from pathlib import Path
 import click
 
 from engines.plugins import lookup as plugin_lookup
-from runtime.cli.common import CONTEXT, say, user_errors
+from export.atomic import staged_directory
+from export.format import Package, PackageError
+from export.fp16 import add_fp16
+from export.package import export_package
+from export.trt_check import check_package, package_requirements, version_text
 from vsr_models.checkpoint import check_all_parts_loaded, load_checkpoint, read_checkpoint
 from vsr_models.registry import all_weights, checked_settings, create_model, networks, pretrained, zoo_listing
 
-from .atomic import staged_directory
-from .format import Package, PackageError
-from .fp16 import add_fp16
-from .package import export_package
-from .trt_check import check_package, package_requirements, version_text
+from .common import CONTEXT, say, user_errors
 
 
 def recorded_config(path: Path, arch: str) -> dict:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from runtime.cli.common import CONTEXT, say, user_errors
+from training.recipe import DEGRADATIONS, read_yaml, recipe_names, resolve
+from training.trainer import Trainer
 from vsr_models.registry import networks
 
-from .recipe import DEGRADATIONS, read_yaml, recipe_names, resolve
-from .trainer import Trainer
+from .common import CONTEXT, say, user_errors
 
 
 @click.command(context_settings=CONTEXT)
