@@ -23,7 +23,8 @@ from typing import Any
 from vsr_models.errors import VSRError
 
 from .devices import Device
-from .segments import Engine, EngineSpec, SegmentResult, SegmentTask, read_segment, render_segment, store_segment
+from .options import RunOptions
+from .segments import Runner, SegmentResult, SegmentTask, read_segment, render_segment, store_segment
 from .workers import Outcome, WorkerDied
 
 
@@ -55,15 +56,15 @@ def connect(address: str) -> dict[str, float]:
 
 
 class SegmentActor:
-    """Holds one engine; computes segments and returns their files as bytes."""
+    """Holds one :class:`~runtime.segments.Runner`; computes segments and returns their files as bytes."""
 
-    def __init__(self, spec: EngineSpec, device: str) -> None:
-        self.engine = Engine(spec, device)
+    def __init__(self, options: RunOptions, device: str) -> None:
+        self.runner = Runner(options, device)
 
     def render(self, task: SegmentTask) -> tuple[SegmentResult, dict[str, bytes]]:
         with tempfile.TemporaryDirectory(prefix="vsr-segment-") as tmp:
             dest = Path(tmp) / task.dest.name
-            result = render_segment(self.engine, task, dest)
+            result = render_segment(self.runner, task, dest)
             return result, read_segment(dest)
 
     def pid(self) -> int:
@@ -74,14 +75,14 @@ class RayPool:
     """``actors`` Ray actors (one per GPU when the cluster has GPUs and ``gpu`` is set)."""
 
     def __init__(
-        self, spec: EngineSpec, actors: int, *, gpu: bool, retries: int = 2, per_actor: int = 2, cpus: float = 1
+        self, options: RunOptions, actors: int, *, gpu: bool, retries: int = 2, per_actor: int = 2, cpus: float = 1
     ) -> None:
         self.ray = ray = load_ray()
-        options: dict[str, Any] = {"max_restarts": -1, "max_task_retries": retries}
-        options.update({"num_gpus": 1, "num_cpus": cpus} if gpu else {"num_cpus": cpus})
-        remote = ray.remote(SegmentActor).options(**options)
+        ray_options: dict[str, Any] = {"max_restarts": -1, "max_task_retries": retries}
+        ray_options.update({"num_gpus": 1, "num_cpus": cpus} if gpu else {"num_cpus": cpus})
+        remote = ray.remote(SegmentActor).options(**ray_options)
         device = str(Device("cuda", 0) if gpu else Device("cpu"))
-        self.actors = [remote.remote(spec, device) for _ in range(actors)]
+        self.actors = [remote.remote(options, device) for _ in range(actors)]
         self.capacity = actors * per_actor
         self.local_workers = 0  # actors may run on other machines: their memory is theirs to check
         self._refs: dict[Any, tuple[SegmentTask, int]] = {}

@@ -29,10 +29,9 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import av
 import numpy as np
@@ -51,11 +50,11 @@ from export.atomic import (
 from export.format import Package
 from vsr_models.scales import Scale, output_size
 
-from .backends import make_backend
 from .budget import GraphMemory, check_fits
 from .devices import Device
 from .lanes import LaneStats, run_lanes
-from .pipeline import Upscaler, upscaler_for
+from .options import Encoding, RunOptions
+from .pipeline import Upscaler
 from .video import VideoInfo, VideoWarning, VideoWriter, output_kind, read_frames
 from .video.audio import side_streams
 from .video.index import PacketIndex, Span, build_index, read_span, timestamps_problem
@@ -94,43 +93,25 @@ def plan_segments(num_frames: int, chunk: int | None, overlap: int, length: int 
     return segments
 
 
-@dataclass(frozen=True)
-class EngineSpec:
-    """How a worker builds its backend and schedule (the package by path; picklable)."""
-
-    package: str
-    backend: str
-    precision: str = "fp32"
-    threads: int = 0
-    chunk: int | None = None
-    overlap: int | None = None
-    tile: int | None = None
-    tile_overlap: int = 16
-
-
-class Engine:
+class Runner:
     """A loaded package and its backend on one device, with an :class:`Upscaler` per output scale:
-    what a worker keeps."""
+    what a worker process or Ray actor keeps between segments."""
 
-    def __init__(self, spec: EngineSpec, device: str | Device = "cpu") -> None:
-        self.spec = spec
-        self.package = Package.open(spec.package)
-        self.backend = make_backend(spec.backend, self.package, device, spec.precision, spec.threads)
+    def __init__(self, options: RunOptions, device: str | Device = "cpu") -> None:
+        self.options = options
+        self.package = Package.open(options.package)
+        self.backend = options.make_backend(self.package, Device.parse(device))
         self._upscalers: dict[Scale, Upscaler] = {}
 
     def upscaler(self, scale: Scale) -> Upscaler:
         if scale not in self._upscalers:
-            spec = self.spec
-            self._upscalers[scale] = upscaler_for(
-                self.package, self.backend, spec.chunk, spec.overlap, spec.tile, spec.tile_overlap, scale=scale
-            )
+            self._upscalers[scale] = self.options.schedule.upscaler(self.package, self.backend, scale)
         return self._upscalers[scale]
 
 
-def schedule(package: Package, spec: EngineSpec, scale: Scale) -> Upscaler:
-    """The windows and tiles of ``spec`` without a backend (for planning and counting steps)."""
-    no_backend: Any = None
-    return upscaler_for(package, no_backend, spec.chunk, spec.overlap, spec.tile, spec.tile_overlap, scale=scale)
+def schedule(package: Package, options: RunOptions, scale: Scale) -> Upscaler:
+    """The windows and tiles of ``options`` without a backend (for planning and counting steps)."""
+    return options.schedule.upscaler(package, None, scale)
 
 
 @dataclass(frozen=True)
@@ -201,7 +182,7 @@ def _frames(task: SegmentTask, pts: dict[int, int | None]) -> Iterator[np.ndarra
 
 
 def render_segment(
-    engine: Engine, task: SegmentTask, dest: Path | None = None, on_step: Callable[[str], None] | None = None
+    runner: Runner, task: SegmentTask, dest: Path | None = None, on_step: Callable[[str], None] | None = None
 ) -> SegmentResult:
     """Compute and encode ``task``'s segment into ``dest`` (default ``task.dest``): an MP4 whose
     timestamps start at 0, or a folder of PNGs. It appears under that name only when complete."""
@@ -236,7 +217,7 @@ def render_segment(
             written += 1
 
         stats = run_lanes(
-            engine.upscaler(task.scale),
+            runner.upscaler(task.scale),
             _frames(task, pts),
             write,
             first=seg.lo,
@@ -417,13 +398,11 @@ def prepare_file(
     output: Path,
     info: VideoInfo,
     package: Package,
-    spec: EngineSpec,
+    options: RunOptions,
+    encoding: Encoding,
     *,
     device_kind: str,
-    codec: str,
-    crf: int,
     fps: Fraction,
-    max_frames: int | None,
     segment_frames: int | None,
     resume: bool,
     work_dir: Path,
@@ -442,12 +421,10 @@ def prepare_file(
             output,
             info,
             package,
-            spec,
+            options,
+            encoding,
             device_kind=device_kind,
-            codec=codec,
-            crf=crf,
             fps=fps,
-            max_frames=max_frames,
             segment_frames=segment_frames,
             resume=resume,
             work_dir=work_dir,
@@ -466,13 +443,11 @@ def _plan_file(
     output: Path,
     info: VideoInfo,
     package: Package,
-    spec: EngineSpec,
+    options: RunOptions,
+    encoding: Encoding,
     *,
     device_kind: str,
-    codec: str,
-    crf: int,
     fps: Fraction,
-    max_frames: int | None,
     segment_frames: int | None,
     resume: bool,
     work_dir: Path,
@@ -490,9 +465,9 @@ def _plan_file(
     if num is None:  # an unindexable video that does not state its length: count by decoding
         num = sum(1 for _ in read_frames(source))
     whole = num
-    if max_frames is not None:
-        num = min(num, max_frames)
-    up = schedule(package, spec, scale)
+    if encoding.frames is not None:
+        num = min(num, encoding.frames)
+    up = schedule(package, options, scale)
     if up.lookahead is not None:  # a causal network's output depends on every frame before it: one run
         segment_frames = None
     segments = plan_segments(num, up.chunk, up.overlap, segment_frames)
@@ -506,13 +481,20 @@ def _plan_file(
         "size": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
         "package": hashlib.sha256((package.root / "manifest.json").read_bytes()).hexdigest(),
-        "engine": {**asdict(spec), "package": None, "threads": None, "chunk": up.chunk, "overlap": up.overlap},
+        "runner": {
+            "backend": options.backend,
+            "precision": options.precision,
+            "chunk": up.chunk,
+            "overlap": up.overlap,
+            "tile": options.schedule.tile,
+            "tile_overlap": options.schedule.tile_overlap,
+        },
         "device": device_kind,
         "frames": num,
         "segments": [(s.start, s.stop) for s in segments],
         "output": "frames" if frames_output else "video",
-        "codec": codec,
-        "crf": crf,
+        "codec": encoding.codec,
+        "crf": encoding.crf,
         "fps": str(fps),
         "scale": list(scale),
     }
@@ -539,8 +521,8 @@ def _plan_file(
                 fps=fps * rate,
                 time_base=time_base,
                 origin=origin,
-                codec=codec,
-                crf=crf,
+                codec=encoding.codec,
+                crf=encoding.crf,
                 steps=up.steps(num, info.height, info.width, seg.start, seg.stop),
                 bit_depth=info.bit_depth,
             )
@@ -553,7 +535,7 @@ def _plan_file(
         else:
             last = tasks[-1]
             streams_end = _offset(last) + Fraction(last.segment.stop - last.segment.start) / fps
-    graphs = graph_memory(str(package.root), spec.precision)
+    graphs = graph_memory(str(package.root), options.precision)
 
     def check_memory(workers: int) -> None:
         on_gpu = device_kind == "cuda"

@@ -33,7 +33,8 @@ from typing import Protocol
 from vsr_models.errors import VSRError
 
 from .devices import Device
-from .segments import Engine, EngineSpec, FileJob, RunReport, SegmentResult, SegmentTask, render_segment, stitch
+from .options import RunOptions
+from .segments import FileJob, Runner, RunReport, SegmentResult, SegmentTask, render_segment, stitch
 
 Outcome = SegmentResult | BaseException
 
@@ -63,13 +64,13 @@ class Pool(Protocol):
 
 
 class InlinePool:
-    """Computes each segment in this process, on one engine loaded once."""
+    """Computes each segment in this process, on one :class:`~runtime.segments.Runner` loaded once."""
 
     capacity = 1
     local_workers = 1
 
-    def __init__(self, spec: EngineSpec, device: Device) -> None:
-        self.engine = Engine(spec, device)
+    def __init__(self, options: RunOptions, device: Device) -> None:
+        self.runner = Runner(options, device)
         self._todo: list[SegmentTask] = []
 
     def submit(self, task: SegmentTask) -> None:
@@ -78,7 +79,7 @@ class InlinePool:
     def wait(self, on_steps: Callable[[int, int], None]) -> list[tuple[SegmentTask, Outcome]]:
         task = self._todo.pop(0)
         try:
-            outcome: Outcome = render_segment(self.engine, task, on_step=lambda _stage: on_steps(task.file, 1))
+            outcome: Outcome = render_segment(self.runner, task, on_step=lambda _stage: on_steps(task.file, 1))
         except Exception as exc:
             outcome = exc
         return [(task, outcome)]
@@ -89,7 +90,7 @@ class InlinePool:
 
 # ---- one process per worker ---------------------------------------------------------------------
 
-_engine: Engine | None = None
+_runner: Runner | None = None
 _progress: mp.Queue | None = None
 
 
@@ -136,16 +137,16 @@ def worker_context() -> mp.context.BaseContext:
     return context
 
 
-def _start_worker(spec: EngineSpec, devices: mp.Queue, progress: mp.Queue) -> None:
-    """Process initializer: die with the parent, load the engine once, on the next free device."""
-    global _engine, _progress
+def _start_worker(options: RunOptions, devices: mp.Queue, progress: mp.Queue) -> None:
+    """Process initializer: die with the parent, load the package and its backend once, on the next free device."""
+    global _runner, _progress
     die_with_parent()
-    _engine = Engine(spec, devices.get())
+    _runner = Runner(options, devices.get())
     _progress = progress
 
 
 def _work(task: SegmentTask) -> SegmentResult:
-    assert _engine is not None and _progress is not None
+    assert _runner is not None and _progress is not None
     pending, last = 0, time.monotonic()
 
     def step(_stage: str) -> None:
@@ -155,16 +156,17 @@ def _work(task: SegmentTask) -> SegmentResult:
             _progress.put((task.file, pending))
             pending, last = 0, time.monotonic()
 
-    result = render_segment(_engine, task, on_step=step)
+    result = render_segment(_runner, task, on_step=step)
     _progress.put((task.file, pending))
     return result
 
 
 class ProcessPool:
-    """``workers`` local processes, each with its own engine; ``devices`` are handed out in turn."""
+    """``workers`` local processes, each with its own :class:`~runtime.segments.Runner`; ``devices``
+    are handed out in turn."""
 
-    def __init__(self, spec: EngineSpec, devices: Sequence[Device], workers: int, per_worker: int = 2) -> None:
-        self.spec, self.workers, self.local_workers = spec, workers, workers
+    def __init__(self, options: RunOptions, devices: Sequence[Device], workers: int, per_worker: int = 2) -> None:
+        self.options, self.workers, self.local_workers = options, workers, workers
         self.devices = [str(devices[i % len(devices)]) for i in range(workers)]
         self.capacity = workers * per_worker
         self._context = worker_context()
@@ -182,7 +184,7 @@ class ProcessPool:
             self.workers,
             mp_context=self._context,
             initializer=_start_worker,
-            initargs=(self.spec, devices, self._progress),
+            initargs=(self.options, devices, self._progress),
         )
 
     def submit(self, task: SegmentTask) -> None:

@@ -31,10 +31,10 @@ from export.trt_check import check_package
 from runtime.backends import OrtBackend, OrtOptions, TorchBackend
 from runtime.cli.bench import parse_contenders
 from runtime.cli.run import main as run_main
-from runtime.cli.streaming import run_stream
 from runtime.live import LiveError, live_upscaler_for
 from runtime.pipeline import Upscaler, upscale_clip, upscaler_for
 from runtime.samples import downscale, psnr
+from runtime.stream import run_stream
 from runtime.video import VideoWriter, read_frames
 from runtime.video.pipes import PipeInput
 from vsr_models import create_model, get_weights, network, pretrained

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import runtime.segments as segments
+import runtime.options
 from export.atomic import PARTIAL_MARK
 from runtime.cli.export import main as export_main
 from runtime.cli.parity import main as parity_main
@@ -121,13 +121,13 @@ def test_a_run_failing_mid_way_leaves_no_partial_file_and_the_old_output(
 ):
     """Windows of one frame, so that two frames are written when the fifth stage call fails: the
     staged file (or folder) is removed and the output being replaced is kept as it was."""
-    made, real = [], segments.make_backend
+    made, real = [], runtime.options.make_backend
 
     def failing_backend(*args, **kwargs):
         made.append(_FailsMidRun(real(*args, **kwargs), fail_at=5))
         return made[-1]
 
-    monkeypatch.setattr(segments, "make_backend", failing_backend)  # vsr-run computes in segments
+    monkeypatch.setattr(runtime.options, "make_backend", failing_backend)  # every run builds its backend there
     out = tmp_path / output
     if output == "frames":
         out.mkdir()

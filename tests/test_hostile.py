@@ -37,6 +37,7 @@ from onnx import numpy_helper
 import export.package
 import runtime.budget
 import runtime.memory
+import runtime.options
 import runtime.resolve
 import runtime.segments
 import runtime.video.reading
@@ -301,7 +302,7 @@ def test_the_tile_a_refusal_names_is_one_that_fits(tmp_path, monkeypatch, bikes,
     """With little memory (a fake reading of it), a run is refused with the largest tile that fits;
     the same run with that tile passes the check and is computed."""
     source = write_video(tmp_path / "in.mp4", crops(bikes, 6, 96, 128))
-    spec = runtime.segments.EngineSpec(str(tiny_package.root), "onnxruntime")
+    spec = runtime.options.RunOptions(package=str(tiny_package.root), backend="onnxruntime")
     up = runtime.segments.schedule(tiny_package, spec, (4.0, 4.0))
     graphs = runtime.budget.GraphMemory(tiny_package)
     need = runtime.budget.worker_need(up, graphs, 96, 128, (4.0, 4.0), tile=None, on_gpu=False, length=6)
@@ -412,8 +413,9 @@ def test_a_work_folder_replaced_by_a_link_is_refused_and_its_target_untouched(
     out.unlink()
     job = runtime.segments.prepare_file(
         0, source, out, probe(source), tiny_package,
-        runtime.segments.EngineSpec(str(tiny_package.root), "onnxruntime", threads=1),
-        device_kind="cpu", codec="libx264", crf=18, fps=Fraction(25), max_frames=None, segment_frames=None,
+        runtime.options.RunOptions(package=str(tiny_package.root), backend="onnxruntime", threads=1),
+        runtime.options.Encoding(codec="libx264", crf=18, frames=None),
+        device_kind="cpu", fps=Fraction(25), segment_frames=None,
         resume=False, work_dir=cache / "work", scale=(4.0, 4.0),
     )  # fmt: skip
     work = job.work.root

@@ -31,11 +31,11 @@ from runtime.backends import OrtBackend
 from runtime.cli.parity import compare_live
 from runtime.cli.parity import main as parity_main
 from runtime.cli.run import main as run_main
-from runtime.cli.streaming import run_stream
 from runtime.executor import run_plan
 from runtime.live import LiveError, LivePlan, LiveScheduler, LiveUpscaler, live_upscaler_for
 from runtime.pipeline import Upscaler
 from runtime.samples import load_lr
+from runtime.stream import run_stream
 from runtime.video import InputError
 from runtime.video.pipes import PipeInput, pipe_writer
 from vsr_models import create_model, networks

@@ -25,9 +25,10 @@ from export.format import Package
 from runtime.cli.run import main as run_main
 from runtime.devices import Device
 from runtime.lanes import run_lanes
+from runtime.options import Encoding, RunOptions, Schedule
 from runtime.pipeline import Upscaler
 from runtime.samples import sample_clip
-from runtime.segments import EngineSpec, WorkFolder, plan_segments, prepare_file, segment_is_complete
+from runtime.segments import WorkFolder, plan_segments, prepare_file, segment_is_complete
 from runtime.video import VideoWriter, probe, read_frames
 from runtime.video.index import build_index, read_span
 from runtime.workers import InlinePool, ProcessPool, Progress, WorkerDied, run_jobs
@@ -109,8 +110,10 @@ def _counts(output: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def _spec(package: Package, **kw) -> EngineSpec:
-    return EngineSpec(str(package.root), "onnxruntime", threads=1, chunk=4, overlap=1, **kw)
+def _spec(package: Package) -> RunOptions:
+    return RunOptions(
+        package=str(package.root), backend="onnxruntime", threads=1, schedule=Schedule(chunk=4, overlap=1)
+    )
 
 
 def _job(clip: Path, out: Path, package: Package, resume: bool = False, segment_frames: int = 8):
@@ -121,11 +124,9 @@ def _job(clip: Path, out: Path, package: Package, resume: bool = False, segment_
         probe(clip),
         package,
         _spec(package),
+        Encoding(codec="libx264", crf=18, frames=None),
         device_kind="cpu",
-        codec="libx264",
-        crf=18,
         fps=Fraction(25),
-        max_frames=None,
         segment_frames=segment_frames,
         resume=resume,
         work_dir=Path(os.environ["VSR_CACHE_DIR"]) / "work",

@@ -23,6 +23,7 @@ from ..backends import BACKENDS, DEFAULT_PRECISION
 from ..devices import Device
 from ..pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP
 from ..resolve import Unexported, resolve_package, resolve_unexported
+from ..video.pipes import PIPE_FORMATS
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -255,6 +256,36 @@ schedule_options = apply(
             default=16,
             show_default=True,
             help="LR pixels of context around each tile.",
+        ),
+    ]
+)
+
+live_options = apply(
+    [
+        click.option(
+            "--latency",
+            type=click.IntRange(min=0),
+            default=None,
+            metavar="K",
+            help="Live mode: frames of look-ahead. Each output frame is written as soon as it is final, at most "
+            "K + B - 1 input frames after its own (plus compute): forward sweeps carry their state across the "
+            "whole stream, backward sweeps see K frames ahead. Prints the measured latency. A causal network "
+            "(animesr) runs at its own look-ahead (1 frame), and a pipe run of it is that far behind already.",
+        ),
+        click.option(
+            "--block",
+            type=click.IntRange(min=1),
+            default=None,
+            metavar="B",
+            help="With --latency: output frames per backward pass, (B + K) / B backward steps per frame for up to "
+            "B - 1 frames more latency. [default: 1]",
+        ),
+        click.option(
+            "--format",
+            "container_format",
+            type=click.Choice(PIPE_FORMATS),
+            default=None,
+            help="Container of the stream written to standard output by -o -. [default: nut]",
         ),
     ]
 )

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,14 @@ from export.format import Package, cache_dir
 from vsr_models.errors import VSRError
 from vsr_models.scales import Scale, output_size
 
-from ..backends import make_backend, resolve_auto
 from ..cluster import RayPool, connect
 from ..devices import Device
-from ..pipeline import resolve_scale, upscaler_for
+from ..options import Encoding, LiveOptions, RunOptions, Schedule, resolve_backend
+from ..pipeline import resolve_scale
 from ..resolve import resolve_package
 from ..samples import demo_for, downscale, psnr, sample_clip, upscale_bicubic
-from ..segments import DEFAULT_SEGMENT, EngineSpec, FileJob, prepare_file
+from ..segments import DEFAULT_SEGMENT, FileJob, prepare_file
+from ..stream import run_stream_file
 from ..video import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -45,6 +47,7 @@ from ..workers import InlinePool, ProcessPool, Progress, RunResult, run_jobs
 from .common import (
     CONTEXT,
     SIZE,
+    live_options,
     model_option,
     run_backend_options,
     say,
@@ -52,7 +55,6 @@ from .common import (
     schedule_options,
     user_errors,
 )
-from .streaming import check_live_options, live_options, stream_main
 
 #: Frame rates --fps accepts, in frames per second.
 FPS_RANGE = (Fraction(1, 100), Fraction(1000))
@@ -261,98 +263,107 @@ def main(
     """
     live_input = inputs[0] if len(inputs) == 1 else None
     check_live_options(live_input, output, latency, block, container_format, demo, chunk, overlap)
+    schedule = Schedule(chunk=chunk, overlap=overlap, tile=tile, tile_overlap=tile_overlap)
+    encoding = Encoding(codec=codec, crf=crf, fps=fps, frames=max_frames, overwrite=overwrite)
+    files = FileRun(
+        segment_frames=segment_frames,
+        resume=resume,
+        workers=workers,
+        cluster=cluster,
+        work_dir=work_dir,
+        retries=retries,
+    )
+    live = LiveOptions(latency=latency, block=block or 1, container_format=container_format)
     if demo and (scale or out_size):
         raise click.UsageError("the demo runs at the network's own scale; drop --scale and --size")
     if demo:
-        _demo(
-            output or Path("vsr-demo.mp4"),
-            model,
-            backend,
-            device[0],
-            precision,
-            threads,
-            chunk,
-            overlap,
-            tile,
-            tile_overlap,
-            codec,
-            crf,
-            max_frames or 30,
-            overwrite,
-        )
-        return
-    if not inputs or output is None:
+        output = output or Path("vsr-demo.mp4")
+        check_output(output, overwrite=overwrite)
+    elif not inputs or output is None:
         raise click.UsageError("give INPUT and -o OUTPUT (or --demo)")
-    if latency is not None or any(is_pipe(p) for p in inputs) or is_pipe(output):
-        if live_input is None:
-            raise click.UsageError("a live run (--latency, or - for standard input or output) takes exactly one INPUT")
-        segmented = {"--resume": resume, "--workers": workers, "--cluster": cluster, "--work-dir": work_dir}
-        given = [flag for flag, value in segmented.items() if value]
-        if given or len(device) > 1:
-            raise click.UsageError(
-                f"{', '.join(given) or '--device with several devices'}: a live run is one stream on one device, "
-                "not segments; drop them or write to a file without --latency"
-            )
-        package = resolve_package(model, log=say)
-        be = make_backend(backend, package, device[0], precision, threads, log=say)
-        stream_main(
+    streaming = not demo and (latency is not None or any(is_pipe(p) for p in inputs) or is_pipe(output))
+    if streaming:
+        check_live_run(live_input, files, device)
+    elif not demo:
+        pairs = plan_outputs(inputs, output)
+    package = resolve_package(model, log=say)
+    kind, dev = resolve_backend(backend, package, device[0], precision, log=say)
+    options = RunOptions(
+        package=str(package.root), backend=kind, precision=precision, threads=threads, schedule=schedule
+    )
+    if demo:
+        run_demo(output, package, options, dev, replace(encoding, frames=max_frames or 30))
+    elif streaming:
+        run_stream_file(
             live_input,
             output,
             package,
-            be,
+            options.make_backend(package, dev, log=say),
+            schedule=options.schedule,
+            encoding=encoding,
+            live=live,
             scale=scale,
             out_size=out_size,
-            latency=latency,
-            block=block or 1,
-            container_format=container_format,
-            chunk=chunk,
-            overlap=overlap,
-            tile=tile,
-            tile_overlap=tile_overlap,
-            codec=codec,
-            crf=crf,
-            max_frames=max_frames,
-            fps=fps,
-            overwrite=overwrite,
+            log=say,
         )
-        return
-    pairs = plan_outputs(inputs, output)
-    single = len(pairs) == 1 and len(inputs) == 1 and not _is_video_folder(inputs[0])
-    package = resolve_package(model, log=say)
-    kind, dev = backend, device[0]
-    if kind == "auto":
-        kind, dev, note = resolve_auto(package, device[0], precision)
-        if note:
-            say(note)
-    devices = device if dev.is_cuda else (dev,)
-    count = workers or (len(devices) if cluster is None else None)
-    if threads == 0 and not dev.is_cuda and cluster is not None:
-        threads = 1  # a CPU actor reserves one CPU
-    elif threads == 0 and not dev.is_cuda and (count or 1) > 1:
-        threads = max(1, (os.cpu_count() or 1) // (count or 1))
-    spec = EngineSpec(str(package.root), kind, precision, threads, chunk, overlap, tile, tile_overlap)
+    else:
+        single = len(pairs) == 1 and len(inputs) == 1 and not _is_video_folder(inputs[0])
+        devices = device if dev.is_cuda else (dev,)
+        run_files(pairs, single, package, options, encoding, files, devices, scale=scale, out_size=out_size)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileRun:
+    """How a file run goes: input frames per segment (0: one segment), keep an interrupted run's
+    segments (``resume``), worker processes or Ray actors, the cluster (None: this machine), where
+    the segments are kept (None: the cache) and how often a failed segment is tried again."""
+
+    segment_frames: int
+    resume: bool
+    workers: int | None
+    cluster: str | None
+    work_dir: Path | None
+    retries: int
+
+
+def check_live_run(live_input: Path | None, files: FileRun, devices: tuple[Device, ...]) -> None:
+    """Refuse what a live run (one stream on one device) cannot take."""
+    if live_input is None:
+        raise click.UsageError("a live run (--latency, or - for standard input or output) takes exactly one INPUT")
+    segmented = {"--resume": files.resume, "--workers": files.workers, "--cluster": files.cluster}
+    given = [flag for flag, value in {**segmented, "--work-dir": files.work_dir}.items() if value]
+    if given or len(devices) > 1:
+        raise click.UsageError(
+            f"{', '.join(given) or '--device with several devices'}: a live run is one stream on one device, "
+            "not segments; drop them or write to a file without --latency"
+        )
+
+
+def run_files(
+    pairs: list[tuple[Path, Path]],
+    single: bool,
+    package: Package,
+    options: RunOptions,
+    encoding: Encoding,
+    files: FileRun,
+    devices: tuple[Device, ...],
+    *,
+    scale: Scale | None,
+    out_size: tuple[int, int] | None,
+) -> None:
+    """Upscale each (input, output) of ``pairs`` in segments on ``devices`` (the first one alone
+    unless there are several workers); with ``single``, the one input's error is the command's."""
+    dev = devices[0]
+    count = files.workers or (len(devices) if files.cluster is None else None)
+    if options.threads == 0 and not dev.is_cuda and files.cluster is not None:
+        options = replace(options, threads=1)  # a CPU actor reserves one CPU
+    elif options.threads == 0 and not dev.is_cuda and (count or 1) > 1:
+        options = replace(options, threads=max(1, (os.cpu_count() or 1) // (count or 1)))
 
     jobs, failures = [], []
     for number, (source, target) in enumerate(pairs):
         try:
-            job = _prepare(
-                number,
-                source,
-                target,
-                package,
-                spec,
-                dev,
-                codec,
-                crf,
-                fps,
-                max_frames,
-                segment_frames,
-                resume,
-                overwrite,
-                work_dir or cache_dir() / "work",
-                scale,
-                out_size,
-            )
+            job = _prepare(number, source, target, package, options, encoding, files, dev, scale, out_size)
         except VSRError as exc:
             if single:
                 raise
@@ -360,10 +371,10 @@ def main(
             continue
         if job is not None:
             jobs.append(job)
-    pool = _make_pool(spec, devices, count, cluster, retries, dev)
-    label = f"{package.manifest['model']} x{package.scale} [{kind} on {dev}]"
+    pool = _make_pool(options, devices, count, files, dev)
+    label = f"{package.manifest['model']} x{package.scale} [{options.backend} on {dev}]"
     try:
-        result = _run(jobs, pool, label, retries, kind, dev)
+        result = _run(jobs, pool, label, files.retries, options.backend, dev)
     finally:
         pool.close()
     if result.report.segments_computed or result.report.segments_reused:
@@ -376,6 +387,27 @@ def main(
         for source, error in failures:
             say(f"failed: {source}: {error}")
         raise click.ClickException(f"{len(failures)} of {len(pairs)} inputs failed (listed above)")
+
+
+def check_live_options(
+    input_path: Path | None,
+    output: Path | None,
+    latency: int | None,
+    block: int | None,
+    container_format: str | None,
+    demo: bool,
+    chunk: int | None,
+    overlap: int | None,
+) -> None:
+    """Refuse option combinations that mean nothing (before any work)."""
+    if block is not None and latency is None:
+        raise click.UsageError("--block B sets the blocks of live mode: give --latency K with it")
+    if container_format is not None and not is_pipe(output):
+        raise click.UsageError("--format is the container written to standard output: use it with -o -")
+    if demo and (latency is not None or is_pipe(input_path) or is_pipe(output)):
+        raise click.UsageError("--demo runs on the sample clip: leave out --latency and the pipes (-)")
+    if latency is not None and (chunk is not None or overlap is not None):
+        raise click.UsageError("--chunk and --overlap set the windows of a file run; --latency replaces them")
 
 
 def _is_video_folder(path: Path) -> bool:
@@ -433,20 +465,15 @@ def _prepare(
     source: Path,
     target: Path,
     package: Package,
-    spec: EngineSpec,
+    options: RunOptions,
+    encoding: Encoding,
+    files: FileRun,
     device: Device,
-    codec: str,
-    crf: int,
-    fps: Fraction | None,
-    max_frames: int | None,
-    segment_frames: int,
-    resume: bool,
-    overwrite: bool,
-    work_dir: Path,
     scale: Scale | None,
     out_size: tuple[int, int] | None,
 ) -> FileJob | None:
     """Check one input and its output and plan its segments; None if ``resume`` finds it done."""
+    fps, overwrite, resume = encoding.fps, encoding.overwrite, files.resume
     info = probe(source)
     finished = target.exists() and not (target.is_dir() and not any(target.iterdir()))
     if finished and resume and not overwrite:
@@ -461,22 +488,20 @@ def _prepare(
         if fps is None and output_kind(target) == "video":
             say(f"{source} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
     scale = resolve_scale(package, info.height, info.width, scale, out_size)
-    _check_encoder(target, info, package, scale, in_fps, codec, crf, overwrite)
+    _check_encoder(target, info, package, scale, in_fps, encoding)
     job = prepare_file(
         number,
         source,
         target,
         info,
         package,
-        spec,
+        options,
+        encoding,
         device_kind=device.kind,
-        codec=codec,
-        crf=crf,
         fps=in_fps,
-        max_frames=max_frames,
-        segment_frames=segment_frames or None,
+        segment_frames=files.segment_frames or None,
         resume=resume,
-        work_dir=work_dir,
+        work_dir=files.work_dir or cache_dir() / "work",
         scale=scale,
     )
     click.get_current_context().call_on_close(job.close)  # whatever ends the command releases the output's lock
@@ -488,7 +513,7 @@ def _prepare(
 
 
 def _check_encoder(
-    target: Path, info: VideoInfo, package: Package, scale: Scale, fps: Fraction, codec: str, crf: int, overwrite: bool
+    target: Path, info: VideoInfo, package: Package, scale: Scale, fps: Fraction, encoding: Encoding
 ) -> None:
     """Open (and abort) the writer of ``target`` as the stitched output needs it, so that a container
     that cannot hold the codec or the audio, or a path that cannot be written, is reported before
@@ -500,27 +525,25 @@ def _check_encoder(
         out_w,
         out_h,
         fps * rate,
-        codec=codec,
-        crf=crf,
-        overwrite=overwrite,
+        codec=encoding.codec,
+        crf=encoding.crf,
+        overwrite=encoding.overwrite,
         audio_from=info.source if info.kind == "video" else None,
         time_base=info.time_base if rate == 1 and info.kind == "video" else None,
         bit_depth=info.bit_depth,
     ).abort()
 
 
-def _make_pool(
-    spec: EngineSpec, devices: tuple[Device, ...], count: int | None, cluster: str | None, retries: int, device: Device
-):
-    if cluster is not None:
-        resources = connect(cluster)
+def _make_pool(options: RunOptions, devices: tuple[Device, ...], count: int | None, files: FileRun, device: Device):
+    if files.cluster is not None:
+        resources = connect(files.cluster)
         gpus = int(resources.get("GPU", 0)) if device.is_cuda else 0
         actors = count or gpus or max(1, int(resources.get("CPU", 1)) // 2)
         say(f"Ray cluster: {actors} actors ({'one GPU' if gpus else 'CPU'} each)")
-        return RayPool(spec, actors, gpu=bool(gpus), retries=retries)
+        return RayPool(options, actors, gpu=bool(gpus), retries=files.retries)
     if (count or 1) > 1:
-        return ProcessPool(spec, devices, count or 1)
-    return InlinePool(spec, device)
+        return ProcessPool(options, devices, count or 1)
+    return InlinePool(options, device)
 
 
 def _run(jobs: list[FileJob], pool, label: str, retries: int, kind: str, device: Device) -> RunResult:
@@ -570,24 +593,9 @@ def _run(jobs: list[FileJob], pool, label: str, retries: int, kind: str, device:
         overall.close()
 
 
-def _demo(
-    output: Path,
-    model: str,
-    backend: str,
-    device: Device,
-    precision: str,
-    threads: int,
-    chunk: int | None,
-    overlap: int | None,
-    tile: int | None,
-    tile_overlap: int,
-    codec: str,
-    crf: int,
-    num: int,
-    overwrite: bool,
-) -> None:
-    check_output(output, overwrite=overwrite)
-    package = resolve_package(model, log=say)
+def run_demo(output: Path, package: Package, options: RunOptions, device: Device, encoding: Encoding) -> None:
+    """The first ``encoding.frames`` frames of the network's sample clip, downscaled, upscaled into
+    ``output``, with the PSNR against the original frames and against bicubic upscaling."""
     demo = demo_for(package.manifest["model"])
     clip = sample_clip(demo.clip)
     info = probe(clip)
@@ -599,7 +607,7 @@ def _demo(
     s = package.scale
     gt = []
     for frame in read_frames(clip):
-        if frame.index >= num:
+        if frame.index >= encoding.frames:
             break
         gt.append(chw(frame.rgb))
     hr = np.stack(gt)
@@ -614,12 +622,14 @@ def _demo(
         f"demo: {len(hr)} frames of {clip.name} ({where}) downscaled x{s} (bicubic, antialiased) "
         f"to {w // s}x{h // s}, upscaled by {package.manifest['model']}"
     )
-    be = make_backend(backend, package, device, precision, threads, log=say)
-    upscaler = upscaler_for(package, be, chunk, overlap, tile, tile_overlap)
+    be = options.make_backend(package, device, log=say)
+    upscaler = options.schedule.upscaler(package, be)
     sr = []
     start = time.perf_counter()
     with (
-        VideoWriter(output, w, h, info.fps, codec=codec, crf=crf, overwrite=overwrite) as writer,
+        VideoWriter(
+            output, w, h, info.fps, codec=encoding.codec, crf=encoding.crf, overwrite=encoding.overwrite
+        ) as writer,
         tqdm(
             total=upscaler.steps(len(lr), h // s, w // s),
             unit="step",

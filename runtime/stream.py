@@ -1,80 +1,28 @@
-"""vsr-run on streams: ``-`` as INPUT (standard input) or OUTPUT (standard output), and live mode
+"""Runs on streams: ``-`` as input (standard input) or output (standard output), and live runs
 (``--latency K [--block B]``), where each output frame is written as soon as it is final and the
-latency from reading an input frame to writing its output frame is measured and printed."""
+time from reading an input frame to writing its output frame is measured (:class:`Latency`)."""
 
 from __future__ import annotations
 
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
-import click
 import numpy as np
 from tqdm import tqdm
 
 from export.format import Package
 from vsr_models.scales import output_size
 
-from ..executor import Backend
-from ..live import LiveError, LiveUpscaler, live_upscaler_for
-from ..pipeline import Upscaler, resolve_scale, upscaler_for
-from ..video import Frame, OutputError, VideoInfo, VideoWriter, check_output, probe, read_frames
-from ..video.pipes import PIPE_FORMATS, PipeInput, is_pipe, pipe_writer
-from .common import apply, say
-
-live_options = apply(
-    [
-        click.option(
-            "--latency",
-            type=click.IntRange(min=0),
-            default=None,
-            metavar="K",
-            help="Live mode: frames of look-ahead. Each output frame is written as soon as it is final, at most "
-            "K + B - 1 input frames after its own (plus compute): forward sweeps carry their state across the "
-            "whole stream, backward sweeps see K frames ahead. Prints the measured latency. A causal network "
-            "(animesr) runs at its own look-ahead (1 frame), and a pipe run of it is that far behind already.",
-        ),
-        click.option(
-            "--block",
-            type=click.IntRange(min=1),
-            default=None,
-            metavar="B",
-            help="With --latency: output frames per backward pass, (B + K) / B backward steps per frame for up to "
-            "B - 1 frames more latency. [default: 1]",
-        ),
-        click.option(
-            "--format",
-            "container_format",
-            type=click.Choice(PIPE_FORMATS),
-            default=None,
-            help="Container of the stream written to standard output by -o -. [default: nut]",
-        ),
-    ]
-)
-
-
-def check_live_options(
-    input_path: Path | None,
-    output: Path | None,
-    latency: int | None,
-    block: int | None,
-    container_format: str | None,
-    demo: bool,
-    chunk: int | None,
-    overlap: int | None,
-) -> None:
-    """Refuse option combinations that mean nothing (before any work)."""
-    if block is not None and latency is None:
-        raise click.UsageError("--block B sets the blocks of live mode: give --latency K with it")
-    if container_format is not None and not is_pipe(output):
-        raise click.UsageError("--format is the container written to standard output: use it with -o -")
-    if demo and (latency is not None or is_pipe(input_path) or is_pipe(output)):
-        raise click.UsageError("--demo runs on the sample clip: leave out --latency and the pipes (-)")
-    if latency is not None and (chunk is not None or overlap is not None):
-        raise click.UsageError("--chunk and --overlap set the windows of a file run; --latency replaces them")
+from .executor import Backend
+from .live import LiveError, LiveUpscaler, live_upscaler_for
+from .options import Encoding, LiveOptions, Schedule
+from .pipeline import Upscaler, resolve_scale
+from .video import Frame, OutputError, VideoInfo, VideoWriter, check_output, probe, read_frames
+from .video.pipes import PipeInput, is_pipe, pipe_writer
 
 
 @dataclass
@@ -133,32 +81,23 @@ def work_per_frame(upscaler: LiveUpscaler) -> str:
     return "stage calls per frame of a long stream, live (whole clip): " + ", ".join(parts)
 
 
-def _chw(frame: Frame) -> np.ndarray:
-    return np.ascontiguousarray(frame.rgb.transpose(2, 0, 1))
-
-
-def stream_main(
+def run_stream_file(
     input_path: Path,
     output: Path,
     package: Package,
     backend: Backend,
     *,
+    schedule: Schedule,
+    encoding: Encoding,
+    live: LiveOptions,
     scale: tuple[float, float] | None,
     out_size: tuple[int, int] | None,
-    latency: int | None,
-    block: int,
-    container_format: str | None,
-    chunk: int | None,
-    overlap: int | None,
-    tile: int | None,
-    tile_overlap: int,
-    codec: str,
-    crf: int,
-    max_frames: int | None,
-    fps: Fraction | None,
-    overwrite: bool,
+    log: Callable[[str], None],
 ) -> None:
-    """vsr-run with a pipe for INPUT or OUTPUT, or with ``--latency``."""
+    """Upscale ``input_path`` into ``output`` frame by frame, either of them a pipe (``-``), or live
+    (``live.latency`` set); ``log`` hears the status lines (rates, latency, work per frame)."""
+    latency, block = live.latency, live.block
+    overwrite, fps, max_frames = encoding.overwrite, encoding.fps, encoding.frames
     if package.output_rate != 1:
         raise OutputError(
             f"{package.manifest['model']} makes {package.output_rate} frames per input frame; streams and "
@@ -177,18 +116,18 @@ def stream_main(
     if in_fps is None:
         in_fps = fps or Fraction(25)
         if fps is None:
-            say(f"{input_path} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
+            log(f"{input_path} has no frame rate; writing {float(in_fps):g} frames/s (set it with --fps)")
     resolved = resolve_scale(package, info.height, info.width, scale, out_size)
     if latency is not None and (scale is not None or out_size is not None):
         raise LiveError("--latency runs at the network's own scale: drop --scale and --size")
     causal = package.plan.lookahead() is not None  # then each frame goes out once it is final, in chunks of 1
     upscaler: LiveUpscaler | Upscaler = (
-        upscaler_for(package, backend, chunk or (1 if causal else None), overlap, tile, tile_overlap, scale=resolved)
+        replace(schedule, chunk=schedule.chunk or (1 if causal else None)).upscaler(package, backend, resolved)
         if latency is None
-        else live_upscaler_for(package, backend, latency, block, tile, tile_overlap)
+        else live_upscaler_for(package, backend, latency, block, schedule.tile, schedule.tile_overlap)
     )
     if isinstance(upscaler, LiveUpscaler) and upscaler.note:
-        say(upscaler.note)
+        log(upscaler.note)
     out_h, out_w = output_size(info.height, info.width, resolved)
     s = f"{resolved[0]:g}" if resolved[0] == resolved[1] else f"{resolved[0]:g}x{resolved[1]:g}"
     pts: list[int | None] = []
@@ -198,18 +137,18 @@ def stream_main(
             if max_frames is not None and frame.index >= max_frames:
                 return
             pts.append(frame.pts)
-            yield _chw(frame)
+            yield np.ascontiguousarray(frame.rgb.transpose(2, 0, 1))
 
     size = (out_w, out_h)
     if is_pipe(output):
         if info.has_audio and not is_pipe(input_path):
-            say(f"{input_path} has audio; a stream on standard output gets only the video")
+            log(f"{input_path} has audio; a stream on standard output gets only the video")
         writer = pipe_writer(
             *size,
             in_fps,
-            container_format=container_format or "nut",
-            codec=codec,
-            crf=crf,
+            container_format=live.container_format or "nut",
+            codec=encoding.codec,
+            crf=encoding.crf,
             time_base=info.time_base,
             bit_depth=info.bit_depth,
             live=latency is not None,
@@ -219,8 +158,8 @@ def stream_main(
             output,
             *size,
             in_fps,
-            codec=codec,
-            crf=crf,
+            codec=encoding.codec,
+            crf=encoding.crf,
             overwrite=overwrite,
             audio_from=input_path if info.kind == "video" and not is_pipe(input_path) else None,
             time_base=info.time_base,
@@ -243,13 +182,13 @@ def stream_main(
     elapsed = time.perf_counter() - start
     count = len(measured.written_at)
     where = "standard output" if is_pipe(output) else str(output)
-    say(f"wrote {count} frames to {where}, {size[0]}x{size[1]}, {count / elapsed:.2f} frames/s with {backend.name}")
+    log(f"wrote {count} frames to {where}, {size[0]}x{size[1]}, {count / elapsed:.2f} frames/s with {backend.name}")
     if isinstance(upscaler, LiveUpscaler):
-        say(
+        log(
             f"live: look-ahead {upscaler.latency} frames, blocks of {block} "
             f"(at most {upscaler.frames_behind} frames behind)"
         )
-        say(measured.summary())
-        say(work_per_frame(upscaler))
+        log(measured.summary())
+        log(work_per_frame(upscaler))
     elif causal:
-        say(measured.summary())
+        log(measured.summary())
