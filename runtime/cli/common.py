@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any, TypeVar
 
 import click
@@ -147,6 +148,20 @@ def apply(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     return decorate
 
 
+class Flag:
+    """One flag, defined once: a decorator adding it as every tool shares it, and :meth:`but` for a
+    tool whose flag differs on purpose (a choice, a default, its help), where the tool says why."""
+
+    def __init__(self, *decls: str, **settings: Any) -> None:
+        self.decls, self.settings = decls, settings
+
+    def __call__(self, func: F) -> F:
+        return click.option(*self.decls, **self.settings)(func)
+
+    def but(self, **changes: Any) -> Callable[[F], F]:
+        return click.option(*self.decls, **{**self.settings, **changes})
+
+
 def model_option(func: F) -> F:
     names = ", ".join(sorted(w.name for w in all_weights().values() if w.installable))
     return click.option(
@@ -191,8 +206,8 @@ def resolve_model(model: str, no_export: bool, random_weights: bool, quick: bool
     return resolve_package(model, log=say)
 
 
-device_option = click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-threads_option = click.option(
+device_option = Flag("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+threads_option = Flag(
     "--threads",
     type=click.IntRange(min=0),
     default=0,
@@ -200,7 +215,7 @@ threads_option = click.option(
     help="CPU threads for ONNX Runtime and PyTorch (0: all cores).",
 )
 
-backend_option = click.option(
+backend_option = Flag(
     "--backend",
     type=click.Choice(BACKENDS),
     default="auto",
@@ -208,7 +223,7 @@ backend_option = click.option(
     help="Where the stages run. auto: TensorRT engines if built, else ONNX Runtime "
     "(CUDA provider on a GPU, else CPU). torch runs the PyTorch network (the reference).",
 )
-precision_option = click.option(
+precision_option = Flag(
     "--precision",
     type=click.Choice(["fp32", "fp16"]),
     default=DEFAULT_PRECISION,
@@ -217,75 +232,126 @@ precision_option = click.option(
 )
 backend_options = apply([backend_option, device_option, precision_option, threads_option])
 
-devices_option = click.option(
-    "--device",
+devices_option = device_option.but(
     type=DEVICES,
-    default="cpu",
-    show_default=True,
     help="cpu, cuda, cuda:N, or several GPUs (cuda:0,1): with --workers, one worker process per GPU in turn.",
 )
 
 #: :data:`backend_options` with a ``--device`` that takes several devices (vsr-run's workers).
 run_backend_options = apply([backend_option, devices_option, precision_option, threads_option])
 
-schedule_options = apply(
-    [
-        click.option(
-            "--chunk",
-            type=click.IntRange(min=1),
-            default=None,
-            help=f"Output frames per window; memory is bounded by the window, not the video. "
-            f"[default: {DEFAULT_CHUNK}, or the clip length of a clip-level network such as DAVSR]",
-        ),
-        click.option(
-            "--overlap",
-            type=click.IntRange(min=0),
-            default=None,
-            help=f"Frames of context on each side of a window (their outputs are discarded). "
-            f"[default: {DEFAULT_OVERLAP}, or 0 for a clip-level network]",
-        ),
-        click.option(
-            "--tile",
-            type=click.IntRange(min=16),
-            default=None,
-            help="Cut frames larger than this many LR pixels (height or width) into tiles.",
-        ),
-        click.option(
-            "--tile-overlap",
-            type=click.IntRange(min=0),
-            default=16,
-            show_default=True,
-            help="LR pixels of context around each tile.",
-        ),
-    ]
+chunk_option = Flag(
+    "--chunk",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Output frames per window; memory is bounded by the window, not the video. "
+    f"[default: {DEFAULT_CHUNK}, or the clip length of a clip-level network such as DAVSR]",
 )
 
-live_options = apply(
-    [
-        click.option(
-            "--latency",
-            type=click.IntRange(min=0),
-            default=None,
-            metavar="K",
-            help="Live mode: frames of look-ahead. Each output frame is written as soon as it is final, at most "
-            "K + B - 1 input frames after its own (plus compute): forward sweeps carry their state across the "
-            "whole stream, backward sweeps see K frames ahead. Prints the measured latency. A causal network "
-            "(animesr) runs at its own look-ahead (1 frame), and a pipe run of it is that far behind already.",
-        ),
-        click.option(
-            "--block",
-            type=click.IntRange(min=1),
-            default=None,
-            metavar="B",
-            help="With --latency: output frames per backward pass, (B + K) / B backward steps per frame for up to "
-            "B - 1 frames more latency. [default: 1]",
-        ),
-        click.option(
-            "--format",
-            "container_format",
-            type=click.Choice(PIPE_FORMATS),
-            default=None,
-            help="Container of the stream written to standard output by -o -. [default: nut]",
-        ),
-    ]
+overlap_option = Flag(
+    "--overlap",
+    type=click.IntRange(min=0),
+    default=None,
+    help=f"Frames of context on each side of a window (their outputs are discarded). "
+    f"[default: {DEFAULT_OVERLAP}, or 0 for a clip-level network]",
 )
+
+tile_option = Flag(
+    "--tile",
+    type=click.IntRange(min=16),
+    default=None,
+    help="Cut frames larger than this many LR pixels (height or width) into tiles.",
+)
+
+tile_overlap_option = Flag(
+    "--tile-overlap",
+    type=click.IntRange(min=0),
+    default=16,
+    show_default=True,
+    help="LR pixels of context around each tile.",
+)
+schedule_options = apply([chunk_option, overlap_option, tile_option, tile_overlap_option])
+
+latency_option = Flag(
+    "--latency",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="K",
+    help="Live mode: frames of look-ahead. Each output frame is written as soon as it is final, at most "
+    "K + B - 1 input frames after its own (plus compute): forward sweeps carry their state across the "
+    "whole stream, backward sweeps see K frames ahead. Prints the measured latency. A causal network "
+    "(animesr) runs at its own look-ahead (1 frame), and a pipe run of it is that far behind already.",
+)
+
+block_option = Flag(
+    "--block",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="B",
+    help="With --latency: output frames per backward pass, (B + K) / B backward steps per frame for up to "
+    "B - 1 frames more latency. [default: 1]",
+)
+
+format_option = Flag(
+    "--format",
+    "container_format",
+    type=click.Choice(PIPE_FORMATS),
+    default=None,
+    help="Container of the stream written to standard output by -o -. [default: nut]",
+)
+live_options = apply([latency_option, block_option, format_option])
+
+#: Frame rates --fps accepts, in frames per second.
+FPS_RANGE = (Fraction(1, 100), Fraction(1000))
+
+
+class FrameRateType(click.ParamType):
+    """A frame rate: ``25``, ``29.97`` or ``30000/1001``, between 0.01 and 1000 frames per second."""
+
+    name = "FPS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Fraction:
+        if isinstance(value, Fraction):
+            return value
+        text = str(value).strip()
+        try:
+            rate = Fraction(text) if "/" in text else Fraction(float(text)).limit_denominator(1001)
+        except (ValueError, ZeroDivisionError, OverflowError):
+            # float("inf") and float("nan") parse, but Fraction refuses them: the same message
+            self.fail(f"{value!r} is not a frame rate; write it as 25, 29.97 or 30000/1001", param, ctx)
+        low, high = FPS_RANGE
+        if not low <= rate <= high:
+            self.fail(f"{value!r} frames/s is outside {float(low):g} to {float(high):g}; pass a real rate", param, ctx)
+        return rate
+
+
+FRAME_RATE = FrameRateType()
+
+codec_option = Flag(
+    "--codec",
+    default="libx264",
+    show_default=True,
+    help="Video encoder (PyAV/FFmpeg name). ffv1 is lossless: it writes the RGB levels as they are (8-bit, or "
+    "as deep as a deeper source), in .mkv, .nut or a pipe, for a next tool to take without a second loss.",
+)
+
+crf_option = Flag(
+    "--crf",
+    type=click.IntRange(0, 63),
+    default=18,
+    show_default=True,
+    help="Constant rate factor for x264/x265 (lower is better, 0 is lossless).",
+)
+
+frames_option = Flag("--frames", "max_frames", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
+
+fps_option = Flag(
+    "--fps",
+    type=FRAME_RATE,
+    default=None,
+    help="Frame rate of the output when INPUT is a frame folder (default 25; 25, 29.97 or 30000/1001); "
+    "a video keeps its own.",
+)
+
+overwrite_option = Flag("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+encoding_options = apply([codec_option, crf_option, frames_option, fps_option, overwrite_option])

@@ -15,7 +15,7 @@ from export.trt_check import check_package, package_requirements, version_text
 from vsr_models.checkpoint import check_all_parts_loaded, load_checkpoint, read_checkpoint
 from vsr_models.registry import all_weights, checked_settings, create_model, networks, pretrained, zoo_listing
 
-from .common import CONTEXT, say, user_errors
+from .common import CONTEXT, overwrite_option, precision_option, say, user_errors
 
 
 def recorded_config(path: Path, arch: str) -> dict:
@@ -43,12 +43,9 @@ def recorded_config(path: Path, arch: str) -> dict:
 )
 @click.option("--key", default=None, help="Entry of a BasicSR checkpoint to load: params (default) or params_ema.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Package folder to write.")
-@click.option("--overwrite", is_flag=True, help="Replace the package folder if it exists.")
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "fp16"]),
-    default="fp32",
-    show_default=True,
+@overwrite_option.but(help="Replace the package folder if it exists.")
+# --precision as vsr-run's, naming the graphs written besides the FP32 ones rather than those run.
+@precision_option.but(
     help="fp16 also writes fp16/ graphs (FP16 with coordinates, flows and states kept FP32); "
     "fp32 graphs are always written.",
 )

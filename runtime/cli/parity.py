@@ -28,6 +28,10 @@ from .common import (
     CONTEXT,
     SIZE,
     backend_options,
+    block_option,
+    chunk_option,
+    latency_option,
+    overlap_option,
     resolve_model,
     say,
     scale_option,
@@ -76,28 +80,15 @@ from .common import (
     help="Instead of PyTorch, compare a run in windows of --chunk frames (+ --overlap each side) with "
     "a whole-clip run on the same backend: the error that bounding memory costs.",
 )
-@click.option(
-    "--chunk", type=click.IntRange(min=1), default=DEFAULT_CHUNK, show_default=True, help="Window size for --chunked."
-)
-@click.option(
-    "--overlap", type=click.IntRange(min=0), default=DEFAULT_OVERLAP, show_default=True, help="Overlap for --chunked."
-)
-@click.option(
-    "--latency",
-    type=click.IntRange(min=0),
-    default=None,
-    metavar="K",
+# --chunk/--overlap as vsr-run's, but set: --chunked compares one window size with the whole clip.
+@chunk_option.but(default=DEFAULT_CHUNK, show_default=True, help="Window size for --chunked.")
+@overlap_option.but(default=DEFAULT_OVERLAP, show_default=True, help="Overlap for --chunked.")
+# --latency/--block as vsr-run's, but a live run is compared with a whole-clip run instead of written.
+@latency_option.but(
     help="Instead of PyTorch, compare a live run with K frames of look-ahead (vsr-run --latency) with a "
-    "whole-clip run on the same backend, frame by frame, and count the work per frame.",
+    "whole-clip run on the same backend, frame by frame, and count the work per frame."
 )
-@click.option(
-    "--block",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    metavar="B",
-    help="With --latency: output frames per backward pass.",
-)
+@block_option.but(default=1, show_default=True, help="With --latency: output frames per backward pass.")
 @user_errors
 def main(
     package_path: str,

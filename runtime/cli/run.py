@@ -47,6 +47,7 @@ from ..workers import InlinePool, ProcessPool, Progress, RunResult, run_jobs
 from .common import (
     CONTEXT,
     SIZE,
+    encoding_options,
     live_options,
     model_option,
     run_backend_options,
@@ -55,32 +56,6 @@ from .common import (
     schedule_options,
     user_errors,
 )
-
-#: Frame rates --fps accepts, in frames per second.
-FPS_RANGE = (Fraction(1, 100), Fraction(1000))
-
-
-class FrameRateType(click.ParamType):
-    """A frame rate: ``25``, ``29.97`` or ``30000/1001``, between 0.01 and 1000 frames per second."""
-
-    name = "FPS"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Fraction:
-        if isinstance(value, Fraction):
-            return value
-        text = str(value).strip()
-        try:
-            rate = Fraction(text) if "/" in text else Fraction(float(text)).limit_denominator(1001)
-        except (ValueError, ZeroDivisionError, OverflowError):
-            # float("inf") and float("nan") parse, but Fraction refuses them: the same message
-            self.fail(f"{value!r} is not a frame rate; write it as 25, 29.97 or 30000/1001", param, ctx)
-        low, high = FPS_RANGE
-        if not low <= rate <= high:
-            self.fail(f"{value!r} frames/s is outside {float(low):g} to {float(high):g}; pass a real rate", param, ctx)
-        return rate
-
-
-FRAME_RATE = FrameRateType()
 
 
 class _Stopped(BaseException):
@@ -145,29 +120,7 @@ def hwc(frame: np.ndarray) -> np.ndarray:
 )
 @run_backend_options
 @schedule_options
-@click.option(
-    "--codec",
-    default="libx264",
-    show_default=True,
-    help="Video encoder (PyAV/FFmpeg name). ffv1 is lossless: it writes the RGB levels as they are (8-bit, or "
-    "as deep as a deeper source), in .mkv, .nut or a pipe, for a next tool to take without a second loss.",
-)
-@click.option(
-    "--crf",
-    type=click.IntRange(0, 63),
-    default=18,
-    show_default=True,
-    help="Constant rate factor for x264/x265 (lower is better, 0 is lossless).",
-)
-@click.option("--frames", "max_frames", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
-@click.option(
-    "--fps",
-    type=FRAME_RATE,
-    default=None,
-    help="Frame rate of the output when INPUT is a frame folder (default 25; 25, 29.97 or 30000/1001); "
-    "a video keeps its own.",
-)
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@encoding_options
 @live_options
 @click.option(
     "--segment",

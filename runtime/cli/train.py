@@ -10,7 +10,7 @@ from training.recipe import DEGRADATIONS, read_yaml, recipe_names, resolve
 from training.trainer import Trainer
 from vsr_models.registry import networks
 
-from .common import CONTEXT, say, user_errors
+from .common import CONTEXT, device_option, say, user_errors
 
 
 @click.command(context_settings=CONTEXT)
@@ -45,11 +45,11 @@ from .common import CONTEXT, say, user_errors
 @click.option("--save-every", type=click.IntRange(min=1), default=None, help="Save every N iterations.")
 @click.option("--log-every", type=click.IntRange(min=1), default=None, help="Log loss and speed every N iterations.")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (default: as the recipe).")
-@click.option(
-    "--device",
+# --device as the other tools', but a kind (auto, cpu, cuda) and not cuda:N: under torchrun each
+# process takes its local rank's GPU.
+@device_option.but(
     type=click.Choice(["auto", "cpu", "cuda"]),
     default="auto",
-    show_default=True,
     help="Under torchrun each process takes the GPU of its local rank.",
 )
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder [default: runs/MODEL].")
