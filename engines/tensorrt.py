@@ -149,12 +149,6 @@ def lr_side(expr: Any, size: int) -> int | None:
     return size // parsed[0]
 
 
-def scale_of(expr: Any) -> int:
-    """Scale of an LR-relative manifest dimension: ``"h"`` -> 1, ``"4*h"`` -> 4."""
-    parsed = _parse_dim(expr)
-    return 1 if isinstance(parsed, int) else parsed[0]
-
-
 def stage_profiles(package: Package, stage: str, profile: Profile) -> dict[str, tuple[tuple[int, ...], ...]]:
     """(min, opt, max) shapes of every input of ``stage`` for an LR ``profile``, read off the
     manifest's dimensions (``[1, C, "4*h", "4*w"]``, padded ``"2*ceil(h/2)"``, output-sized ``"H"``).
