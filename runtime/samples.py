@@ -11,6 +11,8 @@ from torch.nn import functional as F
 
 from vsr_models.errors import NotInstalled
 
+from .video import InputError, read_frames
+
 SAMPLE_CLIPS = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4")
 
 
@@ -59,8 +61,6 @@ def load_lr(
 
     ``downscale_by`` shrinks them first (bicubic, antialiased); ``crop`` (h, w) keeps the centre.
     """
-    from .video import InputError, read_frames
-
     if video is None:
         video, downscale_by = sample_clip("bikes.mp4"), downscale_by or 4
     clip = []
