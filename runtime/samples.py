@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from vsr_models.errors import NotInstalled
 
-from .video import InputError, read_frames
+from .video import InputError, chw, read_frames
 
 SAMPLE_CLIPS = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4")
 
@@ -67,7 +67,7 @@ def load_lr(
     for frame in read_frames(video):
         if frame.index >= frames:
             break
-        clip.append(np.ascontiguousarray(frame.rgb.transpose(2, 0, 1)))
+        clip.append(chw(frame.rgb))
     if not clip:
         raise InputError(f"{video} has no frames")
     lr = np.stack(clip)

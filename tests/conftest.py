@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 
 from export.format import Package
 from runtime.samples import downscale, sample_clip
-from runtime.video import read_frames
+from runtime.video import chw, read_frames
 
 
 def has_cuda() -> bool:
@@ -29,8 +29,8 @@ def clip_frames(name: str = "bikes.mp4", count: int = 8, start: int = 0) -> np.n
             continue
         if len(frames) == count:
             break
-        frames.append(frame.rgb.transpose(2, 0, 1))
-    return np.ascontiguousarray(np.stack(frames))
+        frames.append(chw(frame.rgb))
+    return np.stack(frames)
 
 
 def lr_clip(
