@@ -96,6 +96,13 @@ class VSRNetwork(nn.Module, ABC):
     def plan(self) -> Plan:
         """How the stages are driven across a clip."""
 
+    def step_workspace(self) -> str | None:
+        """Working memory of one step beyond the tensors of the plan, where it grows faster than the
+        frame (FTVSR's attention): bytes as an expression of the LR tile's ``h`` and ``w`` (whole
+        numbers, ``+ - * //``), written into a package's manifest so that the runtime picks tiles that
+        fit a memory budget. ``None``: nothing worth a budget."""
+        return None
+
     def release_files(self) -> dict[str, dict[str, Any]]:
         """This network's weights in the layout of its official release: one object to
         ``torch.save`` per released file, by a short name. :func:`~vsr_models.checkpoint.load_checkpoint`
