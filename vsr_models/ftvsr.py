@@ -701,6 +701,7 @@ class FTVSR(VSRNetwork):
     name = "ftvsr"
     scale = 4
     constraints = SizeConstraints(min_h=33, min_w=33, multiple=TOKEN)
+    checkpoint_layout = "mmcv"
     #: Trainer state saved beside the generator in the released mmcv files.
     TRAINER_KEYS = ("step_counter",)
 
