@@ -23,7 +23,7 @@ from PIL import Image
 from runtime.samples import downscale, psnr, sample_clip
 from tests.conftest import clip_frames
 from training import degradations as deg
-from training.checkpoints import write_weights
+from training.checkpoints import write_weights, written_layout
 from training.cli import main as train_main
 from training.data import IterationSampler
 from training.metrics import charbonnier
@@ -303,10 +303,10 @@ def test_a_recipe_naming_another_layout_than_the_networks_is_refused(tmp_path, c
     assert resolve("basicvsr", {"layout": "basicsr"}).layout == "basicsr"
 
 
-@pytest.mark.parametrize("name", ["basicvsr", "ftvsr", "davsr"])
+@pytest.mark.parametrize("name", ["basicvsr", "ftvsr", "davsr", "animesr"])
 def test_weights_are_written_in_the_layout_the_network_declares(tmp_path, name):
-    """basicsr: EMA beside the weights; mmcv: EMA in ``_ema`` files; DAVSR: its Super SloMo file
-    once, beside. Every file loads back strictly into the weights it was written from."""
+    """basicsr (and plain, AnimeSR's): EMA beside the weights; mmcv: EMA in ``_ema`` files; DAVSR:
+    its Super SloMo file once, beside. Every file loads back strictly into the weights it was written from."""
     config = networks()[name].quick.config
     model = create_model(name, **config)
     state = model.state_dict()
@@ -314,7 +314,7 @@ def test_weights_are_written_in_the_layout_the_network_declares(tmp_path, name):
     write_weights(tmp_path, 3, model, state, ema, {"iter": 3})
     files = sorted(p.name for p in (tmp_path / "weights").iterdir())
     further = ["superslomo.ckpt"] if name == "davsr" else []
-    if model.checkpoint_layout == "basicsr":
+    if written_layout(type(model)) == "basicsr":
         assert files == ["iter_0000003.pth", "latest.pth", *further]
         ema_file, key = "latest.pth", "params_ema"
     else:

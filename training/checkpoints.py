@@ -9,6 +9,7 @@ the network declares (``checkpoint_layout``):
 * ``basicsr``: ``{"params": ..., "params_ema": ...}`` (``params_ema`` when EMA is on);
 * ``mmcv``: ``{"meta": ..., "state_dict": {"generator." + name: ...}}``; the EMA weights, if
   any, go to ``*_ema.pth`` in the same layout;
+* ``plain`` (a bare state dict, which has no room for ``meta`` or EMA weights): as ``basicsr``;
 
 and, once, the network's further release files (parts its recipe keeps frozen: DAVSR's Super
 SloMo, ``superslomo.ckpt``) as ``<name>.ckpt``.
@@ -51,6 +52,16 @@ def save_atomic(obj: Any, target: Path) -> Path:
     return staged.commit()
 
 
+def written_layout(network: type[VSRNetwork]) -> str:
+    """The layout ``vsr-train`` writes a network's weights in: its release's (``checkpoint_layout``),
+    with a bare state dict (``plain``) written as BasicSR's ``params``."""
+    return "basicsr" if network.checkpoint_layout == "plain" else network.checkpoint_layout
+
+
+def _wrapped(model: VSRNetwork, release: dict[str, Any]) -> dict[str, Any]:
+    return {"params": release} if model.checkpoint_layout == "plain" else release
+
+
 def official_files(
     model: VSRNetwork,
     state: dict[str, torch.Tensor],
@@ -60,10 +71,10 @@ def official_files(
     """The network's own files of one save, by name suffix ('' for the main file, '_ema' for the
     EMA weights of an mmcv layout), and its further release files, by file name (``<name>.ckpt``)."""
     (_, own), *others = model.release_files(state).items()
-    files = {"": {"meta": meta, **own}}
+    files = {"": {"meta": meta, **_wrapped(model, own)}}
     if ema is not None:
-        own_ema = next(iter(model.release_files(ema).values()))
-        if model.checkpoint_layout == "basicsr":
+        own_ema = _wrapped(model, next(iter(model.release_files(ema).values())))
+        if written_layout(type(model)) == "basicsr":
             files[""]["params_ema"] = own_ema["params"]
         else:
             files["_ema"] = {"meta": meta, **own_ema}

@@ -135,8 +135,9 @@ class Recipe:
     """A whole recipe. ``network_config``: constructor arguments over the registered default
     (``{num_feat: 16}``). ``layout``: the official checkpoint layout the weights are written in,
     which the network declares (its ``checkpoint_layout``: basicsr, ``params``/``params_ema``, or
-    mmcv, ``state_dict`` with ``generator.``); filled in when a run starts, so ``recipe.yaml``
-    records it. A recipe need not give it; one that does must name the network's own."""
+    mmcv, ``state_dict`` with ``generator.``; a plain state dict is written as basicsr); filled in
+    when a run starts, so ``recipe.yaml`` records it. A recipe need not give it; one that does
+    must name the network's own."""
 
     network: str
     network_config: dict[str, Any] = field(default_factory=dict)

@@ -155,7 +155,7 @@ class Trainer:
 
         torch.manual_seed(t.seed)
         self.entry = network(recipe.network)
-        recipe.layout = _layout(recipe, self.entry.cls.checkpoint_layout, resumed=state is not None)
+        recipe.layout = _layout(recipe, ckpt.written_layout(self.entry.cls), resumed=state is not None)
         self.net = self.entry.build(**recipe.network_config)
         for value in pretrained:
             load_checkpoint(self.net, _pretrained_path(value), key=key)

@@ -61,10 +61,11 @@ class VSRNetwork(nn.Module, ABC):
     #: frame of a clip (the reference its plan is held to), and ``scale`` is only the default factor.
     #: ``None``: the network upscales by ``scale`` and nothing else.
     scale_range: tuple[float, float] | None = None
-    #: How the official release stores the weights: ``"basicsr"`` (``{"params": state}``, EMA
-    #: weights beside them as ``params_ema``) or ``"mmcv"`` (``{"state_dict": {"generator." + key:
-    #: ...}}``, EMA weights in a file of their own); see :meth:`release_files`. ``vsr-train`` writes
-    #: its weights in this layout.
+    #: How the official release stores the weights: ``"basicsr"`` (``{"params": state}``),
+    #: ``"mmcv"`` (``{"state_dict": {"generator." + key: ...}}``) or ``"plain"`` (the state dict
+    #: itself); see :meth:`release_files`. ``vsr-train`` writes its weights in this layout (EMA
+    #: weights beside them as ``params_ema``, or in a file of their own for mmcv), a plain one,
+    #: which has no room for its ``meta`` or EMA weights, as BasicSR's.
     checkpoint_layout: str = "basicsr"
     #: The constructor arguments the network was built with (those given explicitly, as JSON
     #: values), recorded by every subclass's ``__init__``: a package's manifest keeps them so
@@ -116,6 +117,8 @@ class VSRNetwork(nn.Module, ABC):
         state = {k: v.detach().cpu().clone() for k, v in source.items()}
         if self.checkpoint_layout == "mmcv":
             return {self.name: {"state_dict": {f"generator.{k}": v for k, v in state.items()}}}
+        if self.checkpoint_layout == "plain":
+            return {self.name: state}
         return {self.name: {"params": state}}
 
     def share_layers(self, **parts: nn.Module) -> None:
