@@ -126,11 +126,6 @@ class LivePlan:
             calls[step.stage] = calls.get(step.stage, 0) + 1
         return calls
 
-    @property
-    def has_backward(self) -> bool:
-        """Whether any sweep runs backwards (reads the future through its state)."""
-        return "backward sweep" in self.kinds
-
     def describe(self) -> str:
         """One line per step: its stage, kind and what it reads."""
         lines = []

@@ -27,8 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -44,25 +43,13 @@ from .tiles import Tile, pad_to, plan_tiles
 #: Default chunk and overlap, chosen from the chunked-vs-whole-clip measurement in the README.
 DEFAULT_CHUNK = 30
 DEFAULT_OVERLAP = 6
-#: Memory budget (bytes) for networks with a step workspace (:data:`STEP_WORKSPACE`) when none is given.
+#: Memory budget (bytes) for networks with a step workspace (:attr:`Package.step_workspace`) when none is given.
 DEFAULT_MEMORY_BUDGET = 8 << 30
 _FP32 = 4
 
 
 class MemoryBudgetError(VSRError, ValueError):
     """Not even the smallest tile fits the memory budget."""
-
-
-def _ftvsr_attention(config: Mapping[str, Any], h: int, w: int) -> int:
-    """FTVSR's frequency attention on an h x w LR tile: scores and their softmax, n_heads x L x L
-    each, L = 64 * floor(h/16) * floor(w/16) tokens (8x8 patches of the x4 frame's DCT grid)."""
-    tokens = 64 * (h // 16) * (w // 16)
-    return 2 * int(config.get("n_heads", 8)) * tokens * tokens * _FP32
-
-
-#: Working memory of one step that grows faster than the frame, by network: (manifest config,
-#: LR height, LR width) -> bytes. Networks without an entry have none worth a budget.
-STEP_WORKSPACE: dict[str, Callable[[Mapping[str, Any], int, int], int]] = {"ftvsr": _ftvsr_attention}
 
 
 def window_bytes(plan: Plan, frames: int, h: int, w: int, out: tuple[int, int] | None = None) -> int:
@@ -435,7 +422,7 @@ def upscaler_for(
     clips of ``clip_frames`` for a clip-level network, windows of ``DEFAULT_WINDOW_CHUNK`` with
     exactly the plan's context for a sliding-window network, else ``DEFAULT_CHUNK`` +
     ``DEFAULT_OVERLAP``. ``scale`` (from :func:`resolve_scale`) defaults to the package's own. For
-    a network with a step workspace (:data:`STEP_WORKSPACE`), tiles that fit ``memory_budget``
+    a network with a step workspace (:attr:`Package.step_workspace`), tiles that fit ``memory_budget``
     (default :data:`DEFAULT_MEMORY_BUDGET`) unless ``tile`` is given."""
     clip, window = package.clip_frames, package.plan.window
     lookahead = package.plan.lookahead()
@@ -453,9 +440,8 @@ def upscaler_for(
         chunk = clip or (DEFAULT_WINDOW_CHUNK if window is not None else DEFAULT_CHUNK)
     if overlap is None:
         overlap = 0 if clip else (window if window is not None else DEFAULT_OVERLAP)
-    workspace = STEP_WORKSPACE.get(package.model)
-    config = package.manifest.get("config") or {}
-    if workspace is not None and memory_budget is None:
+    workspace = package.step_workspace is not None
+    if workspace and memory_budget is None:
         memory_budget = DEFAULT_MEMORY_BUDGET
     return Upscaler(
         backend,
@@ -467,7 +453,7 @@ def upscaler_for(
         tile=tile,
         tile_overlap=tile_overlap,
         memory_budget=memory_budget,
-        workspace=None if workspace is None else (lambda h, w: workspace(config, h, w)),
+        workspace=package.step_workspace_bytes if workspace else None,
     )
 
 

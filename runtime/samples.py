@@ -84,7 +84,7 @@ def sample_frames(name: str = "bikes.mp4", count: int = 8, start: int = 0) -> np
         frames = np.asarray(stored[start : start + count], dtype=np.float32) / 255.0
         return np.ascontiguousarray(frames.transpose(0, 3, 1, 2))
     try:
-        from .video import read_frames
+        from .video import chw, read_frames
     except ImportError as exc:
         raise NotInstalled(
             f"decoding the sample clips needs PyAV (pip install av), or {FRAMES_ENV} naming a folder of their "
@@ -94,7 +94,7 @@ def sample_frames(name: str = "bikes.mp4", count: int = 8, start: int = 0) -> np
     for frame in read_frames(sample_clip(name), start=start):
         if len(frames) == count:
             break
-        frames.append(frame.rgb.transpose(2, 0, 1))
+        frames.append(chw(frame.rgb))
     return np.ascontiguousarray(np.stack(frames))
 
 
@@ -146,13 +146,13 @@ def load_lr(
     if video is None:
         lr, downscale_by = sample_frames("bikes.mp4", frames), downscale_by or 4
     else:
-        from .video import InputError, read_frames
+        from .video import InputError, chw, read_frames
 
         clip = []
         for frame in read_frames(video):
             if frame.index >= frames:
                 break
-            clip.append(np.ascontiguousarray(frame.rgb.transpose(2, 0, 1)))
+            clip.append(chw(frame.rgb))
         if not clip:
             raise InputError(f"{video} has no frames")
         lr = np.stack(clip)
