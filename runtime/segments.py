@@ -55,7 +55,7 @@ from .devices import Device
 from .lanes import LaneStats, run_lanes
 from .options import Encoding, RunOptions
 from .pipeline import Upscaler
-from .video import VideoInfo, VideoWarning, VideoWriter, output_kind, read_frames
+from .video import VideoInfo, VideoWarning, VideoWriter, chw, hwc, output_kind, read_frames
 from .video.audio import side_streams
 from .video.index import PacketIndex, Span, build_index, read_span, timestamps_problem
 from .video.remux import Piece, stitch_frames, stitch_video
@@ -176,7 +176,7 @@ def _frames(task: SegmentTask, pts: dict[int, int | None]) -> Iterator[np.ndarra
             if frame.index >= seg.hi:
                 return
             pts[frame.index] = frame.pts
-            yield np.ascontiguousarray(frame.rgb.transpose(2, 0, 1))
+            yield chw(frame.rgb)
     finally:
         source.close()
 
@@ -213,7 +213,7 @@ def render_segment(
             if task.origin is not None:
                 source = pts[seg.start + written // task.rate]
                 stamp = None if source is None else source - task.origin
-            writer.write(out.transpose(1, 2, 0), pts=stamp)
+            writer.write(hwc(out), pts=stamp)
             written += 1
 
         stats = run_lanes(

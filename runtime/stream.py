@@ -21,7 +21,7 @@ from .executor import Backend
 from .live import LiveError, LiveUpscaler, live_upscaler_for
 from .options import Encoding, LiveOptions, Schedule
 from .pipeline import Upscaler, resolve_scale
-from .video import Frame, OutputError, VideoInfo, VideoWriter, check_output, probe, read_frames
+from .video import Frame, OutputError, VideoInfo, VideoWriter, check_output, chw, hwc, probe, read_frames
 from .video.pipes import PipeInput, is_pipe, pipe_writer
 
 
@@ -137,7 +137,7 @@ def run_stream_file(
             if max_frames is not None and frame.index >= max_frames:
                 return
             pts.append(frame.pts)
-            yield np.ascontiguousarray(frame.rgb.transpose(2, 0, 1))
+            yield chw(frame.rgb)
 
     size = (out_w, out_h)
     if is_pipe(output):
@@ -171,7 +171,7 @@ def run_stream_file(
 
         def write(n: int, frame: np.ndarray) -> None:
             try:
-                writer.write(frame.transpose(1, 2, 0), pts=pts[n])
+                writer.write(hwc(frame), pts=pts[n])
             except BrokenPipeError as e:
                 raise OutputError(
                     f"the program reading standard output stopped reading after {n} frames (broken pipe)"

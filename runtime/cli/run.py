@@ -38,6 +38,8 @@ from ..video import (
     VideoInfo,
     VideoWriter,
     check_output,
+    chw,
+    hwc,
     output_kind,
     probe,
     read_frames,
@@ -90,14 +92,6 @@ def stop_cleanly_on_signals() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def chw(rgb: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
-
-
-def hwc(frame: np.ndarray) -> np.ndarray:
-    return frame.transpose(1, 2, 0)
 
 
 @click.command(context_settings=CONTEXT)

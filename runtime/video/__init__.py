@@ -8,14 +8,14 @@ Frames cross this package's boundary as float32 RGB arrays of shape (H, W, 3) in
   into a folder of PNGs, staged under a hidden temporary name and put in place only when
   everything succeeded, so a failed run never leaves a partial output behind.
 
-Networks take frames as (3, H, W): :func:`chw` turns one around.
+Networks take frames as (3, H, W): :func:`chw` turns one around, :func:`hwc` turns an output back.
 
-Modules: :mod:`.types` (errors, :class:`VideoInfo`, :class:`Frame`, :func:`chw`), :mod:`.colour` (YUV/RGB
+Modules: :mod:`.types` (errors, :class:`VideoInfo`, :class:`Frame`, :func:`chw`, :func:`hwc`), :mod:`.colour` (YUV/RGB
 conversion), :mod:`.reading`, :mod:`.writing` and :mod:`.audio`.
 """
 
 from .reading import is_frame_folder, natural_key, probe, read_frames
-from .types import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Frame, InputError, OutputError, VideoInfo, VideoWarning, chw
+from .types import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Frame, InputError, OutputError, VideoInfo, VideoWarning, chw, hwc
 from .writing import VideoWriter, check_output, output_kind
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "VideoWriter",
     "check_output",
     "chw",
+    "hwc",
     "is_frame_folder",
     "natural_key",
     "output_kind",

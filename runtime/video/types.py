@@ -72,6 +72,11 @@ def chw(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rearrange(rgb, "h w c -> c h w"))
 
 
+def hwc(frame: np.ndarray) -> np.ndarray:
+    """A network's output frame as the writers take it: (3, H, W) -> (H, W, 3) (a view)."""
+    return rearrange(frame, "c h w -> h w c")
+
+
 def av_reason(e: BaseException) -> str:
     """The useful part of a PyAV error message (without the errno prefix)."""
     msg = getattr(e, "strerror", None) or str(e)
