@@ -805,7 +805,7 @@ BAD_OPTIONS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "fps_negative": (["--fps", "-24"], ("--fps", "outside 0.01 to 1000")),
     "fps_word": (["--fps", "fast"], ("--fps", "'fast' is not a frame rate")),
     "fps_divided_by_zero": (["--fps", "30/0"], ("--fps", "is not a frame rate")),
-    "device_typo": (["--device", "gpu"], ("--device", "unknown device 'gpu'", "use cpu, cuda or cuda:N")),
+    "device_typo": (["--device", "gpu0"], ("--device", "unknown device 'gpu0'", "use cpu, cuda or cuda:N")),
     "frames_zero": (["--frames", "0"], ("--frames", "0 is not in the range x>=1")),
     "chunk_zero": (["--chunk", "0"], ("--chunk", "x>=1")),
     "crf_too_high": (["--crf", "99"], ("--crf", "0<=x<=63")),

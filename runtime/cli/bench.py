@@ -1,7 +1,9 @@
 """vsr-bench: the speed of several backends on the same real frames, side by side, as ratios.
 
 A contender is ``BACKEND[:PRECISION][+LEVER[=VALUE]]...``: ``torch:fp32``, ``onnxruntime:fp16``,
-``onnxruntime:fp32+spinning``, ``torch:fp16+channels_last+cuda_graphs``, ``torch:bf16+compile=flow``.
+``onnxruntime:fp32+spinning``, ``torch:fp16+channels_last+cuda_graphs``, ``torch:bf16+compile=flow``,
+``openvino:bf16``, ``openvino:bf16+no_keep_fp32``. A contender the device cannot run (BF16 on a CPU without
+it) is left out with the reason, unless it is the first.
 The levers are the fields of the backend's options (:func:`runtime.backends.parse_levers`).
 """
 
@@ -28,6 +30,7 @@ from vsr_models.scales import Scale, output_size
 
 from ..backends import BACKENDS, make_backend, parse_levers
 from ..backends.ort import OrtBackend
+from ..backends.ov import import_openvino
 from ..devices import Device
 from ..executor import Backend
 from ..pipeline import resolve_scale, upscale_clip
@@ -126,7 +129,8 @@ def parse_contenders(text: str) -> list[Contender]:
     default="torch:fp32,onnxruntime:fp32",
     show_default=True,
     help="Comma-separated BACKEND:PRECISION[+LEVER[=VALUE]...], run in this order; ratios are against the first. "
-    "Levers are backend options, e.g. onnxruntime:fp32+spinning, torch:fp16+channels_last+cuda_graphs.",
+    "Levers are backend options, e.g. onnxruntime:fp32+spinning, torch:fp16+channels_last+cuda_graphs, "
+    "openvino:bf16, torch:bf16+channels_last (bf16: on a CPU with AVX-512 BF16 or AMX-BF16).",
 )
 @device_option
 @threads_option
@@ -275,10 +279,13 @@ def _report(
     out_h, out_w = output_size(h, w, scale)
     live = [c for c in entries if c.runs]
     repeat = len(live[0].runs)
+    versions = f"torch {torch.__version__}, onnxruntime {ort.__version__}"
+    if any(c.kind == "openvino" for c in live):
+        versions += f", openvino {import_openvino().__version__}"
     title = (
         f"{package.manifest['model']} {h}x{w} -> {out_h}x{out_w}, {frames} frames, {device}: {device_name(device)} "
-        f"({torch.get_num_threads()} torch threads, ONNX Runtime threads {threads or 'all'}; torch "
-        f"{torch.__version__}, onnxruntime {ort.__version__}); {repeat} interleaved run(s) each, median (range)"
+        f"({torch.get_num_threads()} torch threads, ONNX Runtime threads {threads or 'all'}; {versions}); "
+        f"{repeat} interleaved run(s) each, median (range)"
     )
     table = Table(title=title)
     table.add_column("stage: ms per call (% of peak)")
