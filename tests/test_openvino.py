@@ -290,15 +290,16 @@ def test_parity_and_bench_run_openvino(tiny_package, cache_root):
     bench = CliRunner().invoke(
         bench_main,
         [
-            *("--model", str(tiny_package.root), "--size", "16x16", "--frames", "2", "--peak-side", "256"),
+            *("--model", str(tiny_package.root), "--size", "16x16", "--frames", "2", "--peak-side", "128"),
             *("--contenders", "onnxruntime:fp32,openvino:fp32,openvino:bf16,torch:bf16+channels_last"),
         ],
     )
     assert bench.exit_code == 0, bench.output
-    assert "openvino:fp32" in bench.output and f"openvino {ov.__version__}" in bench.output
+    text = " ".join(bench.output.split())
+    assert "openvino:fp32" in text and f"openvino {ov.__version__.split('-')[0]}" in text
     if not HAS_BF16:
-        assert "openvino:bf16: not run: --precision bf16 with OpenVINO: this CPU" in bench.output
-        assert "torch:bf16+channels_last: not run: --precision bf16: this CPU" in bench.output
+        assert "openvino:bf16: not run: --precision bf16 with OpenVINO: this CPU" in text
+        assert "torch:bf16+channels_last: not run: --precision bf16: this CPU" in text
 
 
 def test_parity_measures_torch_bf16_by_emulation_and_refuses_openvino_bf16(tiny_package, cache_root):

@@ -281,7 +281,7 @@ def _report(
     repeat = len(live[0].runs)
     versions = f"torch {torch.__version__}, onnxruntime {ort.__version__}"
     if any(c.kind == "openvino" for c in live):
-        versions += f", openvino {import_openvino().__version__}"
+        versions += f", openvino {import_openvino().__version__.split('-')[0]}"
     title = (
         f"{package.manifest['model']} {h}x{w} -> {out_h}x{out_w}, {frames} frames, {device}: {device_name(device)} "
         f"({torch.get_num_threads()} torch threads, ONNX Runtime threads {threads or 'all'}; {versions}); "
