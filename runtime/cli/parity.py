@@ -172,7 +172,7 @@ def main(
 
 def _emulation(backend: str, device: Device, precision: str) -> dict[str, bool]:
     """The torch levers that let BF16 run by emulation on a CPU without BF16 arithmetic (with a warning)."""
-    if backend != "torch" or precision != "bf16" or native_bf16(device):
+    if backend != "torch" or precision != "bf16" or device.is_cuda or native_bf16(device):
         return {}
     say(
         f"warning: this CPU ({cpu_name()}) has no BF16 arithmetic (AVX-512 BF16 or AMX-BF16): PyTorch emulates "
