@@ -15,6 +15,10 @@ An engine only runs on the GPU model and TensorRT version it was built with, and
 exact graphs it was built from: the package hash covers the manifest and every graph file. An
 engine with an ahead-of-time plugin also carries that plugin's kernel, so the key covers the
 plugins' fingerprints (:func:`engines.plugins.fingerprint`: kernel source, constants, Triton version).
+
+``engine.json`` records the sha256 and size of every engine file when the set is written; a set
+whose files do not match (replaced or damaged since) is not used (:meth:`EngineSet.verify`), and
+links in the cache are not followed.
 """
 
 from __future__ import annotations
@@ -22,21 +26,26 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from export.atomic import staged_directory
-from export.format import cache_dir
+from export.format import JsonLimitError, cache_folder, read_json, sha256_file
 from vsr_models.errors import VSRError
 
 FORMAT = "vsr-engines"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: engine.json records each engine file's sha256 and size
 
 
 class EngineNotFound(VSRError, RuntimeError):
     """No engine set in the cache fits the package, GPU, TensorRT version, precision and size."""
+
+
+class EngineChanged(EngineNotFound):
+    """An engine file in the cache is not the one recorded when its set was built."""
 
 
 @dataclass(frozen=True)
@@ -136,14 +145,29 @@ class EngineSet:
     model: str
     stages: dict[str, str]  # stage -> engine file name
     created: str
+    digests: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name -> {sha256, bytes}
 
     def engine_file(self, stage: str) -> Path:
         return self.path / self.stages[stage]
 
+    def verify(self, stages: list[str] | None = None) -> None:
+        """Raise :class:`EngineChanged` unless the engine files of ``stages`` (default: all) are the
+        files this set recorded when it was written (size and sha256), plain files, not links."""
+        for stage in stages if stages is not None else list(self.stages):
+            path = self.engine_file(stage)
+            record = self.digests.get(self.stages[stage])
+            if path.is_symlink() or not path.is_file() or record is None:
+                raise EngineChanged(f"{path} is missing or not a plain file; rebuild the engines with vsr-build-engine")
+            if path.stat().st_size != record["bytes"] or sha256_file(path) != record["sha256"]:
+                raise EngineChanged(
+                    f"{path} is not the engine recorded when it was built (changed or damaged since); rebuild "
+                    "the engines with vsr-build-engine"
+                )
+
 
 def default_root() -> Path:
-    """``<cache dir>/engines`` (see :func:`export.format.cache_dir`)."""
-    return cache_dir() / "engines"
+    """``<cache dir>/engines``, created and checked (see :func:`export.format.cache_folder`)."""
+    return cache_folder("engines")
 
 
 class EngineCache:
@@ -161,10 +185,11 @@ class EngineCache:
         name = f"{model}-{key.package_hash[:12]}-{key.precision}-{key.profile}-{key.digest()[:8]}"
         target = self.root / key.platform_dir / name
         with staged_directory(target) as tmp:
-            stages = {}
+            stages, digests = {}, {}
             for stage, blob in engines.items():
                 (tmp / f"{stage}.engine").write_bytes(blob)
                 stages[stage] = f"{stage}.engine"
+                digests[stages[stage]] = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
             meta = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
@@ -177,6 +202,7 @@ class EngineCache:
                 "plugins": key.plugins,
                 "key": key.digest(),
                 "stages": stages,
+                "files": digests,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             }
             (tmp / "engine.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -194,7 +220,9 @@ class EngineCache:
     @staticmethod
     def _read(path: Path) -> EngineSet | None:
         try:
-            meta = json.loads((path / "engine.json").read_text())
+            if path.is_symlink():
+                return None
+            meta = read_json(path / "engine.json", limit=1 << 20)
             if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
                 return None
             gpu = GpuInfo(meta["gpu"]["name"], tuple(meta["gpu"]["capability"]))  # type: ignore[arg-type]
@@ -208,10 +236,13 @@ class EngineCache:
             )
             if key.digest() != meta.get("key"):
                 return None
-            if not all((path / f).is_file() for f in meta["stages"].values()):
+            stages, digests = dict(meta["stages"]), dict(meta["files"])
+            if not all(isinstance(f, str) and os.path.basename(f) == f and f in digests for f in stages.values()):
                 return None
-            return EngineSet(path, key, meta["model"], dict(meta["stages"]), meta["created"])
-        except (OSError, ValueError, KeyError, TypeError):
+            if not all((path / f).is_file() for f in stages.values()):
+                return None
+            return EngineSet(path, key, meta["model"], stages, meta["created"], digests)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, JsonLimitError):
             return None
 
     def candidates(
@@ -252,7 +283,8 @@ class EngineCache:
 
         Among covering sets, the smallest ``max`` area wins (less memory), then the ``opt``
         nearest to ``size``. ``stages``: the set must have an engine for each. Raises
-        :class:`EngineNotFound` with the ``vsr-build-engine`` command to run.
+        :class:`EngineNotFound` with the ``vsr-build-engine`` command to run, and
+        :class:`EngineChanged` when the chosen set's files are not those it recorded.
         """
         h, w = size
         sets = [
@@ -267,7 +299,9 @@ class EngineCache:
                 p = s.key.profile
                 return p.max[0] * p.max[1], abs(p.opt[0] - h) + abs(p.opt[1] - w)
 
-            return min(covering, key=rank)
+            best = min(covering, key=rank)
+            best.verify(stages)
+            return best
         built = ", ".join(
             f"{s.key.profile.min[0]}x{s.key.profile.min[1]} to {s.key.profile.max[0]}x{s.key.profile.max[1]}"
             for s in sets

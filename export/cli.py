@@ -9,7 +9,7 @@ import click
 from engines.plugins import lookup as plugin_lookup
 from runtime.cli.common import CONTEXT, say, user_errors
 from vsr_models.checkpoint import check_all_parts_loaded, load_checkpoint, read_checkpoint
-from vsr_models.registry import all_weights, create_model, networks, pretrained, zoo_listing
+from vsr_models.registry import all_weights, checked_settings, create_model, networks, pretrained, zoo_listing
 
 from .atomic import staged_directory
 from .format import Package, PackageError
@@ -20,13 +20,15 @@ from .trt_check import check_package, package_requirements, version_text
 
 def recorded_config(path: Path, arch: str) -> dict:
     """The constructor arguments a ``vsr-train`` checkpoint records in its ``meta`` (``{}`` for
-    official files, which carry none): a smaller trained variant is rebuilt as it was trained."""
+    official files, which carry none), checked before they reach the constructor
+    (:func:`~vsr_models.registry.checked_settings`): a smaller trained variant is rebuilt as it was trained."""
     obj = read_checkpoint(path, getattr(networks()[arch].cls, "checkpoint_safe_types", ()))
     meta = obj.get("meta") if isinstance(obj, dict) else None
     if not isinstance(meta, dict) or meta.get("network") != arch:
         return {}
-    config = meta.get("network_config")
-    return dict(config) if isinstance(config, dict) else {}
+    if "network_config" not in meta:
+        return {}
+    return checked_settings(arch, meta["network_config"], f"checkpoint {path}")
 
 
 @click.command(context_settings=CONTEXT)

@@ -25,7 +25,7 @@ from vsr_models.checkpoint import sha256sum
 from vsr_models.plan import Plan, SizeConstraints, TensorSpec
 
 from .atomic import staged_directory, write_text_atomic
-from .format import FORMAT, FORMAT_VERSION, OPSET, Package, PackageError, tool_version
+from .format import FORMAT, FORMAT_VERSION, OPSET, Package, PackageError, file_records, tool_version
 
 #: ONNX GridSample mode names TensorRT's parser reads correctly (opset 20 renamed them).
 GRID_SAMPLE_MODES = {b"bilinear", b"nearest", b"bicubic"}
@@ -173,7 +173,9 @@ def export_package(
 
     The package is written into a temporary directory beside ``out_dir`` and renamed at the end
     (:func:`staged_directory`), so an interrupted export leaves nothing behind. ``weights`` (a zoo
-    name) and ``checkpoints`` (files loaded into the model) are recorded with their sha256.
+    name) and ``checkpoints`` (files loaded into the model) are recorded with their sha256, and
+    every file written with its sha256 and size (``files``, which :meth:`Package.open` verifies
+    when asked).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -222,6 +224,8 @@ def export_package(
                 {k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "torch" / "weights.safetensors")
             )
             manifest["torch_weights"] = "torch/weights.safetensors"
+        listed = sorted({*manifest["precisions"]["fp32"].values(), *filter(None, [manifest.get("torch_weights")])})
+        manifest["files"] = file_records(tmp, listed)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return Package.open(out_dir)
 
@@ -258,6 +262,11 @@ def add_precision(
         files[name] = str(path.relative_to(package.root))
     manifest = dict(package.manifest)
     manifest["precisions"] = {**manifest["precisions"], precision: files}
+    if "files" in manifest:  # record the new graphs (and forget replaced ones)
+        kept = {f for graphs in manifest["precisions"].values() for f in graphs.values()}
+        kept |= {manifest["torch_weights"]} if manifest.get("torch_weights") else set()
+        others = {rel: record for rel, record in manifest["files"].items() if rel in kept and rel not in files.values()}
+        manifest["files"] = {**others, **file_records(package.root, sorted(files.values()))}
     if note is not None:
         manifest["precision_notes"] = {**manifest.get("precision_notes", {}), precision: note}
     write_text_atomic(package.root / "manifest.json", json.dumps(manifest, indent=2) + "\n")

@@ -83,6 +83,7 @@ class RayPool:
         device = str(Device("cuda", 0) if gpu else Device("cpu"))
         self.actors = [remote.remote(spec, device) for _ in range(actors)]
         self.capacity = actors * per_actor
+        self.local_workers = 0  # actors may run on other machines: their memory is theirs to check
         self._refs: dict[Any, tuple[SegmentTask, int]] = {}
         self._load = [0] * actors
 

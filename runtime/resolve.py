@@ -1,15 +1,19 @@
 """What the user names with ``--model``: a package folder, or a zoo name exported into the cache.
 
 This is the one place that may run the exporter on the user's behalf; the runtime's core
-(executor, backends, pipeline) only ever reads packages.
+(executor, backends, pipeline) only ever reads packages. What comes from the cache is verified
+before it is used: the export must be this user's own, with no symbolic link in it, and every file
+must match the sha256 recorded when it was written; anything else is exported again.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
-from export.format import Package, PackageError, cache_dir, tool_version
+from export.atomic import check_real_folder
+from export.format import Package, PackageError, cache_folder, tool_version
 from export.package import export_package
 from vsr_models.registry import all_weights, networks, pretrained
 
@@ -28,12 +32,13 @@ def resolve_package(model: str, log: Callable[[str], None] = print) -> Package:
         entry = weights[model]
         source = entry.path()  # says how to get the file where it is not installed
         digest = (entry.sha256 or "unchecked")[:12]
-        target = cache_dir() / "packages" / f"{model}-{digest}-vsr{tool_version()}"
-        if (target / "manifest.json").is_file():
+        target = cache_folder("packages") / f"{model}-{digest}-vsr{tool_version()}"
+        if os.path.lexists(target):
             try:
-                return Package.open(target)
-            except PackageError as exc:
-                log(f"the cached export of {model} is damaged ({exc}); exporting it again")
+                check_real_folder(target, "the cached export")
+                return Package.open(target, verify=True)
+            except (PackageError, OSError) as exc:
+                log(f"the cached export of {model} is damaged or was changed ({exc}); exporting it again")
         else:
             log(f"exporting {model} to {target} (first use; later runs reuse it) ...")
         return export_package(pretrained(model), target, weights=model, checkpoints=[source], overwrite=True)

@@ -10,12 +10,17 @@ half-written segment is never reused. :func:`stitch` joins the segments by strea
 
 The work folder (``WORK/NAME-KEY``, by default in the cache) is keyed by the input, the output,
 the package and every option that changes a frame, so a run with ``resume`` keeps the segments that
-an interrupted run with the same key finished, and computes only the missing ones. Nothing is
-written beside the output but its staged file, reserved when the first segment starts.
+an interrupted run with the same key finished, and computes only the missing ones. A run holds the
+lock of its output (``WORK/.NAME-DIGEST.lock``) from planning to the end, so a second run on the
+same output is refused at once; a link or another user's folder in place of the work folder is
+refused, never followed. Before the first segment starts, the memory the run needs is checked
+(:mod:`runtime.budget`). Nothing is written beside the output but its staged file, reserved when
+the first segment starts.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -31,17 +36,28 @@ from typing import Any
 import av
 import numpy as np
 
-from export.atomic import PARTIAL_MARK, StagedPath, write_text_atomic
+from export.atomic import (
+    LOCK_SUFFIX,
+    PARTIAL_MARK,
+    Busy,
+    FileLock,
+    StagedPath,
+    check_real_folder,
+    remove_path,
+    write_text_atomic,
+    writing,
+)
 from export.format import Package
 from vsr_models.scales import Scale, output_size
 
 from .backends import make_backend
+from .budget import GraphMemory, check_fits
 from .devices import Device
 from .lanes import LaneStats, run_lanes
 from .pipeline import Upscaler, upscaler_for
 from .video import VideoInfo, VideoWarning, VideoWriter, output_kind, read_frames
 from .video.audio import side_streams
-from .video.index import PacketIndex, Span, build_index, read_span
+from .video.index import PacketIndex, Span, build_index, read_span, timestamps_problem
 from .video.remux import Piece, stitch_frames, stitch_video
 
 #: Default input frames per segment (rounded up to whole windows).
@@ -233,7 +249,11 @@ def render_segment(
 
 
 class WorkFolder:
-    """Finished segments of one output, kept across interrupted runs."""
+    """Finished segments of one output, kept across interrupted runs.
+
+    The folder is the tool's own: a symbolic link or a folder of another user in its place is
+    refused (never followed), and nothing in it is trusted that is not a plain file or folder.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -247,13 +267,18 @@ class WorkFolder:
         """Create the folder, emptied unless ``resume``; return how many finished segments of an
         earlier run were thrown away for lack of ``resume``."""
         discarded = 0
-        if self.root.exists() and not resume:
-            discarded = sum(1 for p in self.root.iterdir() if p.name.startswith("seg-"))
-            shutil.rmtree(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob(f"*{PARTIAL_MARK}*"):  # half-written by a run that was killed
-            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-        write_text_atomic(self.root / "key.json", json.dumps(key, indent=1, sort_keys=True, default=str))
+        with writing(self.root):
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            if os.path.lexists(self.root):
+                check_real_folder(self.root, "the work folder")
+                if not resume:
+                    discarded = sum(1 for p in self.root.iterdir() if p.name.startswith("seg-"))
+                    shutil.rmtree(self.root)
+            self.root.mkdir(exist_ok=True)
+            check_real_folder(self.root, "the work folder")
+            for stale in self.root.glob(f"*{PARTIAL_MARK}*"):  # half-written by a run that was killed
+                remove_path(stale)
+            write_text_atomic(self.root / "key.json", json.dumps(key, indent=1, sort_keys=True, default=str))
         return discarded
 
     def segment_path(self, segment: Segment, frames_output: bool) -> Path:
@@ -261,16 +286,38 @@ class WorkFolder:
         return self.root / (name if frames_output else f"{name}.mp4")
 
     def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        if os.path.lexists(self.root):
+            remove_path(self.root)
+
+
+def output_lock(output: Path, base: Path) -> FileLock:
+    """The lock that one run writing ``output`` holds, in the work folders' base ``base``: keyed by
+    the output's full path, so that a second run on the same output (with any options) is refused."""
+    digest = hashlib.sha256(str(output.resolve()).encode()).hexdigest()[:16]
+    return FileLock(base / f".{output.name[:80]}-{digest}{LOCK_SUFFIX}")
+
+
+def lock_output(output: Path, base: Path) -> FileLock:
+    """Take :func:`output_lock` at once, or raise :class:`~export.atomic.Busy` naming the run that holds it."""
+    lock = output_lock(output, base)
+    with writing(lock.path):
+        base.mkdir(parents=True, exist_ok=True)
+        taken = lock.acquire(blocking=False)
+    if not taken:
+        holder = lock.holder() or "another process"
+        raise Busy(
+            f"{output} is being written by another run ({holder}); wait for it to end, or write to another output"
+        )
+    return lock
 
 
 def segment_is_complete(path: Path, frames: int, exact: bool = True) -> bool:
     """True if ``path`` is a finished segment of ``frames`` frames (an MP4 whose packets are all
     there and start at 0, or a folder of that many PNGs); a damaged or half-written one is not."""
-    if path.is_dir():
-        count = len(list(path.glob("*.png")))
+    if path.is_dir() and not path.is_symlink():
+        count = len([p for p in path.glob("*.png") if p.is_file() and not p.is_symlink()])
         return count == frames if exact else 0 < count <= frames
-    if not path.is_file():
+    if not os.path.isfile(path) or os.path.islink(path):  # a link is never a segment this tool wrote
         return False
     try:
         with av.open(str(path)) as container:
@@ -320,6 +367,10 @@ class FileJob:
     reused: int = 0
     discarded: int = 0
     staged: StagedPath | None = None
+    lock: FileLock | None = None
+    #: Raises :class:`~runtime.budget.NotEnoughMemory` when this many local workers cannot compute
+    #: the segments in the memory available (called before the first segment starts).
+    check_memory: Callable[[int], None] | None = None
 
     @property
     def total_frames(self) -> int:
@@ -346,6 +397,18 @@ class FileJob:
             self.staged.discard()
             self.staged = None
 
+    def close(self) -> None:
+        """:meth:`discard`, remove the work folder if it holds no finished segment (a run refused or
+        failed before finishing one leaves nothing), and let another run write :attr:`output`
+        (release its lock)."""
+        self.discard()
+        root = self.work.root
+        if self.lock is not None and root.is_dir() and not root.is_symlink() and not any(root.glob("seg-*")):
+            self.work.remove()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
 
 def prepare_file(
     number: int,
@@ -365,8 +428,63 @@ def prepare_file(
     work_dir: Path,
     scale: Scale,
 ) -> FileJob:
-    """Plan ``source``'s segments, prepare its work folder and find the finished ones."""
+    """Plan ``source``'s segments, prepare its work folder and find the finished ones.
+
+    The job holds the lock of ``output`` (:func:`lock_output`) from here until :meth:`FileJob.close`:
+    a second run on the same output is refused at once, naming this one.
+    """
+    lock = lock_output(output, work_dir)
+    try:
+        job = _plan_file(
+            number,
+            source,
+            output,
+            info,
+            package,
+            spec,
+            device_kind=device_kind,
+            codec=codec,
+            crf=crf,
+            fps=fps,
+            max_frames=max_frames,
+            segment_frames=segment_frames,
+            resume=resume,
+            work_dir=work_dir,
+            scale=scale,
+        )
+    except BaseException:
+        lock.release()
+        raise
+    job.lock = lock
+    return job
+
+
+def _plan_file(
+    number: int,
+    source: Path,
+    output: Path,
+    info: VideoInfo,
+    package: Package,
+    spec: EngineSpec,
+    *,
+    device_kind: str,
+    codec: str,
+    crf: int,
+    fps: Fraction,
+    max_frames: int | None,
+    segment_frames: int | None,
+    resume: bool,
+    work_dir: Path,
+    scale: Scale,
+) -> FileJob:
     index: PacketIndex | None = build_index(source) if info.kind == "video" else None
+    broken = timestamps_problem(source) if index is None and info.kind == "video" else None
+    if broken:
+        warnings.warn(
+            f"{source}: {broken}; the output's frames are evenly spaced at {float(fps):g} frames/s instead",
+            VideoWarning,
+            stacklevel=3,
+        )
     num = index.num_frames if index is not None else info.num_frames
     if num is None:  # an unindexable video that does not state its length: count by decoding
         num = sum(1 for _ in read_frames(source))
@@ -397,7 +515,7 @@ def prepare_file(
     }
     work = WorkFolder.for_output(output, key, work_dir)
     discarded = work.prepare(key, resume=resume)
-    time_base = info.time_base if rate == 1 and info.kind == "video" else None
+    time_base = info.time_base if rate == 1 and info.kind == "video" and not broken else None
     tasks = []
     for seg in segments:
         span = index.span(seg.lo, seg.hi) if index is not None and len(segments) > 1 else None
@@ -432,6 +550,14 @@ def prepare_file(
         else:
             last = tasks[-1]
             streams_end = _offset(last) + Fraction(last.segment.stop - last.segment.start) / fps
+    graphs = graph_memory(str(package.root), spec.precision)
+
+    def check_memory(workers: int) -> None:
+        on_gpu = device_kind == "cuda"
+        check_fits(
+            up, graphs, info.height, info.width, scale, length=num, workers=workers, on_gpu=on_gpu, what=str(source)
+        )
+
     return FileJob(
         number,
         source,
@@ -444,7 +570,14 @@ def prepare_file(
         streams_end=streams_end,
         reused=len(tasks) - len(missing),
         discarded=discarded,
+        check_memory=check_memory,
     )
+
+
+@functools.lru_cache(maxsize=8)
+def graph_memory(root: str, precision: str) -> GraphMemory:
+    """:class:`~runtime.budget.GraphMemory` of a package, read once per run."""
+    return GraphMemory(Package.open(root), precision)
 
 
 def _first_pts(source: Path) -> int | None:

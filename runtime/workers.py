@@ -3,10 +3,11 @@
 A pool takes :class:`~runtime.segments.SegmentTask`\\ s and hands back results as they finish:
 
 * :class:`InlinePool` computes them here, one after another;
-* :class:`ProcessPool` runs one process per worker (``concurrent.futures`` with the ``spawn``
-  start method), each loading the package and backend once, on its own device (``cuda:0``,
+* :class:`ProcessPool` runs one process per worker (``concurrent.futures``, started by
+  :func:`worker_context`), each loading the package and backend once, on its own device (``cuda:0``,
   ``cuda:1``, ... or the CPU); a worker that dies breaks the executor, which is rebuilt, and the
-  segments it held are retried;
+  segments it held are retried; a worker whose parent dies (even by SIGKILL) ends at once
+  (:func:`die_with_parent`), so no worker outlives its run or holds a GPU for nothing;
 * :class:`runtime.cluster.RayPool` runs Ray actors.
 
 :func:`run_jobs` feeds a bounded queue of segments from every input into a pool, retries a failed
@@ -17,8 +18,13 @@ on past an input that fails.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import multiprocessing as mp
+import os
 import queue
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +47,9 @@ class Pool(Protocol):
 
     #: How many segments may be in flight at once (a few per worker).
     capacity: int
+    #: How many workers compute on this machine at once (their memory is checked before any
+    #: starts; 0 for workers elsewhere).
+    local_workers: int
 
     def submit(self, task: SegmentTask) -> None:
         """Start computing ``task``."""
@@ -57,6 +66,7 @@ class InlinePool:
     """Computes each segment in this process, on one engine loaded once."""
 
     capacity = 1
+    local_workers = 1
 
     def __init__(self, spec: EngineSpec, device: Device) -> None:
         self.engine = Engine(spec, device)
@@ -83,9 +93,53 @@ _engine: Engine | None = None
 _progress: mp.Queue | None = None
 
 
+#: prctl(2) option: the signal a process gets when the thread that started it ends (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child process: end this process when its parent ends, however the parent ends.
+
+    On Linux the kernel sends SIGKILL the moment the parent goes (``prctl(PR_SET_PDEATHSIG)``), which
+    also stops a worker busy inside a library call. On every platform a daemon thread waits on
+    :func:`multiprocessing.parent_process`'s sentinel (a pipe the parent holds open; a process
+    handle on Windows) and ends the process when it closes. A parent already gone before this
+    ran ends the process here.
+    """
+    parent = mp.parent_process()
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if parent is None:
+        return
+    if not parent.is_alive():
+        os._exit(1)
+
+    def watch() -> None:
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="vsr-parent-watch", daemon=True).start()
+
+
+def worker_context() -> mp.context.BaseContext:
+    """How worker processes start: from a fork server that has imported the worker's code once
+    (POSIX), so that a new worker runs :func:`die_with_parent` within milliseconds instead of after
+    seconds of imports, during which a SIGKILL of the parent would go unnoticed; by ``spawn`` where
+    there is no fork server (Windows). Either way a worker is a fresh interpreter's child, never a
+    fork of the parent with its threads and devices."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", __name__])
+    return context
+
+
 def _start_worker(spec: EngineSpec, devices: mp.Queue, progress: mp.Queue) -> None:
-    """Process initializer: load the engine once, on the next free device."""
+    """Process initializer: die with the parent, load the engine once, on the next free device."""
     global _engine, _progress
+    die_with_parent()
     _engine = Engine(spec, devices.get())
     _progress = progress
 
@@ -110,10 +164,10 @@ class ProcessPool:
     """``workers`` local processes, each with its own engine; ``devices`` are handed out in turn."""
 
     def __init__(self, spec: EngineSpec, devices: Sequence[Device], workers: int, per_worker: int = 2) -> None:
-        self.spec, self.workers = spec, workers
+        self.spec, self.workers, self.local_workers = spec, workers, workers
         self.devices = [str(devices[i % len(devices)]) for i in range(workers)]
         self.capacity = workers * per_worker
-        self._context = mp.get_context("spawn")
+        self._context = worker_context()
         self._futures: dict[cf.Future, SegmentTask] = {}
         self._executor = self._new_executor()
 
@@ -220,13 +274,14 @@ def run_jobs(jobs: Sequence[FileJob], pool: Pool, *, retries: int = 2, progress:
     not: it would fail again); when it still fails, its input is reported in ``failed``, its
     finished segments stay in the work folder for ``--resume``, and no output is written for it.
     An input's staged output is reserved when its first segment starts; whatever stops the run
-    (an error, Ctrl-C, SIGTERM) discards the staged outputs of the inputs not finished.
+    (an error, Ctrl-C, SIGTERM) discards the staged outputs of the inputs not finished. Every job is
+    closed at the end (its output's lock released).
     """
     try:
         return _drive(jobs, pool, retries, progress or Progress())
     finally:
         for job in jobs:
-            job.discard()
+            job.close()
 
 
 def _drive(jobs: Sequence[FileJob], pool: Pool, retries: int, hooks: Progress) -> RunResult:
@@ -251,6 +306,12 @@ def _drive(jobs: Sequence[FileJob], pool: Pool, retries: int, hooks: Progress) -
     for job in jobs:
         if not job.missing:
             finish(job)
+        elif job.check_memory is not None:
+            try:  # before any segment starts: a run that cannot fit is refused, not retried
+                job.check_memory(pool.local_workers)
+            except VSRError as exc:
+                failed.add(job.number)
+                result.failed.append(Failure(job, exc))
     while queued or in_flight:
         while queued and in_flight < pool.capacity:
             task = queued.pop(0)

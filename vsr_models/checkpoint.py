@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,20 +40,63 @@ def read_checkpoint(path: str | Path, allow: tuple[type, ...] = ()) -> Any:
     """Read a ``.pth``/``.ckpt`` (pickle, with ``weights_only``) or ``.safetensors`` file.
 
     ``allow`` lists extra harmless types the pickle may hold (e.g. ``datetime.datetime`` in
-    training metadata); no pickled code is ever executed.
+    training metadata); no pickled code is ever executed. A file that cannot be read is a
+    one-line :class:`CheckpointError` saying what the file is and what to pass instead.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a released weight file")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(
+                f"{path} is not a safetensors file this tool can read ({_first_line(exc)}); save the weights "
+                "again, or pass the released .pth file"
+            ) from None
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # a zip archive (torch.save) or a pickle (legacy)
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (neither the zip archive nor the pickle torch.save writes); "
+            "pass a .pth or .safetensors weight file"
+        )
     try:
         with torch.serialization.safe_globals(list(allow)):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    except pickle.UnpicklingError as exc:
+        raise _refused(path, exc) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint this tool can read (it is damaged, cut short or of another "
+            f"format: {_first_line(exc)}); download or save it again, or pass a .safetensors file"
+        ) from None
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _refused(path: Path, exc: pickle.UnpicklingError) -> CheckpointError:
+    """What a pickle refused by ``weights_only`` is, in one line, with what to pass instead."""
+    text = str(exc)
+    named = re.search(r"GLOBAL ([\w.]+)", text)
+    if named is None and "Weights only load failed" not in text:
+        return CheckpointError(f"{path} is not a PyTorch checkpoint this tool can read ({_first_line(exc)})")
+    if named is None:  # an opcode the safe unpickler does not know: not a plain pickle of tensors
+        return CheckpointError(
+            f"{path} is not a checkpoint of plain tensors (its pickle uses what a weights-only load refuses, and "
+            "it was not loaded); pass the released weight file, or a state dict saved as .safetensors"
+        )
+    return CheckpointError(
+        f"{path} is a pickled checkpoint that refers to {named.group(1)}, which is code or an object outside plain "
+        "tensors; loading it would run code from the file, so it was not loaded. Where the file was made, save "
+        "the network's state dict alone (tensors, as .pth or .safetensors) and pass that file"
+    )
 
 
 def extract_state_dict(obj: Any, key: str | None = None) -> dict[str, torch.Tensor]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
+import math
 import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -212,6 +214,94 @@ def create_model(name: str, config: str = "default", **overrides: Any) -> VSRNet
     network is in eval mode with random weights; see :func:`~vsr_models.checkpoint.load_checkpoint`.
     """
     return network(name).build(config, **overrides)
+
+
+class SettingsError(VSRError, ValueError):
+    """Network settings read from a file (a checkpoint's ``meta``, a package's ``config``) that the
+    network must not be built with."""
+
+
+#: How far a recorded setting may exceed the official default (an int setting up to 16 times its
+#: default, or 64), and the most memory the tensors of a network built from recorded settings may
+#: take (ten times the largest released network here, 180 MB).
+SETTING_FACTOR = 16
+SETTING_FLOOR = 64
+MAX_NETWORK_BYTES = 2 << 30
+
+
+def _plain(value: Any) -> Any:
+    """JSON's view of a setting: tuples as lists."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _setting_problem(value: Any, default: Any) -> str | None:
+    """Why ``value`` cannot stand for a constructor argument whose default is ``default``, or ``None``."""
+    if _plain(value) == _plain(default):
+        return None
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= SETTING_FLOOR:
+            return f"is not a list of 1 to {SETTING_FLOOR} entries"
+        like = [default[min(i, len(default) - 1)] if default else None for i in range(len(value))]
+        return next(filter(None, (_setting_problem(v, d) for v, d in zip(value, like))), None)
+    if isinstance(value, bool) or isinstance(default, bool):
+        return None if isinstance(value, bool) and isinstance(default, bool) else "is not a flag"
+    if not isinstance(value, (int, float)) or (isinstance(default, int) and not isinstance(value, int)):
+        return f"is a {type(value).__name__}, not a {'whole ' if isinstance(default, int) else ''}number"
+    if not math.isfinite(value):
+        return "is not finite"
+    bound = max(SETTING_FACTOR * abs(default), SETTING_FLOOR) if isinstance(default, (int, float)) else SETTING_FLOOR
+    if not 0 <= value <= bound:
+        return f"is outside 0 to {bound:g}"
+    return None
+
+
+def checked_settings(name: str, settings: Any, source: str) -> dict[str, Any]:
+    """Network settings read from ``source`` (constructor arguments recorded in a checkpoint or a
+    manifest), checked before any reaches the constructor: only the constructor's own arguments,
+    each a flag, number or list like its official default and within :data:`SETTING_FACTOR` of
+    it (no strings: no paths), and a network whose tensors fit :data:`MAX_NETWORK_BYTES`, measured
+    by building it without memory (the ``meta`` device). A :class:`SettingsError` names the
+    setting and the file."""
+    import torch
+
+    entry = network(name)
+    if not isinstance(settings, Mapping):
+        raise SettingsError(f"{source} records network settings that are not a mapping; save the weights again")
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    parameters = {
+        k: p
+        for k, p in inspect.signature(entry.cls.__init__).parameters.items()
+        if k != "self" and p.kind not in variadic
+    }
+    for key, value in settings.items():
+        if key not in parameters:
+            raise SettingsError(
+                f"{source} records a setting {key!r}, which {name} does not take; save the weights again"
+            )
+        default = parameters[key].default
+        problem = _setting_problem(value, None if default is inspect.Parameter.empty else default)
+        if problem:
+            raise SettingsError(
+                f"{source} records the {name} setting {key}={_plain(value)!r}, which {problem}; "
+                "pass the weights of a network this tool can build"
+            )
+    resolved = {**{k: _plain(p.default) for k, p in parameters.items()}, **_plain(dict(settings))}
+    known = [
+        {**{k: _plain(p.default) for k, p in parameters.items()}, **_plain(dict(c))} for c in entry.configs.values()
+    ]
+    if resolved not in known:
+        try:
+            with torch.device("meta"):
+                model = entry.cls(**settings)
+        except (TypeError, ValueError, RuntimeError, AssertionError, ZeroDivisionError, IndexError) as exc:
+            raise SettingsError(f"the {name} settings recorded in {source} do not build a network ({exc})") from None
+        size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+        if size > MAX_NETWORK_BYTES:
+            raise SettingsError(
+                f"the {name} settings recorded in {source} describe a network of {size / 2**30:.1f} GiB of tensors, "
+                f"more than the {MAX_NETWORK_BYTES / 2**30:.0f} GiB this tool builds; pass other weights"
+            )
+    return dict(settings)
 
 
 def pretrained(name: str) -> VSRNetwork:

@@ -332,7 +332,7 @@ class SwinIRFM(nn.Module):
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
         self.conv_first_feat = nn.Conv2d(64, embed_dim, 3, 1, 1)
         self.patch_embed = PatchEmbed(embed_dim)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # also under a meta device
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             start = sum(depths[:i])

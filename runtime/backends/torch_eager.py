@@ -14,7 +14,7 @@ from export.format import Package
 from vsr_models.base import VSRNetwork
 from vsr_models.checkpoint import CheckpointError, load_checkpoint, load_state_dict_strict, sha256sum
 from vsr_models.errors import VSRError
-from vsr_models.registry import all_weights, create_model, pretrained
+from vsr_models.registry import all_weights, checked_settings, create_model, pretrained
 
 from ..devices import Device, DeviceError, cpu_name
 from .static import StaticCalls, cuda_graph_capture
@@ -156,7 +156,8 @@ def model_for_package(package: Package) -> VSRNetwork:
     manifest = package.manifest
     if manifest.get("weights") in all_weights():
         return pretrained(manifest["weights"])
-    model = create_model(manifest["model"], **manifest.get("config", {}))
+    settings = checked_settings(manifest["model"], manifest.get("config") or {}, f"package {package.root}")
+    model = create_model(manifest["model"], **settings)
     if manifest.get("torch_weights"):
         from safetensors.torch import load_file
 

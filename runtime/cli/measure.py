@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 from torch.utils.flop_counter import FlopCounterMode
 
 from export.format import Package
-from vsr_models.registry import create_model
+from vsr_models.registry import checked_settings, create_model
 
 from ..backends.ort import OrtOptions, session_options
 from ..backends.ov import HINTS, check_device, import_openvino
@@ -149,7 +149,8 @@ def stage_flops(package: Package, shapes: dict[str, dict[str, tuple[int, ...]]])
     (warps, activations, additions) are not counted. A stage the meta device cannot run is left out.
     """
     manifest = package.manifest
-    model = create_model(manifest["model"], **manifest.get("config", {})).to("meta")
+    settings = checked_settings(manifest["model"], manifest.get("config") or {}, f"package {package.root}")
+    model = create_model(manifest["model"], **settings).to("meta")
     stages = model.stages()
     result = {}
     for name, inputs in shapes.items():

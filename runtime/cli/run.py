@@ -473,6 +473,7 @@ def _prepare(
         work_dir=work_dir,
         scale=scale,
     )
+    click.get_current_context().call_on_close(job.close)  # whatever ends the command releases the output's lock
     if job.reused:
         say(f"{source}: {job.reused} of {len(job.tasks)} segments finished earlier are kept (--resume)")
     if job.discarded:

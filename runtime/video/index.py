@@ -104,6 +104,32 @@ def build_index(path: str | os.PathLike[str]) -> PacketIndex | None:
     return PacketIndex(time_base, tuple(pts), keyframes)
 
 
+def timestamps_problem(path: str | os.PathLike[str]) -> str | None:
+    """What is wrong with the timestamps of ``path``'s video packets (read without decoding), or
+    ``None``: frames without one, or several frames sharing one (a broken muxer writes every frame
+    at 0), which no player can show at the right time."""
+    path = Path(path)
+    container = open_input(path)
+    stamps: list[int | None] = []
+    try:
+        stream = _video_stream(container, path)
+        try:
+            stamps = [p.pts for p in container.demux(stream) if p.size and not p.is_discard]
+        except av.FFmpegError:
+            return None  # a damaged file: reading it says so
+    finally:
+        container.close()
+    missing = sum(1 for s in stamps if s is None)
+    if missing:
+        return f"{missing} of its {len(stamps)} frames have no timestamp"
+    if len(stamps) > 1 and len(set(stamps)) == 1:
+        return f"all its {len(stamps)} frames have the same timestamp"
+    repeated = len(stamps) - len(set(stamps))
+    if repeated:
+        return f"{repeated} of its {len(stamps)} frames repeat an earlier frame's timestamp"
+    return None
+
+
 def read_span(path: str | os.PathLike[str], span: Span) -> Iterator[Frame]:
     """Yield the frames of ``span`` (decoded exactly as :func:`~runtime.video.read_frames` decodes
     them), seeking to the first of ``span.seeks`` that the demuxer lands on or before.

@@ -14,10 +14,35 @@ from pathlib import Path
 
 import av
 
+from ..memory import frame_size_problem
 from .colour import Decoder
 from .types import IMAGE_SUFFIXES, Frame, InputError, VideoInfo, VideoWarning, av_reason
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+#: How the files of the media formats FFmpeg reads here begin: (offset, bytes, name). A file that
+#: starts with none of them is not called an empty or unfinished recording when FFmpeg finds no data.
+_SIGNATURES = (
+    (4, b"ftyp", "MP4/MOV"),
+    (4, b"moov", "MOV"),
+    (4, b"mdat", "MOV"),
+    (4, b"free", "MOV"),
+    (4, b"wide", "MOV"),
+    (0, b"\x1a\x45\xdf\xa3", "Matroska/WebM"),
+    (0, b"RIFF", "AVI/WAV"),
+    (0, b"FLV", "FLV"),
+    (0, b"OggS", "Ogg"),
+    (0, b"nut/multimedia container", "NUT"),
+    (0, b"\x00\x00\x01\xba", "MPEG program stream"),
+    (0, b"\x00\x00\x01\xb3", "MPEG video"),
+    (0, b"\x00\x00\x00\x01", "H.264/HEVC stream"),
+    (0, b"\x30\x26\xb2\x75", "ASF/WMV"),
+    (0, b"GIF8", "GIF"),
+    (0, _PNG_SIGNATURE, "PNG"),
+    (0, b"\xff\xd8\xff", "JPEG"),
+    (0, b"YUV4MPEG2", "Y4M"),
+    (0, b"ID3", "MP3"),
+)
 
 
 def natural_key(name: str | os.PathLike[str]) -> tuple:
@@ -57,6 +82,56 @@ def _png_size(path: Path) -> tuple[int, int]:
         raise InputError(f"{path} is named .png but is not a PNG image (bad signature); replace or remove it")
     width, height = struct.unpack(">II", head[16:24])
     return int(width), int(height)
+
+
+def media_format(path: Path) -> str | None:
+    """The media format ``path`` starts like (by its first bytes), ``None`` if none this tool knows."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    for offset, magic, name in _SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            return name
+    if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:  # MPEG-TS: a sync byte every 188
+        return "MPEG-TS"
+    return None
+
+
+def declared_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) a PNG, JPEG or Y4M file's header declares, read without decoding; ``None``
+    for other files or a header that does not parse."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return None
+    if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and len(head) >= 24:
+        width, height = struct.unpack(">II", head[16:24])
+        return int(width), int(height)
+    if head[:9] == b"YUV4MPEG2":
+        line = head.split(b"\n", 1)[0].decode("latin-1")
+        fields = {part[0]: part[1:] for part in line.split()[1:] if part}
+        if fields.get("W", "").isdigit() and fields.get("H", "").isdigit():
+            return int(fields["W"]), int(fields["H"])
+        return None
+    if head[:2] == b"\xff\xd8":  # JPEG: walk the marker segments to the frame header (SOFn)
+        pos = 2
+        while pos + 9 <= len(head) and head[pos] == 0xFF:
+            marker, length = head[pos + 1], struct.unpack(">H", head[pos + 2 : pos + 4])[0]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                height, width = struct.unpack(">HH", head[pos + 5 : pos + 9])
+                return int(width), int(height)
+            pos += 2 + length
+    return None
+
+
+def _check_size(path: Path, width: int, height: int) -> None:
+    """Refuse frames that cannot be decoded here (too large for FFmpeg, or for the memory available)."""
+    problem = frame_size_problem(width, height)
+    if problem:
+        raise InputError(f"{path} cannot be used: {problem}")
 
 
 def _mp4_truncation(path: Path) -> str | None:
@@ -104,6 +179,9 @@ def open_input(path: Path) -> av.container.InputContainer:
         raise InputError(f"input {path} is not readable; check its permissions")
     if path.stat().st_size == 0:
         raise InputError(f"input {path} is an empty file (0 bytes); re-create or re-download it")
+    size = declared_size(path)
+    if size is not None:
+        _check_size(path, *size)
     try:
         return av.open(str(path), mode="r")
     except av.FFmpegError as e:
@@ -113,14 +191,21 @@ def open_input(path: Path) -> av.container.InputContainer:
                 f"cannot read {path}: {reason}; re-download or re-export it "
                 "(or remux with `-movflags faststart` so a cut file stays readable)"
             ) from e
+        kind = media_format(path)
+        if kind is None:
+            raise InputError(
+                f"cannot read {path} as a video: its first bytes match no media format this tool reads (it holds "
+                "other data: text, random or encrypted bytes); check that it is a video file (the suffix alone "
+                "does not make it one)"
+            ) from e
         if isinstance(e, av.error.EOFError):
             raise InputError(
                 f"{path} ends before any media data: it holds no frames (an empty or unfinished "
                 "recording); pass a video that has frames"
             ) from e
         raise InputError(
-            f"cannot read {path} as a video: {av_reason(e)}; check that it is a video file "
-            "(the suffix alone does not make it one) and that it is not damaged"
+            f"cannot read {path} as a video: it starts like {kind} but FFmpeg finds {av_reason(e)}; check that "
+            "it is a video file and that it is not damaged (re-download or re-export it)"
         ) from e
 
 
@@ -155,6 +240,8 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
     container = open_input(path)
     try:
         stream = _video_stream(container, path)
+        if stream.codec_context is not None and stream.codec_context.width and stream.codec_context.height:
+            _check_size(path, stream.codec_context.width, stream.codec_context.height)
         first = _first_frame(container, stream, path)
         fps = stream.average_rate or stream.guessed_rate or None
         bits = max(c.bits for c in first.format.components if not c.is_alpha)
@@ -179,6 +266,13 @@ def _first_frame(container: av.container.InputContainer, stream, path: Path) -> 
         for frame in container.decode(stream):
             return frame
     except av.FFmpegError as e:
+        suffix = path.suffix.lower()
+        still = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(suffix)
+        if still is not None and media_format(path) != still:
+            raise InputError(
+                f"{path} is named {suffix} but is not a {still} image (its first bytes are not a {still} "
+                "signature); replace or remove it"
+            ) from e
         raise InputError(
             f"{path}: no video frame could be decoded ({av_reason(e)}); the file is damaged or "
             "truncated, re-download or re-export it"
@@ -199,6 +293,8 @@ def _probe_folder(folder: Path) -> VideoInfo:
     for p in files:
         if p.suffix.lower() == ".png":
             sizes.setdefault(_png_size(p), p)
+            if len(sizes) == 1:
+                _check_size(p, *next(iter(sizes)))
         if len(sizes) > 1:
             (s0, p0), (s1, p1) = list(sizes.items())[:2]
             raise InputError(

