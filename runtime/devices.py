@@ -46,6 +46,11 @@ class Device:
         return "cpu" if self.kind == "cpu" else f"{self.kind}:{self.index}"
 
 
+#: The CPU features that compute BF16, as users read them in ``lscpu``'s flags.
+BF16_CPU = "AVX-512 BF16 or AMX-BF16 (lscpu flag avx512_bf16 or amx_bf16)"
+FP16_CPU = "AVX-512 FP16 or AMX-FP16 (lscpu flag avx512_fp16 or amx_fp16)"
+
+
 def cpu_name() -> str:
     """The processor's model name (``/proc/cpuinfo`` on Linux)."""
     cpuinfo = Path("/proc/cpuinfo")

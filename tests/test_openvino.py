@@ -15,9 +15,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from export.format import Package, PackageError
+from export.format import CacheError, Package, PackageError
 from export.fp16 import fp32_nodes
 from runtime.backends import make_backend, resolve_auto
+from runtime.backends.torch_eager import PrecisionUnavailable
 from runtime.backends.ov import (
     KEEP_ATTRIBUTE,
     OpenVinoBackend,
@@ -88,6 +89,31 @@ def test_one_compiled_model_per_stage_and_size_in_the_model_cache(tiny_package, 
     assert np.array_equal(again, small)
     without = OpenVinoBackend(tiny_package, OpenVinoOptions(model_cache=False))
     assert "CACHE_DIR" not in {str(k) for k in without.config}
+
+
+def test_the_model_cache_folder_is_private_and_a_damaged_blob_is_compiled_afresh(tiny_package, frames, cache_root):
+    """OpenVINO's blobs live in a cache folder made private to the user; a blob cut short (a run killed while
+    OpenVINO wrote it: OpenVINO 2026.4 writes in place) or overwritten with zeros is not loaded: OpenVINO
+    compiles the stage again and the output is the same."""
+    expected = upscale_clip(OpenVinoBackend(tiny_package), tiny_package, frames[:2], (4, 4))
+    folder = cache_root / "openvino"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    blobs = sorted(folder.glob("*.blob"))
+    assert blobs
+    for damage in (lambda data: data[: len(data) // 2], lambda data: bytes(len(data))):
+        for blob in blobs:
+            blob.write_bytes(damage(blob.read_bytes()))
+        again = upscale_clip(OpenVinoBackend(tiny_package), tiny_package, frames[:2], (4, 4))
+        assert np.array_equal(again, expected)
+
+
+def test_a_cache_folder_that_cannot_be_made_is_one_line(tiny_package, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("VSR_CACHE_DIR", str(tmp_path / "file"))
+    with pytest.raises(CacheError, match=r"cannot be used .*set VSR_CACHE_DIR to a folder you can write") as info:
+        OpenVinoBackend(tiny_package)
+    assert "\n" not in str(info.value)
+    OpenVinoBackend(tiny_package, OpenVinoOptions(model_cache=False))  # no cache, no folder needed
 
 
 def test_outputs_are_not_overwritten_by_later_calls(tiny_package, frames, cache_root):
@@ -210,8 +236,43 @@ def test_bf16_is_refused_where_the_cpu_has_none(tiny_package, cache_root):
     with pytest.raises(OpenVinoUnavailable) as info:
         make_backend("openvino", tiny_package, precision="bf16")
     message = str(info.value)
-    assert f"this CPU ({cpu_name()}) has no AVX-512 BF16 or AMX-BF16" in message
-    assert "silently compute FP32" in message and "--precision fp32" in message
+    assert f"this CPU ({cpu_name()}) has no AVX-512 BF16 or AMX-BF16 (lscpu flag avx512_bf16 or amx_bf16)" in message
+    assert "silently computes FP32" in message and "--precision fp32" in message and "\n" not in message
+    with pytest.raises(PrecisionUnavailable) as info:
+        make_backend("torch", tiny_package, precision="bf16")
+    message = str(info.value)
+    assert f"this CPU ({cpu_name()}; PyTorch sees" in message and "avx512_bf16 or amx_bf16" in message
+    assert "use fp32" in message and "\n" not in message
+    with pytest.raises(OpenVinoUnavailable, match="avx512_bf16 or amx_bf16"):
+        make_backend("auto", tiny_package, precision="bf16")  # auto picks OpenVINO for BF16, which refuses
+
+
+@pytest.mark.skipif(HAS_BF16, reason=f"this CPU ({cpu_name()}) computes BF16: the plugin keeps the BF16 types")
+def test_without_bf16_a_bf16_typed_graph_rounds_only_its_weights():
+    """Why OpenVINO's BF16 cannot be measured on a CPU without BF16 (so vsr-parity refuses it there, and
+    measures PyTorch's emulated BF16 instead): OpenVINO's CPU plugin maps the BF16 types to FP32. Its constant
+    folding rounds the weights to BF16 first, but the activations are never rounded: a value that BF16 would
+    round (1 + 2^-10 -> 1) passes a BF16 Convert unchanged, and a BF16 convolution multiplies it in FP32."""
+    core = ov.Core()
+    opset = ov.opset13
+    x = np.full((1, 4, 8, 8), 1 + 2**-10, dtype=np.float32)
+    weight = np.full((4, 4, 1, 1), 1 + 2**-12, dtype=np.float32)  # BF16 rounds it to 1
+
+    def compiled(build):
+        p = opset.parameter([1, 4, 8, 8], ov.Type.f32)
+        return core.compile_model(ov.Model([build(p)], [p]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+
+    def bf16(value):
+        return opset.convert(value, ov.Type.bf16)
+
+    through = compiled(lambda p: opset.convert(bf16(p), ov.Type.f32))
+    assert np.array_equal(through, x)  # BF16 would give exactly 1
+    conv = compiled(
+        lambda p: opset.convert(
+            opset.convolution(bf16(p), bf16(opset.constant(weight)), [1, 1], [0, 0], [0, 0], [1, 1]), ov.Type.f32
+        )
+    )
+    assert np.allclose(conv, 4 * (1 + 2**-10), rtol=1e-6)  # input as it was, weights rounded to 1
 
 
 @needs_bf16

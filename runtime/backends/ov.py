@@ -4,6 +4,11 @@
 which its ONNX reader lacks, through :func:`deform_conv`); each stage is compiled once per input size
 (OpenVINO's CPU plugin runs static shapes best), with OpenVINO's model cache under ``$VSR_CACHE_DIR/openvino``,
 so a later run with the same graph, size, device and precision loads the compiled blob instead of compiling.
+The folder is made private to the user and checked as every cache folder is (:func:`export.format.cache_folder`);
+the blobs in it are OpenVINO's own (named by a hash of the model, shapes, device and settings). OpenVINO 2026.4
+writes them in place, not atomically, but a blob it cannot load (cut short by a killed run, damaged) is compiled
+afresh instead (tests/test_openvino.py), so a bad entry costs time, never a wrong result. The graphs OpenVINO reads
+are the package's, which the caller opened (and, for a cached export, verified against its digests) before.
 
 Values are ``openvino.Tensor``\\ s. Inputs are bound to the infer request as they are (no copy), and each
 call binds fresh output tensors that the plugin writes into, so the outputs the executor keeps (states,
@@ -22,6 +27,8 @@ math, warps, reductions; :func:`keep_fp32_names` finds their ops), each the way 
   (:func:`keep_fp32`), which the plugins' own FP16 conversion reads before any rewrite.
 
 Asked for a precision the device lacks, OpenVINO silently computes FP32, so that is refused here with the reason.
+A BF16-typed graph on a CPU without BF16 (OpenVINO 2026.4, AVX2) runs as FP32 arithmetic on BF16-rounded weights:
+the activations are not rounded, so it emulates neither BF16's speed nor its error (tests/test_openvino.py).
 """
 
 from __future__ import annotations
@@ -37,11 +44,11 @@ from typing import Any
 import numpy as np
 import onnx
 
-from export.format import Package, PackageError, cache_dir
+from export.format import Package, PackageError, cache_folder
 from export.fp16 import fp32_nodes
 from vsr_models.errors import VSRError
 
-from ..devices import Device, DeviceError, cpu_name
+from ..devices import BF16_CPU, FP16_CPU, Device, DeviceError, cpu_name
 
 INSTALL_HINT = "pip install 'vsr[openvino]' (or pip install openvino)"
 #: Our precisions -> OpenVINO's inference precision hint, and the capability the device must list.
@@ -110,13 +117,13 @@ def check_device(core: Any, device: Device, precision: str) -> str:
     if CAPABILITY[precision] in caps:
         return name
     if name == "CPU":
-        what = {"bf16": "AVX-512 BF16 or AMX-BF16", "fp16": "AVX-512 FP16 or AMX-FP16"}[precision]
-        where = f"this CPU ({cpu_name()}) has no {what}"
+        where = f"this CPU ({cpu_name()}) has no {BF16_CPU if precision == 'bf16' else FP16_CPU}"
     else:
         where = f"this GPU ({core.get_property(name, 'FULL_DEVICE_NAME')}) has no {precision.upper()} arithmetic"
     raise OpenVinoUnavailable(
-        f"--precision {precision} with OpenVINO: {where} (OpenVINO's {name} plugin lists {', '.join(caps)}); asked "
-        f"for {precision.upper()} it would silently compute FP32. Use --precision fp32"
+        f"--precision {precision} with OpenVINO: {where} (OpenVINO's {name} plugin lists {', '.join(caps)}); there "
+        f"it silently computes FP32 instead (of a {precision.upper()} graph, only the weights are rounded), neither "
+        f"{precision.upper()}'s speed nor its numbers. Use --precision fp32"
         + (
             "; vsr-parity --backend torch --precision bf16 measures BF16's accuracy by emulation"
             if precision == "bf16"
@@ -353,9 +360,7 @@ class OpenVinoBackend:
         if self.options.threads and self.device.kind == "cpu":
             config[props.inference_num_threads] = self.options.threads
         if self.options.model_cache:
-            folder = cache_dir() / "openvino"
-            folder.mkdir(parents=True, exist_ok=True)
-            config[props.cache_dir] = str(folder)
+            config[props.cache_dir] = str(cache_folder("openvino"))
         return config
 
     def _read(self, stage: str) -> Any:

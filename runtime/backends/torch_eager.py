@@ -16,7 +16,7 @@ from vsr_models.checkpoint import CheckpointError, load_checkpoint, load_state_d
 from vsr_models.errors import VSRError
 from vsr_models.registry import all_weights, checked_settings, create_model, pretrained
 
-from ..devices import Device, DeviceError, cpu_name
+from ..devices import BF16_CPU, Device, DeviceError, cpu_name
 from .static import StaticCalls, cuda_graph_capture
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -87,7 +87,7 @@ def check_options(options: TorchOptions) -> None:
         else:
             what = (
                 f"this CPU ({cpu_name()}; PyTorch sees {torch.backends.cpu.get_cpu_capability()}) has no BF16 "
-                "arithmetic (AVX-512 BF16 or AMX-BF16)"
+                f"arithmetic: no {BF16_CPU}"
             )
         raise PrecisionUnavailable(
             f"--precision bf16: {what}, so PyTorch would emulate BF16, slower than FP32: use fp32 (or fp16 graphs on "

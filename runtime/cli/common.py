@@ -163,7 +163,13 @@ def model_option(func: F) -> F:
     )(func)
 
 
-device_option = click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+device_option = click.option(
+    "--device",
+    type=DEVICE,
+    default="cpu",
+    show_default=True,
+    help="cpu, cuda or cuda:N (an NVIDIA GPU), or gpu or gpu:N (an Intel GPU, --backend openvino).",
+)
 threads_option = click.option(
     "--threads",
     type=click.IntRange(min=0),
@@ -196,7 +202,8 @@ devices_option = click.option(
     type=DEVICES,
     default="cpu",
     show_default=True,
-    help="cpu, cuda, cuda:N, or several GPUs (cuda:0,1): with --workers, one worker process per GPU in turn.",
+    help="cpu, cuda, cuda:N, or several GPUs (cuda:0,1): with --workers, one worker process per GPU in turn; gpu or "
+    "gpu:N is an Intel GPU (--backend openvino).",
 )
 
 #: :data:`backend_options` with a ``--device`` that takes several devices (vsr-run's workers).
