@@ -18,7 +18,6 @@ from click.testing import CliRunner
 from export.format import CacheError, Package, PackageError
 from export.fp16 import fp32_nodes
 from runtime.backends import make_backend, resolve_auto
-from runtime.backends.torch_eager import PrecisionUnavailable
 from runtime.backends.ov import (
     KEEP_ATTRIBUTE,
     OpenVinoBackend,
@@ -32,6 +31,7 @@ from runtime.backends.ov import (
     lower_to_bf16,
     marked_names,
 )
+from runtime.backends.torch_eager import PrecisionUnavailable
 from runtime.cli.bench import main as bench_main
 from runtime.cli.parity import main as parity_main
 from runtime.devices import Device, DeviceError, cpu_name
