@@ -20,7 +20,7 @@ from vsr_models.scales import output_size
 
 from ..backends import TorchBackend, make_backend, model_for_package
 from ..backends.torch_eager import native_bf16
-from ..devices import Device, cpu_name
+from ..devices import BF16_CPU, Device, cpu_name
 from ..executor import Backend, run_plan
 from ..live import LiveError, LiveUpscaler, live_upscaler_for
 from ..pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP, Upscaler, pad_to, resolve_scale, upscale_clip
@@ -175,7 +175,7 @@ def _emulation(backend: str, device: Device, precision: str) -> dict[str, bool]:
     if backend != "torch" or precision != "bf16" or device.is_cuda or native_bf16(device):
         return {}
     say(
-        f"warning: this CPU ({cpu_name()}) has no BF16 arithmetic (AVX-512 BF16 or AMX-BF16): PyTorch emulates "
+        f"warning: this CPU ({cpu_name()}) has no BF16 arithmetic (no {BF16_CPU}): PyTorch emulates "
         "BF16 (with channels-last), much slower than FP32. The PSNR is BF16's; a CPU with BF16 rounds the same "
         "way but may sum in another order"
     )
