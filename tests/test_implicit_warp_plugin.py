@@ -4,7 +4,8 @@
   ``tensorrt.plugin`` checks; the exported node carries what TensorRT's parser reads; the version
   gate; plugins load only for graphs that have their node, and again after a failure; the kernel's
   fingerprint; the tiled kernel's arithmetic in Triton's CPU interpreter (needs Triton).
-* ``-m slow``: the kernel compiles to PTX for sm_90, sm_89 and sm_86 within 48 KiB of shared memory.
+* ``-m slow``: the kernel compiles to PTX for sm_90, sm_89 and sm_86 within 48 KiB of shared memory,
+  needing no scratch buffer.
 * ``-m gpu``: the kernel, launched from torch, matches the reference to 1e-5 in FP32.
 * ``-m tensorrt``: TensorRT registers the plugin; a one-node engine builds and matches the reference.
 """
@@ -294,6 +295,18 @@ def test_shared_memory_check():
         plugin.check_shared_memory(213504, "fp32, C=120")  # what the untiled kernel needed on sm_90
 
 
+def test_scratch_check_refuses_any_scratch_buffer():
+    """Triton's metadata: both sizes 0 pass; either one set is refused; releases without the fields (or with
+    None for an unset size) pass."""
+    meta = types.SimpleNamespace
+    plugin.check_scratch(meta(global_scratch_size=0, profile_scratch_size=0), "none")
+    plugin.check_scratch(meta(global_scratch_size=None), "older Triton")
+    with pytest.raises(plugins.PluginUnavailable, match="384 bytes of global scratch"):
+        plugin.check_scratch(meta(global_scratch_size=384, profile_scratch_size=0), "tma")
+    with pytest.raises(plugins.PluginUnavailable, match="64 bytes of profile scratch"):
+        plugin.check_scratch(meta(global_scratch_size=0, profile_scratch_size=64), "profiled")
+
+
 _INTERPRETED = """
 import json, sys, types
 import torch, triton.language as tl
@@ -337,15 +350,15 @@ _OPT_IN_LIMIT = {90: 227 * 1024, 89: 99 * 1024, 86: 99 * 1024}
 @pytest.mark.parametrize("capability", [90, 89, 86])
 @pytest.mark.parametrize("feature_type", ["fp32", "fp16"])
 def test_iart_kernel_fits_shared_memory(feature_type: str, capability: int):
-    """IART's configuration (C=120, 6 heads) compiles within 48 KiB of shared memory for H100-class
-    (sm_90) and Ada/Ampere-class (sm_89, sm_86: 99 KiB at most even with an opt-in) GPUs."""
-    from triton.backends.compiler import GPUTarget
-
-    name, ptx, meta = plugin.compile_ptx(feature_type, 120, 6, 20**-0.5, target=GPUTarget("cuda", capability, 32))
+    """IART's configuration (C=120, 6 heads) compiles, for the named target, within 48 KiB of shared memory
+    for H100-class (sm_90) and Ada/Ampere-class (sm_89, sm_86: 99 KiB at most even with an opt-in) GPUs,
+    and needs no scratch buffer (the pointer parameters Triton appends stay unread)."""
+    name, ptx, meta = plugin.compile_ptx(feature_type, 120, 6, 20**-0.5, plugin.cuda_target(divmod(capability, 10)))
     assert name == "implicit_warp_kernel"
     assert ".entry implicit_warp_kernel" in ptx and f".target sm_{capability}" in ptx
-    assert meta.num_warps == plugin.NUM_WARPS
+    assert meta.target.arch == capability and meta.num_warps == plugin.NUM_WARPS
     assert 0 < meta.shared <= plugin.SHARED_MEMORY_LIMIT < _OPT_IN_LIMIT[capability]
+    assert meta.global_scratch_size == 0 and meta.profile_scratch_size == 0
 
 
 @pytest.mark.gpu

@@ -20,7 +20,9 @@ What is here:
   (logits, then values and the output), so no whole C x C weight is ever staged: the kernel must
   need at most :data:`SHARED_MEMORY_LIMIT` (48 KiB) of shared memory, what every CUDA GPU gives a
   block without an opt-in (TensorRT's launch of an AOT kernel is not documented to opt in).
-  :func:`compile_ptx` checks ``metadata.shared`` against it.
+  :func:`compile_ptx` compiles for a named target (:func:`cuda_target`; the engine's GPU in
+  :func:`build_target`) and checks ``metadata.shared`` against it, and that the kernel needs no
+  scratch buffer (:func:`check_scratch`).
 * :func:`launch` runs the kernel on CUDA torch tensors (for tests; the engine does not use it).
 * :func:`register` puts ``vsr::ImplicitWarp`` into TensorRT's plugin registry (``@trtp.register``,
   ``@trtp.autotune``, ``@trtp.aot_impl``); :func:`plugin_gate` says why it cannot where it cannot.
@@ -206,12 +208,21 @@ def launch(
     return out
 
 
+def cuda_target(capability: tuple[int, int]) -> Any:
+    """Triton's ``GPUTarget`` for an NVIDIA GPU of compute ``capability`` (e.g. (9, 0) for an H100)."""
+    from triton.backends.compiler import GPUTarget
+
+    _import_triton()
+    return GPUTarget("cuda", 10 * capability[0] + capability[1], 32)
+
+
 def compile_ptx(
-    feature_type: str, channels: int, num_heads: int, scale: float, target: Any = None, block_p: int = BLOCK_P
+    feature_type: str, channels: int, num_heads: int, scale: float, target: Any, block_p: int = BLOCK_P
 ) -> tuple[str, str, Any]:
-    """Compile the kernel: ``(kernel name, PTX text, metadata)``; ``target`` a Triton ``GPUTarget`` or
-    None (the current GPU). Raises :class:`PluginUnavailable` if it needs more shared memory than
-    :data:`SHARED_MEMORY_LIMIT`."""
+    """Compile the kernel for ``target`` (a Triton ``GPUTarget``, :func:`cuda_target`): ``(kernel name,
+    PTX text, metadata)``. The target is always named: left out, Triton would ask the CUDA driver of the
+    machine that compiles. Raises :class:`PluginUnavailable` if the kernel needs more shared memory than
+    :data:`SHARED_MEMORY_LIMIT`, or scratch memory at all (:func:`check_scratch`)."""
     triton = _import_triton()
     src = triton.compiler.ASTSource(
         fn=kernel(),
@@ -219,8 +230,31 @@ def compile_ptx(
         constexprs=kernel_constants(channels, num_heads, scale, block_p),
     )
     compiled = triton.compile(src, target=target, options={"num_warps": NUM_WARPS, "enable_fp_fusion": FP_FUSION})
-    check_shared_memory(compiled.metadata.shared, f"{feature_type}, C={channels}, {num_heads} heads")
+    what = f"{feature_type}, C={channels}, {num_heads} heads, sm_{target.arch}"
+    check_shared_memory(compiled.metadata.shared, what)
+    check_scratch(compiled.metadata, what)
     return compiled.metadata.name, compiled.asm["ptx"], compiled.metadata
+
+
+#: Scratch buffers a Triton kernel may ask its launcher for: Triton 3.3+ appends a global-scratch pointer
+#: parameter to every kernel, 3.5+ a profile-scratch one (metadata attribute -> what uses it).
+SCRATCH = {
+    "global_scratch_size": "global scratch (device-side tensor descriptors, some cooperative ops)",
+    "profile_scratch_size": "profile scratch (Triton's intra-kernel profiler)",
+}
+
+
+def check_scratch(metadata: Any, what: str) -> None:
+    """Refuse a kernel that needs a scratch buffer: TensorRT launches an AOT plugin's PTX with the plugin's
+    tensors and extra scalar arguments only, so nothing would back the scratch pointers Triton appends to
+    the kernel's parameters (our launcher does not provide them either: the kernel must not read them)."""
+    for name, use in SCRATCH.items():
+        size = getattr(metadata, name, 0) or 0  # absent before the Triton release that added it; None when unset
+        if size:
+            raise PluginUnavailable(
+                f"the vsr::ImplicitWarp kernel ({what}) needs {size} bytes of {use}; TensorRT's AOT launch passes no "
+                "such buffer: change the kernel so that Triton allocates none"
+            )
 
 
 def check_shared_memory(nbytes: int, what: str) -> None:
@@ -293,7 +327,7 @@ def plugin_functions(trt: ModuleType, trtp: ModuleType) -> tuple[Any, Any, Any]:
             raise ValueError("vsr::ImplicitWarp needs build-time-constant weights (C is compiled into the kernel)")
         channels = int(channels_expr.constant_value())
         feature_type = "fp32" if target.dtype == trt.float32 else "fp16"
-        name, ptx, meta = compile_ptx(feature_type, channels, int(num_heads), float(scale))
+        name, ptx, meta = compile_ptx(feature_type, channels, int(num_heads), float(scale), build_target())
 
         shape = outputs[0].shape_expr  # (N, C, h, w), possibly dynamic
         pixels = shape[0] * shape[2] * shape[3]
@@ -307,6 +341,13 @@ def plugin_functions(trt: ModuleType, trtp: ModuleType) -> tuple[Any, Any, Any]:
         return name, ptx, launch_params, extra_args
 
     return implicit_warp_desc, implicit_warp_autotune, implicit_warp_aot
+
+
+def build_target() -> Any:
+    """The target of the engine being built: the GPU TensorRT builds on (the current CUDA device)."""
+    import torch
+
+    return cuda_target(torch.cuda.get_device_capability(torch.cuda.current_device()))
 
 
 def plugin_gate(version: str, plugin_module: ModuleType | None, has_triton: bool) -> str | None:

@@ -1,9 +1,12 @@
 """The PyTorch backend: a network's stages in eager mode (the reference every other backend meets), with the
-levers: autocast FP16/BF16, channels-last, CUDA graphs per stage and input size (CUDA only), ``torch.compile``
-per stage (on the CPU too, as Inductor's C++ code; measured in the README's Speed)."""
+levers: autocast FP16/BF16, channels-last, CUDA graphs per stage and input size (CUDA only), TF32 (CUDA only),
+``torch.compile`` per stage (on the CPU too, as Inductor's C++ code; measured in the README's Speed)."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +48,9 @@ class TorchOptions:
         channels_last: convolution weights and frames in NHWC (Tensor Core and oneDNN friendly).
         cuda_graphs: capture each stage once per input signature as a CUDA graph and replay it
             (:class:`~runtime.backends.static.StaticCalls`); CUDA only.
+        tf32: FP32 convolutions and matrix products on the GPU in TensorFloat-32 (10-bit mantissa,
+            Ampere and later); CUDA only. Off, FP32 is FP32: PyTorch's own default lets cuDNN
+            convolve in TF32, so the backend sets both switches around each of its stage calls.
         compile: stages run through ``torch.compile`` (``{"all"}`` for every stage); the others stay eager.
     """
 
@@ -53,6 +59,7 @@ class TorchOptions:
     emulate_bf16: bool = False
     channels_last: bool = False
     cuda_graphs: bool = False
+    tf32: bool = False
     compile: frozenset[str] = frozenset()
 
 
@@ -95,6 +102,21 @@ def check_options(options: TorchOptions) -> None:
         )
     if options.cuda_graphs and not options.device.is_cuda:
         raise OptionError("cuda_graphs needs --device cuda: CUDA graphs do not exist on the CPU")
+    if options.tf32 and not options.device.is_cuda:
+        raise OptionError("tf32 needs --device cuda: TensorFloat-32 is a mode of NVIDIA GPUs (Ampere and later)")
+
+
+@contextlib.contextmanager
+def tf32_math(enabled: bool) -> Iterator[None]:
+    """cuDNN convolutions and CUDA matrix products in TF32 (``enabled``) or in full FP32 for the block;
+    the previous switches are put back after it (they are process-wide)."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 class TorchBackend:
@@ -140,19 +162,27 @@ class TorchBackend:
         return self.graphs.run(stage, feeds) if self.graphs is not None else self._call(stage, feeds)
 
     def _call(self, stage: str, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One stage call. Under autocast the outputs are cast back to FP32, as the FP16 graphs keep their
+        inputs and outputs FP32: a recurrent state then has one dtype from its first call (on zeros) on,
+        and a CUDA graph is captured once per stage and input size, not twice."""
         spec = self.stages[stage]
         dtype = DTYPES[self.options.precision]
         with (
             torch.inference_mode(),
+            tf32_math(self.options.tf32) if self.device.type == "cuda" else contextlib.nullcontext(),
             torch.autocast(self.device.type, dtype=dtype, enabled=self.autocast, cache_enabled=False),
         ):
             out = self.modules[stage](*(feeds[name] for name in spec.inputs))
         out = (out,) if isinstance(out, torch.Tensor) else out
-        return {k: (v.float() if k in spec.fp32 else v) for k, v in zip(spec.outputs, out)}
+        return {k: (v.float() if v.is_floating_point() else v) for k, v in zip(spec.outputs, out)}
 
 
 def model_for_package(package: Package) -> VSRNetwork:
-    """The PyTorch network a package was exported from, with the same weights (sha256 checked)."""
+    """The PyTorch network a package was exported from, with the same weights (sha256 checked); a copy
+    of the network itself for a network that was not exported (:class:`runtime.resolve.Unexported`)."""
+    network = getattr(package, "network", None)
+    if isinstance(network, VSRNetwork):
+        return copy.deepcopy(network)
     manifest = package.manifest
     if manifest.get("weights") in all_weights():
         return pretrained(manifest["weights"])

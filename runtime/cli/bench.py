@@ -2,16 +2,20 @@
 
 A contender is ``BACKEND[:PRECISION][+LEVER[=VALUE]]...``: ``torch:fp32``, ``onnxruntime:fp16``,
 ``onnxruntime:fp32+spinning``, ``torch:fp16+channels_last+cuda_graphs``, ``torch:bf16+compile=flow``,
-``openvino:bf16``, ``openvino:bf16+no_keep_fp32``. A contender the device cannot run (BF16 on a CPU without
-it) is left out with the reason, unless it is the first.
+``openvino:bf16``, ``openvino:bf16+no_keep_fp32``.
 The levers are the fields of the backend's options (:func:`runtime.backends.parse_levers`).
+A contender that cannot be built here (BF16 on a CPU without it), or that fails in its warm-up or a timed
+run, is listed as not run with the reason, and the others still run; the first contender that runs is the
+baseline.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
+import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +38,20 @@ from ..backends.ov import import_openvino
 from ..devices import Device
 from ..executor import Backend
 from ..pipeline import resolve_scale, upscale_clip
-from ..resolve import resolve_package
+from ..resolve import Unexported
 from ..samples import load_lr, psnr
-from .common import CONTEXT, SIZE, device_option, model_option, say, scale_option, threads_option, user_errors
+from .common import (
+    CONTEXT,
+    SIZE,
+    device_option,
+    model_option,
+    resolve_model,
+    say,
+    scale_option,
+    threads_option,
+    unexported_options,
+    user_errors,
+)
 from .measure import device_name, peak_gflops, stage_flops, top_ops, torch_op_profile
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -121,6 +136,7 @@ def parse_contenders(text: str) -> list[Contender]:
 
 @click.command(context_settings=CONTEXT)
 @model_option
+@unexported_options
 @click.option("--size", type=SIZE, default="180x320", show_default=True, help="LR frame size HxW.")
 @scale_option
 @click.option("--frames", type=click.IntRange(min=2), default=8, show_default=True, help="Frames per timed run.")
@@ -130,7 +146,7 @@ def parse_contenders(text: str) -> list[Contender]:
     show_default=True,
     help="Comma-separated BACKEND:PRECISION[+LEVER[=VALUE]...], run in this order; ratios are against the first. "
     "Levers are backend options, e.g. onnxruntime:fp32+spinning, torch:fp16+channels_last+cuda_graphs, "
-    "openvino:bf16, torch:bf16+channels_last (bf16: on a CPU with AVX-512 BF16 or AMX-BF16).",
+    "openvino:bf16, torch:bf16+channels_last (bf16: on a CPU with avx512_bf16 or amx_bf16).",
 )
 @device_option
 @threads_option
@@ -155,9 +171,19 @@ def parse_contenders(text: str) -> list[Contender]:
     help="Side of the square matrix product that measures the peak [default: 2048 on a CPU, 8192 on a GPU]; "
     "smaller is quicker but below the kernels' best.",
 )
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the figures (frames per second, % of peak, PSNR, why a contender did not run) to this JSON file.",
+)
 @user_errors
 def main(
     model: str,
+    no_export: bool,
+    random_weights: bool,
+    quick: bool,
     size: tuple[int, int],
     scale: tuple[float, float] | None,
     frames: int,
@@ -168,6 +194,7 @@ def main(
     profile: bool,
     top: int,
     peak_side: int | None,
+    json_path: Path | None,
 ) -> None:
     """Speed of several backends on the same real frames, side by side, as ratios.
 
@@ -178,39 +205,79 @@ def main(
     """
     entries = parse_contenders(contenders)
     h, w = size
-    package = resolve_package(model, log=say)
+    package = resolve_model(model, no_export, random_weights, quick)
     scale = resolve_scale(package, h, w, scale)
     lr = _frames(h, w, frames)
     if threads:
         torch.set_num_threads(threads)
     _build(entries, package, device, threads, lr[:2], scale)
-    live = [c for c in entries if c.backend is not None]
+    live = _running(entries)
     assert live[0].backend is not None
     flops = stage_flops(package, live[0].backend.shapes)
-    precisions = {c.precision for c in live}
+    precisions = {_peak_key(c) for c in live}
     peaks: dict[str, list[float]] = defaultdict(list)
     how: dict[str, str] = {}
     for _ in range(repeat):
         for precision, (gflops, text) in peak_gflops(device, precisions, threads, peak_side).items():
             peaks[precision].append(gflops)
             how[precision] = text
-        for c in live:
-            assert c.backend is not None
-            c.backend.times.clear()
-            c.backend.calls.clear()
-            start = time.perf_counter()
-            out = upscale_clip(c.backend, package, lr, scale)
-            c.runs.append(Run(time.perf_counter() - start, dict(c.backend.times), dict(c.backend.calls)))
-            if c.output is None:
-                c.output = np.clip(out, 0, 1)
+        for c in _running(entries):
+            try:
+                _timed_run(c, package, lr, scale)
+            except Exception as exc:
+                _failed(c, "a timed run", exc)
+    live = _running(entries)
     if profile:
         for c in live:
-            _profile(c, package, device, threads, lr, scale)
+            try:
+                _profile(c, package, device, threads, lr, scale)
+            except Exception as exc:
+                c.note = f"its profiled run failed ({_reason(exc)}); its timed runs stand"
     best_peaks = {p: (max(v), min(v), how[p]) for p, v in peaks.items()}
     _report(package, entries, flops, best_peaks, h, w, scale, frames, device, threads)
+    if json_path is not None:
+        _write_json(json_path, package, entries, flops, best_peaks, h, w, frames, device)
     if profile:
         for c in live:
             _profile_report(c, top)
+
+
+def _running(entries: list[Contender]) -> list[Contender]:
+    """The contenders still in the race; a clear error when none is."""
+    live = [c for c in entries if c.backend is not None]
+    if not live:
+        reasons = "; ".join(f"{c.label}: {c.note}" for c in entries)
+        raise click.ClickException(f"no contender could run here ({reasons})")
+    return live
+
+
+def _timed_run(c: Contender, package: Package | Unexported, lr: np.ndarray, scale: Scale) -> None:
+    assert c.backend is not None
+    c.backend.times.clear()
+    c.backend.calls.clear()
+    start = time.perf_counter()
+    out = upscale_clip(c.backend, package, lr, scale)
+    c.runs.append(Run(time.perf_counter() - start, dict(c.backend.times), dict(c.backend.calls)))
+    if c.output is None:
+        c.output = np.clip(out, 0, 1)
+
+
+def _reason(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _failed(c: Contender, when: str, exc: Exception) -> None:
+    """Take ``c`` out of the race, noting why; a failure that is not a user error keeps its traceback (stderr)."""
+    if not isinstance(exc, VSRError):
+        say(f"{c.label} failed in {when}:\n{traceback.format_exc()}")
+    c.note = f"failed in {when}: {_reason(exc)}"
+    c.backend, c.runs, c.output = None, [], None
+
+
+def _peak_key(c: Contender) -> str:
+    """Which measured peak ``c`` is held to: its precision's, or TF32's for FP32 with the ``tf32`` lever."""
+    return "tf32" if c.precision == "fp32" and c.levers.get("tf32") else c.precision
 
 
 def _frames(h: int, w: int, frames: int) -> np.ndarray:
@@ -225,23 +292,34 @@ def _frames(h: int, w: int, frames: int) -> np.ndarray:
 
 
 def _build(
-    entries: list[Contender], package: Package, device: Device, threads: int, warm: np.ndarray, scale: Scale
+    entries: list[Contender],
+    package: Package | Unexported,
+    device: Device,
+    threads: int,
+    warm: np.ndarray,
+    scale: Scale,
 ) -> None:
     """Build and warm up (allocations, lazy initialisation, CUDA-graph capture, compilation) every
-    contender; one that cannot run here is kept with a note, unless it is the first (the baseline)."""
-    for i, c in enumerate(entries):
+    contender; one that cannot run here, or fails in its warm-up, is kept with a note."""
+    for c in entries:
         try:
             backend = make_backend(c.kind, package, device, c.precision, threads, log=say, levers=c.levers)
         except VSRError as exc:
-            if i == 0:
-                raise
             c.note = str(exc)
             continue
+        except Exception as exc:
+            _failed(c, "its set-up", exc)
+            continue
         c.backend = _Timed(backend, device)
-        upscale_clip(c.backend, package, warm, scale)
+        try:
+            upscale_clip(c.backend, package, warm, scale)
+        except Exception as exc:
+            _failed(c, "its warm-up", exc)
 
 
-def _profile(c: Contender, package: Package, device: Device, threads: int, lr: np.ndarray, scale: Scale) -> None:
+def _profile(
+    c: Contender, package: Package | Unexported, device: Device, threads: int, lr: np.ndarray, scale: Scale
+) -> None:
     """One run of ``c`` under its backend's profiler: ``c.ops`` (stage -> op -> seconds)."""
     assert c.backend is not None
     if c.kind == "onnxruntime":
@@ -265,7 +343,7 @@ def _median_range(values: list[float], fmt: str) -> str:
 
 
 def _report(
-    package: Package,
+    package: Package | Unexported,
     entries: list[Contender],
     flops: dict[str, float],
     peaks: dict[str, tuple[float, float, str]],
@@ -333,11 +411,57 @@ def _report(
         print(f"FLOPs not counted for: {', '.join(uncounted)} (the meta device cannot run them)")
     for c in entries:
         if c.note:
-            print(f"{c.label}: not run: {c.note}")
+            print(f"{c.label}: {c.note}" if c.runs else f"{c.label}: not run: {c.note}")
 
 
 def _peak(peaks: dict[str, tuple[float, float, str]], c: Contender) -> float:
-    return peaks.get(c.precision, peaks["fp32"])[0]
+    return peaks.get(_peak_key(c), peaks["fp32"])[0]
+
+
+def _write_json(
+    path: Path,
+    package: Package | Unexported,
+    entries: list[Contender],
+    flops: dict[str, float],
+    peaks: dict[str, tuple[float, float, str]],
+    h: int,
+    w: int,
+    frames: int,
+    device: Device,
+) -> None:
+    """The run's figures as JSON (what ``tests/device_check.sh`` puts in its summary)."""
+    live = [c for c in entries if c.runs]
+    base = live[0]
+    counted = [s for s in base.runs[0].times if s in flops]
+    per_frame = sum(flops[s] * base.runs[0].calls[s] for s in counted) / frames
+    contenders = []
+    for c in entries:
+        entry: dict[str, Any] = {"label": c.label, "ran": bool(c.runs), "note": c.note}
+        if c.runs:
+            seconds = statistics.median(r.seconds for r in c.runs)
+            assert c.output is not None and base.output is not None
+            entry |= {
+                "fps": frames / seconds,
+                "peak_fraction": per_frame * frames / seconds / 1e9 / _peak(peaks, c),
+                "peak": _peak_key(c) if _peak_key(c) in peaks else "fp32",
+                "speedup": statistics.median(b.seconds / r.seconds for b, r in zip(base.runs, c.runs)),
+                "psnr_vs_baseline": None if c is base else psnr(c.output, base.output),
+            }
+        contenders.append(entry)
+    record = {
+        "model": package.manifest["model"],
+        "size": [h, w],
+        "frames": frames,
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "rounds": len(base.runs),
+        "baseline": base.label,
+        "gflop_per_frame": per_frame / 1e9,
+        "peaks_gflops": {p: best for p, (best, _, _) in peaks.items()},
+        "contenders": contenders,
+    }
+    path.write_text(json.dumps(record, indent=1) + "\n")  # PSNR inf (equal outputs) is written Infinity
 
 
 def _profile_report(c: Contender, top: int) -> None:

@@ -15,12 +15,14 @@ from typing import Any, TypeVar
 
 import click
 
+from export.format import Package
 from vsr_models.errors import VSRError
 from vsr_models.registry import DEFAULT_MODEL, all_weights
 
 from ..backends import BACKENDS, DEFAULT_PRECISION
 from ..devices import Device
 from ..pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP
+from ..resolve import Unexported, resolve_package, resolve_unexported
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -161,6 +163,38 @@ def model_option(func: F) -> F:
         help="A model package folder (from vsr-export) or the zoo name of installed weights "
         f"({names}); a zoo name is exported into the cache on first use.",
     )(func)
+
+
+#: vsr-bench's and vsr-parity's way to run the PyTorch network without exporting it (:func:`resolve_model`).
+unexported_options = apply(
+    [
+        click.option(
+            "--no-export",
+            is_flag=True,
+            help="Build the PyTorch network from the registry with the installed weights --model names, instead "
+            "of an exported package: nothing is exported, and only the torch backend runs it.",
+        ),
+        click.option(
+            "--random-weights",
+            is_flag=True,
+            help="--model names a network of the registry (e.g. iart), built with random weights (seed 0) and not "
+            "exported: only the torch backend runs it.",
+        ),
+        click.option(
+            "--quick",
+            is_flag=True,
+            help="With --random-weights: the network's small configuration (the one its contract test runs).",
+        ),
+    ]
+)
+
+
+def resolve_model(model: str, no_export: bool, random_weights: bool, quick: bool) -> Package | Unexported:
+    """What --model and :data:`unexported_options` name: a package (exported into the cache for a zoo name),
+    or a network built from the registry."""
+    if no_export or random_weights or quick:
+        return resolve_unexported(model, random_weights, quick)
+    return resolve_package(model, log=say)
 
 
 device_option = click.option(

@@ -23,6 +23,7 @@ from vsr_models.registry import checked_settings, create_model
 from ..backends.ort import OrtOptions, session_options
 from ..backends.ov import HINTS, check_device, import_openvino
 from ..backends.ov import device_name as ov_device_name
+from ..backends.torch_eager import tf32_math
 from ..devices import Device, cpu_name
 
 #: Side of the square matrices of the peak measurement: large enough for the kernels' best blocking.
@@ -59,7 +60,9 @@ def ort_matmul_peak(threads: int, side: int = PEAK_SIDE["cpu"], repeats: int = 3
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, [side, side]) for n in "ab"],
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, [side, side])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    # IR version 9 is opset 19's: onnx's newest default (14 in onnx 1.23) is refused by older runtimes
+    # (onnxruntime 1.30 reads up to 13: the GPU machine's image pairs the two).
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
     session = ort.InferenceSession(
         onnx.ModelProto.SerializeToString(model),
         session_options(OrtOptions(threads=threads), "peak"),
@@ -76,19 +79,18 @@ def ort_matmul_peak(threads: int, side: int = PEAK_SIDE["cpu"], repeats: int = 3
     return 2 * side**3 / seconds / 1e9
 
 
-def torch_matmul_peak(device: Device, dtype: torch.dtype, side: int | None = None, repeats: int = 3) -> float:
-    """GFLOP/s of one ``side`` x ``side`` matrix product in PyTorch in ``dtype`` (TF32 off on a GPU)."""
+def torch_matmul_peak(
+    device: Device, dtype: torch.dtype, side: int | None = None, repeats: int = 3, tf32: bool = False
+) -> float:
+    """GFLOP/s of one ``side`` x ``side`` matrix product in PyTorch in ``dtype`` (on a GPU, FP32 in TF32
+    only with ``tf32``)."""
     side = side or PEAK_SIDE[device.kind]
     dev = torch.device(str(device))
     a, b = (torch.randn(side, side, device=dev).to(dtype) for _ in range(2))
     sync = torch.cuda.synchronize if device.is_cuda else None
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
+    with tf32_math(tf32):
         torch.matmul(a, b)
         seconds = _best_seconds(lambda: torch.matmul(a, b), repeats, sync)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
     return 2 * side**3 / seconds / 1e9
 
 
@@ -120,7 +122,8 @@ def peak_gflops(
     On the CPU FP32 is ONNX Runtime's matrix product (faster here than PyTorch's), and the
     low precisions that some contender runs are PyTorch's (BF16 where the CPU has it; FP16 has no
     CPU arithmetic, so FP16 contenders are held to the FP32 peak). On a CUDA GPU each precision is a
-    PyTorch matrix product of its own, on an Intel GPU an OpenVINO one.
+    PyTorch matrix product of its own, FP32 with TF32 off, and ``tf32`` (the contenders with the
+    ``tf32`` lever) FP32 with TF32 on; on an Intel GPU an OpenVINO one.
     """
     side = side or PEAK_SIDE[device.kind]
     if device.kind == "gpu":
@@ -133,9 +136,9 @@ def peak_gflops(
         if "bf16" in precisions:
             peaks["bf16"] = (torch_matmul_peak(device, torch.bfloat16, side), f"PyTorch BF16 matmul {side}^3")
         return peaks
-    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    dtypes = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     return {
-        p: (torch_matmul_peak(device, dtypes[p], side), f"PyTorch {p.upper()} matmul {side}^3")
+        p: (torch_matmul_peak(device, dtypes[p], side, tf32=p == "tf32"), f"PyTorch {p.upper()} matmul {side}^3")
         for p in sorted(precisions | {"fp32"})
         if p in dtypes
     }

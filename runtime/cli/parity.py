@@ -24,13 +24,22 @@ from ..devices import BF16_CPU, Device, cpu_name
 from ..executor import Backend, run_plan
 from ..live import LiveError, LiveUpscaler, live_upscaler_for
 from ..pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP, Upscaler, pad_to, resolve_scale, upscale_clip
-from ..resolve import resolve_package
 from ..samples import load_lr, psnr
-from .common import CONTEXT, SIZE, backend_options, say, scale_option, user_errors
+from .common import (
+    CONTEXT,
+    SIZE,
+    backend_options,
+    resolve_model,
+    say,
+    scale_option,
+    unexported_options,
+    user_errors,
+)
 
 
 @click.command(context_settings=CONTEXT)
 @click.argument("package_path", metavar="PKG")
+@unexported_options
 @click.option(
     "--video",
     type=click.Path(path_type=Path),
@@ -94,6 +103,9 @@ from .common import CONTEXT, SIZE, backend_options, say, scale_option, user_erro
 @user_errors
 def main(
     package_path: str,
+    no_export: bool,
+    random_weights: bool,
+    quick: bool,
     video: Path | None,
     frames: int,
     crop: str,
@@ -116,12 +128,13 @@ def main(
     The reference is the network's whole-clip forward in PyTorch FP32 (not the plan), so the
     check covers both the stage decomposition and the backend. With --chunked, the reference is
     a whole-clip run and the contender a chunked run, both on --backend; with --latency, a live run
-    (checked against --min-psnr only when it is given). Exits 1 past the tolerance.
+    (checked against --min-psnr only when it is given). Exits 1 past the tolerance. With --no-export
+    (PKG names released weights) the network is built from the registry, for --backend torch.
 
     --backend torch --precision bf16 runs on a CPU without BF16 arithmetic too, emulated by PyTorch (with
     channels-last; far slower than FP32): the PSNR is BF16's, measured where the speed cannot be.
     """
-    package = resolve_package(package_path, log=say)
+    package = resolve_model(package_path, no_export, random_weights, quick)
     levers = _emulation(backend, device, precision)
     lr = load_lr(video, frames, None if crop.lower() == "none" else SIZE.convert(crop, None, None), downscale_by)
     if latency is not None:
