@@ -64,7 +64,7 @@ def resolve_profile(
 )
 @click.option(
     "--device",
-    type=DeviceType("cuda", "TensorRT engines are built on an NVIDIA GPU: use cuda or cuda:N"),
+    type=DeviceType("gpu", "an Intel GPU; TensorRT engines are built on an NVIDIA GPU: use cuda or cuda:N"),
     default="cuda",
     show_default=True,
     help="cuda or cuda:N.",

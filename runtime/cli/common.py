@@ -96,20 +96,20 @@ scale_option = click.option(
 
 
 class DeviceType(click.ParamType):
-    """``cpu``, ``cuda[:N]`` or ``gpu[:N]``, parsed once into a :class:`~runtime.devices.Device`; ``only``
-    names the one kind a tool takes (``cuda`` for TensorRT), with ``why`` in the error."""
+    """``cpu``, ``cuda[:N]`` or ``gpu[:N]``, parsed once into a :class:`~runtime.devices.Device`; ``refuse``
+    names a kind a tool never takes (``gpu``, OpenVINO's, for TensorRT), with ``why`` in the error."""
 
     name = "DEVICE"
 
-    def __init__(self, only: str | None = None, why: str = "") -> None:
-        self.only, self.why = only, why
+    def __init__(self, refuse: str | None = None, why: str = "") -> None:
+        self.refuse, self.why = refuse, why
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Device:
         try:
             device = Device.parse(value)
         except VSRError as exc:
             self.fail(str(exc), param, ctx)
-        if self.only is not None and device.kind != self.only:
+        if device.kind == self.refuse:
             self.fail(f"{value!r}: {self.why}", param, ctx)
         return device
 
