@@ -141,8 +141,8 @@ def resolve_auto(package: Package, device: Device, precision: str) -> tuple[str,
       opset 19 has BF16 convolutions.
     * Otherwise: TensorRT engines if TensorRT imports, a GPU is present and engines for this package,
       GPU and precision are cached; else ONNX Runtime with the CUDA provider when ``device`` is a GPU
-      and the provider exists; else ONNX Runtime on the CPU (for FP32 OpenVINO was not faster beyond the
-      noise on BasicVSR at 180x320 on a loaded 2-core AVX2 CPU: README, OpenVINO).
+      and the provider exists; else ONNX Runtime on the CPU (OpenVINO FP32 ran BasicVSR at 180x320 at 0.87x
+      of ONNX Runtime's speed, 0.76x to 0.95x over 3 rounds, on a loaded 2-core AVX2 CPU: README, OpenVINO).
 
     ``note`` says why TensorRT or a GPU that was asked for is not used.
     """
