@@ -883,8 +883,15 @@ def test_auto_backend_asked_for_cuda_reports_the_cpu_it_ran_on(tmp_path, bikes, 
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_mid_run_keeps_the_old_output_and_leaves_nothing(tmp_path, bikes, tiny_root, signum):
+SIGNAL_RUNS = [(signal.SIGTERM, "auto"), (signal.SIGINT, "auto")]
+if openvino_available():
+    SIGNAL_RUNS.append((signal.SIGTERM, "openvino"))
+
+
+@pytest.mark.parametrize(
+    ("signum", "backend"), SIGNAL_RUNS, ids=[f"{signal.Signals(n).name}-{b}" for n, b in SIGNAL_RUNS]
+)
+def test_signal_mid_run_keeps_the_old_output_and_leaves_nothing(tmp_path, bikes, tiny_root, signum, backend):
     source = write_video(tmp_path / "long.mp4", crops(bikes, 400))
     out = tmp_path / "out.mp4"
     out.write_bytes(b"yesterday's result")
@@ -893,7 +900,7 @@ def test_signal_mid_run_keeps_the_old_output_and_leaves_nothing(tmp_path, bikes,
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env["OMP_NUM_THREADS"] = "1"
     command = [sys.executable, "-c", "from runtime.cli.run import main; main()", str(source), "-o", str(out)]
-    command += ["--overwrite", "--model", str(tiny_root), "--threads", "1"]
+    command += ["--overwrite", "--model", str(tiny_root), "--threads", "1", "--backend", backend]
     with open(log, "w") as log_file:
         process = subprocess.Popen(
             command,
