@@ -62,7 +62,13 @@ def resolve_profile(
     show_default=True,
     help="TensorRT workspace memory limit in GiB.",
 )
-@click.option("--device", type=DeviceType(), default="cuda", show_default=True, help="cuda or cuda:N.")
+@click.option(
+    "--device",
+    type=DeviceType("gpu", "an Intel GPU; TensorRT engines are built on an NVIDIA GPU: use cuda or cuda:N"),
+    default="cuda",
+    show_default=True,
+    help="cuda or cuda:N.",
+)
 @click.option("--list", "list_only", is_flag=True, help="List the engine sets cached for PKG and exit.")
 @user_errors
 def main(
