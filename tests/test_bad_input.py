@@ -41,6 +41,9 @@ from safetensors.torch import save_file
 import runtime.cli.run as run_cli
 from engines.tensorrt import TensorRTUnavailable, import_tensorrt
 from export.format import Package
+from runtime.backends.ov import capabilities, import_openvino, openvino_available
+from runtime.backends.torch_eager import native_bf16
+from runtime.devices import Device
 from runtime.samples import sample_clip
 from runtime.video import VideoWarning, probe, read_frames
 from vsr_models.registry import create_model
@@ -805,7 +808,7 @@ BAD_OPTIONS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "fps_negative": (["--fps", "-24"], ("--fps", "outside 0.01 to 1000")),
     "fps_word": (["--fps", "fast"], ("--fps", "'fast' is not a frame rate")),
     "fps_divided_by_zero": (["--fps", "30/0"], ("--fps", "is not a frame rate")),
-    "device_typo": (["--device", "gpu"], ("--device", "unknown device 'gpu'", "use cpu, cuda or cuda:N")),
+    "device_typo": (["--device", "gpu0"], ("--device", "unknown device 'gpu0'", "use cpu, cuda or cuda:N")),
     "frames_zero": (["--frames", "0"], ("--frames", "0 is not in the range x>=1")),
     "chunk_zero": (["--chunk", "0"], ("--chunk", "x>=1")),
     "crf_too_high": (["--crf", "99"], ("--crf", "0<=x<=63")),
@@ -828,6 +831,27 @@ if _tensorrt_missing():
         ["--backend", "tensorrt"],
         ("TensorRT is not installed", "pip install tensorrt", "or use --backend onnxruntime"),
     )
+
+if not native_bf16(Device()):
+    BAD_OPTIONS["bf16_on_torch_where_the_cpu_has_none"] = (
+        ["--backend", "torch", "--precision", "bf16"],
+        ("--precision bf16: this CPU", "has no BF16 arithmetic", "avx512_bf16 or amx_bf16", "use fp32"),
+    )
+if openvino_available() and "BF16" not in capabilities(import_openvino().Core(), "CPU"):
+    for backend in ("openvino", "auto"):  # auto picks OpenVINO for BF16 on a CPU
+        BAD_OPTIONS[f"bf16_on_{backend}_where_the_cpu_has_none"] = (
+            ["--backend", backend, "--precision", "bf16"],
+            ("--precision bf16 with OpenVINO: this CPU", "avx512_bf16 or amx_bf16", "use --precision fp32"),
+        )
+    if not any(d.startswith("GPU") for d in import_openvino().Core().available_devices):
+        BAD_OPTIONS["intel_gpu_that_openvino_does_not_see"] = (
+            ["--device", "gpu"],
+            ("--device gpu:0: OpenVINO sees no such device here (it sees CPU", "use --device cpu"),
+        )
+BAD_OPTIONS["bf16_on_onnxruntime"] = (
+    ["--backend", "onnxruntime", "--precision", "bf16"],
+    ("ONNX Runtime's CPU provider has no BF16", "--backend torch or openvino"),
+)
 
 
 @pytest.mark.parametrize("case", list(BAD_OPTIONS))
@@ -859,8 +883,15 @@ def test_auto_backend_asked_for_cuda_reports_the_cpu_it_ran_on(tmp_path, bikes, 
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_mid_run_keeps_the_old_output_and_leaves_nothing(tmp_path, bikes, tiny_root, signum):
+SIGNAL_RUNS = [(signal.SIGTERM, "auto"), (signal.SIGINT, "auto")]
+if openvino_available():
+    SIGNAL_RUNS.append((signal.SIGTERM, "openvino"))
+
+
+@pytest.mark.parametrize(
+    ("signum", "backend"), SIGNAL_RUNS, ids=[f"{signal.Signals(n).name}-{b}" for n, b in SIGNAL_RUNS]
+)
+def test_signal_mid_run_keeps_the_old_output_and_leaves_nothing(tmp_path, bikes, tiny_root, signum, backend):
     source = write_video(tmp_path / "long.mp4", crops(bikes, 400))
     out = tmp_path / "out.mp4"
     out.write_bytes(b"yesterday's result")
@@ -869,7 +900,7 @@ def test_signal_mid_run_keeps_the_old_output_and_leaves_nothing(tmp_path, bikes,
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env["OMP_NUM_THREADS"] = "1"
     command = [sys.executable, "-c", "from runtime.cli.run import main; main()", str(source), "-o", str(out)]
-    command += ["--overwrite", "--model", str(tiny_root), "--threads", "1"]
+    command += ["--overwrite", "--model", str(tiny_root), "--threads", "1", "--backend", backend]
     with open(log, "w") as log_file:
         process = subprocess.Popen(
             command,

@@ -156,7 +156,7 @@ BAD_FLAGS = {
     "size_not_hxw": (["--max-shape", "540by960"], 2, ("write sizes as HxW", "180x320")),
     "size_zero": (["--max-shape", "0x960"], 2, ("both sides must be at least 1 pixel",)),
     "workspace_too_small": (["--workspace", "0.1"], 2, ("--workspace", "0.25")),
-    "device_typo": (["--device", "gpu"], 2, ("unknown device 'gpu'",)),
+    "device_typo": (["--device", "gpu"], 2, ("TensorRT engines are built on an NVIDIA GPU", "use cuda or cuda:N")),
     "precision_unknown": (["--precision", "int8"], 2, ("'int8' is not one of",)),
 }
 

@@ -3,7 +3,7 @@ configuration on real frames (a new network gets all of this by registering):
 
 * the plan round-trips through JSON, and its steps and the stages agree name for name;
 * the executor running the plan on PyTorch equals the whole-clip ``forward``;
-* the exported package on ONNX Runtime equals the whole-clip ``forward``;
+* the exported package on ONNX Runtime and on OpenVINO equals the whole-clip ``forward``;
   (an arbitrary-scale network is run at each of its ``check_scales``, from one package, against
   its ``forward_clip(lr, scale)``);
 * the weights saved in the official release layout load back strictly, and a missing, an
@@ -23,8 +23,10 @@ import numpy as np
 import pytest
 import torch
 
+from export.format import Package
 from export.package import export_package, stage_io_specs
-from runtime.backends import OrtBackend, TorchBackend
+from runtime.backends import OpenVinoBackend, OrtBackend, TorchBackend
+from runtime.executor import Backend
 from runtime.pipeline import upscale_clip
 from runtime.samples import load_lr, sample_clip
 from vsr_models import CheckpointError, Plan, create_model, load_checkpoint, networks, pretrained
@@ -34,7 +36,7 @@ from vsr_models.registry import NetworkEntry
 from vsr_models.spynet import SpyNet
 
 NAMES = list(networks())
-#: The ONNX Runtime check runs in the slow suite for networks whose quick check says its export is heavy.
+#: The ONNX Runtime and OpenVINO checks run in the slow suite for networks whose quick check says its export is heavy.
 ORT_NAMES = [pytest.param(n, marks=pytest.mark.slow) if networks()[n].quick.slow_export else n for n in NAMES]
 
 
@@ -139,17 +141,49 @@ def test_executor_on_pytorch_equals_forward(quick: tuple[NetworkEntry, VSRNetwor
         assert np.abs(out - ref).max() <= 1e-5, (entry.name, scale)
 
 
-@pytest.mark.parametrize("quick", ORT_NAMES, indirect=True)
-def test_onnxruntime_package_equals_forward(quick: tuple[NetworkEntry, VSRNetwork, np.ndarray], tmp_path: Path) -> None:
-    entry, model, lr = quick
-    package = export_package(model, tmp_path / entry.name)
+@pytest.fixture(scope="module")
+def package_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("contract-packages")
+
+
+def exported(entry: NetworkEntry, model: VSRNetwork, root: Path) -> Package:
+    """The quick-check network's package, exported once per test file (ONNX Runtime and OpenVINO share it)."""
+    out = root / entry.name
+    if (out / "manifest.json").is_file():
+        return Package.open(out)
+    package = export_package(model, out)
     assert package.model == entry.name and package.manifest["config"] == model.init_args
-    backend = OrtBackend(package)
+    return package
+
+
+def check_package(backend: Backend, package: Package, entry: NetworkEntry, model: VSRNetwork, lr: np.ndarray) -> None:
     for scale in scales(model):
         out = upscale_clip(backend, package, lr, scale)
         ref = forward(model, lr, scale)
         assert out.shape == ref.shape
         assert np.abs(out - ref).max() <= 1e-4, (entry.name, scale)
+
+
+@pytest.mark.parametrize("quick", ORT_NAMES, indirect=True)
+def test_onnxruntime_package_equals_forward(
+    quick: tuple[NetworkEntry, VSRNetwork, np.ndarray], package_root: Path
+) -> None:
+    entry, model, lr = quick
+    package = exported(entry, model, package_root)
+    check_package(OrtBackend(package), package, entry, model, lr)
+
+
+@pytest.mark.parametrize("quick", ORT_NAMES, indirect=True)
+def test_openvino_package_equals_forward(
+    quick: tuple[NetworkEntry, VSRNetwork, np.ndarray], package_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same package read by OpenVINO (CPU, FP32): every network runs (DAVSR's and BasicVSR++'s
+    DeformConv through our conversion; IART with its standard-op implicit warp, the export default)."""
+    pytest.importorskip("openvino", reason="the OpenVINO backend needs pip install 'vsr[openvino]'")
+    monkeypatch.setenv("VSR_CACHE_DIR", str(package_root / "cache"))
+    entry, model, lr = quick
+    package = exported(entry, model, package_root)
+    check_package(OpenVinoBackend(package), package, entry, model, lr)
 
 
 def test_release_layout_loads_strictly(quick: tuple[NetworkEntry, VSRNetwork, np.ndarray], tmp_path: Path) -> None:

@@ -449,6 +449,6 @@ def test_device_lists_name_one_gpu_per_worker():
     assert DEVICES.convert("cuda:0,1", None, None) == (Device("cuda", 0), Device("cuda", 1))
     assert DEVICES.convert("cuda:2,cuda:0", None, None) == (Device("cuda", 2), Device("cuda", 0))
     assert DEVICES.convert("cpu", None, None) == (Device("cpu"),)
-    for bad in ("cuda:0,0", "gpu", "cuda:0,x"):
+    for bad in ("cuda:0,0", "gpu0", "cuda:0,x"):
         with pytest.raises(click.BadParameter, match="cuda"):
             DEVICES.convert(bad, None, None)

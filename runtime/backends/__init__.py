@@ -4,7 +4,9 @@
 * :mod:`.torch_eager`: PyTorch eager (:class:`TorchBackend`, :class:`TorchOptions`), the reference;
 * :mod:`.ort`: ONNX Runtime with I/O binding (:class:`OrtBackend`, :class:`OrtOptions`; CUDA graphs:
   :class:`OrtCudaGraphBackend`);
-* :mod:`.trt`: TensorRT engines from the engine cache (:class:`TensorRTBackend`, :class:`TensorRTOptions`).
+* :mod:`.trt`: TensorRT engines from the engine cache (:class:`TensorRTBackend`, :class:`TensorRTOptions`);
+* :mod:`.ov`: OpenVINO on its CPU or Intel GPU plugin (:class:`OpenVinoBackend`, :class:`OpenVinoOptions`;
+  ``pip install 'vsr[openvino]'``, imported only when used).
 
 :func:`make_backend` builds one by name for a package, and resolves ``auto``; :func:`parse_levers` reads
 option overrides written ``name`` or ``name=value`` (``vsr-bench``'s ``torch:fp16+channels_last``).
@@ -22,21 +24,28 @@ from engines.tensorrt import TensorRTUnavailable, find_engines, tensorrt_availab
 from export.format import Package
 from vsr_models.errors import VSRError
 
-from ..devices import Device
+from ..devices import Device, DeviceError
 from ..executor import Backend
 from .ort import OrtBackend, OrtCudaGraphBackend, OrtOptions, cuda_provider_available
+from .ov import OpenVinoBackend, OpenVinoOptions, openvino_available
 from .torch_eager import TorchBackend, TorchOptions, check_torch_device, model_for_package
 from .trt import TensorRTBackend, TensorRTOptions
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
 #: The precision a backend runs when none is named (the same for every tool: vsr-build-engine builds it).
 DEFAULT_PRECISION = "fp32"
 
 
 #: Each backend's options class; its fields other than :data:`SET_BY_FLAGS` are the levers.
-OPTIONS: dict[str, type] = {"torch": TorchOptions, "onnxruntime": OrtOptions, "tensorrt": TensorRTOptions}
-#: Options every tool sets through its own flags (``--device``, ``--precision``, ``--threads``).
-SET_BY_FLAGS = frozenset({"device", "precision", "threads", "cache"})
+OPTIONS: dict[str, type] = {
+    "torch": TorchOptions,
+    "onnxruntime": OrtOptions,
+    "openvino": OpenVinoOptions,
+    "tensorrt": TensorRTOptions,
+}
+#: Options every tool sets through its own flags (``--device``, ``--precision``, ``--threads``), and
+#: ``emulate_bf16``, which only vsr-parity sets (to measure BF16's accuracy on a CPU without BF16).
+SET_BY_FLAGS = frozenset({"device", "precision", "threads", "cache", "emulate_bf16"})
 
 
 class UnknownBackend(VSRError, ValueError):
@@ -108,6 +117,8 @@ def _describe(kind_of: Any) -> str:
 
 __all__ = [
     "BACKENDS",
+    "OpenVinoBackend",
+    "OpenVinoOptions",
     "OrtBackend",
     "OrtCudaGraphBackend",
     "OrtOptions",
@@ -123,10 +134,22 @@ __all__ = [
 
 
 def resolve_auto(package: Package, device: Device, precision: str) -> tuple[str, Device, str | None]:
-    """(backend, device, note) for ``--backend auto``: TensorRT engines if TensorRT imports, a GPU is
-    present and engines for this package, GPU and precision are cached; else ONNX Runtime with the
-    CUDA provider when ``device`` is a GPU and the provider exists; else ONNX Runtime on the CPU.
-    ``note`` says why TensorRT or a GPU that was asked for is not used."""
+    """(backend, device, note) for ``--backend auto``.
+
+    * An Intel GPU (``gpu[:N]``) is OpenVINO's.
+    * BF16 on the CPU: OpenVINO where it is installed, else PyTorch; neither ONNX Runtime nor ONNX
+      opset 19 has BF16 convolutions.
+    * Otherwise: TensorRT engines if TensorRT imports, a GPU is present and engines for this package,
+      GPU and precision are cached; else ONNX Runtime with the CUDA provider when ``device`` is a GPU
+      and the provider exists; else ONNX Runtime on the CPU (OpenVINO FP32 ran BasicVSR at 180x320 at 0.87x
+      of ONNX Runtime's speed, 0.76x to 0.95x over 3 rounds, on a loaded 2-core AVX2 CPU: README, OpenVINO).
+
+    ``note`` says why TensorRT or a GPU that was asked for is not used.
+    """
+    if device.kind == "gpu":
+        return "openvino", device, None
+    if precision == "bf16" and not device.is_cuda:
+        return ("openvino" if openvino_available() else "torch"), device, None
     gpu = device if device.is_cuda else Device("cuda")
     note = None
     if tensorrt_available():
@@ -180,6 +203,13 @@ def make_backend(
         kind, dev, note = resolve_auto(package, dev, precision)
         if note and log is not None:
             log(note)
+    if dev.kind == "gpu" and kind != "openvino":
+        raise DeviceError(
+            f"--device {dev} is an Intel GPU, which only OpenVINO runs here: use --backend openvino "
+            "(pip install 'vsr[openvino]'), or --device cuda for an NVIDIA GPU"
+        )
+    if kind == "openvino":
+        return OpenVinoBackend(package, OpenVinoOptions(device=dev, precision=precision, threads=threads, **levers))
     if kind == "torch":
         check_torch_device(dev)  # before the network is built: a missing GPU is reported at once
         return TorchBackend(model_for_package(package), TorchOptions(device=dev, precision=precision, **levers))

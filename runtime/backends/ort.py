@@ -77,7 +77,7 @@ class OrtOptions:
             raise OrtOptionError(
                 "--precision bf16: ONNX Runtime's CPU provider has no BF16 convolution or matrix product kernels "
                 "(and ONNX has BF16 convolutions only from opset 22; packages are opset 19): run bf16 with "
-                "--backend torch"
+                "--backend torch or openvino"
             )
         if (self.cuda_graphs or self.prefer_nhwc) and not self.device.is_cuda:
             raise OrtOptionError("cuda_graphs and prefer_nhwc are options of the CUDA provider: use --device cuda")

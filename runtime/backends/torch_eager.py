@@ -19,7 +19,7 @@ from vsr_models.checkpoint import CheckpointError, load_checkpoint, load_state_d
 from vsr_models.errors import VSRError
 from vsr_models.registry import all_weights, checked_settings, create_model, pretrained
 
-from ..devices import Device, DeviceError
+from ..devices import BF16_CPU, Device, DeviceError, cpu_name
 from .static import StaticCalls, cuda_graph_capture
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -43,6 +43,8 @@ class TorchOptions:
             weights: convolutions and matrix products in the low precision, normalisations,
             softmax and upsampling in FP32, and the warps (whose grids come from FP32 flows) in
             FP32, as the FP16 graphs keep them. ``bf16`` needs AVX-512 BF16 or AMX on the CPU.
+        emulate_bf16: run ``bf16`` on a CPU without BF16 arithmetic (PyTorch emulates it, several times
+            slower than FP32): for vsr-parity, which measures BF16's accuracy, not its speed.
         channels_last: convolution weights and frames in NHWC (Tensor Core and oneDNN friendly).
         cuda_graphs: capture each stage once per input signature as a CUDA graph and replay it
             (:class:`~runtime.backends.static.StaticCalls`); CUDA only.
@@ -54,6 +56,7 @@ class TorchOptions:
 
     device: Device = field(default_factory=Device)
     precision: str = "fp32"
+    emulate_bf16: bool = False
     channels_last: bool = False
     cuda_graphs: bool = False
     tf32: bool = False
@@ -84,11 +87,18 @@ def check_options(options: TorchOptions) -> None:
     """Fail clearly on options the device cannot honour."""
     if options.precision not in DTYPES:
         raise OptionError(f"precision {options.precision!r}: the torch backend runs {', '.join(DTYPES)}")
-    if options.precision == "bf16" and not native_bf16(options.device):
-        what = "this GPU" if options.device.is_cuda else f"this CPU ({torch.backends.cpu.get_cpu_capability()})"
+    if options.precision == "bf16" and not native_bf16(options.device) and not options.emulate_bf16:
+        if options.device.is_cuda:
+            gpu = torch.cuda.get_device_name(options.device.index)
+            what = f"this GPU ({gpu}) has no BF16 arithmetic (sm_80 or newer)"
+        else:
+            what = (
+                f"this CPU ({cpu_name()}; PyTorch sees {torch.backends.cpu.get_cpu_capability()}) has no BF16 "
+                f"arithmetic: no {BF16_CPU}"
+            )
         raise PrecisionUnavailable(
-            f"--precision bf16: {what} has no BF16 arithmetic (AVX-512 BF16 or AMX on a CPU, sm_80 or newer on a "
-            "GPU), so BF16 would be emulated and slower than FP32: use fp32 (or fp16 graphs on ONNX Runtime)"
+            f"--precision bf16: {what}, so PyTorch would emulate BF16, slower than FP32: use fp32 (or fp16 graphs on "
+            "ONNX Runtime); vsr-parity --backend torch --precision bf16 measures BF16's accuracy by emulation"
         )
     if options.cuda_graphs and not options.device.is_cuda:
         raise OptionError("cuda_graphs needs --device cuda: CUDA graphs do not exist on the CPU")

@@ -1,12 +1,14 @@
 """vsr-bench: the speed of several backends on the same real frames, side by side, as ratios.
 
 A contender is ``[MODEL@]BACKEND[:PRECISION][+LEVER[=VALUE]]...``: ``torch:fp32``, ``onnxruntime:fp16``,
-``onnxruntime:fp32+spinning``, ``torch:fp16+channels_last+cuda_graphs``, ``torch:bf16+compile=flow``.
+``onnxruntime:fp32+spinning``, ``torch:fp16+channels_last+cuda_graphs``, ``torch:bf16+compile=flow``,
+``openvino:bf16``, ``openvino:bf16+no_keep_fp32``.
 The levers are the fields of the backend's options (:func:`runtime.backends.parse_levers`).
 ``MODEL@`` runs another model (a zoo name or a package) on the same frames, so that two networks are
 timed side by side in one run (``basicvsr@onnxruntime:fp32`` beside ``--model animesr``).
-A contender that cannot be built here, or that fails in its warm-up or a timed run, is listed as not
-run with the reason, and the others still run; the first contender that runs is the baseline.
+A contender that cannot be built here (BF16 on a CPU without it), or that fails in its warm-up or a timed
+run, is listed as not run with the reason, and the others still run; the first contender that runs is the
+baseline.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from vsr_models.scales import Scale, output_size
 
 from ..backends import BACKENDS, make_backend, parse_levers
 from ..backends.ort import OrtBackend
+from ..backends.ov import import_openvino
 from ..devices import Device
 from ..executor import Backend
 from ..pipeline import resolve_scale, upscale_clip
@@ -149,8 +152,9 @@ def parse_contenders(text: str) -> list[Contender]:
     default="torch:fp32,onnxruntime:fp32",
     show_default=True,
     help="Comma-separated [MODEL@]BACKEND:PRECISION[+LEVER[=VALUE]...], run in this order; ratios are against the "
-    "first. Levers are backend options, e.g. onnxruntime:fp32+spinning, torch:fp16+channels_last+cuda_graphs; "
-    "MODEL@ runs another model on the same frames, e.g. basicvsr@onnxruntime:fp32.",
+    "first. Levers are backend options, e.g. onnxruntime:fp32+spinning, torch:fp16+channels_last+cuda_graphs, "
+    "openvino:bf16, torch:bf16+channels_last (bf16: on a CPU with avx512_bf16 or amx_bf16); MODEL@ runs another "
+    "model on the same frames, e.g. basicvsr@onnxruntime:fp32.",
 )
 @device_option
 @threads_option
@@ -364,10 +368,13 @@ def _report(
             owners.setdefault(c.package.root, c)
     several = len(owners) > 1  # stage rows then name their model, and each contender counts its own FLOPs
     models = ", ".join(dict.fromkeys(c.package.manifest["model"] for c in owners.values() if c.package is not None))
+    versions = f"torch {torch.__version__}, onnxruntime {ort.__version__}"
+    if any(c.kind == "openvino" for c in live):
+        versions += f", openvino {import_openvino().__version__.split('-')[0]}"
     title = (
         f"{models} {h}x{w} -> {out_h}x{out_w}, {frames} frames, {device}: {device_name(device)} "
-        f"({torch.get_num_threads()} torch threads, ONNX Runtime threads {threads or 'all'}; torch "
-        f"{torch.__version__}, onnxruntime {ort.__version__}); {repeat} interleaved run(s) each, median (range)"
+        f"({torch.get_num_threads()} torch threads, ONNX Runtime threads {threads or 'all'}; {versions}); "
+        f"{repeat} interleaved run(s) each, median (range)"
     )
     table = Table(title=title)
     table.add_column("stage: ms per call (% of peak)")

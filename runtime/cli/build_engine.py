@@ -10,7 +10,7 @@ from export.format import PackageError
 
 from ..devices import Device
 from ..resolve import resolve_package
-from .common import CONTEXT, SIZE, device_option, precision_option, say, user_errors
+from .common import CONTEXT, SIZE, DeviceType, device_option, precision_option, say, user_errors
 
 #: Default LR range: 180x320 (-> 720x1280) is the optimum, up to 540x960 (-> 2160x3840).
 DEFAULT_OPT = (180, 320)
@@ -37,8 +37,9 @@ def resolve_profile(
 
 @click.command(context_settings=CONTEXT)
 @click.argument("package_path", metavar="PKG")
-# --precision as vsr-run's, choosing the graphs to build rather than to run.
+# --precision as vsr-run's, naming the graphs to build (no bf16: a package has no BF16 graphs).
 @precision_option.but(
+    type=click.Choice(["fp32", "fp16"]),
     help="Which graphs of the package to build, as vsr-run --precision runs them (fp16 needs vsr-export "
     "--precision fp16).",
 )
@@ -59,8 +60,12 @@ def resolve_profile(
     show_default=True,
     help="TensorRT workspace memory limit in GiB.",
 )
-# --device as vsr-run's, on a GPU by default: TensorRT builds only there.
-@device_option.but(default="cuda", help="cuda or cuda:N.")
+# --device as vsr-run's, on an NVIDIA GPU by default: TensorRT builds only there.
+@device_option.but(
+    type=DeviceType("gpu", "an Intel GPU; TensorRT engines are built on an NVIDIA GPU: use cuda or cuda:N"),
+    default="cuda",
+    help="cuda or cuda:N.",
+)
 @click.option("--list", "list_only", is_flag=True, help="List the engine sets cached for PKG and exit.")
 @user_errors
 def main(

@@ -98,15 +98,22 @@ scale_option = click.option(
 
 
 class DeviceType(click.ParamType):
-    """``cpu``, ``cuda`` or ``cuda:N``, parsed once into a :class:`~runtime.devices.Device`."""
+    """``cpu``, ``cuda[:N]`` or ``gpu[:N]``, parsed once into a :class:`~runtime.devices.Device`; ``refuse``
+    names a kind a tool never takes (``gpu``, OpenVINO's, for TensorRT), with ``why`` in the error."""
 
     name = "DEVICE"
 
+    def __init__(self, refuse: str | None = None, why: str = "") -> None:
+        self.refuse, self.why = refuse, why
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Device:
         try:
-            return Device.parse(value)
+            device = Device.parse(value)
         except VSRError as exc:
             self.fail(str(exc), param, ctx)
+        if device.kind == self.refuse:
+            self.fail(f"{value!r}: {self.why}", param, ctx)
+        return device
 
 
 DEVICE = DeviceType()
@@ -206,7 +213,13 @@ def resolve_model(model: str, no_export: bool, random_weights: bool, quick: bool
     return resolve_package(model, log=say)
 
 
-device_option = Flag("--device", type=DEVICE, default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+device_option = Flag(
+    "--device",
+    type=DEVICE,
+    default="cpu",
+    show_default=True,
+    help="cpu, cuda or cuda:N (an NVIDIA GPU), or gpu or gpu:N (an Intel GPU, --backend openvino).",
+)
 threads_option = Flag(
     "--threads",
     type=click.IntRange(min=0),
@@ -220,21 +233,24 @@ backend_option = Flag(
     type=click.Choice(BACKENDS),
     default="auto",
     show_default=True,
-    help="Where the stages run. auto: TensorRT engines if built, else ONNX Runtime "
-    "(CUDA provider on a GPU, else CPU). torch runs the PyTorch network (the reference).",
+    help="Where the stages run. auto: TensorRT engines if built, else ONNX Runtime (CUDA provider on a GPU, "
+    "else CPU); OpenVINO for --device gpu (an Intel GPU) and for bf16 where it is installed, else PyTorch. "
+    "torch runs the PyTorch network (the reference); openvino needs pip install 'vsr[openvino]'.",
 )
 precision_option = Flag(
     "--precision",
-    type=click.Choice(["fp32", "fp16"]),
+    type=click.Choice(["fp32", "fp16", "bf16"]),
     default=DEFAULT_PRECISION,
     show_default=True,
-    help="Graph precision (fp16 graphs keep flows and coordinates in FP32).",
+    help="fp16: the package's FP16 graphs (ONNX Runtime, TensorRT), or OpenVINO's FP16 on a GPU. bf16: OpenVINO "
+    "or PyTorch on a CPU with AVX-512 BF16 or AMX-BF16. Both keep flows, grids and warps in FP32.",
 )
 backend_options = apply([backend_option, device_option, precision_option, threads_option])
 
 devices_option = device_option.but(
     type=DEVICES,
-    help="cpu, cuda, cuda:N, or several GPUs (cuda:0,1): with --workers, one worker process per GPU in turn.",
+    help="cpu, cuda, cuda:N, or several GPUs (cuda:0,1): with --workers, one worker process per GPU in turn; gpu or "
+    "gpu:N is an Intel GPU (--backend openvino).",
 )
 
 #: :data:`backend_options` with a ``--device`` that takes several devices (vsr-run's workers).

@@ -44,8 +44,10 @@ def recorded_config(path: Path, arch: str) -> dict:
 @click.option("--key", default=None, help="Entry of a BasicSR checkpoint to load: params (default) or params_ema.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Package folder to write.")
 @overwrite_option.but(help="Replace the package folder if it exists.")
-# --precision as vsr-run's, naming the graphs written besides the FP32 ones rather than those run.
+# --precision as vsr-run's, naming the graphs written besides the FP32 ones (no bf16 graphs: BF16 is computed
+# by OpenVINO or PyTorch from the FP32 ones).
 @precision_option.but(
+    type=click.Choice(["fp32", "fp16"]),
     help="fp16 also writes fp16/ graphs (FP16 with coordinates, flows and states kept FP32); "
     "fp32 graphs are always written.",
 )

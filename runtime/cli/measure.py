@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,23 +21,23 @@ from export.format import Package
 from vsr_models.registry import checked_settings, create_model
 
 from ..backends.ort import OrtOptions, session_options
+from ..backends.ov import HINTS, check_device, import_openvino
+from ..backends.ov import device_name as ov_device_name
 from ..backends.torch_eager import tf32_math
-from ..devices import Device
+from ..devices import Device, cpu_name
 
 #: Side of the square matrices of the peak measurement: large enough for the kernels' best blocking.
-PEAK_SIDE = {"cpu": 2048, "cuda": 8192}
+PEAK_SIDE = {"cpu": 2048, "cuda": 8192, "gpu": 4096}
 
 
 def device_name(device: Device) -> str:
     """The processor's or GPU's model name."""
     if device.is_cuda:
         return torch.cuda.get_device_name(device.index)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "CPU"
+    if device.kind == "gpu":
+        core = import_openvino().Core()
+        return str(core.get_property(ov_device_name(device), "FULL_DEVICE_NAME"))
+    return cpu_name()
 
 
 def _best_seconds(run: Callable[[], Any], repeats: int, sync: Callable[[], None] | None = None) -> float:
@@ -95,6 +94,26 @@ def torch_matmul_peak(
     return 2 * side**3 / seconds / 1e9
 
 
+def openvino_matmul_peak(device: Device, precision: str, side: int, repeats: int = 3) -> float:
+    """GFLOP/s of one ``side`` x ``side`` FP32 matrix product compiled by OpenVINO for ``device`` with
+    ``precision`` as its inference precision, best of ``repeats`` after a warm-up."""
+    ov = import_openvino()
+    opset = importlib.import_module("openvino.opset13")
+    hint = importlib.import_module("openvino.properties.hint")
+    core = ov.Core()
+    name = check_device(core, device, precision)
+    a, b = (opset.parameter([side, side], ov.Type.f32, name=n) for n in "ab")
+    model = ov.Model([opset.matmul(a, b, False, False)], [a, b], "peak")
+    compiled = core.compile_model(model, name, {hint.inference_precision: getattr(ov.Type, HINTS[precision])})
+    request = compiled.create_infer_request()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        request.set_input_tensor(i, ov.Tensor(rng.standard_normal((side, side), dtype=np.float32)))
+    request.infer()
+    seconds = _best_seconds(request.infer, repeats)
+    return 2 * side**3 / seconds / 1e9
+
+
 def peak_gflops(
     device: Device, precisions: set[str], threads: int, side: int | None = None
 ) -> dict[str, tuple[float, str]]:
@@ -102,11 +121,16 @@ def peak_gflops(
 
     On the CPU FP32 is ONNX Runtime's matrix product (faster here than PyTorch's), and the
     low precisions that some contender runs are PyTorch's (BF16 where the CPU has it; FP16 has no
-    CPU arithmetic, so FP16 contenders are held to the FP32 peak). On a GPU each precision is a
+    CPU arithmetic, so FP16 contenders are held to the FP32 peak). On a CUDA GPU each precision is a
     PyTorch matrix product of its own, FP32 with TF32 off, and ``tf32`` (the contenders with the
-    ``tf32`` lever) FP32 with TF32 on.
+    ``tf32`` lever) FP32 with TF32 on; on an Intel GPU an OpenVINO one.
     """
     side = side or PEAK_SIDE[device.kind]
+    if device.kind == "gpu":
+        return {
+            p: (openvino_matmul_peak(device, p, side), f"OpenVINO {p.upper()} MatMul {side}^3")
+            for p in sorted(precisions | {"fp32"})
+        }
     if not device.is_cuda:
         peaks = {"fp32": (ort_matmul_peak(threads, side), f"ONNX Runtime FP32 MatMul {side}^3")}
         if "bf16" in precisions:

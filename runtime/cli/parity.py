@@ -19,7 +19,8 @@ from vsr_models.base import VSRNetwork
 from vsr_models.scales import output_size
 
 from ..backends import TorchBackend, make_backend, model_for_package
-from ..devices import Device
+from ..backends.torch_eager import native_bf16
+from ..devices import BF16_CPU, Device, cpu_name
 from ..executor import Backend, run_plan
 from ..live import LiveError, LiveUpscaler, live_upscaler_for
 from ..pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP, Upscaler, pad_to, resolve_scale, upscale_clip
@@ -72,7 +73,8 @@ from .common import (
     "--min-psnr",
     type=float,
     default=None,
-    help="Smallest PSNR allowed (checked for fp16 and --chunked). [default: 50 dB for fp16, 45 dB for --chunked]",
+    help="Smallest PSNR allowed (checked for fp16, bf16 and --chunked). [default: 50 dB for fp16 and bf16, 45 dB "
+    "for --chunked]",
 )
 @click.option(
     "--chunked",
@@ -119,19 +121,23 @@ def main(
     a whole-clip run and the contender a chunked run, both on --backend; with --latency, a live run
     (checked against --min-psnr only when it is given). Exits 1 past the tolerance. With --no-export
     (PKG names released weights) the network is built from the registry, for --backend torch.
+
+    --backend torch --precision bf16 runs on a CPU without BF16 arithmetic too, emulated by PyTorch (with
+    channels-last; far slower than FP32): the PSNR is BF16's, measured where the speed cannot be.
     """
     package = resolve_model(package_path, no_export, random_weights, quick)
+    levers = _emulation(backend, device, precision)
     lr = load_lr(video, frames, None if crop.lower() == "none" else SIZE.convert(crop, None, None), downscale_by)
     if latency is not None:
         if scale is not None:
             raise click.UsageError("--latency runs at the network's own scale: drop --scale")
-        be = make_backend(backend, package, device, precision, threads, log=say)
+        be = make_backend(backend, package, device, precision, threads, log=say, levers=levers)
         live_parity(package, be, lr, latency, block, min_psnr)
         return
     h, w = lr.shape[-2:]
     scale = resolve_scale(package, h, w, scale)
     out_h, out_w = output_size(h, w, scale)
-    be = make_backend(backend, package, device, precision, threads, log=say)
+    be = make_backend(backend, package, device, precision, threads, log=say, levers=levers)
     if chunked:
         what = f"chunk {chunk} + overlap {overlap} vs whole clip on {be.name} {precision}"
         ref = _stream(Upscaler(be, package.plan, scale, package.constraints, chunk=None), lr)
@@ -166,6 +172,18 @@ def main(
         limit = f"PSNR {min_psnr:g} dB" if by_psnr else f"max abs {atol:g}"
         raise click.ClickException(f"parity FAILED: beyond the tolerance ({limit})")
     print("parity OK")
+
+
+def _emulation(backend: str, device: Device, precision: str) -> dict[str, bool]:
+    """The torch levers that let BF16 run by emulation on a CPU without BF16 arithmetic (with a warning)."""
+    if backend != "torch" or precision != "bf16" or device.is_cuda or native_bf16(device):
+        return {}
+    say(
+        f"warning: this CPU ({cpu_name()}) has no BF16 arithmetic (no {BF16_CPU}): PyTorch emulates "
+        "BF16 (with channels-last), much slower than FP32. The PSNR is BF16's; a CPU with BF16 rounds the same "
+        "way but may sum in another order"
+    )
+    return {"emulate_bf16": True, "channels_last": True}
 
 
 def _stream(upscaler: Upscaler | LiveUpscaler, lr: np.ndarray) -> np.ndarray:
