@@ -23,6 +23,7 @@ from ..backends.torch_eager import native_bf16
 from ..devices import BF16_CPU, Device, cpu_name
 from ..executor import Backend, run_plan
 from ..live import LiveError, LiveUpscaler, live_upscaler_for
+from ..options import resolve_backend
 from ..pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP, Upscaler, pad_to, resolve_scale, upscale_clip
 from ..samples import load_lr, psnr
 from .common import (
@@ -127,17 +128,17 @@ def main(
     """
     package = resolve_model(package_path, no_export, random_weights, quick)
     levers = _emulation(backend, device, precision)
+    if latency is not None and scale is not None:
+        raise click.UsageError("--latency runs at the network's own scale: drop --scale")
     lr = load_lr(video, frames, None if crop.lower() == "none" else SIZE.convert(crop, None, None), downscale_by)
+    kind, dev = resolve_backend(backend, package, device, precision, log=say)
+    be = make_backend(kind, package, dev, precision, threads, levers=levers)
     if latency is not None:
-        if scale is not None:
-            raise click.UsageError("--latency runs at the network's own scale: drop --scale")
-        be = make_backend(backend, package, device, precision, threads, log=say, levers=levers)
         live_parity(package, be, lr, latency, block, min_psnr)
         return
     h, w = lr.shape[-2:]
     scale = resolve_scale(package, h, w, scale)
     out_h, out_w = output_size(h, w, scale)
-    be = make_backend(backend, package, device, precision, threads, log=say, levers=levers)
     if chunked:
         what = f"chunk {chunk} + overlap {overlap} vs whole clip on {be.name} {precision}"
         ref = _stream(Upscaler(be, package.plan, scale, package.constraints, chunk=None), lr)
