@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from export.atomic import StagedPath
 from export.format import Package
 from export.trt_check import BASELINE, version_text
@@ -87,15 +89,11 @@ def tensorrt_available() -> bool:
         import_tensorrt()
     except TensorRTUnavailable:
         return False
-    import torch
-
     return torch.cuda.is_available()
 
 
 def cuda_device(device: str) -> int:
     """The CUDA device index of ``cuda[:N]``, checking PyTorch sees it (buffers are torch tensors)."""
-    import torch
-
     if not device.startswith("cuda"):
         raise TensorRTUnavailable(f"TensorRT runs on a CUDA GPU; got --device {device}: pass --device cuda")
     if not torch.cuda.is_available():
@@ -111,8 +109,6 @@ def cuda_device(device: str) -> int:
 
 def gpu_info(index: int = 0) -> GpuInfo:
     """Name and compute capability of CUDA device ``index`` (through PyTorch)."""
-    import torch
-
     return GpuInfo(torch.cuda.get_device_name(index), tuple(torch.cuda.get_device_capability(index)))
 
 
@@ -147,12 +143,6 @@ def lr_side(expr: Any, size: int) -> int | None:
     if isinstance(parsed, int) or parsed[2].isupper():
         return None
     return size // parsed[0]
-
-
-def scale_of(expr: Any) -> int:
-    """Scale of an LR-relative manifest dimension: ``"h"`` -> 1, ``"4*h"`` -> 4."""
-    parsed = _parse_dim(expr)
-    return 1 if isinstance(parsed, int) else parsed[0]
 
 
 def stage_profiles(package: Package, stage: str, profile: Profile) -> dict[str, tuple[tuple[int, ...], ...]]:
@@ -277,8 +267,6 @@ def build_engines(
     """
     trt = import_tensorrt()
     index = cuda_device(device)
-    import torch
-
     torch.cuda.set_device(index)  # TensorRT builds on the current device
     specs = plugins.load_for(plugins.custom_ops(package.stage_file(s, precision) for s in package.stage_names()), trt)
     for spec in specs:

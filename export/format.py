@@ -4,7 +4,7 @@ Layout::
 
     PKG/
       manifest.json      model, scale (and the scale range of an arbitrary-scale network), size
-                         constraints, stages (I/O names, dtypes, shapes),
+                         constraints, the step workspace, stages (I/O names, dtypes, shapes),
                          the plan, provenance (checkpoint sha256, opset, versions)
       fp32/<stage>.onnx  one graph per stage
       fp16/<stage>.onnx  optional, written by ``vsr-export --precision fp16``
@@ -24,13 +24,16 @@ checks them when asked (``verify``), as the zoo cache does before it uses an exp
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import math
+import operator
 import os
 import re
 import stat
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -57,6 +60,7 @@ MAX_REACH = 4096  # frame offsets and strides of reads, first/last of steps, a w
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_JSON_DEPTH = 64
 MAX_INT_DIGITS = 18
+MAX_EXPRESSION = 512  # characters of a size expression (the step workspace)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 #: Keys every manifest has, with their JSON types.
@@ -195,6 +199,37 @@ def read_json(path: Path, *, limit: int = MAX_MANIFEST_BYTES) -> Any:
         raise JsonLimitError(f"is not UTF-8 text ({exc.reason})") from None
 
 
+_OPS: dict[type, Callable[[int, int], int]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv,
+}
+
+
+def dim_value(expression: str, sizes: dict[str, int]) -> int | None:
+    """The value of a graph dimension written as an expression of ``h``, ``w`` (LR) and ``H``, ``W``
+    (output) at ``sizes``: ``"4*h"``, ``"32*(((h + 31)//32))"``; ``None`` for anything else."""
+    try:
+        tree = ast.parse(expression, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+    def value(node: ast.AST) -> int | None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+            return node.value
+        if isinstance(node, ast.Name):
+            return sizes.get(node.id)
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            left, right = value(node.left), value(node.right)
+            if left is None or right is None or (isinstance(node.op, ast.FloorDiv) and right == 0):
+                return None
+            return _OPS[type(node.op)](left, right)
+        return None
+
+    return value(tree)
+
+
 def _damaged(root: Path, what: str) -> PackageError:
     return PackageError(f"{root} is a damaged model package: {what}; export it again with vsr-export")
 
@@ -236,6 +271,13 @@ def check_manifest(root: Path, manifest: Any) -> None:
     config = manifest.get("config", {})
     if config is not None and not (isinstance(config, dict) and all(_setting(v) for v in config.values())):
         raise _damaged(root, "its network config is not a mapping of numbers, flags and lists of them")
+    workspace = manifest.get("step_workspace")
+    if workspace is not None and not (
+        isinstance(workspace, str)
+        and len(workspace) <= MAX_EXPRESSION
+        and dim_value(workspace, {"h": 64, "w": 64}) is not None
+    ):
+        raise _damaged(root, f"its step_workspace {str(workspace)[:80]!r} is not an expression of h and w")
     if plan.given and scale_range is None:
         raise _damaged(root, "its plan takes a scale but the manifest gives no scale_range")
     stages = manifest["stages"]
@@ -560,6 +602,22 @@ class Package:
     def clip_frames(self) -> int | None:
         """Clip length of a clip-level network (non-overlapping clips), ``None`` for recurrent ones."""
         return self.manifest.get("clip_frames")
+
+    @property
+    def step_workspace(self) -> str | None:
+        """Working memory of one step beyond the plan's tensors, as the network declared it
+        (:meth:`vsr_models.base.VSRNetwork.step_workspace`: bytes as an expression of the LR tile's
+        ``h`` and ``w``), or ``None`` for a network with none worth a memory budget."""
+        return self.manifest.get("step_workspace")
+
+    def step_workspace_bytes(self, h: int, w: int) -> int:
+        """:attr:`step_workspace` for an LR tile of h x w (0 without one)."""
+        if self.step_workspace is None:
+            return 0
+        value = dim_value(self.step_workspace, {"h": h, "w": w})
+        if value is None:
+            raise _damaged(self.root, f"its step_workspace {self.step_workspace!r} has no value at {h}x{w}")
+        return max(value, 0)
 
     @property
     def output_rate(self) -> int:

@@ -198,6 +198,7 @@ def export_package(
             "scale_range": None if model.scale_range is None else list(model.scale_range),
             "constraints": asdict(model.constraints),
             "clip_frames": model.clip_frames,
+            "step_workspace": model.step_workspace(),
             "opset": OPSET,
             "precisions": {"fp32": {n: e["file"] for n, e in entries.items()}},
             "stages": entries,

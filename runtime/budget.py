@@ -6,7 +6,7 @@ input frames, tiles of th x tw LR pixels):
 * the decoded input: the decode queue, the window's buffer and its stacked copy (3 windows of
   float32 RGB frames);
 * the executor's sequences over one tile (:func:`runtime.pipeline.window_bytes`) and the
-  network's step workspace (:data:`runtime.pipeline.STEP_WORKSPACE`);
+  network's step workspace (the manifest's ``step_workspace``, declared by the network);
 * the largest node of any stage graph: its inputs and outputs at the tile's size, read off the
   graph's shapes (which the exporter writes as expressions of ``h`` and ``w``), so that a network's
   own widths (BasicVSR's 64-channel features at 4h x 4w before the last convolution) count;
@@ -23,16 +23,13 @@ live on the device and only the frames count here.
 
 from __future__ import annotations
 
-import ast
 import math
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
-from export.format import Package
+from export.format import Package, dim_value
 from vsr_models.errors import VSRError
 from vsr_models.scales import Scale, output_size
 
@@ -60,37 +57,6 @@ _BYTES = {
 
 class NotEnoughMemory(VSRError, MemoryError):
     """A run that cannot fit in the memory available; the message says what would."""
-
-
-_OPS: dict[type, Callable[[int, int], int]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.FloorDiv: operator.floordiv,
-}
-
-
-def dim_value(expression: str, sizes: dict[str, int]) -> int | None:
-    """The value of a graph dimension written as an expression of ``h``, ``w`` (LR) and ``H``, ``W``
-    (output) at ``sizes``: ``"4*h"``, ``"32*(((h + 31)//32))"``; ``None`` for anything else."""
-    try:
-        tree = ast.parse(expression, mode="eval").body
-    except SyntaxError:
-        return None
-
-    def value(node: ast.AST) -> int | None:
-        if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
-            return node.value
-        if isinstance(node, ast.Name):
-            return sizes.get(node.id)
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            left, right = value(node.left), value(node.right)
-            if left is None or right is None or (isinstance(node.op, ast.FloorDiv) and right == 0):
-                return None
-            return _OPS[type(node.op)](left, right)
-        return None
-
-    return value(tree)
 
 
 @dataclass(frozen=True)

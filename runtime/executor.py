@@ -53,7 +53,8 @@ def run_plan(
     """Run ``plan`` over ``frames`` (handles of (1, 3, h, w) LR frames, already uploaded).
 
     Returns the plan's output sequence as handles, in frame order; with ``on_output(t, handle)``
-    each output frame is handed over as it is produced instead and the list is empty. ``t`` is
+    each output frame is handed over as it is produced instead and the list is empty (an output a
+    step reads back, such as AnimeSR's previous SR frame, is also kept until read). ``t`` is
     the output frame's index: 0 .. ``plan.output_rate`` * len(frames) - 1.
     ``on_step(stage)`` is called after every stage call (progress). ``scale`` (s_h, s_w) is the
     output scale of an arbitrary-scale plan (one with ``given`` inputs, computed here from it).
@@ -72,6 +73,7 @@ def run_plan(
             seqs[name] = {0: backend.upload(array)}
     zeros_cache: dict[str, Any] = {}
     last_use = plan.last_use()
+    handed = plan.output if on_output is not None else None  # the sequence handed over as it is made
 
     def feed(read: Read, t: int, why: str) -> Any:
         r: Read | str | None = read
@@ -87,17 +89,18 @@ def run_plan(
         raise PlanError(f"{why} reads {read} at t={t}: that frame does not exist and the read has no default")
 
     for index, step in enumerate(plan.steps):
-        carried = _carried_states(plan, index, last_use)
+        carried = _carried_states(plan, index, last_use, handed)
         for t in step.frames(num):
             inputs = {name: feed(read, t, f"stage {step.stage!r} input {name!r}") for name, read in step.inputs.items()}
             outputs = backend.run(step.stage, inputs)
             for out_name, seq in step.outputs.items():
                 at = step.write_at.get(out_name)
                 slot = t if at is None else at.index(t, plan.length(seq, num))
-                if seq == plan.output and on_output is not None:
+                if seq == handed and on_output is not None:
                     on_output(slot, outputs[out_name])
-                else:
-                    seqs.setdefault(seq, {})[slot] = outputs[out_name]
+                    if seq not in last_use:
+                        continue
+                seqs.setdefault(seq, {})[slot] = outputs[out_name]
             # A state read only by its own sweep is dropped once the sweep has moved past it.
             for seq, lo, hi in carried:
                 frames = seqs.get(seq, {})
@@ -106,18 +109,21 @@ def run_plan(
             if on_step is not None:
                 on_step(step.stage)
         for seq, last in last_use.items():
-            if last == index and seq not in ("lr", plan.output):
+            if last == index and seq != "lr" and (seq != plan.output or seq == handed):
                 seqs.pop(seq, None)
                 zeros_cache.pop(seq, None)
+    if handed is not None:
+        return []
     result = seqs.get(plan.output, {})
     return [result[t] for t in sorted(result)]
 
 
-def _carried_states(plan: Plan, index: int, last_use: dict[str, int]) -> list[tuple[str, int, int]]:
+def _carried_states(plan: Plan, index: int, last_use: dict[str, int], handed: str | None) -> list[tuple[str, int, int]]:
     """(sequence, min offset, max offset) of the states step ``index`` writes and is the last to read.
 
     Only plain states qualify (read at ``t + offset``, written at ``t``); strided, wrapped or reflected
-    sequences are kept until the step ends.
+    sequences are kept until the step ends. The plan's output qualifies only when it is ``handed``
+    over as it is made (otherwise it is the result).
     """
     step = plan.steps[index]
     offsets: dict[str, list[int]] = {}
@@ -132,5 +138,8 @@ def _carried_states(plan: Plan, index: int, last_use: dict[str, int]) -> list[tu
     return [
         (seq, min(offs), max(offs))
         for seq, offs in offsets.items()
-        if seq in step.outputs.values() and last_use.get(seq) == index and seq != plan.output and seq not in irregular
+        if seq in step.outputs.values()
+        and last_use.get(seq) == index
+        and (seq != plan.output or seq == handed)
+        and seq not in irregular
     ]

@@ -21,13 +21,15 @@ with (B + K) / B for the steps that must be redone over the look-ahead.
 What can stream is read off the plan (:class:`LivePlan`): each step is a per-frame step, or a
 forward or backward sweep (a step that reads its own outputs at earlier or later frames), and
 every read is ``seq[t + offset]``. A clip-level plan (frames at another rate, strided or wrapped
-reads: DAVSR) cannot stream and raises :class:`LiveError`.
+reads: DAVSR) cannot stream and raises :class:`LiveError`. A causal plan (no backward sweep, a
+look-ahead L read off the plan: AnimeSR's 1) is exact with K = L: :func:`live_upscaler_for` runs it
+there, refusing a smaller K and lowering a larger one.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,7 +40,7 @@ from vsr_models.errors import VSRError
 from vsr_models.plan import Plan, Read, SizeConstraints, Step
 
 from .executor import Backend, PlanError
-from .pipeline import pad_to, plan_tiles
+from .tiles import pad_to, plan_tiles
 
 StepKind = Literal["per-frame", "forward sweep", "backward sweep"]
 
@@ -124,11 +126,6 @@ class LivePlan:
             calls[step.stage] = calls.get(step.stage, 0) + 1
         return calls
 
-    @property
-    def has_backward(self) -> bool:
-        """Whether any sweep runs backwards (reads the future through its state)."""
-        return "backward sweep" in self.kinds
-
     def describe(self) -> str:
         """One line per step: its stage, kind and what it reads."""
         lines = []
@@ -146,6 +143,7 @@ class LiveScheduler:
         backend: where the stages run.
         latency: K, frames of look-ahead.
         block: B, output frames computed per window.
+        on_step: called with the stage's name after every stage call (progress).
 
     Usage: ``push(handle)`` each (1, 3, h, w) LR frame as it arrives and collect the
     ``(t, handle)`` pairs it returns; ``finish()`` at the end of the stream returns the rest.
@@ -153,10 +151,18 @@ class LiveScheduler:
     window lay inside the stream, after the first (the calls per B frames of a long stream).
     """
 
-    def __init__(self, plan: LivePlan, backend: Backend, latency: int, block: int = 1) -> None:
+    def __init__(
+        self,
+        plan: LivePlan,
+        backend: Backend,
+        latency: int,
+        block: int = 1,
+        on_step: Callable[[str], None] | None = None,
+    ) -> None:
         if latency < 0 or block < 1:
             raise LiveError(f"latency must be >= 0 and block >= 1, got latency {latency} and block {block}")
         self.live, self.backend, self.latency, self.block = plan, backend, latency, block
+        self.on_step = on_step
         self.calls: Counter[str] = Counter()
         self.steady: Counter[str] | None = None
         self._final: dict[str, dict[int, Any]] = {"lr": {}}
@@ -199,6 +205,8 @@ class LiveScheduler:
                     windowed |= w
                 outputs = self.backend.run(step.stage, inputs)
                 calls[step.stage] += 1
+                if self.on_step is not None:
+                    self.on_step(step.stage)
                 for out_name, seq in step.outputs.items():
                     local.setdefault(seq, {})[t] = (outputs[out_name], windowed)
         out = local.get(plan.output, {})
@@ -310,7 +318,11 @@ class LiveUpscaler:
         tile: maximum tile size in LR pixels (``None``: whole frames).
         tile_overlap: LR pixels of context around each tile.
         name: the network's name, for messages.
+
+    ``note`` says how a requested look-ahead was adjusted (:func:`live_upscaler_for`), or is ``None``.
     """
+
+    note: str | None = None
 
     def __init__(
         self,
@@ -356,11 +368,14 @@ class LiveUpscaler:
         """The most input frames taken after an output frame's own before it is handed over: K + B - 1."""
         return self.latency + self.block - 1
 
-    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    def stream(
+        self, frames: Iterable[np.ndarray], on_step: Callable[[str], None] | None = None
+    ) -> Iterator[np.ndarray]:
         """Upscale (3, h, w) float32 frames, yielding (3, s*h, s*w) frames in order.
 
         The next input frame is taken only after every output frame that became final has been
-        yielded (and consumed), so output n is out before input n + K + B is read.
+        yielded (and consumed), so output n is out before input n + K + B is read. ``on_step(stage)``
+        is called after every stage call (progress).
         """
         schedulers: list[LiveScheduler] = []
         tiles = []
@@ -369,7 +384,7 @@ class LiveUpscaler:
             if shape is None:
                 shape = frame.shape
                 tiles = plan_tiles(shape[1], shape[2], self.tile, self.tile_overlap)
-                schedulers = [LiveScheduler(self.live, self.backend, self.latency, self.block) for _ in tiles]
+                schedulers = [LiveScheduler(self.live, self.backend, self.latency, self.block, on_step) for _ in tiles]
                 self._schedulers = schedulers
             elif frame.shape != shape:
                 raise LiveError(
@@ -409,8 +424,30 @@ def live_upscaler_for(
     tile: int | None = None,
     tile_overlap: int = 16,
 ) -> LiveUpscaler:
-    """A :class:`LiveUpscaler` for a package; :class:`LiveError` for a network that cannot stream."""
+    """A :class:`LiveUpscaler` for a package; :class:`LiveError` for a network that cannot stream.
+
+    A causal network (:meth:`~vsr_models.plan.Plan.lookahead` L) runs with exactly L frames of
+    look-ahead: its output is final then and carries its state forward, so a smaller ``latency`` is
+    refused (it would change every later frame) and a larger one is lowered to L (it would only hold
+    frames back), with a ``note`` that says so.
+    """
     name = package.manifest["model"]
+    lookahead = package.plan.lookahead()
+    note = None
+    if lookahead is not None and latency != lookahead:
+        why = (
+            f"{name} is causal: it reads {lookahead} frame{'s' if lookahead != 1 else ''} ahead and carries its "
+            f"state forward, so each output frame is final {lookahead} input frame{'s' if lookahead != 1 else ''} "
+            "after its own"
+        )
+        if latency < lookahead:
+            raise LiveError(
+                f"{why}; --latency {latency} would feed it a repeated frame in place of the next one and change "
+                f"every frame after: use --latency {lookahead}, or leave --latency out (a pipe run of {name} is "
+                f"{lookahead} frame{'s' if lookahead != 1 else ''} behind already)"
+            )
+        note = f"{why}; --latency {latency} would only hold frames back: running with --latency {lookahead}"
+        latency = lookahead
     if package.clip_frames:
         raise LiveError(
             f"{name} is a clip network: it solves clips of {package.clip_frames} frames as a whole, so it cannot "
@@ -422,7 +459,7 @@ def live_upscaler_for(
             "side and no state crosses frames, so its look-ahead is fixed by the network; --latency does not "
             "apply: run it without --latency (pipes work)"
         )
-    return LiveUpscaler(
+    upscaler = LiveUpscaler(
         backend,
         package.plan,
         package.scale,
@@ -433,3 +470,5 @@ def live_upscaler_for(
         tile_overlap=tile_overlap,
         name=name,
     )
+    upscaler.note = note
+    return upscaler

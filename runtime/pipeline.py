@@ -11,6 +11,11 @@ With a memory budget and no tile size, the tile is the largest whose estimated w
 (:func:`window_bytes` plus the network's step workspace) fits the budget.
 Frames are padded (edge replication) to the network's size constraints and cropped back.
 
+A causal network (forward sweeps only, a bounded look-ahead: AnimeSR) needs no overlap: its chunks
+run one after the other with the sweeps' state carried across them
+(:class:`~runtime.live.LiveUpscaler` with the plan's own look-ahead), which gives the whole-clip run
+exactly. Its output depends on every frame before it, so a video is one sequential run (one segment).
+
 A sliding-window network (a plan with ``window`` r, SAVSR) carries no state across frames: each
 output frame reads r frames either side, so windows get exactly r frames of overlap and chunking
 changes nothing in the output. An arbitrary-scale network runs at the scale :func:`resolve_scale`
@@ -21,9 +26,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+import sys
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -33,29 +37,19 @@ from vsr_models.plan import Plan, Read, SizeConstraints
 from vsr_models.scales import Scale, ScaleError, output_size, scale_for_size
 
 from .executor import Backend, run_plan
+from .live import LiveUpscaler
+from .tiles import Tile, pad_to, plan_tiles
 
 #: Default chunk and overlap, chosen from the chunked-vs-whole-clip measurement in the README.
 DEFAULT_CHUNK = 30
 DEFAULT_OVERLAP = 6
-#: Memory budget (bytes) for networks with a step workspace (:data:`STEP_WORKSPACE`) when none is given.
+#: Memory budget (bytes) for networks with a step workspace (:attr:`Package.step_workspace`) when none is given.
 DEFAULT_MEMORY_BUDGET = 8 << 30
 _FP32 = 4
 
 
 class MemoryBudgetError(VSRError, ValueError):
     """Not even the smallest tile fits the memory budget."""
-
-
-def _ftvsr_attention(config: Mapping[str, Any], h: int, w: int) -> int:
-    """FTVSR's frequency attention on an h x w LR tile: scores and their softmax, n_heads x L x L
-    each, L = 64 * floor(h/16) * floor(w/16) tokens (8x8 patches of the x4 frame's DCT grid)."""
-    tokens = 64 * (h // 16) * (w // 16)
-    return 2 * int(config.get("n_heads", 8)) * tokens * tokens * _FP32
-
-
-#: Working memory of one step that grows faster than the frame, by network: (manifest config,
-#: LR height, LR width) -> bytes. Networks without an entry have none worth a budget.
-STEP_WORKSPACE: dict[str, Callable[[Mapping[str, Any], int, int], int]] = {"ftvsr": _ftvsr_attention}
 
 
 def window_bytes(plan: Plan, frames: int, h: int, w: int, out: tuple[int, int] | None = None) -> int:
@@ -135,61 +129,6 @@ def resolve_scale(
     return float(wanted[0]), float(wanted[1])
 
 
-@dataclass(frozen=True)
-class Tile:
-    """A tile: the region run through the network (``y0:y1, x0:x1``, LR) and the core kept."""
-
-    y0: int
-    y1: int
-    x0: int
-    x1: int
-    core_y0: int
-    core_y1: int
-    core_x0: int
-    core_x1: int
-
-
-def plan_tiles(h: int, w: int, tile: int | None, overlap: int) -> list[Tile]:
-    """Cover an h x w frame with tiles of at most ``tile`` core pixels and ``overlap`` context."""
-    if not tile or (h <= tile and w <= tile):
-        return [Tile(0, h, 0, w, 0, h, 0, w)]
-    if tile <= 0 or overlap < 0:
-        raise ValueError("tile must be positive and tile overlap non-negative")
-
-    def spans(n: int) -> list[tuple[int, int]]:
-        count = -(-n // tile)
-        edges = [round(i * n / count) for i in range(count + 1)]
-        return list(itertools.pairwise(edges))
-
-    tiles = []
-    for cy0, cy1 in spans(h):
-        for cx0, cx1 in spans(w):
-            tiles.append(
-                Tile(
-                    max(cy0 - overlap, 0),
-                    min(cy1 + overlap, h),
-                    max(cx0 - overlap, 0),
-                    min(cx1 + overlap, w),
-                    cy0,
-                    cy1,
-                    cx0,
-                    cx1,
-                )
-            )
-    return tiles
-
-
-def pad_to(frames: np.ndarray, constraints: SizeConstraints) -> np.ndarray:
-    """Pad (T, 3, h, w) frames at the bottom and right to fit ``constraints`` (edge replication or
-    zeros, as ``constraints.pad`` says)."""
-    h, w = frames.shape[-2:]
-    ph, pw = constraints.padded(h, w)
-    if (ph, pw) == (h, w):
-        return frames
-    mode = "constant" if constraints.pad == "zeros" else "edge"
-    return np.pad(frames, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode=mode)
-
-
 def _pad_for(frames: np.ndarray, constraints: SizeConstraints, scale: Scale) -> np.ndarray:
     """:func:`pad_to`, refused at a fractional scale (the output of padded frames cannot be cropped
     back to exactly ``round(h * s)``)."""
@@ -214,9 +153,12 @@ class Upscaler:
             arbitrary-scale network (output ``round(h * s_h) x round(w * s_w)``).
         constraints: LR size constraints (frames are padded to meet them).
         chunk: output frames per window (``None``: the whole clip in one window).
-        overlap: extra frames of context on each side of a window.
+        overlap: extra frames of context on each side of a window (a causal plan has none: its
+            state is carried from one chunk to the next instead).
         tile: maximum tile size in LR pixels (``None``: whole frames).
         tile_overlap: LR pixels of context around each tile.
+
+    ``lookahead`` is the plan's :meth:`~vsr_models.plan.Plan.lookahead` (``None``: not causal).
     """
 
     def __init__(
@@ -239,6 +181,9 @@ class Upscaler:
             raise ValueError("overlap must be >= 0")
         self.scale: Scale = (float(scale), float(scale)) if isinstance(scale, (int, float)) else scale
         self.backend, self.plan, self.constraints = backend, plan, constraints
+        self.lookahead = plan.lookahead()
+        if self.lookahead is not None:
+            overlap = 0
         self.chunk, self.overlap, self.tile, self.tile_overlap = chunk, overlap, tile, tile_overlap
         self.integral = all(float(s).is_integer() for s in self.scale)
         if tile and not self.integral:
@@ -365,6 +310,10 @@ class Upscaler:
         """How many stage calls (``on_step`` calls) keeping frames ``start:stop`` takes: the unit of
         progress, since a bidirectional window emits its first frame only after its backward sweeps."""
         tiles = len(plan_tiles(height, width, self.tile, self.tile_overlap))
+        if self.lookahead is not None:  # each frame once, whatever the chunks
+            stop = num_frames if stop is None else min(stop, num_frames)
+            spans = [(step.first, num_frames + step.last) for step in self.plan.steps]  # frames first..T-1+last
+            return tiles * sum(max(0, min(hi, stop) - max(lo, start)) for lo, hi in spans)
         return sum(
             tiles * sum(len(step.frames(hi - lo)) for step in self.plan.steps)
             for lo, hi, _ in self.windows(num_frames, start, stop)
@@ -372,6 +321,11 @@ class Upscaler:
 
     def check_range(self, first: int, start: int) -> None:
         """Raise ValueError unless frames from ``first`` on can produce the windows from ``start``."""
+        if self.lookahead is not None and (first or start):
+            raise ValueError(
+                f"a causal network carries its state from the first frame: frames from {first} on cannot "
+                f"give frame {start}; run from frame 0"
+            )
         if self.chunk is None and start:
             raise ValueError("a whole-clip run (chunk=None) cannot start in the middle of the clip")
         if self.chunk is not None and start % self.chunk:
@@ -398,6 +352,9 @@ class Upscaler:
         window needs.
         """
         self.check_range(first, start)
+        if self.lookahead is not None:
+            yield from self._stream_causal(frames, on_step, stop)
+            return
         it = iter(frames)
         buffer: dict[int, np.ndarray] = {}
         read = first
@@ -429,6 +386,27 @@ class Upscaler:
             for i in [k for k in buffer if k < start - self.overlap]:
                 del buffer[i]
 
+    def _stream_causal(
+        self, frames: Iterable[np.ndarray], on_step: Callable[[str], None] | None, stop: int | None
+    ) -> Iterator[np.ndarray]:
+        """A causal plan's stream: chunks of ``chunk`` output frames, each computed once input frame
+        chunk end + lookahead has arrived, with the sweeps' state carried from one to the next."""
+        if not self.integral or self.scale[0] != self.scale[1]:
+            raise ScaleError(f"a causal network runs at its own integer scale, not {_text(self.scale)}")
+        live = LiveUpscaler(
+            self.backend,
+            self.plan,
+            int(self.scale[0]),
+            self.constraints,
+            latency=self.lookahead or 0,
+            block=self.chunk or sys.maxsize,  # no chunk: the whole clip at its end
+            tile=self.tile,
+            tile_overlap=self.tile_overlap,
+        )
+        if stop is not None:  # outputs up to ``stop``, with their look-ahead as a whole-clip run has it
+            frames = itertools.islice(frames, stop + (self.lookahead or 0))
+        yield from itertools.islice(live.stream(frames, on_step), stop)
+
 
 def upscaler_for(
     package: Package,
@@ -444,9 +422,15 @@ def upscaler_for(
     clips of ``clip_frames`` for a clip-level network, windows of ``DEFAULT_WINDOW_CHUNK`` with
     exactly the plan's context for a sliding-window network, else ``DEFAULT_CHUNK`` +
     ``DEFAULT_OVERLAP``. ``scale`` (from :func:`resolve_scale`) defaults to the package's own. For
-    a network with a step workspace (:data:`STEP_WORKSPACE`), tiles that fit ``memory_budget``
+    a network with a step workspace (:attr:`Package.step_workspace`), tiles that fit ``memory_budget``
     (default :data:`DEFAULT_MEMORY_BUDGET`) unless ``tile`` is given."""
     clip, window = package.clip_frames, package.plan.window
+    lookahead = package.plan.lookahead()
+    if lookahead is not None and overlap:
+        raise ScaleError(
+            f"{package.model} is causal: its state is carried from one chunk to the next exactly, so chunks need "
+            f"no overlap; --overlap {overlap} does not apply: drop it"
+        )
     if window is not None and overlap is not None and overlap < window:
         raise ScaleError(
             f"{package.model} reads {window} frames either side of each output frame and carries no state, "
@@ -456,9 +440,8 @@ def upscaler_for(
         chunk = clip or (DEFAULT_WINDOW_CHUNK if window is not None else DEFAULT_CHUNK)
     if overlap is None:
         overlap = 0 if clip else (window if window is not None else DEFAULT_OVERLAP)
-    workspace = STEP_WORKSPACE.get(package.model)
-    config = package.manifest.get("config") or {}
-    if workspace is not None and memory_budget is None:
+    workspace = package.step_workspace is not None
+    if workspace and memory_budget is None:
         memory_budget = DEFAULT_MEMORY_BUDGET
     return Upscaler(
         backend,
@@ -470,7 +453,7 @@ def upscaler_for(
         tile=tile,
         tile_overlap=tile_overlap,
         memory_budget=memory_budget,
-        workspace=None if workspace is None else (lambda h, w: workspace(config, h, w)),
+        workspace=package.step_workspace_bytes if workspace else None,
     )
 
 

@@ -1,7 +1,8 @@
 """Long videos in segments: cutting, rendering one segment, the work folder and resume.
 
 A video is cut into segments of whole windows (a multiple of ``chunk`` input frames, read with the
-window overlap as context on each side). Windows sit at global multiples of ``chunk``, so a
+window overlap as context on each side); a causal network's video is one segment, since its state
+runs from the first frame. Windows sit at global multiples of ``chunk``, so a
 segment's frames equal, bit for bit, those of one sequential run (:mod:`runtime.pipeline`). A
 segment is reached by seeking (:mod:`runtime.video.index`), computed in three lanes
 (:mod:`runtime.lanes`) and encoded on its own, with timestamps relative to its start, into the
@@ -492,6 +493,8 @@ def _plan_file(
     if max_frames is not None:
         num = min(num, max_frames)
     up = schedule(package, spec, scale)
+    if up.lookahead is not None:  # a causal network's output depends on every frame before it: one run
+        segment_frames = None
     segments = plan_segments(num, up.chunk, up.overlap, segment_frames)
     if index is None and len(segments) > 1 and info.kind == "video":
         segments = plan_segments(num, up.chunk, up.overlap, None)  # no seeking: one pass

@@ -215,14 +215,17 @@ def test_release_layout_loads_strictly(quick: tuple[NetworkEntry, VSRNetwork, np
 
 
 def _state_of(obj: dict) -> dict[str, torch.Tensor]:
-    """The state dict inside a release object (BasicSR ``params`` or mmcv ``state_dict``)."""
-    inner = obj.get("params", obj.get("state_dict"))
-    assert isinstance(inner, dict), f"release object with keys {sorted(obj)}"
+    """The state dict inside a release object (BasicSR ``params``, mmcv ``state_dict``, or the
+    plain state dict itself)."""
+    inner = obj.get("params", obj.get("state_dict", obj))
+    assert isinstance(inner, dict) and inner, f"release object with keys {sorted(obj)}"
     return {k: v for k, v in inner.items() if k != "step_counter"}
 
 
 def _replace_state(obj: dict, state: dict[str, torch.Tensor]) -> dict:
-    key = "params" if "params" in obj else "state_dict"
+    key = "params" if "params" in obj else "state_dict" if "state_dict" in obj else None
+    if key is None:  # a plain state dict
+        return {**state, **{k: v for k, v in obj.items() if k == "step_counter"}}
     extra = {k: v for k, v in obj[key].items() if k == "step_counter"}
     return {**obj, key: {**state, **extra}}
 

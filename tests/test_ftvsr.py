@@ -16,13 +16,20 @@ from torch import nn
 from torch.nn import functional as F
 
 from export import cli as export_cli
-from export.format import Package
+from export.format import Package, dim_value
 from runtime.backends import OrtBackend, TorchBackend
 from runtime.cli.bench import main as bench_main
 from runtime.cli.parity import main as parity_main
 from runtime.cli.run import main as run_main
 from runtime.executor import run_plan
-from runtime.pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP, MemoryBudgetError, Upscaler
+from runtime.pipeline import (
+    DEFAULT_CHUNK,
+    DEFAULT_MEMORY_BUDGET,
+    DEFAULT_OVERLAP,
+    MemoryBudgetError,
+    Upscaler,
+    upscaler_for,
+)
 from runtime.video import VideoWriter, probe, read_frames
 from tests.conftest import lr_clip
 from vsr_models import CheckpointError, create_model, load_checkpoint, pretrained
@@ -433,6 +440,20 @@ def test_budget_picks_tiles_so_that_1080p_output_fits():
         up.tile_for(frames, 270, 480)
 
 
+def _attention_bytes(heads: int, h: int, w: int) -> int:
+    tokens = 64 * (h // 16) * (w // 16)
+    return 2 * heads * tokens * tokens * 4
+
+
+def test_the_network_declares_its_attention_workspace():
+    """The step workspace FTVSR declares (written into its manifest, read by the runtime's tile
+    budget) is its attention's scores and softmax: 2 x n_heads x L x L FP32 values."""
+    for heads in (2, 4):
+        expression = FTVSR(**{**QUICK, "n_heads": heads}).step_workspace()
+        for h, w in ((36, 44), (270, 480), (540, 960)):
+            assert dim_value(expression, {"h": h, "w": w}) == _attention_bytes(heads, h, w), (heads, h, w)
+
+
 # ------------------------------------------------------------------------- ONNX Runtime package
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[Package, str]:
@@ -465,6 +486,15 @@ def test_vsr_export_fp16_passes_the_static_tensorrt_check(exported):
         for stage in package.stage_names():
             assert re.search(rf"^{precision}/{stage}: .*OK$", output, re.MULTILINE), (precision, stage)
     assert "TensorRT check OK" in output
+
+
+@pytest.mark.slow
+def test_the_package_carries_the_workspace_to_the_tile_budget(package):
+    """The exported manifest holds the declared workspace, so the runtime budgets FTVSR's tiles from
+    the package alone (quick configuration: 2 heads)."""
+    up = upscaler_for(package, None)
+    assert up.memory_budget == DEFAULT_MEMORY_BUDGET and up.workspace is not None
+    assert up.workspace(270, 480) == _attention_bytes(2, 270, 480)
 
 
 @pytest.mark.slow

@@ -586,7 +586,7 @@ def _manifest(tiny_package) -> dict:
 
 @pytest.mark.parametrize(
     "case",
-    ["scale_1e6", "min_size_1e9", "5000_digits", "deep_nesting", "channels_1e12", "huge_offset", "nan"],
+    ["scale_1e6", "min_size_1e9", "5000_digits", "deep_nesting", "channels_1e12", "huge_offset", "nan", "code"],
 )
 def test_impossible_manifest_values_are_refused_when_the_package_opens(tmp_path, bikes, tiny_package, case):
     manifest = _manifest(tiny_package)
@@ -608,6 +608,9 @@ def test_impossible_manifest_values_are_refused_when_the_package_opens(tmp_path,
     elif case == "huge_offset":
         manifest["plan"]["steps"][0]["last"] = -(10**15)
         text, needles = json.dumps(manifest), ("reaches frames out of bounds",)
+    elif case == "code":
+        manifest["step_workspace"] = "__import__('os').getpid() * h"
+        text, needles = json.dumps(manifest), ("its step_workspace", "is not an expression of h and w")
     else:
         text = json.dumps(manifest).replace('"scale": 4', '"scale": NaN')
         needles = ("manifest.json holds NaN",)

@@ -23,6 +23,7 @@ from PIL import Image
 from runtime.samples import downscale, psnr, sample_clip
 from tests.conftest import clip_frames
 from training import degradations as deg
+from training.checkpoints import write_weights, written_layout
 from training.cli import main as train_main
 from training.data import IterationSampler
 from training.metrics import charbonnier
@@ -287,6 +288,46 @@ def test_a_killed_run_resumes_exactly(tmp_path, clips):
     a = torch.load(full / "weights" / "latest.pth", weights_only=True)
     b = torch.load(killed / "weights" / "latest.pth", weights_only=True)
     assert all(torch.equal(a["params_ema"][k], b["params_ema"][k]) for k in a["params_ema"])
+
+
+def test_a_recipe_naming_another_layout_than_the_networks_is_refused(tmp_path, clips):
+    """The network declares its release layout; an old recipe whose ``layout`` names another is a
+    clear error that writes nothing (one naming the network's own is accepted)."""
+    config = _config(tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**cfg, "layout": "mmcv"}))
+    result = CliRunner().invoke(train_main, _args(clips, tmp_path / "run", config, 1))
+    assert result.exit_code == 1, result.output
+    assert "layout: mmcv in the recipe" in result.output and "(basicsr)" in result.output
+    assert "drop the layout key" in result.output and not (tmp_path / "run").exists()
+    assert resolve("basicvsr", {"layout": "basicsr"}).layout == "basicsr"
+
+
+@pytest.mark.parametrize("name", ["basicvsr", "ftvsr", "davsr", "animesr"])
+def test_weights_are_written_in_the_layout_the_network_declares(tmp_path, name):
+    """basicsr (and plain, AnimeSR's): EMA beside the weights; mmcv: EMA in ``_ema`` files; DAVSR:
+    its Super SloMo file once, beside. Every file loads back strictly into the weights it was written from."""
+    config = networks()[name].quick.config
+    model = create_model(name, **config)
+    state = model.state_dict()
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
+    write_weights(tmp_path, 3, model, state, ema, {"iter": 3})
+    files = sorted(p.name for p in (tmp_path / "weights").iterdir())
+    further = ["superslomo.ckpt"] if name == "davsr" else []
+    if written_layout(type(model)) == "basicsr":
+        assert files == ["iter_0000003.pth", "latest.pth", *further]
+        ema_file, key = "latest.pth", "params_ema"
+    else:
+        assert files == sorted(["iter_0000003.pth", "iter_0000003_ema.pth", "latest.pth", "latest_ema.pth", *further])
+        ema_file, key = "latest_ema.pth", None
+    assert torch.load(tmp_path / "weights" / "latest.pth", weights_only=True)["meta"] == {"iter": 3}
+    for weights, path, k in ((state, "latest.pth", None), (ema, ema_file, key)):
+        fresh = create_model(name, **config)
+        load_checkpoint(fresh, tmp_path / "weights" / path, key=k)
+        for extra in further:
+            load_checkpoint(fresh, tmp_path / "weights" / extra)
+        own = {n for n in weights if not n.startswith("slomo.")}  # Super SloMo: written once, from the weights
+        assert all(torch.equal(v, weights[n] if n in own else state[n]) for n, v in fresh.state_dict().items())
 
 
 def test_resume_and_overwrite_guard_the_run_folder(tmp_path, clips):

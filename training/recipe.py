@@ -23,7 +23,6 @@ import yaml
 from vsr_models.errors import VSRError
 
 DEGRADATIONS = ("bi", "bd", "crf")
-LAYOUTS = ("basicsr", "mmcv", "davsr")
 
 
 class RecipeError(VSRError, ValueError):
@@ -134,13 +133,15 @@ class LogRecipe:
 @dataclass
 class Recipe:
     """A whole recipe. ``network_config``: constructor arguments over the registered default
-    (``{num_feat: 16}``). ``layout``: the official checkpoint layout written (basicsr:
-    ``params``/``params_ema``; mmcv: ``state_dict`` with ``generator.``; davsr: DAVSR's mmcv file
-    plus the Super SloMo file)."""
+    (``{num_feat: 16}``). ``layout``: the official checkpoint layout the weights are written in,
+    which the network declares (its ``checkpoint_layout``: basicsr, ``params``/``params_ema``, or
+    mmcv, ``state_dict`` with ``generator.``; a plain state dict is written as basicsr); filled in
+    when a run starts, so ``recipe.yaml`` records it. A recipe need not give it; one that does
+    must name the network's own."""
 
     network: str
     network_config: dict[str, Any] = field(default_factory=dict)
-    layout: str = "basicsr"
+    layout: str | None = None
     data: DataRecipe = field(default_factory=DataRecipe)
     train: TrainRecipe = field(default_factory=TrainRecipe)
     val: ValRecipe = field(default_factory=ValRecipe)
@@ -283,7 +284,6 @@ def validate(recipe: Recipe) -> None:
     need(d.frames >= 1 and d.crop >= 1 and d.rate >= 1, "data.frames, data.crop and data.rate must be at least 1")
     need(d.mirror >= 0 and d.workers >= 0, "data.mirror and data.workers must be >= 0")
     need(d.scales is None or (len(d.scales) > 0 and all(len(p) == 2 for p in d.scales)), "data.scales: (h, w) pairs")
-    need(recipe.layout in LAYOUTS, f"layout must be one of {', '.join(LAYOUTS)}")
     need(t.iters >= 1 and t.batch >= 1, "train.iters and train.batch must be at least 1")
     need(t.optimizer in ("adam", "adamw"), "train.optimizer must be adam or adamw")
     need(t.lr > 0 and len(t.betas) == 2, "train.lr must be > 0 and train.betas two numbers")

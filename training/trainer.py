@@ -155,6 +155,7 @@ class Trainer:
 
         torch.manual_seed(t.seed)
         self.entry = network(recipe.network)
+        recipe.layout = _layout(recipe, ckpt.written_layout(self.entry.cls), resumed=state is not None)
         self.net = self.entry.build(**recipe.network_config)
         for value in pretrained:
             load_checkpoint(self.net, _pretrained_path(value), key=key)
@@ -362,9 +363,7 @@ class Trainer:
         rngs = dist.gather(self.world, rng)
         if self.world.main:
             ema = self.ema.state_dict() if self.ema is not None else None
-            ckpt.write_weights(
-                self.out, iteration, self.recipe.layout, self.net.state_dict(), ema, self.meta(iteration)
-            )
+            ckpt.write_weights(self.out, iteration, self.net, self.net.state_dict(), ema, self.meta(iteration))
             state = {
                 "iteration": iteration,
                 "model": self.net.state_dict(),
@@ -392,6 +391,25 @@ def _targets(out: torch.Tensor, gt: torch.Tensor, target: str) -> tuple[torch.Te
     if out.shape != gt.shape:
         raise RuntimeError(f"network output {tuple(out.shape)} does not match the ground truth {tuple(gt.shape)}")
     return out, gt
+
+
+def _layout(recipe: Recipe, declared: str, *, resumed: bool) -> str:
+    """The checkpoint layout the run writes: the one the network declares. A recipe that names
+    another is refused; a resumed run saved with another (the recipes' own ``layout`` before the
+    networks declared it) goes on in the declared one, with a warning."""
+    if recipe.layout in (None, declared):
+        return declared
+    if resumed:
+        warnings.warn(
+            f"the run in this folder was saved writing the {recipe.layout!r} layout; its weights are now "
+            f"written in {recipe.network}'s own {declared} layout",
+            stacklevel=3,
+        )
+        return declared
+    raise RecipeError(
+        f"layout: {recipe.layout} in the recipe, but {recipe.network}'s weights are written in the layout of "
+        f"its release ({declared}), which the network declares; drop the layout key"
+    )
 
 
 def _recipe_of_state(state: dict[str, Any], requested: Recipe) -> Recipe:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,11 @@ class VSRNetwork(nn.Module, ABC):
     #: frame of a clip (the reference its plan is held to), and ``scale`` is only the default factor.
     #: ``None``: the network upscales by ``scale`` and nothing else.
     scale_range: tuple[float, float] | None = None
-    #: How the official release stores the weights: ``"basicsr"`` (``{"params": state}``) or
-    #: ``"mmcv"`` (``{"state_dict": {"generator." + key: ...}}``); see :meth:`release_files`.
+    #: How the official release stores the weights: ``"basicsr"`` (``{"params": state}``),
+    #: ``"mmcv"`` (``{"state_dict": {"generator." + key: ...}}``) or ``"plain"`` (the state dict
+    #: itself); see :meth:`release_files`. ``vsr-train`` writes its weights in this layout (EMA
+    #: weights beside them as ``params_ema``, or in a file of their own for mmcv), a plain one,
+    #: which has no room for its ``meta`` or EMA weights, as BasicSR's.
     checkpoint_layout: str = "basicsr"
     #: The constructor arguments the network was built with (those given explicitly, as JSON
     #: values), recorded by every subclass's ``__init__``: a package's manifest keeps them so
@@ -96,13 +100,25 @@ class VSRNetwork(nn.Module, ABC):
     def plan(self) -> Plan:
         """How the stages are driven across a clip."""
 
-    def release_files(self) -> dict[str, dict[str, Any]]:
-        """This network's weights in the layout of its official release: one object to
-        ``torch.save`` per released file, by a short name. :func:`~vsr_models.checkpoint.load_checkpoint`
-        reads each back (a network made of several released files overrides this)."""
-        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+    def step_workspace(self) -> str | None:
+        """Working memory of one step beyond the tensors of the plan, where it grows faster than the
+        frame (FTVSR's attention): bytes as an expression of the LR tile's ``h`` and ``w`` (whole
+        numbers, ``+ - * //``), written into a package's manifest so that the runtime picks tiles that
+        fit a memory budget. ``None``: nothing worth a budget."""
+        return None
+
+    def release_files(self, state: Mapping[str, torch.Tensor] | None = None) -> dict[str, dict[str, Any]]:
+        """Weights (``state``, by default this network's own) in the layout of its official release:
+        one object to ``torch.save`` per released file, by a short name, the network's own file
+        first. :func:`~vsr_models.checkpoint.load_checkpoint` reads each back; ``vsr-train`` writes
+        the first at every save and the others (parts its recipe keeps frozen) once, as
+        ``<name>.ckpt``. A network made of several released files overrides this."""
+        source = self.state_dict() if state is None else state
+        state = {k: v.detach().cpu().clone() for k, v in source.items()}
         if self.checkpoint_layout == "mmcv":
             return {self.name: {"state_dict": {f"generator.{k}": v for k, v in state.items()}}}
+        if self.checkpoint_layout == "plain":
+            return {self.name: state}
         return {self.name: {"params": state}}
 
     def share_layers(self, **parts: nn.Module) -> None:

@@ -344,11 +344,13 @@ class DAVSR(VSRNetwork):
     # ------------------------------------------------------------------ checkpoints
     checkpoint_layout = "mmcv"
 
-    def release_files(self) -> dict[str, dict[str, Any]]:
+    def release_files(self, state: Mapping[str, torch.Tensor] | None = None) -> dict[str, dict[str, Any]]:
         """The two released files: the mmcv DAVSR file (with the trainer's ``step_counter``) and
-        the Super SloMo file (``state_dictFC``, ``state_dictAT``)."""
-        generator = {f"generator.{k}": v.detach().clone() for k, v in self.generator.state_dict().items()}
-        slomo = self.slomo.state_dict()
+        the Super SloMo file (``state_dictFC``, ``state_dictAT``), of ``state`` (default: this
+        network's own)."""
+        source = self.state_dict() if state is None else state
+        generator = {k: v.detach().cpu().clone() for k, v in source.items() if k.startswith("generator.")}
+        slomo = {k[len("slomo.") :]: v.detach().cpu() for k, v in source.items() if k.startswith("slomo.")}
         return {
             "davsr": {"state_dict": {**generator, "step_counter": torch.zeros(1)}},
             "superslomo": {

@@ -701,6 +701,7 @@ class FTVSR(VSRNetwork):
     name = "ftvsr"
     scale = 4
     constraints = SizeConstraints(min_h=33, min_w=33, multiple=TOKEN)
+    checkpoint_layout = "mmcv"
     #: Trainer state saved beside the generator in the released mmcv files.
     TRAINER_KEYS = ("step_counter",)
 
@@ -924,6 +925,12 @@ class FTVSR(VSRNetwork):
             ),
         ]
         return Plan(steps=steps, tensors=tensors, output="hr")
+
+    def step_workspace(self) -> str:
+        """The frequency attention on an h x w LR tile: scores and their softmax, n_heads x L x L
+        FP32 each, L = 64 * floor(h/16) * floor(w/16) tokens (8x8 patches of the x4 frame's DCT grid)."""
+        tokens = "64 * (h // 16) * (w // 16)"
+        return f"2 * {self.FTT.ftta.MultiheadAttention.num_heads} * {tokens} * {tokens} * 4"
 
     # ------------------------------------------------------------------------------ checkpoints
     def route_checkpoint(self, obj: Any, key: str | None) -> tuple[str, dict[str, torch.Tensor]]:

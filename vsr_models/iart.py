@@ -49,6 +49,7 @@ from torch import nn
 
 from .base import Stage, VSRNetwork
 from .blocks import ComposeFlow, UpsampleX4, bilinear_x4, compose_flow, conv_shuffle, flow_pair
+from .checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
 from .ops.implicit_warp import ImplicitWarp
 from .plan import Plan, Read, SizeConstraints, Step, TensorSpec
 from .registry import QuickCheck, Weights, register_network
@@ -225,8 +226,6 @@ class IART(VSRNetwork):
         )
 
     def _load_spynet(self, path: str | Path) -> None:
-        from .checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
-
         load_state_dict_strict(self.spynet, extract_state_dict(read_checkpoint(path)), f"SpyNet checkpoint {path}")
 
     # ------------------------------------------------------------------ whole clip

@@ -327,6 +327,39 @@ class Plan:
                 f"window plan: the output reaches {reach[self.output]} frames from t, beyond its window {self.window}"
             )
 
+    def lookahead(self) -> int | None:
+        """For a causal plan, how many input frames past t output frame t depends on; ``None`` otherwise.
+
+        A plan is causal when every step is a per-frame step or a forward sweep (it reads its own
+        outputs only at earlier frames), every read is ``seq[t + offset]``, and no sequence runs at
+        another rate. Its output t is then final once input t + lookahead has arrived, and a stream
+        cut into chunks gives the whole-clip run exactly when the sweeps' state is carried across
+        them (AnimeSR: 1, for its ``lr[t+1]``). A backward sweep reads the future through its
+        state, and strided, wrapped or reflected reads depend on the clip's length: ``None``.
+        """
+        if self.window is not None or self.given or any(spec.rate != 1 for spec in self.tensors.values()):
+            return None
+        reach = {"lr": 0}  # per sequence: the latest input frame past t that its frame t depends on
+        for step in self.steps:
+            if step.rate != 1 or step.write_at:
+                return None
+            own = set(step.outputs.values())
+            far = 0
+            for read in step.inputs.values():
+                r: Read | str | None = read
+                while isinstance(r, Read):
+                    if r.stride != 1 or r.wrap or r.reflect:
+                        return None
+                    if r.seq in own:
+                        if r.offset >= 0 or step.order != "forward":
+                            return None
+                    else:
+                        far = max(far, reach.get(r.seq, 0) + r.offset)
+                    r = r.default
+            for seq in own:
+                reach[seq] = max(reach.get(seq, 0), far)
+        return reach[self.output]
+
     @property
     def output_rate(self) -> int:
         """Output frames per input frame (1 for per-frame super-resolution, 5 for DAVSR)."""

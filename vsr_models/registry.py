@@ -23,7 +23,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+import torch
+
 from .base import VSRNetwork
+from .checkpoint import CheckpointError, load_checkpoint, sha256sum
 from .errors import NotInstalled, VSRError
 
 #: The zoo name ``vsr-run`` uses when none is given.
@@ -262,8 +265,6 @@ def checked_settings(name: str, settings: Any, source: str) -> dict[str, Any]:
     it (no strings: no paths), and a network whose tensors fit :data:`MAX_NETWORK_BYTES`, measured
     by building it without memory (the ``meta`` device). A :class:`SettingsError` names the
     setting and the file."""
-    import torch
-
     entry = network(name)
     if not isinstance(settings, Mapping):
         raise SettingsError(f"{source} records network settings that are not a mapping; save the weights again")
@@ -306,8 +307,6 @@ def checked_settings(name: str, settings: Any, source: str) -> dict[str, Any]:
 
 def pretrained(name: str) -> VSRNetwork:
     """A zoo network with its installed released weights, verified by sha256."""
-    from .checkpoint import CheckpointError, load_checkpoint, sha256sum
-
     entry = get_weights(name)
     path = entry.path()
     if entry.sha256 is not None:

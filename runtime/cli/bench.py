@@ -1,9 +1,11 @@
 """vsr-bench: the speed of several backends on the same real frames, side by side, as ratios.
 
-A contender is ``BACKEND[:PRECISION][+LEVER[=VALUE]]...``: ``torch:fp32``, ``onnxruntime:fp16``,
+A contender is ``[MODEL@]BACKEND[:PRECISION][+LEVER[=VALUE]]...``: ``torch:fp32``, ``onnxruntime:fp16``,
 ``onnxruntime:fp32+spinning``, ``torch:fp16+channels_last+cuda_graphs``, ``torch:bf16+compile=flow``,
 ``openvino:bf16``, ``openvino:bf16+no_keep_fp32``.
 The levers are the fields of the backend's options (:func:`runtime.backends.parse_levers`).
+``MODEL@`` runs another model (a zoo name or a package) on the same frames, so that two networks are
+timed side by side in one run (``basicvsr@onnxruntime:fp32`` beside ``--model animesr``).
 A contender that cannot be built here (BF16 on a CPU without it), or that fails in its warm-up or a timed
 run, is listed as not run with the reason, and the others still run; the first contender that runs is the
 baseline.
@@ -112,6 +114,10 @@ class Contender:
     output: np.ndarray | None = None
     ops: dict[str, dict[str, float]] | None = None
     note: str | None = None
+    model: str | None = None  # another model than --model
+    package: Package | Unexported | None = None
+    scale: Scale | None = None
+    flops: dict[str, float] = field(default_factory=dict)
 
 
 def parse_contenders(text: str) -> list[Contender]:
@@ -120,15 +126,16 @@ def parse_contenders(text: str) -> list[Contender]:
     for spec in (s.strip() for s in text.split(",")):
         if not spec:
             continue
-        head, *levers = spec.split("+")
+        model, _, rest = spec.rpartition("@")
+        head, *levers = rest.split("+")
         kind, _, precision = head.partition(":")
         precision = precision or "fp32"
         if kind not in BACKENDS or kind == "auto":
             raise ContenderError(f"contender {spec!r}: backend {kind!r}; choose from {', '.join(BACKENDS[1:])}")
         if precision not in PRECISIONS:
             raise ContenderError(f"contender {spec!r}: precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-        label = "+".join([f"{kind}:{precision}", *levers])
-        contenders.append(Contender(label, kind, precision, parse_levers(kind, levers)))
+        label = (f"{model}@" if model else "") + "+".join([f"{kind}:{precision}", *levers])
+        contenders.append(Contender(label, kind, precision, parse_levers(kind, levers), model=model or None))
     if not contenders:
         raise ContenderError("--contenders is empty: name at least one, e.g. torch:fp32,onnxruntime:fp32")
     return contenders
@@ -144,9 +151,10 @@ def parse_contenders(text: str) -> list[Contender]:
     "--contenders",
     default="torch:fp32,onnxruntime:fp32",
     show_default=True,
-    help="Comma-separated BACKEND:PRECISION[+LEVER[=VALUE]...], run in this order; ratios are against the first. "
-    "Levers are backend options, e.g. onnxruntime:fp32+spinning, torch:fp16+channels_last+cuda_graphs, "
-    "openvino:bf16, torch:bf16+channels_last (bf16: on a CPU with avx512_bf16 or amx_bf16).",
+    help="Comma-separated [MODEL@]BACKEND:PRECISION[+LEVER[=VALUE]...], run in this order; ratios are against the "
+    "first. Levers are backend options, e.g. onnxruntime:fp32+spinning, torch:fp16+channels_last+cuda_graphs, "
+    "openvino:bf16, torch:bf16+channels_last (bf16: on a CPU with avx512_bf16 or amx_bf16); MODEL@ runs another "
+    "model on the same frames, e.g. basicvsr@onnxruntime:fp32.",
 )
 @device_option
 @threads_option
@@ -205,15 +213,20 @@ def main(
     """
     entries = parse_contenders(contenders)
     h, w = size
-    package = resolve_model(model, no_export, random_weights, quick)
-    scale = resolve_scale(package, h, w, scale)
+    packages = {None: resolve_model(model, no_export, random_weights, quick)}
+    for c in entries:
+        if c.model not in packages:
+            packages[c.model] = resolve_model(c.model, no_export, random_weights, quick)
+        c.package = packages[c.model]
+        c.scale = resolve_scale(c.package, h, w, scale)
     lr = _frames(h, w, frames)
     if threads:
         torch.set_num_threads(threads)
-    _build(entries, package, device, threads, lr[:2], scale)
+    _build(entries, device, threads, lr[:2])
     live = _running(entries)
-    assert live[0].backend is not None
-    flops = stage_flops(package, live[0].backend.shapes)
+    for c in live:
+        assert c.backend is not None and c.package is not None
+        c.flops = stage_flops(c.package, c.backend.shapes)
     precisions = {_peak_key(c) for c in live}
     peaks: dict[str, list[float]] = defaultdict(list)
     how: dict[str, str] = {}
@@ -223,20 +236,20 @@ def main(
             how[precision] = text
         for c in _running(entries):
             try:
-                _timed_run(c, package, lr, scale)
+                _timed_run(c, lr)
             except Exception as exc:
                 _failed(c, "a timed run", exc)
     live = _running(entries)
     if profile:
         for c in live:
             try:
-                _profile(c, package, device, threads, lr, scale)
+                _profile(c, device, threads, lr)
             except Exception as exc:
                 c.note = f"its profiled run failed ({_reason(exc)}); its timed runs stand"
     best_peaks = {p: (max(v), min(v), how[p]) for p, v in peaks.items()}
-    _report(package, entries, flops, best_peaks, h, w, scale, frames, device, threads)
+    _report(entries, best_peaks, h, w, frames, device, threads)
     if json_path is not None:
-        _write_json(json_path, package, entries, flops, best_peaks, h, w, frames, device)
+        _write_json(json_path, entries, best_peaks, h, w, frames, device)
     if profile:
         for c in live:
             _profile_report(c, top)
@@ -251,12 +264,12 @@ def _running(entries: list[Contender]) -> list[Contender]:
     return live
 
 
-def _timed_run(c: Contender, package: Package | Unexported, lr: np.ndarray, scale: Scale) -> None:
-    assert c.backend is not None
+def _timed_run(c: Contender, lr: np.ndarray) -> None:
+    assert c.backend is not None and c.package is not None and c.scale is not None
     c.backend.times.clear()
     c.backend.calls.clear()
     start = time.perf_counter()
-    out = upscale_clip(c.backend, package, lr, scale)
+    out = upscale_clip(c.backend, c.package, lr, c.scale)
     c.runs.append(Run(time.perf_counter() - start, dict(c.backend.times), dict(c.backend.calls)))
     if c.output is None:
         c.output = np.clip(out, 0, 1)
@@ -291,19 +304,13 @@ def _frames(h: int, w: int, frames: int) -> np.ndarray:
     )
 
 
-def _build(
-    entries: list[Contender],
-    package: Package | Unexported,
-    device: Device,
-    threads: int,
-    warm: np.ndarray,
-    scale: Scale,
-) -> None:
+def _build(entries: list[Contender], device: Device, threads: int, warm: np.ndarray) -> None:
     """Build and warm up (allocations, lazy initialisation, CUDA-graph capture, compilation) every
     contender; one that cannot run here, or fails in its warm-up, is kept with a note."""
     for c in entries:
+        assert c.package is not None and c.scale is not None
         try:
-            backend = make_backend(c.kind, package, device, c.precision, threads, log=say, levers=c.levers)
+            backend = make_backend(c.kind, c.package, device, c.precision, threads, log=say, levers=c.levers)
         except VSRError as exc:
             c.note = str(exc)
             continue
@@ -312,16 +319,15 @@ def _build(
             continue
         c.backend = _Timed(backend, device)
         try:
-            upscale_clip(c.backend, package, warm, scale)
+            upscale_clip(c.backend, c.package, warm, c.scale)
         except Exception as exc:
             _failed(c, "its warm-up", exc)
 
 
-def _profile(
-    c: Contender, package: Package | Unexported, device: Device, threads: int, lr: np.ndarray, scale: Scale
-) -> None:
+def _profile(c: Contender, device: Device, threads: int, lr: np.ndarray) -> None:
     """One run of ``c`` under its backend's profiler: ``c.ops`` (stage -> op -> seconds)."""
-    assert c.backend is not None
+    assert c.backend is not None and c.package is not None
+    package, scale = c.package, c.scale
     if c.kind == "onnxruntime":
         with tempfile.TemporaryDirectory(prefix="vsr-bench-profile-") as folder:
             levers = c.levers | {"profile": Path(folder)}
@@ -343,25 +349,30 @@ def _median_range(values: list[float], fmt: str) -> str:
 
 
 def _report(
-    package: Package | Unexported,
     entries: list[Contender],
-    flops: dict[str, float],
     peaks: dict[str, tuple[float, float, str]],
     h: int,
     w: int,
-    scale: Scale,
     frames: int,
     device: Device,
     threads: int,
 ) -> None:
-    out_h, out_w = output_size(h, w, scale)
     live = [c for c in entries if c.runs]
-    repeat = len(live[0].runs)
+    base = live[0]
+    assert base.package is not None and base.scale is not None
+    out_h, out_w = output_size(h, w, base.scale)
+    repeat = len(base.runs)
+    owners: dict[str | Path, Contender] = {}  # the first contender of each model, in the contenders' order
+    for c in live:
+        if c.package is not None:
+            owners.setdefault(c.package.root, c)
+    several = len(owners) > 1  # stage rows then name their model, and each contender counts its own FLOPs
+    models = ", ".join(dict.fromkeys(c.package.manifest["model"] for c in owners.values() if c.package is not None))
     versions = f"torch {torch.__version__}, onnxruntime {ort.__version__}"
     if any(c.kind == "openvino" for c in live):
         versions += f", openvino {import_openvino().__version__.split('-')[0]}"
     title = (
-        f"{package.manifest['model']} {h}x{w} -> {out_h}x{out_w}, {frames} frames, {device}: {device_name(device)} "
+        f"{models} {h}x{w} -> {out_h}x{out_w}, {frames} frames, {device}: {device_name(device)} "
         f"({torch.get_num_threads()} torch threads, ONNX Runtime threads {threads or 'all'}; {versions}); "
         f"{repeat} interleaved run(s) each, median (range)"
     )
@@ -370,16 +381,21 @@ def _report(
     table.add_column("GFLOP per call", justify="right")
     for c in live:
         table.add_column(c.label, justify="right")
-    base = live[0]
-    for stage in base.runs[0].times:
-        row = [stage, f"{flops[stage] / 1e9:.2f}" if stage in flops else "-"]
-        for c in live:
-            per_call = [r.times[stage] / r.calls[stage] for r in c.runs]
-            cell = _median_range([1000 * t for t in per_call], ".1f")
-            if stage in flops:
-                cell += f" ({100 * flops[stage] / statistics.median(per_call) / 1e9 / _peak(peaks, c):.0f}%)"
-            row.append(cell)
-        table.add_row(*row)
+    for owner in owners.values():
+        assert owner.package is not None
+        flops, model = owner.flops, owner.package.manifest["model"]
+        for stage in owner.runs[0].times:
+            row = [f"{model}: {stage}" if several else stage, f"{flops[stage] / 1e9:.2f}" if stage in flops else "-"]
+            for c in live:
+                if c.package is None or c.package.root != owner.package.root:
+                    row.append("-")
+                    continue
+                per_call = [r.times[stage] / r.calls[stage] for r in c.runs]
+                cell = _median_range([1000 * t for t in per_call], ".1f")
+                if stage in flops:
+                    cell += f" ({100 * flops[stage] / statistics.median(per_call) / 1e9 / _peak(peaks, c):.0f}%)"
+                row.append(cell)
+            table.add_row(*row)
     table.add_row("ms per frame", "", *[_median_range([1e3 * r.seconds / frames for r in c.runs], ".0f") for c in live])
     fps = [frames / statistics.median(r.seconds for r in c.runs) for c in live]
     table.add_row("frames per second", "", *[f"{f:.3f}" for f in fps])
@@ -388,30 +404,42 @@ def _report(
         "",
         *[_median_range([b.seconds / r.seconds for b, r in zip(base.runs, c.runs)], ".2f") + "x" for c in live],
     )
-    counted = [s for s in base.runs[0].times if s in flops]
-    per_frame = sum(flops[s] * base.runs[0].calls[s] for s in counted) / frames
+    per_frame = {c.label: _flops_per_frame(c, frames) for c in live}
+    if several:
+        table.add_row("GFLOP per frame", "", *[f"{per_frame[c.label] / 1e9:.1f}" for c in live])
     table.add_row(
         "% of peak (whole run)",
-        f"{per_frame / 1e9:.1f} per frame",
+        "" if several else f"{per_frame[base.label] / 1e9:.1f} per frame",
         *[
-            _median_range([100 * per_frame * frames / r.seconds / 1e9 / _peak(peaks, c) for r in c.runs], ".0f")
+            _median_range(
+                [100 * per_frame[c.label] * frames / r.seconds / 1e9 / _peak(peaks, c) for r in c.runs], ".0f"
+            )
             for c in live
         ],
     )
     assert base.output is not None
+    same = [c is not base and c.package is not None and c.package.root == base.package.root for c in live]
     table.add_row(
-        f"PSNR vs {base.label} (dB)", "", *["-" if c is base else f"{psnr(c.output, base.output):.2f}" for c in live]
+        f"PSNR vs {base.label} (dB)",
+        "",
+        *[f"{psnr(c.output, base.output):.2f}" if ok else "-" for c, ok in zip(live, same)],
     )
     Console().print(table)
     for precision, (best, worst, how) in sorted(peaks.items()):
         spread = f", {worst:.0f} in the slowest round" if len(live[0].runs) > 1 else ""
         print(f"peak {precision.upper()}: {best:.0f} GFLOP/s ({how}, best round{spread})")
-    uncounted = [s for s in base.runs[0].times if s not in flops]
+    uncounted = sorted({s for c in live for s in c.runs[0].times if s not in c.flops})
     if uncounted:
         print(f"FLOPs not counted for: {', '.join(uncounted)} (the meta device cannot run them)")
     for c in entries:
         if c.note:
             print(f"{c.label}: {c.note}" if c.runs else f"{c.label}: not run: {c.note}")
+
+
+def _flops_per_frame(c: Contender, frames: int) -> float:
+    """The FLOPs ``c``'s network spends per frame (its counted stages)."""
+    run = c.runs[0]
+    return sum(c.flops[s] * run.calls[s] for s in run.times if s in c.flops) / frames
 
 
 def _peak(peaks: dict[str, tuple[float, float, str]], c: Contender) -> float:
@@ -420,36 +448,43 @@ def _peak(peaks: dict[str, tuple[float, float, str]], c: Contender) -> float:
 
 def _write_json(
     path: Path,
-    package: Package | Unexported,
     entries: list[Contender],
-    flops: dict[str, float],
     peaks: dict[str, tuple[float, float, str]],
     h: int,
     w: int,
     frames: int,
     device: Device,
 ) -> None:
-    """The run's figures as JSON (what ``tests/device_check.sh`` puts in its summary)."""
+    """The run's figures as JSON (what ``tests/device_check.sh`` puts in its summary); a contender of
+    another model carries its own model and GFLOP per frame, and no PSNR."""
     live = [c for c in entries if c.runs]
     base = live[0]
-    counted = [s for s in base.runs[0].times if s in flops]
-    per_frame = sum(flops[s] * base.runs[0].calls[s] for s in counted) / frames
+    assert base.package is not None
     contenders = []
     for c in entries:
-        entry: dict[str, Any] = {"label": c.label, "ran": bool(c.runs), "note": c.note}
+        assert c.package is not None
+        entry: dict[str, Any] = {
+            "label": c.label,
+            "model": c.package.manifest["model"],
+            "ran": bool(c.runs),
+            "note": c.note,
+        }
         if c.runs:
             seconds = statistics.median(r.seconds for r in c.runs)
+            per_frame = _flops_per_frame(c, frames)
+            same = c.package.root == base.package.root
             assert c.output is not None and base.output is not None
             entry |= {
                 "fps": frames / seconds,
+                "gflop_per_frame": per_frame / 1e9,
                 "peak_fraction": per_frame * frames / seconds / 1e9 / _peak(peaks, c),
                 "peak": _peak_key(c) if _peak_key(c) in peaks else "fp32",
                 "speedup": statistics.median(b.seconds / r.seconds for b, r in zip(base.runs, c.runs)),
-                "psnr_vs_baseline": None if c is base else psnr(c.output, base.output),
+                "psnr_vs_baseline": psnr(c.output, base.output) if same and c is not base else None,
             }
         contenders.append(entry)
     record = {
-        "model": package.manifest["model"],
+        "model": base.package.manifest["model"],
         "size": [h, w],
         "frames": frames,
         "device": str(device),
@@ -457,7 +492,7 @@ def _write_json(
         "torch": torch.__version__,
         "rounds": len(base.runs),
         "baseline": base.label,
-        "gflop_per_frame": per_frame / 1e9,
+        "gflop_per_frame": _flops_per_frame(base, frames) / 1e9,
         "peaks_gflops": {p: best for p, (best, _, _) in peaks.items()},
         "contenders": contenders,
     }

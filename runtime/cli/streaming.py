@@ -34,7 +34,8 @@ live_options = apply(
             metavar="K",
             help="Live mode: frames of look-ahead. Each output frame is written as soon as it is final, at most "
             "K + B - 1 input frames after its own (plus compute): forward sweeps carry their state across the "
-            "whole stream, backward sweeps see K frames ahead. Prints the measured latency.",
+            "whole stream, backward sweeps see K frames ahead. Prints the measured latency. A causal network "
+            "(animesr) runs at its own look-ahead (1 frame), and a pipe run of it is that far behind already.",
         ),
         click.option(
             "--block",
@@ -180,11 +181,14 @@ def stream_main(
     resolved = resolve_scale(package, info.height, info.width, scale, out_size)
     if latency is not None and (scale is not None or out_size is not None):
         raise LiveError("--latency runs at the network's own scale: drop --scale and --size")
+    causal = package.plan.lookahead() is not None  # then each frame goes out once it is final, in chunks of 1
     upscaler: LiveUpscaler | Upscaler = (
-        upscaler_for(package, backend, chunk, overlap, tile, tile_overlap, scale=resolved)
+        upscaler_for(package, backend, chunk or (1 if causal else None), overlap, tile, tile_overlap, scale=resolved)
         if latency is None
         else live_upscaler_for(package, backend, latency, block, tile, tile_overlap)
     )
+    if isinstance(upscaler, LiveUpscaler) and upscaler.note:
+        say(upscaler.note)
     out_h, out_w = output_size(info.height, info.width, resolved)
     s = f"{resolved[0]:g}" if resolved[0] == resolved[1] else f"{resolved[0]:g}x{resolved[1]:g}"
     pts: list[int | None] = []
@@ -241,6 +245,11 @@ def stream_main(
     where = "standard output" if is_pipe(output) else str(output)
     say(f"wrote {count} frames to {where}, {size[0]}x{size[1]}, {count / elapsed:.2f} frames/s with {backend.name}")
     if isinstance(upscaler, LiveUpscaler):
-        say(f"live: look-ahead {latency} frames, blocks of {block} (at most {upscaler.frames_behind} frames behind)")
+        say(
+            f"live: look-ahead {upscaler.latency} frames, blocks of {block} "
+            f"(at most {upscaler.frames_behind} frames behind)"
+        )
         say(measured.summary())
         say(work_per_frame(upscaler))
+    elif causal:
+        say(measured.summary())

@@ -8,12 +8,14 @@ Frames cross this package's boundary as float32 RGB arrays of shape (H, W, 3) in
   into a folder of PNGs, staged under a hidden temporary name and put in place only when
   everything succeeded, so a failed run never leaves a partial output behind.
 
-Modules: :mod:`.types` (errors, :class:`VideoInfo`, :class:`Frame`), :mod:`.colour` (YUV/RGB
+Networks take frames as (3, H, W): :func:`chw` turns one around.
+
+Modules: :mod:`.types` (errors, :class:`VideoInfo`, :class:`Frame`, :func:`chw`), :mod:`.colour` (YUV/RGB
 conversion), :mod:`.reading`, :mod:`.writing` and :mod:`.audio`.
 """
 
 from .reading import is_frame_folder, natural_key, probe, read_frames
-from .types import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Frame, InputError, OutputError, VideoInfo, VideoWarning
+from .types import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Frame, InputError, OutputError, VideoInfo, VideoWarning, chw
 from .writing import VideoWriter, check_output, output_kind
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "VideoWarning",
     "VideoWriter",
     "check_output",
+    "chw",
     "is_frame_folder",
     "natural_key",
     "output_kind",

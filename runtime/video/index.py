@@ -20,7 +20,7 @@ from pathlib import Path
 import av
 
 from .colour import Decoder
-from .reading import _video_stream, open_input, read_frames
+from .reading import _video_stream, open_input
 from .types import Frame, InputError, av_reason
 
 
@@ -200,15 +200,3 @@ def _decode(stream, packets: Iterator[av.Packet], path: Path) -> Iterator[av.Vid
             yield from packet.decode()
     except av.FFmpegError as e:
         raise InputError(f"{path}: decoding failed ({av_reason(e)}); the file is damaged, re-download it") from e
-
-
-def frames_in_range(path: str | os.PathLike[str], start: int, stop: int, index: PacketIndex | None) -> Iterator[Frame]:
-    """Frames ``start:stop`` of a video or frame folder: by seeking when ``index`` is given, else
-    by :func:`~runtime.video.read_frames` from ``start`` (a folder's files are addressed directly)."""
-    if index is not None:
-        yield from read_span(path, index.span(start, stop))
-        return
-    for frame in read_frames(path, start):
-        if frame.index >= stop:
-            return
-        yield frame

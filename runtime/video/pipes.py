@@ -24,7 +24,7 @@ import av
 
 from .colour import Decoder
 from .types import Frame, InputError, OutputError, VideoInfo, VideoWarning, av_reason
-from .writing import VideoWriter
+from .writing import LOSSLESS_RGB, VideoWriter
 
 PIPE = "-"
 #: Containers written to a pipe (FFmpeg muxer names).
@@ -180,6 +180,8 @@ def pipe_writer(
     """
     if container_format not in PIPE_FORMATS:
         raise OutputError(f"--format {container_format!r}: a pipe gets {' or '.join(PIPE_FORMATS)}")
+    if container_format == "mpegts" and codec in LOSSLESS_RGB:
+        raise OutputError(f"MPEG-TS has no stream type for {codec} (a reader finds no video in it); use --format nut")
     if stream is None:
         if sys.stdout is None or sys.stdout.isatty():
             raise OutputError("-o - writes a video stream to standard output, which is a terminal; pipe it on")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from einops import rearrange
 
 from vsr_models.errors import VSRError
 
@@ -64,6 +65,11 @@ class Frame:
     index: int
     rgb: np.ndarray
     pts: int | None
+
+
+def chw(rgb: np.ndarray) -> np.ndarray:
+    """A frame as the networks take it: (H, W, 3) -> (3, H, W), contiguous."""
+    return np.ascontiguousarray(rearrange(rgb, "h w c -> c h w"))
 
 
 def av_reason(e: BaseException) -> str:

@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 
 _CRF_CODECS = frozenset({"libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1"})
 
+#: Lossless codecs that take RGB: (bits, pixel format) from the shallowest, the first at least as deep
+#: as the source is written (RGB straight from the network: no YUV conversion, no chroma subsampling).
+LOSSLESS_RGB: dict[str, tuple[tuple[int, str], ...]] = {
+    "ffv1": ((8, "bgr0"), (10, "gbrp10le"), (12, "gbrp12le"), (16, "gbrp16le")),
+}
+
 #: Encoder threads, fixed. A lossy encoder's output depends on its thread count (x264's frame
 #: threads change its motion search and rate control), and left to itself x264 counts the CPUs the
 #: thread that opens it may run on: two runs of the same frames, or two segments of one run opened
@@ -143,8 +149,10 @@ class VideoWriter:
         fps: the frame rate of the output video (for a model that outputs k frames per input
             frame, the new rate, with ``pts=None`` in :meth:`write`). Ignored for frame folders.
         codec, crf, pix_fmt: video encoder, constant-rate factor (0 is lossless for x264/x265;
-            ignored by codecs that have none) and pixel format. YUV output is limited range,
-            BT.709 for HD sizes and BT.601 below, tagged so. A pixel format with subsampled
+            ignored by codecs that have none) and pixel format (``None``: ``yuv420p``, or RGB as deep
+            as ``bit_depth`` for a lossless RGB codec, :data:`LOSSLESS_RGB`: ``ffv1`` writes the
+            frames' 8-bit levels exactly as ``bgr0``, deeper ones as ``gbrp10le`` to ``gbrp16le``).
+            YUV output is limited range, BT.709 for HD sizes and BT.601 below, tagged so. A pixel format with subsampled
             chroma (``yuv420p``) needs even sizes: an odd width or height is padded by one
             column/row replicating the edge pixels (the encoded video is then one pixel larger,
             with a warning; the frames passed in are not modified).
@@ -182,7 +190,7 @@ class VideoWriter:
         *,
         codec: str = "libx264",
         crf: int | None = 18,
-        pix_fmt: str = "yuv420p",
+        pix_fmt: str | None = None,
         overwrite: bool = False,
         audio_from: str | os.PathLike[str] | None = None,
         time_base: Fraction | None = None,
@@ -234,12 +242,13 @@ class VideoWriter:
         fmt = av.VideoFormat(self.pix_fmt)
         self._yuv = not fmt.is_rgb
         depth = max(c.bits for c in fmt.components)
-        if fmt.is_rgb and depth > 8:
+        if fmt.is_rgb and depth > 8 and not self.pix_fmt.startswith("gbrp"):
             raise OutputError(
-                f"writing {self.pix_fmt} (RGB deeper than 8 bits) is not supported; use a YUV "
-                "format such as yuv444p10le, or 8-bit gbrp/rgb24"
+                f"writing {self.pix_fmt} (packed RGB deeper than 8 bits) is not supported; use planar "
+                "gbrp10le to gbrp16le, a YUV format such as yuv444p10le, or 8-bit gbrp/rgb24"
             )
-        self._quant_bits = 8 if depth <= 8 else 16
+        # deep YUV is converted from 16-bit levels; deep planar RGB is written at its own depth
+        self._quant_bits = 8 if depth <= 8 else 16 if self._yuv else depth
         if self.fps is None or self.fps <= 0:
             raise OutputError(
                 f"a video output needs a frame rate, got fps={fps}; the input has none (a frame "
@@ -289,7 +298,7 @@ class VideoWriter:
                 "output directory"
             ) from e
 
-    def _choose_pix_fmt(self, codec: str, pix_fmt: str) -> str:
+    def _choose_pix_fmt(self, codec: str, pix_fmt: str | None) -> str:
         try:
             encoder = av.Codec(codec, "w")
         except (av.FFmpegError, ValueError) as e:
@@ -300,6 +309,10 @@ class VideoWriter:
         if encoder.type != "video":
             raise OutputError(f"{codec!r} is not a video encoder; use libx264 or libx265")
         supported = [f.name for f in (encoder.video_formats or [])]
+        if pix_fmt is None and codec in LOSSLESS_RGB:
+            depths = LOSSLESS_RGB[codec]
+            return next((name for bits, name in depths if bits >= self.bit_depth), depths[-1][1])
+        pix_fmt = pix_fmt or "yuv420p"
         chosen = pix_fmt
         if self.bit_depth > 8 and _depth(pix_fmt) == 8:
             deeper = [f"{pix_fmt}{d}le" for d in (12, 10) if d <= self.bit_depth]
@@ -443,6 +456,8 @@ class VideoWriter:
     def _to_encoder_format(self, q: np.ndarray) -> av.VideoFrame:
         """Quantized RGB (H, W, 3) uint8/uint16 -> a VideoFrame in the encoder's pixel format."""
         if not self._yuv:
+            if self._quant_bits > 8:  # planar RGB of 10 to 16 bits, filled with its own levels
+                return av.VideoFrame.from_ndarray(q, format=self.pix_fmt, channel_last=True)
             return av.VideoFrame.from_ndarray(q, format="rgb24").reformat(format=self.pix_fmt)
         if self._quant_bits == 8:
             frame = av.VideoFrame.from_ndarray(q, format="rgb24")
