@@ -41,7 +41,7 @@ from safetensors.torch import save_file
 import runtime.cli.run as run_cli
 from engines.tensorrt import TensorRTUnavailable, import_tensorrt
 from export.format import Package
-from runtime.backends.ov import capabilities, import_openvino, openvino_available
+from runtime.backends.ov import openvino_available
 from runtime.backends.torch_eager import native_bf16
 from runtime.devices import Device
 from runtime.samples import sample_clip
@@ -837,17 +837,6 @@ if not native_bf16(Device()):
         ["--backend", "torch", "--precision", "bf16"],
         ("--precision bf16: this CPU", "has no BF16 arithmetic", "avx512_bf16 or amx_bf16", "use fp32"),
     )
-if openvino_available() and "BF16" not in capabilities(import_openvino().Core(), "CPU"):
-    for backend in ("openvino", "auto"):  # auto picks OpenVINO for BF16 on a CPU
-        BAD_OPTIONS[f"bf16_on_{backend}_where_the_cpu_has_none"] = (
-            ["--backend", backend, "--precision", "bf16"],
-            ("--precision bf16 with OpenVINO: this CPU", "avx512_bf16 or amx_bf16", "use --precision fp32"),
-        )
-    if not any(d.startswith("GPU") for d in import_openvino().Core().available_devices):
-        BAD_OPTIONS["intel_gpu_that_openvino_does_not_see"] = (
-            ["--device", "gpu"],
-            ("--device gpu:0: OpenVINO sees no such device here (it sees CPU", "use --device cpu"),
-        )
 BAD_OPTIONS["bf16_on_onnxruntime"] = (
     ["--backend", "onnxruntime", "--precision", "bf16"],
     ("ONNX Runtime's CPU provider has no BF16", "--backend torch or openvino"),

@@ -6,7 +6,10 @@ a GPU that is not there. Every network's package is checked on OpenVINO by tests
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from export.format import CacheError, Package, PackageError
 from export.fp16 import fp32_nodes
@@ -273,6 +277,35 @@ def test_without_bf16_a_bf16_typed_graph_rounds_only_its_weights():
         )
     )
     assert np.allclose(conv, 4 * (1 + 2**-10), rtol=1e-6)  # input as it was, weights rounded to 1
+
+
+RUN_REFUSALS = [] if HAS_BF16 else [["--backend", "openvino", "--precision", "bf16"], ["--precision", "bf16"]]
+if not any(d.startswith("GPU") for d in ov.Core().available_devices):
+    RUN_REFUSALS.append(["--device", "gpu"])
+
+
+@pytest.mark.parametrize("args", RUN_REFUSALS, ids=[" ".join(a) for a in RUN_REFUSALS])
+def test_vsr_run_refuses_bf16_and_a_missing_gpu_before_any_work(tiny_package, tmp_path, args):
+    """vsr-run in its own process (tests/test_bad_input.py's in-process runs leave OpenVINO out: a SIGHUP sent
+    to that process later crashed it at times once OpenVINO had been loaded by a run there): exit 1, one line
+    naming the CPU feature (or the devices OpenVINO sees) and the fix, nothing written."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(lr_clip(2, 36, 44)[0]):
+        Image.fromarray((frame.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(folder / f"{i:04d}.png")
+    before = sorted(tmp_path.rglob("*"))
+    command = [sys.executable, "-c", "from runtime.cli.run import main; main()", str(folder), "-o"]
+    command += [str(tmp_path / "out.mp4"), "--model", str(tiny_package.root), "--threads", "1", *args]
+    env = {**os.environ, "VSR_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    if "bf16" in args:
+        assert "--precision bf16 with OpenVINO: this CPU" in done.stderr and "avx512_bf16 or amx_bf16" in done.stderr
+        assert "Use --precision fp32" in done.stderr
+    else:
+        assert "OpenVINO sees no such device here (it sees CPU" in done.stderr and "use --device cpu" in done.stderr
+    assert sorted(p for p in tmp_path.rglob("*") if "cache" not in p.parts) == before
 
 
 @needs_bf16

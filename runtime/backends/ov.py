@@ -337,9 +337,9 @@ class OpenVinoBackend:
         self.options = options or OpenVinoOptions()
         self.device = self.options.device
         self.core = self.ov.Core()
+        self.device_name = check_device(self.core, self.device, self.options.precision)
         onnx_frontend = importlib.import_module("openvino.frontend.onnx")
         self.core.add_extension(onnx_frontend.ConversionExtension("DeformConv", deform_conv))
-        self.device_name = check_device(self.core, self.device, self.options.precision)
         self.package = package
         self.models: dict[str, Any] = {}
         self.weights: list[Any] = []  # the constants' memory of models read back from IR
