@@ -24,7 +24,6 @@ from ..backends import BACKENDS, DEFAULT_PRECISION
 from ..devices import Device
 from ..pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP
 from ..resolve import Unexported, resolve_package, resolve_unexported
-from ..video.pipes import PIPE_FORMATS
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -308,14 +307,8 @@ block_option = Flag(
     "B - 1 frames more latency. [default: 1]",
 )
 
-format_option = Flag(
-    "--format",
-    "container_format",
-    type=click.Choice(PIPE_FORMATS),
-    default=None,
-    help="Container of the stream written to standard output by -o -. [default: nut]",
-)
-live_options = apply([latency_option, block_option, format_option])
+#: The live run's look-ahead and blocks (vsr-run adds --format, the container of a stream on standard output).
+live_options = apply([latency_option, block_option])
 
 #: Frame rates --fps accepts, in frames per second.
 FPS_RANGE = (Fraction(1, 100), Fraction(1000))

@@ -44,11 +44,12 @@ from ..video import (
     probe,
     read_frames,
 )
-from ..video.pipes import is_pipe
+from ..video.pipes import PIPE_FORMATS, is_pipe
 from ..workers import InlinePool, ProcessPool, Progress, RunResult, run_jobs
 from .common import (
     CONTEXT,
     SIZE,
+    Flag,
     encoding_options,
     live_options,
     model_option,
@@ -94,6 +95,16 @@ def stop_cleanly_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+# vsr-run's alone, and here so that the tools importing common.py (the device check's) need no PyAV.
+format_option = Flag(
+    "--format",
+    "container_format",
+    type=click.Choice(PIPE_FORMATS),
+    default=None,
+    help="Container of the stream written to standard output by -o -. [default: nut]",
+)
+
+
 @click.command(context_settings=CONTEXT)
 @click.argument("inputs", metavar="INPUT...", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
@@ -116,6 +127,7 @@ def stop_cleanly_on_signals() -> Iterator[None]:
 @schedule_options
 @encoding_options
 @live_options
+@format_option
 @click.option(
     "--segment",
     "segment_frames",
