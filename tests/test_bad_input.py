@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -914,18 +915,33 @@ def test_signal_mid_run_keeps_the_old_output_and_leaves_nothing(tmp_path, bikes,
 
 
 def test_sighup_unwinds_the_run_like_ctrl_c():
-    """The handler itself, in this process: the signal raises inside the block, every cleanup runs,
-    the exit status is 128 + 1 and the previous handler is back afterwards."""
-    previous = signal.getsignal(signal.SIGHUP)
-    cleaned = []
-    with pytest.raises(SystemExit) as stopped, run_cli.stop_cleanly_on_signals():
+    """The handler itself: the signal raises inside the block, every cleanup runs, the exit status is
+    128 + 1 and the previous handler is back afterwards. It runs in a fresh interpreter: a SIGHUP raised
+    in a pytest process where OpenVINO's model-cache test ran before has crashed it with SIGSEGV (cause
+    not found; real vsr-run processes on OpenVINO stop cleanly, tested above)."""
+    script = textwrap.dedent(
+        """
+        import signal, time
+        from runtime.cli import run as run_cli
+        previous = signal.getsignal(signal.SIGHUP)
+        cleaned = []
         try:
-            os.kill(os.getpid(), signal.SIGHUP)
-            time.sleep(10)  # not reached: the handler raises first
-        finally:
-            cleaned.append("staged output discarded")
-    assert stopped.value.code == 129 and cleaned == ["staged output discarded"]
-    assert signal.getsignal(signal.SIGHUP) is previous
+            with run_cli.stop_cleanly_on_signals():
+                try:
+                    signal.raise_signal(signal.SIGHUP)
+                    time.sleep(10)  # not reached: the handler raises first
+                finally:
+                    cleaned.append("staged output discarded")
+        except SystemExit as stopped:
+            assert stopped.code == 129, stopped.code
+            assert cleaned == ["staged output discarded"], cleaned
+            assert signal.getsignal(signal.SIGHUP) is previous
+            print("unwound")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0 and result.stdout.strip() == "unwound", result.stdout + result.stderr
 
 
 def test_a_signal_the_caller_ignores_stays_ignored():
