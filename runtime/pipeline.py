@@ -36,13 +36,11 @@ from vsr_models.errors import VSRError
 from vsr_models.plan import Plan, Read, SizeConstraints
 from vsr_models.scales import Scale, ScaleError, output_size, scale_for_size
 
+from .defaults import DEFAULT_CHUNK, DEFAULT_OVERLAP
 from .executor import Backend, run_plan
 from .live import LiveUpscaler
 from .tiles import Tile, pad_to, plan_tiles
 
-#: Default chunk and overlap, chosen from the chunked-vs-whole-clip measurement in the README.
-DEFAULT_CHUNK = 30
-DEFAULT_OVERLAP = 6
 #: Memory budget (bytes) for networks with a step workspace (:attr:`Package.step_workspace`) when none is given.
 DEFAULT_MEMORY_BUDGET = 8 << 30
 _FP32 = 4

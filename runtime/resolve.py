@@ -138,3 +138,13 @@ def resolve_unexported(model: str, random_weights: bool = False, quick: bool = F
     torch.manual_seed(seed)
     built = entry.build(**entry.quick.config) if quick else entry.build()
     return Unexported(built)
+
+
+def resolve_model(
+    model: str, no_export: bool, random_weights: bool, quick: bool, log: Callable[[str], None] = print
+) -> Package | Unexported:
+    """What vsr-bench's and vsr-parity's ``--model`` with ``--no-export``, ``--random-weights`` and
+    ``--quick`` name: a package (exported into the cache for a zoo name), or a network built from the registry."""
+    if no_export or random_weights or quick:
+        return resolve_unexported(model, random_weights, quick)
+    return resolve_package(model, log=log)

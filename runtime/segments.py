@@ -60,9 +60,6 @@ from .video.audio import side_streams
 from .video.index import PacketIndex, Span, build_index, read_span, timestamps_problem
 from .video.remux import Piece, stitch_frames, stitch_video
 
-#: Default input frames per segment (rounded up to whole windows).
-DEFAULT_SEGMENT = 300
-
 
 @dataclass(frozen=True)
 class Segment:

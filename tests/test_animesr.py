@@ -29,7 +29,7 @@ from export.fp16 import add_fp16
 from export.package import export_package
 from export.trt_check import check_package
 from runtime.backends import OrtBackend, OrtOptions, TorchBackend
-from runtime.cli.bench import parse_contenders
+from runtime.cli.commands.bench import parse_contenders
 from runtime.cli.run import main as run_main
 from runtime.live import LiveError, live_upscaler_for
 from runtime.pipeline import Upscaler, upscale_clip, upscaler_for
