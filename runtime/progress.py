@@ -88,6 +88,10 @@ class WorkMeter:
             left += max(planned - self.done[stage], 0) * rate
         return left
 
+    def timed_every_stage(self) -> bool:
+        """Whether every stage of the plan has been timed at least once (the estimate rests on measurements)."""
+        return self.done[None] > 0 or all(self.done[s] for s in self.planned)
+
     def fraction(self, now: float | None = None) -> float:
         """The share of the run's work done: elapsed / (elapsed + remaining)."""
         remaining = self.remaining()

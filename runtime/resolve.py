@@ -18,15 +18,16 @@ from typing import Any
 import torch
 
 from export.atomic import check_real_folder
-from export.format import Package, PackageError, cache_folder, tool_version
+from export.format import Package, PackageError, cache_dir, cache_folder, tool_version
 from export.package import export_package
 from vsr_models.base import VSRNetwork
 from vsr_models.plan import Plan, SizeConstraints
 from vsr_models.registry import all_weights, network, networks, pretrained
 
 
-def resolve_package(model: str, log: Callable[[str], None] = print) -> Package:
-    """A package folder as given, or the cached export of a zoo name (exported on first use).
+def resolve_package(model: str, log: Callable[[str], None] = print, *, export: bool = True) -> Package:
+    """A package folder as given, or the cached export of a zoo name (exported on first use; with
+    ``export`` False nothing is written: a zoo name not exported yet is a :class:`PackageError`).
 
     The cache entry is keyed by the weights' sha256 and this tool's version, so a new release
     re-exports instead of reusing stale graphs.
@@ -39,7 +40,17 @@ def resolve_package(model: str, log: Callable[[str], None] = print) -> Package:
         entry = weights[model]
         source = entry.path()  # says how to get the file where it is not installed
         digest = (entry.sha256 or "unchecked")[:12]
-        target = cache_folder("packages") / f"{model}-{digest}-vsr{tool_version()}"
+        name = f"{model}-{digest}-vsr{tool_version()}"
+        if not export:
+            found = cache_dir() / "packages" / name
+            if not found.is_dir():
+                raise PackageError(
+                    f"{model} is not exported yet, and the run would export it into {found} first (about a "
+                    f"minute); run vsr-export {model} -o PKG and pass --model PKG, or run once without --dry-run"
+                )
+            check_real_folder(found, "the cached export")
+            return Package.open(found, verify=True)
+        target = cache_folder("packages") / name
         if os.path.lexists(target):
             try:
                 check_real_folder(target, "the cached export")

