@@ -59,7 +59,7 @@ def resolve_package(model: str, log: Callable[[str], None] = print, *, export: b
                 log(f"the cached export of {model} is damaged or was changed ({exc}); exporting it again")
         else:
             log(f"exporting {model} to {target} (first use; later runs reuse it) ...")
-        return export_package(pretrained(model), target, weights=model, checkpoints=[source], overwrite=True)
+        return export_package(pretrained(model), target, weights=model, checkpoints=[source], overwrite=True, log=log)
     if model in networks():
         names = [w.name for w in networks()[model].weights]
         hint = f" (its released weights: {', '.join(names)})" if names else ""

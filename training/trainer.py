@@ -105,9 +105,10 @@ def _check_crop(net: VSRNetwork, recipe: Recipe, scale: int | None) -> None:
     if (lr, lr) != c.padded(lr, lr):
         need = max(c.min_h, c.min_w)
         need = (need + c.multiple - 1) // c.multiple * c.multiple
+        multiple = f", multiples of {c.multiple}" if c.multiple > 1 else ""
         raise RecipeError(
             f"a GT crop of {d.crop} gives LR crops of {lr}x{lr}, which {net.name} cannot take (at least "
-            f"{c.min_h}x{c.min_w}{f', multiples of {c.multiple}' if c.multiple > 1 else ''}); pass --crop {need * (scale or 4)} or more"
+            f"{c.min_h}x{c.min_w}{multiple}); pass --crop {need * (scale or 4)} or more"
         )
 
 

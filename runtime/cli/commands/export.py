@@ -38,7 +38,7 @@ def installed_copy(path: Path, released: dict[str, Weights]) -> Path:
     if path.exists() or path.name != str(path):
         return path
     for weights in released.values():
-        if weights.filename == path.name and weights.installable:
+        if Path(weights.filename).name == path.name and weights.installable:
             found = weights.path()
             say(f"--checkpoint {path}: no such file here; using the copy {weights.package} installed, {found}")
             return found
@@ -60,6 +60,7 @@ def execute(
     if list_zoo:
         click.echo(zoo_listing())
         return
+    say(f"building {model} and loading its weights ...")
     assert model is not None and output is not None  # checked with the flags
     if output.exists() and not overwrite:
         raise PackageError(f"{output} exists; pass --overwrite to replace it")
@@ -92,8 +93,9 @@ def execute(
     say(f"exporting {model} ({len(net.stages())} stages) to {output} ...")
     # FP32 and FP16 graphs are staged together: a failed FP16 conversion leaves no FP32-only package.
     with staged_directory(output) as staged:
-        export_package(net, staged, weights=weights, checkpoints=list(checkpoints), overwrite=True)
+        export_package(net, staged, weights=weights, checkpoints=list(checkpoints), overwrite=True, log=say)
         if precision == "fp16":
+            say("  fp16 graphs (FP32 kept for coordinates, flows and states) ...")
             add_fp16(staged)
     package = Package.open(output)
     stages = ", ".join(package.stage_names())
@@ -108,6 +110,7 @@ def execute(
             "precision_notes): " + ", ".join(f"{stage} {len(nodes)}" for stage, nodes in kept.items())
         )
     if check_tensorrt:
+        say("checking every graph against TensorRT's ONNX parser ...")
         reports = check_package(package.root, plugins=plugin_lookup)
         for report in reports:
             click.echo(report.format())
