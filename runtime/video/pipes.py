@@ -22,8 +22,8 @@ from typing import BinaryIO
 
 import av
 
-from .colour import Decoder
-from .types import Frame, InputError, OutputError, VideoInfo, VideoWarning, av_reason
+from .colour import Decoder, colour_of
+from .types import Colour, Frame, InputError, OutputError, VideoInfo, VideoWarning, av_reason
 from .writing import LOSSLESS_RGB, VideoWriter
 
 PIPE = "-"
@@ -106,6 +106,7 @@ class PipeInput:
                 source=Path(PIPE),
                 kind="video",
                 bit_depth=max(8, max(c.bits for c in first.format.components if not c.is_alpha)),
+                colour=colour_of(first),
             )
         except BaseException:
             self._container.close()
@@ -172,6 +173,7 @@ def pipe_writer(
     bit_depth: int = 8,
     live: bool = False,
     stream: BinaryIO | None = None,
+    colour: Colour | None = None,
 ) -> VideoWriter:
     """A :class:`VideoWriter` into ``stream`` (standard output by default) in ``container_format``.
 
@@ -197,6 +199,7 @@ def pipe_writer(
         crf=crf,
         time_base=time_base,
         bit_depth=bit_depth,
+        colour=colour,
         options=options,
         stream=stream,
         container_format=container_format,
