@@ -286,6 +286,22 @@ def test_a_live_pipe_keeps_10_bits_tags_and_hdr10(container_format, hdr_clip):
     assert_hdr10(first)
 
 
+def test_ffv1_in_a_nut_pipe_says_the_tags_are_left_out(hdr_clip):
+    """NUT has no colour fields and FFV1's bitstream none for primaries and transfer: a warning, and
+    the stream read back indeed lacks them (so the warning is not a false alarm)."""
+    path, _ = hdr_clip
+    sink = io.BytesIO()
+    tags_only = replace(probe(path).colour, mastering=None, light_level=None)  # the HDR10 warning is tested above
+    with pytest.warns(VideoWarning, match="NUT has no place for the colour tags of ffv1"):
+        writer = pipe_writer(96, 64, Fraction(25), codec="ffv1", bit_depth=10, colour=tags_only, stream=sink)
+    with writer:
+        writer.write(next(read_frames(path)).rgb)
+    sink.seek(0)
+    with av.open(sink, format="nut") as container:
+        frame = next(container.decode(video=0))
+    assert frame.format.name == "gbrp10le" and (frame.color_primaries, frame.color_trc) == (2, 2)
+
+
 def test_sdr_output_is_tagged_as_before(tmp_path, pq_frames):
     """An untagged 8-bit source keeps the old behaviour: limited range, the matrix by size, no
     primaries or transfer tag, no side data."""

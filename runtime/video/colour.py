@@ -3,8 +3,9 @@
 YUV is converted with the matrix the stream is tagged with (BT.601 / BT.709 / BT.2020 / ...); an
 untagged stream is taken as BT.709 when it is HD (wider than 1279 or taller than 576 pixels, the
 rule players use) and BT.601 otherwise; still images (PNG, JPEG) are BT.601. Output videos are
-written in limited range with the matrix the same rule picks for their size (BT.709 for HD, BT.601
-otherwise), and tagged, so that players reading the tag and players guessing agree.
+written with the input's matrix and range; where the input states none, in limited range with the
+matrix the same rule picks for their size (BT.709 for HD, BT.601 otherwise); tagged either way, so
+that players reading the tag and players guessing agree.
 
 FFmpeg 8's swscale (bundled with PyAV 18) converts exactly only between 8-bit YUV and *planar*
 8-bit RGB with ``ACCURATE_RND``: packed ``rgb24`` output is off by up to 3 levels, and every

@@ -184,6 +184,13 @@ def pipe_writer(
         raise OutputError(f"--format {container_format!r}: a pipe gets {' or '.join(PIPE_FORMATS)}")
     if container_format == "mpegts" and codec in LOSSLESS_RGB:
         raise OutputError(f"MPEG-TS has no stream type for {codec} (a reader finds no video in it); use --format nut")
+    if codec in LOSSLESS_RGB and colour is not None and (colour.primaries, colour.transfer) != (2, 2):
+        warnings.warn(
+            f"NUT has no place for the colour tags of {codec} (its bitstream has none): the stream leaves out the "
+            "input's primaries and transfer; tell the reader (ffmpeg -color_primaries, -color_trc) or use libx264",
+            VideoWarning,
+            stacklevel=2,
+        )
     if stream is None:
         if sys.stdout is None or sys.stdout.isatty():
             raise OutputError("-o - writes a video stream to standard output, which is a terminal; pipe it on")

@@ -171,8 +171,8 @@ def _hdr10_options(codec: str, colour: Colour, options: dict[str, str]) -> str |
     if codec not in HDR10_PARAMS:
         return (
             f"the input's HDR10 {what} metadata is not carried: {codec} does not write it and PyAV "
-            f"{av.__version__} cannot set a container's stream side data; the output keeps the colour "
-            "tags only (use --codec libx265, libx264 or libsvtav1 to keep it)"
+            f"{av.__version__} cannot set a container's stream side data (use --codec libx265, libx264 or "
+            "libsvtav1 to keep it)"
         )
     option, display_key, light_key = HDR10_PARAMS[codec]
     params = []
