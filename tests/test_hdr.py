@@ -318,14 +318,14 @@ def test_sdr_output_is_tagged_as_before(tmp_path, pq_frames):
 
 
 def test_vsr_run_keeps_hdr10_and_10_bit_precision(tmp_path, hdr_clip, tiny_package: Package):
-    """The tiny BasicVSR over the PQ clip with vsr-run's defaults (libx264, here lossless): the output
-    is 10-bit BT.2020 PQ with the HDR10 side data, and its luma is the network's float output to
-    within rounding; the same output through 8 bits would be off by up to two levels."""
+    """The tiny BasicVSR over the PQ clip with vsr-run's default codec (libx264, here lossless), in two
+    segments joined by stream copy: the output is 10-bit BT.2020 PQ with the HDR10 side data, and its
+    luma is the network's float output to within rounding; through 8 bits it would be off by up to
+    two levels."""
     path, _ = hdr_clip
     out = tmp_path / "x4.mp4"
-    result = CliRunner().invoke(
-        run_main, [str(path), "-o", str(out), "--model", str(tiny_package.root), "--crf", "0", "--threads", "1"]
-    )
+    args = [path, "-o", out, "--model", tiny_package.root, "--crf", 0, "--chunk", 2, "--overlap", 1, "--segment", 2]
+    result = CliRunner().invoke(run_main, [*map(str, args), "--threads", "1"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     first, lumas = stored(out)
     assert_hdr10(first)
@@ -333,7 +333,7 @@ def test_vsr_run_keeps_hdr10_and_10_bit_precision(tmp_path, hdr_clip, tiny_packa
 
     lr = np.stack([f.rgb.transpose(2, 0, 1) for f in read_frames(path)])
     backend = OrtBackend(tiny_package, OrtOptions(precision="fp32", threads=1))
-    up = Upscaler(backend, tiny_package.plan, tiny_package.scale, tiny_package.constraints)
+    up = Upscaler(backend, tiny_package.plan, tiny_package.scale, tiny_package.constraints, chunk=2, overlap=1)
     want = np.clip(np.stack(list(up.stream(iter(lr)))).transpose(0, 2, 3, 1), 0, 1)
     got = np.stack(lumas)
     error = np.abs(luma_levels(want) - got)
