@@ -302,6 +302,19 @@ def test_ffv1_in_a_nut_pipe_says_the_tags_are_left_out(hdr_clip):
     assert frame.format.name == "gbrp10le" and (frame.color_primaries, frame.color_trc) == (2, 2)
 
 
+def test_an_rgb_source_gives_limited_range_yuv(tmp_path, pq_frames):
+    """RGB is full range by nature; that says nothing about YUV, so an FFV1 RGB source's YUV output is
+    limited range (with the matrix by size), its primaries and transfer kept."""
+    rgb_source = tmp_path / "rgb.mkv"
+    with VideoWriter(rgb_source, 96, 64, Fraction(25), codec="ffv1", bit_depth=10, colour=Colour(BT2020, PQ)) as w:
+        w.write(pq_frames[0])
+    info = probe(rgb_source)
+    assert (info.colour.matrix, info.colour.range) == (0, 2) and info.bit_depth == 10
+    with VideoWriter(tmp_path / "yuv.mp4", 96, 64, Fraction(25), bit_depth=10, colour=info.colour) as writer:
+        writer.write(pq_frames[0])
+    assert probe(tmp_path / "yuv.mp4").colour == Colour(BT2020, PQ, 6, TV)
+
+
 def test_sdr_output_is_tagged_as_before(tmp_path, pq_frames):
     """An untagged 8-bit source keeps the old behaviour: limited range, the matrix by size, no
     primaries or transfer tag, no side data."""

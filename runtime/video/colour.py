@@ -42,7 +42,7 @@ MATRICES: dict[int, tuple[str, float, float]] = {
     9: ("BT2020", 0.2627, 0.0593),  # BT2020_NCL
     10: ("BT2020", 0.2627, 0.0593),  # BT2020_CL (approximated by NCL)
 }
-BT709, BT601, SMPTE170M, UNSPECIFIED = 1, 5, 6, 2
+RGB, BT709, BT601, SMPTE170M, UNSPECIFIED = 0, 1, 5, 6, 2
 BT2020_NCL, BT2020_CL = 9, 10
 RANGE_MPEG, RANGE_JPEG = 1, 2
 

@@ -27,6 +27,7 @@ from .colour import (
     MATRICES,
     RANGE_JPEG,
     RANGE_MPEG,
+    RGB,
     SMPTE170M,
     SWS_FLAGS,
     UNSPECIFIED,
@@ -368,9 +369,10 @@ class VideoWriter:
     def _video_colour(self, source: Colour) -> Colour:
         """What a video output says about its colours: the source's primaries, transfer and HDR10
         metadata; for YUV its matrix (BT.709 by size or BT.601 where it has none we convert with)
-        and its range (limited where unstated); for RGB the RGB matrix, full range."""
+        and its range (limited where unstated or where the source is RGB); for RGB the RGB matrix,
+        full range."""
         if not self._yuv:
-            return Colour(source.primaries, source.transfer, 0, RANGE_JPEG, source.mastering, source.light_level)
+            return Colour(source.primaries, source.transfer, RGB, RANGE_JPEG, source.mastering, source.light_level)
         matrix = source.matrix
         if matrix == BT2020_CL:
             warnings.warn(
@@ -382,7 +384,7 @@ class VideoWriter:
             matrix = BT2020_NCL
         if matrix not in MATRICES:
             matrix = BT709 if is_hd(self.width, self.height) else SMPTE170M
-        full = source.range == RANGE_JPEG
+        full = source.range == RANGE_JPEG and source.matrix != RGB  # an RGB source's full range is not YUV's
         return Colour(
             source.primaries,
             source.transfer,
