@@ -341,7 +341,9 @@ codec_option = Flag(
     default="libx264",
     show_default=True,
     help="Video encoder (PyAV/FFmpeg name). ffv1 is lossless: it writes the RGB levels as they are (8-bit, or "
-    "as deep as a deeper source), in .mkv, .nut or a pipe, for a next tool to take without a second loss.",
+    "as deep as a deeper source), in .mkv, .nut or a pipe, for a next tool to take without a second loss. "
+    "A 10-bit input stays 10-bit and keeps its colour tags; libx264, libx265 and libsvtav1 also keep HDR10's "
+    "mastering display and light level.",
 )
 
 crf_option = Flag(

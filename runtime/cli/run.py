@@ -490,6 +490,7 @@ def _check_encoder(
         audio_from=info.source if info.kind == "video" else None,
         time_base=info.time_base if rate == 1 and info.kind == "video" else None,
         bit_depth=info.bit_depth,
+        colour=info.colour,
     ).abort()
 
 
