@@ -87,6 +87,11 @@ def write_problem(exc: OSError, target: str | os.PathLike[str]) -> WriteError | 
         return WriteError(
             exc.errno, f"cannot write {target}: {place} is a symbolic link where this tool keeps a file; remove it"
         )
+    if exc.errno == errno.ENOTDIR:
+        place = shown(exc.filename) if exc.filename else target
+        return WriteError(
+            exc.errno, f"cannot write {target}: a part of {place} is a file, not a folder; choose another place"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM):
         place = shown(exc.filename) if exc.filename else target.parent
         return WriteError(

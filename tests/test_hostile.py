@@ -210,6 +210,33 @@ def test_a_link_planted_in_the_zoo_cache_is_not_followed(tmp_path, monkeypatch, 
     assert not package.root.is_symlink() and (decoy / "manifest.json").is_file()  # the link's target is untouched
 
 
+def test_a_manifest_edited_in_the_zoo_cache_is_not_used(monkeypatch, tiny_package):
+    """The manifest cannot record its own digest: the one recorded beside the entry when it was
+    written catches a manifest edited in place (here its size multiple: other padding, other frames)
+    whose graphs all still match their records; a missing record means exporting again as well."""
+    exported: list[Path] = []
+    monkeypatch.setattr(runtime.resolve, "export_package", _fake_zoo_export(tiny_package, exported))
+    monkeypatch.setattr(runtime.resolve, "pretrained", lambda name: None)
+    lines: list[str] = []
+    first = runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    record = first.root.with_name(first.root.name + ".manifest.sha256")
+    assert record.read_text().strip() == hashlib.sha256((first.root / "manifest.json").read_bytes()).hexdigest()
+    runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    assert len(exported) == 1
+
+    manifest = json.loads((first.root / "manifest.json").read_text())
+    manifest["constraints"]["multiple"] = 8
+    (first.root / "manifest.json").write_text(json.dumps(manifest))
+    assert Package.open(first.root, verify=True).constraints.multiple == 8  # the graphs' digests still match
+    again = runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    assert len(exported) == 2 and "manifest.json is not the manifest recorded" in lines[-1]
+    assert again.constraints.multiple == tiny_package.constraints.multiple
+
+    record.unlink()
+    runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    assert len(exported) == 3 and "no digest of" in lines[-1] and record.is_file()
+
+
 def test_a_cache_others_can_write_draws_a_warning(tmp_path, monkeypatch):
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -526,6 +553,49 @@ def test_a_cache_folder_without_write_permission_is_a_one_line_error(tmp_path, m
             cache_folder("packages")
     finally:
         locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("cache_of", ["work", "openvino"])
+def test_a_cache_folder_behind_a_file_is_one_line_naming_the_cache(
+    tmp_path, tmp_path_factory, monkeypatch, bikes, tiny_package, cache_of
+):
+    """A cache path through a file, met by the work folders (every run) or by OpenVINO's model cache
+    (the run given a work folder of its own): one line naming that cache folder and VSR_CACHE_DIR."""
+    flags: list[object] = []
+    if cache_of == "openvino":
+        pytest.importorskip("openvino", reason="the OpenVINO backend is an optional extra")
+        flags = ["--backend", "openvino", "--work-dir", tmp_path_factory.mktemp("work")]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("VSR_CACHE_DIR", str(blocker / "cache"))
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 2))
+    before = listing(tmp_path)
+    outcome = vsr_run(source, "-o", tmp_path / "out.mp4", *flags, package=tiny_package.root)
+    assert_clean_error(
+        outcome,
+        f"the cache folder {blocker / 'cache' / cache_of} cannot be used",
+        "(a part of its path is a file, not a folder)",
+        "set VSR_CACHE_DIR",
+        before=before,
+        folder=tmp_path,
+    )
+    assert len(outcome.text.strip().splitlines()) == 1
+
+
+def test_a_cache_folder_the_user_may_not_write_is_one_line_even_as_root(tmp_path, monkeypatch, bikes, tiny_package):
+    """The permission check itself, independent of who runs the tests (root writes anywhere): the
+    cache refused by ``os.access`` is a one-line error before any work."""
+    real_access = os.access
+    locked = tmp_path / "locked-cache"
+    monkeypatch.setenv("VSR_CACHE_DIR", str(locked))
+    monkeypatch.setattr(
+        os, "access", lambda path, mode, **kw: not str(path).startswith(str(locked)) and real_access(path, mode, **kw)
+    )
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 2))
+    outcome = vsr_run(source, "-o", tmp_path / "out.mp4", package=tiny_package.root)
+    assert outcome.result.exit_code == 1 and isinstance(outcome.result.exception, SystemExit), outcome.text
+    assert f"the cache folder {locked / 'work'} cannot be used (Permission denied)" in outcome.text
+    assert len(outcome.text.strip().splitlines()) == 1 and not (tmp_path / "out.mp4").exists()
 
 
 def test_a_full_disk_during_export_is_a_one_line_error_and_leaves_nothing(tmp_path, monkeypatch, tiny_checkpoint):
