@@ -245,12 +245,42 @@ def test_a_cache_others_can_write_draws_a_warning(tmp_path, monkeypatch):
     monkeypatch.setattr("export.format._warned_cache", set())
     with pytest.warns(CacheWarning, match=r"is writable by others \(mode 777\).*chmod 700"):
         cache_folder("packages")
-    private = tmp_path / "private"
-    monkeypatch.setenv("VSR_CACHE_DIR", str(private))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", CacheWarning)
+    group = tmp_path / "group"
+    group.mkdir()
+    group.chmod(0o770)
+    monkeypatch.setenv("VSR_CACHE_DIR", str(group))
+    with pytest.warns(CacheWarning, match=r"is writable by its group \(mode 770\).*chmod 700"):
         cache_folder("packages")
+    private, sticky = tmp_path / "private", tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # as /tmp, but this user's: others may add entries, not change this user's
+    for quiet in (private, sticky):
+        monkeypatch.setenv("VSR_CACHE_DIR", str(quiet))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CacheWarning)
+            cache_folder("packages")
+        assert oct((quiet / "packages").stat().st_mode & 0o777) == oct(0o700)
     assert oct(private.stat().st_mode & 0o777) == oct(0o700)
+
+
+def test_a_shared_cache_is_one_warning_line_of_the_run(tmp_path, bikes, tiny_package):
+    """What the user sees: one line naming the folder and the chmod that fixes it, no Python source
+    line; the run itself goes on."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 2))
+    command = [sys.executable, "-c", "import sys; from runtime.cli.run import main; sys.exit(main())", str(source)]
+    command += ["-o", str(tmp_path / "out.mp4"), "--model", str(tiny_package.root), "--threads", "1"]
+    done = subprocess.run(
+        command, env={**_env(), "VSR_CACHE_DIR": str(shared)}, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "cache folder" in line or "warn" in line.lower()]
+    assert lines == [
+        f"Warning: the cache folder {shared} is writable by others (mode 777): whoever can write there can change "
+        f"what this tool runs; make it private (chmod 700 {shared}) or set VSR_CACHE_DIR to a private folder"
+    ], done.stderr
 
 
 def test_an_empty_cache_variable_is_not_the_current_folder(tmp_path, monkeypatch):
