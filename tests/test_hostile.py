@@ -312,6 +312,41 @@ def test_an_engine_file_changed_in_the_cache_is_not_used(tmp_path):
         cache.find(*args)
 
 
+def test_a_blob_swapped_in_openvinos_model_cache_is_removed_and_compiled_again(tmp_path, cache, bikes, tiny_package):
+    """OpenVINO loads any valid blob of the name it expects: two of its blobs swapped (each a whole
+    compiled model, of another stage) are found by their recorded digests, removed with one note, and
+    compiled again (OpenVINO's blobs differ in bytes from one compile to the next); the frames are those of
+    the first run, and the untouched blob is kept."""
+    pytest.importorskip("openvino", reason="the OpenVINO backend is an optional extra")
+    from runtime.backends.ov import BlobLedger, OpenVinoBackend
+    from runtime.pipeline import upscale_clip
+
+    frames = np.stack([np.moveaxis(img, -1, 0) for img in crops(bikes, 2)]).astype(np.float32) / 255
+    expected = upscale_clip(OpenVinoBackend(tiny_package), tiny_package, frames, (4, 4))
+    folder = cache / "openvino"
+    records = json.loads((folder / BlobLedger.NAME).read_text())
+    blobs = sorted(folder.glob("*.blob"), key=lambda p: p.stat().st_size)
+    assert len(blobs) == 3 and sorted(records) == sorted(b.name for b in blobs)
+    for blob in blobs:
+        assert records[blob.name]["sha256"] == hashlib.sha256(blob.read_bytes()).hexdigest()
+    small, large = blobs[0].read_bytes(), blobs[-1].read_bytes()
+    for blob, data in ((blobs[0], large), (blobs[-1], small)):
+        blob.unlink()
+        blob.write_bytes(data)
+    kept = blobs[1].stat().st_ino
+    with pytest.warns(CacheWarning, match=r"2 compiled model\(s\) in OpenVINO's model cache .* removed"):
+        again = OpenVinoBackend(tiny_package)
+    assert sorted(p.name for p in folder.glob("*.blob")) == [blobs[1].name]
+    assert np.array_equal(upscale_clip(again, tiny_package, frames, (4, 4)), expected)
+    records = json.loads((folder / BlobLedger.NAME).read_text())  # compiled again, recorded again
+    assert sorted(records) == sorted(b.name for b in blobs) and blobs[1].stat().st_ino == kept
+    for blob in blobs:
+        assert records[blob.name]["sha256"] == hashlib.sha256(blob.read_bytes()).hexdigest()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        OpenVinoBackend(tiny_package)  # all recorded: nothing removed, no note
+
+
 # ---------------------------------------------------------------------------------------------
 # memory: refused before anything is allocated, with what would fit
 # ---------------------------------------------------------------------------------------------
@@ -668,6 +703,30 @@ def test_checkpoint_settings_are_checked_before_the_network_is_built(tmp_path, m
     assert str(path) in result.output and len(result.output.strip().splitlines()) == 1
     assert not built, "the network was built with the recorded settings"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trained.pth"]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("train:\n  total_iter: " + "[" * 100_000 + "]" * 100_000 + "\n", "nests too deep to be a recipe"),
+        ("train:\n  total_iter: " + "7" * 5000 + "\n", "value has 5000 digits"),
+    ],
+    ids=["deep_nesting", "5000_digits"],
+)
+def test_a_training_config_that_cannot_be_read_is_one_line(tmp_path, text, needle):
+    """vsr-train's --config is YAML the user passes: nesting that exhausts the parser's recursion and a
+    number beyond Python's int-string limit are one line naming the file, not a traceback, and no
+    training folder is made."""
+    from runtime.cli.train import main as train_main
+
+    config = tmp_path / "over.yaml"
+    config.write_text(text)
+    argv = ["basicvsr", "--config", str(config), "--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(train_main, argv)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    assert f"config {config}" in result.output and needle in result.output, result.output
+    assert "Traceback" not in result.output and "set_int_max_str_digits" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------------------------------
