@@ -36,6 +36,7 @@ the activations are not rounded, so it emulates neither BF16's speed nor its err
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -51,7 +52,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from export.atomic import remove_path, write_text_atomic
+from export.atomic import FileLock, remove_path, write_text_atomic
 from export.format import CacheWarning, JsonLimitError, Package, PackageError, cache_folder, read_json, sha256_file
 from export.fp16 import fp32_nodes
 from vsr_models.errors import VSRError
@@ -335,12 +336,19 @@ class BlobLedger:
     A blob is hashed once, when recorded, and again only when its inode, size or change time differ from
     those recorded: any write or replacement changes its change time (ctime), which a user cannot set,
     so the digest is checked whenever the file may have changed without reading every blob on each run.
+    Processes sharing the folder (``--workers``) take :meth:`lock` around a prune and around a compile
+    with its record, so that none removes a blob another has just written and not yet recorded, and no
+    record is lost.
     """
 
     NAME = "blobs.json"
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+
+    def lock(self) -> FileLock:
+        """The folder's lock (a context manager)."""
+        return FileLock(self.folder / "blobs.lock")
 
     @staticmethod
     def _stamp(info: os.stat_result) -> str:
@@ -446,7 +454,8 @@ class OpenVinoBackend:
         if self.options.model_cache:
             folder = cache_folder("openvino")
             self.ledger = BlobLedger(folder)
-            removed = self.ledger.prune()
+            with self.ledger.lock():
+                removed = self.ledger.prune()
             if removed:
                 warnings.warn(
                     f"{removed} compiled model(s) in OpenVINO's model cache {folder} were not recorded, or not the "
@@ -490,11 +499,12 @@ class OpenVinoBackend:
             return entry
         model = self.models[stage].clone()
         model.reshape({name: self.ov.PartialShape(list(shape)) for name, shape in shapes.items()})
-        before = self.ledger.snapshot() if self.ledger is not None else {}
         try:
-            compiled = self.core.compile_model(model, self.device_name, self.config)
-            if self.ledger is not None:
-                self.ledger.record(before)
+            with self.ledger.lock() if self.ledger is not None else contextlib.nullcontext():
+                before = self.ledger.snapshot() if self.ledger is not None else {}
+                compiled = self.core.compile_model(model, self.device_name, self.config)
+                if self.ledger is not None:
+                    self.ledger.record(before)
         except RuntimeError as exc:
             raise PackageError(
                 f"OpenVINO {self.ov.__version__} cannot compile stage {stage!r} at {shapes} on {self.device_name}: "
