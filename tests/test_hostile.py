@@ -34,6 +34,7 @@ import torch
 from click.testing import CliRunner
 from onnx import numpy_helper
 
+import export.atomic
 import export.package
 import runtime.budget
 import runtime.memory
@@ -439,14 +440,21 @@ def test_a_work_folder_replaced_by_a_link_is_refused_and_its_target_untouched(
 # ---------------------------------------------------------------------------------------------
 
 
-def test_concurrent_commits_of_one_folder_all_succeed_and_leave_a_whole_folder(tmp_path):
+@pytest.mark.parametrize("swap", [True, False], ids=["swap", "locked"])
+def test_concurrent_commits_of_one_folder_all_succeed_and_leave_a_whole_folder(tmp_path, monkeypatch, swap):
+    """Four processes commit the same folder 25 times each: none fails, nothing is left beside it
+    (no ``.old-*``, ``.partial-*``, ``.lock``), and the folder is one commit's, whole. ``locked``:
+    as on a system that cannot swap two paths (the commit lock and two renames)."""
     target = tmp_path / "pkg"
     code = textwrap.dedent(
         """
         import sys
         from pathlib import Path
+        import export.atomic
         from export.atomic import staged_directory
-        me, target = sys.argv[1], Path(sys.argv[2])
+        me, target, swap = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"
+        if not swap:
+            export.atomic.exchange = lambda a, b: False
         for i in range(25):
             with staged_directory(target) as staged:
                 for part in range(4):
@@ -455,7 +463,10 @@ def test_concurrent_commits_of_one_folder_all_succeed_and_leave_a_whole_folder(t
     )
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", code, str(k), str(target)], env=_env(), stderr=subprocess.PIPE, text=True
+            [sys.executable, "-c", code, str(k), str(target), str(int(swap))],
+            env=_env(),
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for k in range(4)
     ]
@@ -463,6 +474,50 @@ def test_concurrent_commits_of_one_folder_all_succeed_and_leave_a_whole_folder(t
     assert all(w.returncode == 0 for w in writers), errors
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]  # no .old-*, .partial-*, .lock left
     assert len({(target / f"part{part}").read_text() for part in range(4)}) == 1  # one commit's folder, whole
+
+
+@pytest.mark.skipif(sys.platform not in ("linux", "darwin"), reason="swaps two paths with renameat2 or renamex_np")
+def test_a_folder_being_replaced_is_never_missing(tmp_path, monkeypatch):
+    """Replacing a folder swaps the new one in, in one step: after every rename the commit makes, the
+    target is there, whole. (The commit before moved the old folder aside first: for a moment
+    there was nothing at the target, and a kill at that moment left nothing there.)"""
+    target = tmp_path / "pkg"
+    states = []
+
+    def watched(rename):
+        def call(src, dst):
+            rename(src, dst)
+            states.append(sorted(p.name for p in target.iterdir()) if target.is_dir() else "missing")
+
+        return call
+
+    for i in range(3):
+        monkeypatch.setattr(export.atomic.os, "replace", watched(os.replace))
+        monkeypatch.setattr(export.atomic.os, "rename", watched(os.rename))
+        with staged_directory(target) as staged:
+            for part in range(4):
+                (staged / f"part{part}").write_text(str(i))
+        monkeypatch.undo()
+        assert {(target / f"part{part}").read_text() for part in range(4)} == {str(i)}
+    assert states and all(state == [f"part{part}" for part in range(4)] for state in states), states
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+
+
+def test_an_output_a_killed_commit_moved_aside_is_put_back_and_its_lock_removed(tmp_path):
+    """A commit killed between its two renames (where paths cannot be swapped) leaves the old output
+    in ``.NAME.old-PID-*`` and nothing at the target, and its commit lock: the next write of the
+    target puts the old output back (a write that then fails leaves it so) and removes the lock."""
+    target = tmp_path / "pkg"
+    dead = _dead_pid()
+    aside = tmp_path / f".pkg.old-{dead}-x1y2z3" / "pkg"
+    aside.mkdir(parents=True)
+    (aside / "manifest.json").write_text("the old output")
+    (tmp_path / ".pkg.lock").write_text(f"pid {dead} on a host since then: vsr-export\n")
+    with pytest.raises(RuntimeError, match="the export failed"), staged_directory(target) as staged:
+        (staged / "manifest.json").write_text("half a new output")
+        raise RuntimeError("the export failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+    assert (target / "manifest.json").read_text() == "the old output"
 
 
 def _dead_pid() -> int:
