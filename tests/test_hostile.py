@@ -435,6 +435,30 @@ def test_a_work_folder_replaced_by_a_link_is_refused_and_its_target_untouched(
     )
 
 
+def test_a_link_inside_a_resumed_work_folder_is_refused_and_its_target_untouched(tmp_path, cache, bikes, tiny_package):
+    """A segment of the work folder replaced by a link to the user's file: --resume refuses in one
+    line, naming the link, and neither trusts nor replaces what it points to."""
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 4))
+    out = tmp_path / "out.mp4"
+    job = runtime.segments.prepare_file(
+        0, source, out, probe(source), tiny_package,
+        runtime.options.RunOptions(package=str(tiny_package.root), backend="onnxruntime", threads=1),
+        runtime.options.Encoding(codec="libx264", crf=18, frames=None),
+        device_kind="cpu", fps=Fraction(25), segment_frames=None,
+        resume=True, work_dir=cache / "work", scale=(4.0, 4.0),
+    )  # fmt: skip
+    victim = tmp_path / "victim.mp4"
+    shutil.copyfile(source, victim)
+    job.tasks[0].dest.symlink_to(victim)
+    job.close()
+    before = listing(tmp_path)
+    outcome = vsr_run(source, "-o", out, "--segment", "0", "--resume", package=tiny_package.root)
+    assert_clean_error(
+        outcome, "holds a symbolic link", job.tasks[0].dest.name, "remove it", before=before, folder=tmp_path
+    )
+    assert len(outcome.result.output.strip().splitlines()) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # staged writes: atomic under concurrency, leftovers of killed writers removed
 # ---------------------------------------------------------------------------------------------
