@@ -21,6 +21,7 @@ the first segment starts.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
@@ -42,6 +43,7 @@ from export.atomic import (
     Busy,
     FileLock,
     StagedPath,
+    WriteError,
     check_real_folder,
     remove_path,
     write_text_atomic,
@@ -260,10 +262,24 @@ class WorkFolder:
                     shutil.rmtree(self.root)
             self.root.mkdir(exist_ok=True)
             check_real_folder(self.root, "the work folder")
+            self._refuse_links()
             for stale in self.root.glob(f"*{PARTIAL_MARK}*"):  # half-written by a run that was killed
                 remove_path(stale)
             write_text_atomic(self.root / "key.json", json.dumps(key, indent=1, sort_keys=True, default=str))
         return discarded
+
+    def _refuse_links(self) -> None:
+        """A :class:`~export.atomic.WriteError` if a symbolic link sits in the folder (or in a
+        segment's folder of frames): a resumed run would otherwise trust or replace what it names."""
+        for entry in self.root.iterdir():
+            inner = list(entry.iterdir()) if entry.is_dir() and not entry.is_symlink() else []
+            for path in [entry, *inner]:
+                if path.is_symlink():
+                    raise WriteError(
+                        errno.ELOOP,
+                        f"the work folder {self.root} holds a symbolic link, {path.name} (to {os.readlink(path)}), "
+                        "which this tool never makes nor follows; remove it, or run without --resume to start afresh",
+                    )
 
     def segment_path(self, segment: Segment, frames_output: bool) -> Path:
         name = f"seg-{segment.index:05d}-{segment.start}-{segment.stop}"

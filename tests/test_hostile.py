@@ -34,6 +34,7 @@ import torch
 from click.testing import CliRunner
 from onnx import numpy_helper
 
+import export.atomic
 import export.package
 import runtime.budget
 import runtime.memory
@@ -84,64 +85,65 @@ def _state(pid: int) -> str | None:
         return None
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if parent == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        kids = _children(todo.pop())
-        found += kids
-        todo += kids
-    return found
-
-
 # ---------------------------------------------------------------------------------------------
 # workers die with their run
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not LINUX, reason="reads the process tree from /proc")
-def test_sigkill_of_a_run_on_two_workers_leaves_no_process(tmp_path, cache, bikes, tiny_package):
-    """vsr-run --workers 2 killed with SIGKILL while both workers compute: every process it started
-    (the workers, the fork server, the resource tracker) is gone within a few seconds."""
+def _marked(mark: str) -> dict[int, str]:
+    """Every live process (not a zombie) whose environment holds ``VSR_TEST_MARK=mark``, with its
+    command line: whatever a run started, however deep, and even after it was re-parented."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if f"VSR_TEST_MARK={mark}".encode() in environ and _state(int(entry.name)) not in (None, "Z"):
+                found[int(entry.name)] = command
+    return found
+
+
+@pytest.mark.skipif(not LINUX, reason="reads every process's environment from /proc")
+@pytest.mark.parametrize("moment", ["starting", "working"])
+def test_sigkill_of_a_run_on_two_workers_leaves_no_process(tmp_path, cache, bikes, tiny_package, moment):
+    """vsr-run --workers 2 killed with SIGKILL, while its fork server still imports (``starting``) or
+    while both workers compute segments (``working``): every process it started (the workers, the
+    fork server, the resource tracker) is gone within a few seconds. Before the fork server ended
+    with its parent, it lived on for the rest of its imports and its interpreter's shutdown
+    (4 to 15 s here)."""
     source = write_video(tmp_path / "long.mp4", crops(bikes, 120))
     out = tmp_path / "out.mp4"
+    mark = f"{os.getpid()}-{time.monotonic_ns()}"
     command = [sys.executable, "-c", "import sys; from runtime.cli.run import main; sys.exit(main())"]
     command += [str(source), "-o", str(out), "--model", str(tiny_package.root), "--workers", "2", "--threads", "1"]
     command += ["--segment", "4", "--chunk", "4", "--overlap", "1"]
-    run = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**_env(), "VSR_TEST_MARK": mark}
+    run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        work = cache / "work"
-        deadline = time.monotonic() + 240
-        while not list(work.glob("out.mp4-*/seg-*.mp4")) and run.poll() is None:  # a worker has finished a segment
-            assert time.monotonic() < deadline, "no segment was ever finished"
-            time.sleep(0.05)
+        deadline = time.monotonic() + 300
+        while run.poll() is None and time.monotonic() < deadline:
+            started = _marked(mark)
+            servers = [p for p, c in started.items() if "multiprocessing.forkserver" in c]
+            if moment == "starting" and servers:
+                break  # the fork server exists: it imports torch and the backends for seconds
+            if moment == "working" and len(servers) >= 3 and list((cache / "work").glob("out.mp4-*/seg-*.mp4")):
+                break  # the fork server and two workers, one of which has finished a segment
+            time.sleep(0.02)
         assert run.poll() is None, "the run ended before it could be killed"
-        started = _descendants(run.pid)
-        workers = [p for p in started if "multiprocessing.forkserver" in Path(f"/proc/{p}/cmdline").read_text()]
-        assert len(workers) >= 3, started  # the fork server and two workers
+        assert time.monotonic() < deadline, f"the run never reached the moment to kill it: {started}"
         run.send_signal(signal.SIGKILL)
         run.wait()
-        deadline = time.monotonic() + 5
-        while any(_state(p) not in (None, "Z") for p in started) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 3
+        while _marked(mark) and time.monotonic() < deadline:
             time.sleep(0.05)
-        left = [p for p in started if _state(p) not in (None, "Z")]
+        left = _marked(mark)
     finally:
-        for pid in [run.pid, *_descendants(run.pid)]:
-            if _state(pid) not in (None, "Z"):
-                os.kill(pid, signal.SIGKILL)
-    assert not left, f"processes left running after the run was killed: {left}"
+        for pid in _marked(mark):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left running 3 s after the run was killed: {left}"
     assert not out.exists()
 
 
@@ -525,19 +527,50 @@ def test_a_work_folder_replaced_by_a_link_is_refused_and_its_target_untouched(
     )
 
 
+def test_a_link_inside_a_resumed_work_folder_is_refused_and_its_target_untouched(tmp_path, cache, bikes, tiny_package):
+    """A segment of the work folder replaced by a link to the user's file: --resume refuses in one
+    line, naming the link, and neither trusts nor replaces what it points to."""
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 4))
+    out = tmp_path / "out.mp4"
+    job = runtime.segments.prepare_file(
+        0, source, out, probe(source), tiny_package,
+        runtime.options.RunOptions(package=str(tiny_package.root), backend="onnxruntime", threads=1),
+        runtime.options.Encoding(codec="libx264", crf=18, frames=None),
+        device_kind="cpu", fps=Fraction(25), segment_frames=None,
+        resume=True, work_dir=cache / "work", scale=(4.0, 4.0),
+    )  # fmt: skip
+    victim = tmp_path / "victim.mp4"
+    shutil.copyfile(source, victim)
+    job.tasks[0].dest.symlink_to(victim)
+    job.close()
+    before = listing(tmp_path)
+    outcome = vsr_run(source, "-o", out, "--segment", "0", "--resume", package=tiny_package.root)
+    assert_clean_error(
+        outcome, "holds a symbolic link", job.tasks[0].dest.name, "remove it", before=before, folder=tmp_path
+    )
+    assert len(outcome.result.output.strip().splitlines()) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # staged writes: atomic under concurrency, leftovers of killed writers removed
 # ---------------------------------------------------------------------------------------------
 
 
-def test_concurrent_commits_of_one_folder_all_succeed_and_leave_a_whole_folder(tmp_path):
+@pytest.mark.parametrize("swap", [True, False], ids=["swap", "locked"])
+def test_concurrent_commits_of_one_folder_all_succeed_and_leave_a_whole_folder(tmp_path, monkeypatch, swap):
+    """Four processes commit the same folder 25 times each: none fails, nothing is left beside it
+    (no ``.old-*``, ``.partial-*``, ``.lock``), and the folder is one commit's, whole. ``locked``:
+    as on a system that cannot swap two paths (the commit lock and two renames)."""
     target = tmp_path / "pkg"
     code = textwrap.dedent(
         """
         import sys
         from pathlib import Path
+        import export.atomic
         from export.atomic import staged_directory
-        me, target = sys.argv[1], Path(sys.argv[2])
+        me, target, swap = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"
+        if not swap:
+            export.atomic.exchange = lambda a, b: False
         for i in range(25):
             with staged_directory(target) as staged:
                 for part in range(4):
@@ -546,7 +579,10 @@ def test_concurrent_commits_of_one_folder_all_succeed_and_leave_a_whole_folder(t
     )
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", code, str(k), str(target)], env=_env(), stderr=subprocess.PIPE, text=True
+            [sys.executable, "-c", code, str(k), str(target), str(int(swap))],
+            env=_env(),
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for k in range(4)
     ]
@@ -554,6 +590,50 @@ def test_concurrent_commits_of_one_folder_all_succeed_and_leave_a_whole_folder(t
     assert all(w.returncode == 0 for w in writers), errors
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]  # no .old-*, .partial-*, .lock left
     assert len({(target / f"part{part}").read_text() for part in range(4)}) == 1  # one commit's folder, whole
+
+
+@pytest.mark.skipif(sys.platform not in ("linux", "darwin"), reason="swaps two paths with renameat2 or renamex_np")
+def test_a_folder_being_replaced_is_never_missing(tmp_path, monkeypatch):
+    """Replacing a folder swaps the new one in, in one step: after every rename the commit makes, the
+    target is there, whole. (The commit before moved the old folder aside first: for a moment
+    there was nothing at the target, and a kill at that moment left nothing there.)"""
+    target = tmp_path / "pkg"
+    states = []
+
+    def watched(rename):
+        def call(src, dst):
+            rename(src, dst)
+            states.append(sorted(p.name for p in target.iterdir()) if target.is_dir() else "missing")
+
+        return call
+
+    for i in range(3):
+        monkeypatch.setattr(export.atomic.os, "replace", watched(os.replace))
+        monkeypatch.setattr(export.atomic.os, "rename", watched(os.rename))
+        with staged_directory(target) as staged:
+            for part in range(4):
+                (staged / f"part{part}").write_text(str(i))
+        monkeypatch.undo()
+        assert {(target / f"part{part}").read_text() for part in range(4)} == {str(i)}
+    assert states and all(state == [f"part{part}" for part in range(4)] for state in states), states
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+
+
+def test_an_output_a_killed_commit_moved_aside_is_put_back_and_its_lock_removed(tmp_path):
+    """A commit killed between its two renames (where paths cannot be swapped) leaves the old output
+    in ``.NAME.old-PID-*`` and nothing at the target, and its commit lock: the next write of the
+    target puts the old output back (a write that then fails leaves it so) and removes the lock."""
+    target = tmp_path / "pkg"
+    dead = _dead_pid()
+    aside = tmp_path / f".pkg.old-{dead}-x1y2z3" / "pkg"
+    aside.mkdir(parents=True)
+    (aside / "manifest.json").write_text("the old output")
+    (tmp_path / ".pkg.lock").write_text(f"pid {dead} on a host since then: vsr-export\n")
+    with pytest.raises(RuntimeError, match="the export failed"), staged_directory(target) as staged:
+        (staged / "manifest.json").write_text("half a new output")
+        raise RuntimeError("the export failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+    assert (target / "manifest.json").read_text() == "the old output"
 
 
 def _dead_pid() -> int:
