@@ -161,6 +161,7 @@ def check_package(backend: Backend, package: Package, entry: NetworkEntry, model
         out = upscale_clip(backend, package, lr, scale)
         ref = forward(model, lr, scale)
         assert out.shape == ref.shape
+        print(f"{entry.name} {type(backend).__name__} {scale}: max abs {np.abs(out - ref).max():.2e}")
         assert np.abs(out - ref).max() <= 1e-4, (entry.name, scale)
 
 

@@ -180,14 +180,15 @@ def test_vsr_export_builds_the_configuration_of_the_named_weights(tmp_path, monk
     assert seen["net"].keyframe_stride == 1 and seen["net"].keyframe_slots == 41
 
 
-def test_zoo_names_say_where_the_released_files_are(tmp_path):
+def test_zoo_names_say_where_the_released_files_are(tmp_path, sample_video):
     for args in (["ftvsr", "-o", str(tmp_path / "pkg")], ["ftvsr-vimeo", "-o", str(tmp_path / "pkg")]):
         result = CliRunner().invoke(export_cli.main, args)
         assert result.exit_code == 1 and "drive.google.com" in result.output and "--checkpoint" in result.output
-    video = tmp_path / "in.mp4"
-    video.write_bytes(b"")
-    result = CliRunner().invoke(run_main, [str(video), "-o", str(tmp_path / "out.mp4"), "--model", "ftvsr"])
-    assert result.exit_code == 1
+    # a real input: the error can only be the missing weights
+    result = CliRunner().invoke(run_main, [str(sample_video), "-o", str(tmp_path / "out.mp4"), "--model", "ftvsr"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("Error: the ftvsr weights (FTVSR_REDS.pth) cannot be installed"), result.output
+    assert "drive.google.com" in result.output and "vsr-export ftvsr --checkpoint FTVSR_REDS.pth" in result.output
     assert not (tmp_path / "pkg").exists() and not (tmp_path / "out.mp4").exists()
 
 
@@ -497,16 +498,21 @@ def test_the_package_carries_the_workspace_to_the_tile_budget(package):
     assert up.workspace(270, 480) == _attention_bytes(2, 270, 480)
 
 
+#: vsr-parity's floor for FTVSR's FP16 graphs: the measured worst frame (87.7 dB) less 2.7 dB.
+FTVSR_FP16_MIN_PSNR = 85.0
+
+
 @pytest.mark.slow
 def test_fp16_against_fp32_per_frame_through_vsr_parity(package):
     """``vsr-parity --precision fp16`` on 6 real frames of 64x64: the FP16 graphs (keep-FP32
     policy: scores, memory, flows, softmax, normalisation) against the PyTorch FP32 forward, in dB
-    per frame, at the tool's own 50 dB floor."""
+    per frame. Measured (README): 88.4, 88.3, 87.7, 88.3, 89.1, 88.5 dB; the floor is the worst frame
+    less 2.7 dB (85 dB), far above the 42.9 dB the scores in FP16 gave."""
     args = [str(package.root), "--precision", "fp16", "--backend", "onnxruntime", "--frames", "6", "--crop", "64x64"]
-    result = CliRunner().invoke(parity_main, args)
+    result = CliRunner().invoke(parity_main, [*args, "--min-psnr", str(FTVSR_FP16_MIN_PSNR)])
     print(result.output)
     assert result.exit_code == 0, result.output
-    assert "dB" in result.output
+    assert "parity OK" in result.output
 
 
 @pytest.mark.slow

@@ -112,8 +112,10 @@ def _signature(fn) -> inspect.Signature:
     return inspect.signature(fn)  # what tensorrt.plugin reads (_validate.py), not get_type_hints
 
 
-def test_register_function_annotations_are_the_real_classes():
-    """tensorrt.plugin calls issubclass(annotation, TensorDesc) on every parameter and on the return."""
+def test_register_function_annotations_are_the_classes_passed_in():
+    """tensorrt.plugin calls issubclass(annotation, TensorDesc) on every parameter and on the return, so the
+    annotations must be the very classes of the module handed in (not strings or copies). Checked with a
+    stand-in for ``tensorrt.plugin`` (no TensorRT here); the real module is exercised by the GPU tests."""
     desc, _, _ = plugin.plugin_functions(types.SimpleNamespace(float32="f32"), _TRTP)
     sig = _signature(desc)
     params = list(sig.parameters.values())
@@ -314,7 +316,8 @@ sys.path.insert(0, "tests")
 from test_implicit_warp_plugin import _case
 from engines.plugins import implicit_warp as plugin, implicit_warp_kernel as kernel_module
 from vsr_models.ops.implicit_warp import implicit_warp
-# The interpreter has no libdevice: numpy's sin, cos and exp stand in (the rest runs as written).
+# The interpreter has no libdevice: tl.math's sin, cos and exp stand in, which Triton 3.9's interpreter
+# evaluates with numpy's np.sin, np.cos, np.exp (triton/runtime/interpreter.py); the rest runs as written.
 kernel_module.libdevice = types.SimpleNamespace(
     sin=lambda x: tl.math.sin(x), cos=lambda x: tl.math.cos(x), exp=lambda x: tl.math.exp(x)
 )
