@@ -367,10 +367,13 @@ def _without_the_coordinate_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(policy, "check_fp16_graph", lambda *args: None)
 
 
+@pytest.mark.slow
 def test_negative_control_fp16_without_the_coordinate_rule_fails_the_bound(
     basicvsr_package: Package, tmp_path, monkeypatch
 ):
-    """The FP16 bound above can fail: the same 6 frames with flows and grids rounded to FP16 fall below it."""
+    """The FP16 bound above can fail: the same 6 frames with flows and grids rounded to FP16 fall below it
+    (measured: worst frame 71.80 dB, mean 72.58 dB, against 77.39 dB with the rule; slow: a second FP16
+    conversion of the REDS4 package)."""
     import shutil
 
     from export.fp16 import add_fp16

@@ -264,20 +264,28 @@ def test_two_worker_processes_one_killed_mid_segment(tmp_path, clip, tiny_packag
     while it computes its next one; the pool is rebuilt, the lost segments retried, the frames unchanged."""
     job = _job(clip, tmp_path / "frames", tiny_package, segment_frames=4)
     pool = ProcessPool(_spec(tiny_package), [Device("cpu")], 2)
-    killed, retried, pids = [], [], set()
+    killed, retried, pids, handed_in = [], [], set(), []
 
     def on_result(task, result):
         pids.add(result.pid)
+        handed_in.append(task.segment.index)
         if not killed:
             os.kill(result.pid, signal.SIGKILL)
-            killed.append(result.pid)
+            killed.append((result.pid, len(handed_in)))
 
     try:
-        result = run_jobs([job], pool, progress=Progress(on_result=on_result, on_retry=lambda t, e: retried.append(e)))
+        result = run_jobs(
+            [job], pool, progress=Progress(on_result=on_result, on_retry=lambda t, e: retried.append((t, e)))
+        )
     finally:
         pool.close()
     assert not result.failed and result.report.segments_computed == 5
-    assert killed and any(isinstance(e, WorkerDied) for e in retried)
+    assert killed and any(isinstance(e, WorkerDied) for _, e in retried)
+    # the kill landed mid segment: a segment not handed in at the kill was lost with the worker, retried,
+    # and handed in afterwards (killed while idle, nothing would have been retried)
+    before_kill = set(handed_in[: killed[0][1]])
+    lost = {t.segment.index for t, e in retried if isinstance(e, WorkerDied)}
+    assert lost and not lost & before_kill and lost <= set(handed_in[killed[0][1] :]), (lost, handed_in, killed)
     assert len(pids) >= 2
     assert np.array_equal(_frames(tmp_path / "frames"), sequential)
 

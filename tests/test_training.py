@@ -273,7 +273,7 @@ def _kill_after_iteration_3(clips: Path, out: Path, config: Path) -> dict[str, i
     saved), and check the kill landed there: the process was alive when killed, died of the signal, and
     had not saved iteration 4. Returns the saved iteration-2 state's (inode, mtime_ns)."""
     proc = _train_process([*_args(clips, out, config, 4, "--save-every", "2"), "--workers", "2"])
-    deadline = time.time() + 120
+    deadline = time.time() + 600  # a stuck run, not a slow one (4 tiny iterations take minutes under load)
     while 3 not in (_losses(out) if (out / "log.jsonl").is_file() else {}):
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()
         time.sleep(0.05)
