@@ -143,7 +143,8 @@ def test_converted_graph_is_fp16_outside_the_policy_and_runs():
     }
     (ref,), (out,) = _run(model, feeds), _run(fp16, feeds)
     assert out.dtype == np.float32
-    np.testing.assert_allclose(out, ref, rtol=0, atol=0.05 * np.abs(ref).max())
+    # Measured 2.9e-4 of the output's maximum (FP16 weights and features); bound about 7x that.
+    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-3 * np.abs(ref).max())
 
 
 def test_fp32_output_of_a_blocked_node_is_exact():
