@@ -344,6 +344,8 @@ def test_tiled_kernel_matches_the_reference_in_the_interpreter():
     assert errors["32 torch.float16"][1] == "torch.float16" and errors["32 torch.float16"][0] <= 2e-2, errors
 
 
+#: The README's figures: shared memory per block of IART's kernel (C=120, 6 heads), the same for every target.
+_IART_SHARED_BYTES = {"fp32": 31360, "fp16": 12288}
 #: Largest dynamic shared memory per block with an opt-in (CUDA programming guide, compute capabilities).
 _OPT_IN_LIMIT = {90: 227 * 1024, 89: 99 * 1024, 86: 99 * 1024}
 
@@ -361,6 +363,7 @@ def test_iart_kernel_fits_shared_memory(feature_type: str, capability: int):
     assert ".entry implicit_warp_kernel" in ptx and f".target sm_{capability}" in ptx
     assert meta.target.arch == capability and meta.num_warps == plugin.NUM_WARPS
     assert 0 < meta.shared <= plugin.SHARED_MEMORY_LIMIT < _OPT_IN_LIMIT[capability]
+    assert meta.shared == _IART_SHARED_BYTES[feature_type]  # exactly the README's bytes
     assert meta.global_scratch_size == 0 and meta.profile_scratch_size == 0
 
 
