@@ -105,6 +105,7 @@ def test_onnxruntime_package_equals_pytorch_over_20_frames(basicvsr, basicvsr_pa
         )
     )
     errors = np.abs(out - ref).reshape(len(ref), -1).max(axis=1)
+    print("max abs per frame:", " ".join(f"{e:.1e}" for e in errors))
     assert errors.max() <= 1e-4, errors
     # no growth along the clip: the error does not accumulate through the recurrence
     assert errors[-5:].mean() <= 3 * errors[:5].mean() + 1e-6, errors

@@ -314,6 +314,30 @@ def test_an_error_that_persists_leaves_no_output_and_exits_non_zero(
     assert [p.name for p in work.glob("seg-*")] == ["seg-00000-0-8.mp4"]  # spent on the failed input
 
 
+def test_a_user_error_in_a_segment_is_not_retried(tmp_path, clip, tiny_package, monkeypatch, work_in_tmp):
+    """A VSRError (the user's to fix: it would fail again) fails its segment at the first try, with its
+    message, though --retries allows two more."""
+    import runtime.workers
+    from vsr_models.errors import VSRError
+
+    calls = []
+    real = runtime.workers.render_segment
+
+    def refusing(engine, task, dest=None, on_step=None):
+        if task.segment.index == 1:
+            calls.append(task.segment.index)
+            raise VSRError("the frame is too small for this network; use --tile 0")
+        return real(engine, task, dest, on_step)
+
+    monkeypatch.setattr(runtime.workers, "render_segment", refusing)
+    out = tmp_path / "o.mp4"
+    result = _run([clip, "-o", out, "--model", tiny_package.root, "--segment", "8", "--retries", "2"])
+    assert result.exit_code != 0 and "the frame is too small for this network; use --tile 0" in result.output
+    assert "Traceback" not in result.output
+    assert calls == [1]  # no retry
+    assert not out.exists() and not list(tmp_path.glob(".o.mp4.partial*"))
+
+
 def test_many_inputs_into_a_folder_go_on_past_a_bad_one(tmp_path, tiny_package):
     videos = tmp_path / "in"
     videos.mkdir()
