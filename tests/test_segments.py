@@ -422,6 +422,64 @@ def test_work_folder_is_keyed_by_what_changes_a_frame(tmp_path):
     assert a.root != WorkFolder.for_output(tmp_path / "o.mp4", {"crf": 17}, tmp_path).root
 
 
+def test_every_field_of_the_work_folder_key_gives_its_own_folder(tmp_path, clip, tiny_package):
+    """prepare_file's key, each field varied alone from one base run: every variant gets a work folder of its
+    own (so --resume never mixes segments made another way), and its key.json records the change."""
+    import json
+    import shutil
+
+    source = tmp_path / "src" / clip.name
+    other = tmp_path / "other" / clip.name
+    for copy in (source, other):
+        copy.parent.mkdir()
+        shutil.copy2(clip, copy)
+    (tmp_path / "elsewhere").mkdir()
+    base_spec = _spec(tiny_package)
+    h264 = Encoding(codec="libx264", crf=18, frames=None)
+
+    def folder(src=source, out=tmp_path / "o.mp4", spec=base_spec, encoding=h264, **kw) -> dict:
+        args = {"device_kind": "cpu", "fps": Fraction(25), "segment_frames": 8, "scale": (4.0, 4.0), **kw}
+        job = prepare_file(
+            0, src, out, probe(src), tiny_package, spec, encoding, resume=False, work_dir=tmp_path / "work", **args
+        )
+        root = job.work.root
+        job.close()
+        key = json.loads((root / "key.json").read_text())
+        return {"root": root, **key, **key["runner"]}
+
+    def options(backend="onnxruntime", precision="fp32", **schedule) -> RunOptions:
+        return RunOptions(
+            package=base_spec.package,
+            backend=backend,
+            precision=precision,
+            threads=1,
+            schedule=Schedule(**{"chunk": 4, "overlap": 1, **schedule}),
+        )
+
+    base = folder()
+    variants = {
+        "input": folder(src=other),
+        "to": folder(out=tmp_path / "elsewhere" / "o.mp4"),
+        "output": folder(out=tmp_path / "frames"),
+        "precision": folder(spec=options(precision="fp16")),
+        "backend": folder(spec=options(backend="torch")),
+        "chunk": folder(spec=options(chunk=5)),
+        "overlap": folder(spec=options(overlap=2)),
+        "device": folder(device_kind="cuda"),
+        "frames": folder(encoding=Encoding(codec="libx264", crf=18, frames=6)),
+        "segments": folder(segment_frames=4),
+        "codec": folder(encoding=Encoding(codec="libx265", crf=18, frames=None)),
+        "crf": folder(encoding=Encoding(codec="libx264", crf=17, frames=None)),
+        "fps": folder(fps=Fraction(30)),
+    }
+    os.utime(source, ns=(1, 1))  # the same file, changed since
+    variants["mtime_ns"] = folder()
+    roots = [base["root"], *(v["root"] for v in variants.values())]
+    assert len(set(roots)) == len(roots), roots
+    for field, variant in variants.items():
+        assert variant[field] != base[field], field
+
+
 def _run_real(args) -> str:
     """vsr-run with the default schedule (windows of 30 + 6 frames of context)."""
     result = CliRunner().invoke(run_main, [str(a) for a in [*args, "--backend", "onnxruntime", "--threads", "1"]])
