@@ -135,7 +135,7 @@ format_option = Flag(
     default=DEFAULT_SEGMENT,
     show_default=True,
     help="Input frames per segment (rounded up to whole windows); segments are computed on their own, "
-    "kept in a work folder beside the output and joined by stream copy. 0: one segment per input.",
+    "kept in a work folder (--work-dir) until they are joined by stream copy. 0: one segment per input.",
 )
 @click.option(
     "--resume",
