@@ -443,8 +443,8 @@ def test_every_field_of_the_work_folder_key_gives_its_own_folder(tmp_path, clip,
             0, src, out, probe(src), tiny_package, spec, encoding, resume=False, work_dir=tmp_path / "work", **args
         )
         root = job.work.root
-        job.close()
         key = json.loads((root / "key.json").read_text())
+        job.close()  # removes the folder (no finished segment in it) and releases the output's lock
         return {"root": root, **key, **key["runner"]}
 
     def options(backend="onnxruntime", precision="fp32", **schedule) -> RunOptions:
