@@ -87,6 +87,11 @@ def write_problem(exc: OSError, target: str | os.PathLike[str]) -> WriteError | 
         return WriteError(
             exc.errno, f"cannot write {target}: {place} is a symbolic link where this tool keeps a file; remove it"
         )
+    if exc.errno == errno.ENOTDIR:
+        place = shown(exc.filename) if exc.filename else target
+        return WriteError(
+            exc.errno, f"cannot write {target}: a part of {place} is a file, not a folder; choose another place"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM):
         place = shown(exc.filename) if exc.filename else target.parent
         return WriteError(
@@ -311,7 +316,9 @@ def check_real_folder(path: str | os.PathLike[str], what: str) -> os.stat_result
 
 def shared_folder_warning(path: str | os.PathLike[str], what: str) -> str | None:
     """A warning when others could change what is in ``path`` (writable by group or others, or
-    owned by another user), ``None`` when only this user can."""
+    owned by another user), ``None`` when only this user can. A folder of this user's with the sticky
+    bit (as ``/tmp``) draws none: others may add entries there but not rename or remove this user's,
+    and every cache folder below it is made private and checked on its own."""
     try:
         info = os.stat(path)
     except OSError:
@@ -321,7 +328,7 @@ def shared_folder_warning(path: str | os.PathLike[str], what: str) -> str | None
     mode = stat.S_IMODE(info.st_mode)
     if info.st_uid != os.geteuid() and info.st_uid != 0:
         who = f"belongs to another user (uid {info.st_uid})"
-    elif mode & 0o022:
+    elif mode & 0o022 and not (mode & stat.S_ISVTX and info.st_uid == os.geteuid()):
         who = f"is writable by {'others' if mode & 0o002 else 'its group'} (mode {mode:o})"
     else:
         return None

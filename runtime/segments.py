@@ -55,7 +55,7 @@ from .devices import Device
 from .lanes import LaneStats, run_lanes
 from .options import Encoding, RunOptions
 from .pipeline import Upscaler
-from .video import VideoInfo, VideoWarning, VideoWriter, chw, hwc, output_kind, read_frames
+from .video import Colour, VideoInfo, VideoWarning, VideoWriter, chw, hwc, output_kind, read_frames
 from .video.audio import side_streams
 from .video.index import PacketIndex, Span, build_index, read_span, timestamps_problem
 from .video.remux import Piece, stitch_frames, stitch_video
@@ -139,6 +139,7 @@ class SegmentTask:
     crf: int
     steps: int
     bit_depth: int = 8
+    colour: Colour = field(default_factory=Colour)
 
     @property
     def frames(self) -> int:
@@ -204,6 +205,7 @@ def render_segment(
             overwrite=True,
             time_base=task.time_base,
             bit_depth=task.bit_depth,
+            colour=task.colour,
         )
     with writer:
 
@@ -525,6 +527,7 @@ def _plan_file(
                 crf=encoding.crf,
                 steps=up.steps(num, info.height, info.width, seg.start, seg.stop),
                 bit_depth=info.bit_depth,
+                colour=info.colour,
             )
         )
     missing = [t for t in tasks if not segment_is_complete(t.dest, t.frames, t.exact)]

@@ -210,6 +210,33 @@ def test_a_link_planted_in_the_zoo_cache_is_not_followed(tmp_path, monkeypatch, 
     assert not package.root.is_symlink() and (decoy / "manifest.json").is_file()  # the link's target is untouched
 
 
+def test_a_manifest_edited_in_the_zoo_cache_is_not_used(monkeypatch, tiny_package):
+    """The manifest cannot record its own digest: the one recorded beside the entry when it was
+    written catches a manifest edited in place (here its size multiple: other padding, other frames)
+    whose graphs all still match their records; a missing record means exporting again as well."""
+    exported: list[Path] = []
+    monkeypatch.setattr(runtime.resolve, "export_package", _fake_zoo_export(tiny_package, exported))
+    monkeypatch.setattr(runtime.resolve, "pretrained", lambda name: None)
+    lines: list[str] = []
+    first = runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    record = first.root.with_name(first.root.name + ".manifest.sha256")
+    assert record.read_text().strip() == hashlib.sha256((first.root / "manifest.json").read_bytes()).hexdigest()
+    runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    assert len(exported) == 1
+
+    manifest = json.loads((first.root / "manifest.json").read_text())
+    manifest["constraints"]["multiple"] = 8
+    (first.root / "manifest.json").write_text(json.dumps(manifest))
+    assert Package.open(first.root, verify=True).constraints.multiple == 8  # the graphs' digests still match
+    again = runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    assert len(exported) == 2 and "manifest.json is not the manifest recorded" in lines[-1]
+    assert again.constraints.multiple == tiny_package.constraints.multiple
+
+    record.unlink()
+    runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    assert len(exported) == 3 and "no digest of" in lines[-1] and record.is_file()
+
+
 def test_a_cache_others_can_write_draws_a_warning(tmp_path, monkeypatch):
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -218,12 +245,42 @@ def test_a_cache_others_can_write_draws_a_warning(tmp_path, monkeypatch):
     monkeypatch.setattr("export.format._warned_cache", set())
     with pytest.warns(CacheWarning, match=r"is writable by others \(mode 777\).*chmod 700"):
         cache_folder("packages")
-    private = tmp_path / "private"
-    monkeypatch.setenv("VSR_CACHE_DIR", str(private))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", CacheWarning)
+    group = tmp_path / "group"
+    group.mkdir()
+    group.chmod(0o770)
+    monkeypatch.setenv("VSR_CACHE_DIR", str(group))
+    with pytest.warns(CacheWarning, match=r"is writable by its group \(mode 770\).*chmod 700"):
         cache_folder("packages")
+    private, sticky = tmp_path / "private", tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # as /tmp, but this user's: others may add entries, not change this user's
+    for quiet in (private, sticky):
+        monkeypatch.setenv("VSR_CACHE_DIR", str(quiet))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CacheWarning)
+            cache_folder("packages")
+        assert oct((quiet / "packages").stat().st_mode & 0o777) == oct(0o700)
     assert oct(private.stat().st_mode & 0o777) == oct(0o700)
+
+
+def test_a_shared_cache_is_one_warning_line_of_the_run(tmp_path, bikes, tiny_package):
+    """What the user sees: one line naming the folder and the chmod that fixes it, no Python source
+    line; the run itself goes on."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 2))
+    command = [sys.executable, "-c", "import sys; from runtime.cli.run import main; sys.exit(main())", str(source)]
+    command += ["-o", str(tmp_path / "out.mp4"), "--model", str(tiny_package.root), "--threads", "1"]
+    done = subprocess.run(
+        command, env={**_env(), "VSR_CACHE_DIR": str(shared)}, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "cache folder" in line or "warn" in line.lower()]
+    assert lines == [
+        f"Warning: the cache folder {shared} is writable by others (mode 777): whoever can write there can change "
+        f"what this tool runs; make it private (chmod 700 {shared}) or set VSR_CACHE_DIR to a private folder"
+    ], done.stderr
 
 
 def test_an_empty_cache_variable_is_not_the_current_folder(tmp_path, monkeypatch):
@@ -253,6 +310,41 @@ def test_an_engine_file_changed_in_the_cache_is_not_used(tmp_path):
     (tmp_path / "elsewhere.engine").write_bytes(b"engine b" * 100)  # the right bytes, behind a link
     with pytest.raises(EngineChanged, match="not a plain file"):
         cache.find(*args)
+
+
+def test_a_blob_swapped_in_openvinos_model_cache_is_removed_and_compiled_again(tmp_path, cache, bikes, tiny_package):
+    """OpenVINO loads any valid blob of the name it expects: two of its blobs swapped (each a whole
+    compiled model, of another stage) are found by their recorded digests, removed with one note, and
+    compiled again (OpenVINO's blobs differ in bytes from one compile to the next); the frames are those of
+    the first run, and the untouched blob is kept."""
+    pytest.importorskip("openvino", reason="the OpenVINO backend is an optional extra")
+    from runtime.backends.ov import BlobLedger, OpenVinoBackend
+    from runtime.pipeline import upscale_clip
+
+    frames = np.stack([np.moveaxis(img, -1, 0) for img in crops(bikes, 2)]).astype(np.float32) / 255
+    expected = upscale_clip(OpenVinoBackend(tiny_package), tiny_package, frames, (4, 4))
+    folder = cache / "openvino"
+    records = json.loads((folder / BlobLedger.NAME).read_text())
+    blobs = sorted(folder.glob("*.blob"), key=lambda p: p.stat().st_size)
+    assert len(blobs) == 3 and sorted(records) == sorted(b.name for b in blobs)
+    for blob in blobs:
+        assert records[blob.name]["sha256"] == hashlib.sha256(blob.read_bytes()).hexdigest()
+    small, large = blobs[0].read_bytes(), blobs[-1].read_bytes()
+    for blob, data in ((blobs[0], large), (blobs[-1], small)):
+        blob.unlink()
+        blob.write_bytes(data)
+    kept = blobs[1].stat().st_ino
+    with pytest.warns(CacheWarning, match=r"2 compiled model\(s\) in OpenVINO's model cache .* removed"):
+        again = OpenVinoBackend(tiny_package)
+    assert sorted(p.name for p in folder.glob("*.blob")) == [blobs[1].name]
+    assert np.array_equal(upscale_clip(again, tiny_package, frames, (4, 4)), expected)
+    records = json.loads((folder / BlobLedger.NAME).read_text())  # compiled again, recorded again
+    assert sorted(records) == sorted(b.name for b in blobs) and blobs[1].stat().st_ino == kept
+    for blob in blobs:
+        assert records[blob.name]["sha256"] == hashlib.sha256(blob.read_bytes()).hexdigest()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        OpenVinoBackend(tiny_package)  # all recorded: nothing removed, no note
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,6 +627,49 @@ def test_a_cache_folder_without_write_permission_is_a_one_line_error(tmp_path, m
         locked.chmod(0o700)
 
 
+@pytest.mark.parametrize("cache_of", ["work", "openvino"])
+def test_a_cache_folder_behind_a_file_is_one_line_naming_the_cache(
+    tmp_path, tmp_path_factory, monkeypatch, bikes, tiny_package, cache_of
+):
+    """A cache path through a file, met by the work folders (every run) or by OpenVINO's model cache
+    (the run given a work folder of its own): one line naming that cache folder and VSR_CACHE_DIR."""
+    flags: list[object] = []
+    if cache_of == "openvino":
+        pytest.importorskip("openvino", reason="the OpenVINO backend is an optional extra")
+        flags = ["--backend", "openvino", "--work-dir", tmp_path_factory.mktemp("work")]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("VSR_CACHE_DIR", str(blocker / "cache"))
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 2))
+    before = listing(tmp_path)
+    outcome = vsr_run(source, "-o", tmp_path / "out.mp4", *flags, package=tiny_package.root)
+    assert_clean_error(
+        outcome,
+        f"the cache folder {blocker / 'cache' / cache_of} cannot be used",
+        "(a part of its path is a file, not a folder)",
+        "set VSR_CACHE_DIR",
+        before=before,
+        folder=tmp_path,
+    )
+    assert len(outcome.text.strip().splitlines()) == 1
+
+
+def test_a_cache_folder_the_user_may_not_write_is_one_line_even_as_root(tmp_path, monkeypatch, bikes, tiny_package):
+    """The permission check itself, independent of who runs the tests (root writes anywhere): the
+    cache refused by ``os.access`` is a one-line error before any work."""
+    real_access = os.access
+    locked = tmp_path / "locked-cache"
+    monkeypatch.setenv("VSR_CACHE_DIR", str(locked))
+    monkeypatch.setattr(
+        os, "access", lambda path, mode, **kw: not str(path).startswith(str(locked)) and real_access(path, mode, **kw)
+    )
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 2))
+    outcome = vsr_run(source, "-o", tmp_path / "out.mp4", package=tiny_package.root)
+    assert outcome.result.exit_code == 1 and isinstance(outcome.result.exception, SystemExit), outcome.text
+    assert f"the cache folder {locked / 'work'} cannot be used (Permission denied)" in outcome.text
+    assert len(outcome.text.strip().splitlines()) == 1 and not (tmp_path / "out.mp4").exists()
+
+
 def test_a_full_disk_during_export_is_a_one_line_error_and_leaves_nothing(tmp_path, monkeypatch, tiny_checkpoint):
     def fill_the_disk(stage, ins, outs, constraints, path):
         path.write_bytes(b"the first megabytes of a graph")  # then the disk is full
@@ -575,6 +710,30 @@ def test_checkpoint_settings_are_checked_before_the_network_is_built(tmp_path, m
     assert str(path) in result.output and len(result.output.strip().splitlines()) == 1
     assert not built, "the network was built with the recorded settings"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trained.pth"]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("train:\n  total_iter: " + "[" * 100_000 + "]" * 100_000 + "\n", "nests too deep to be a recipe"),
+        ("train:\n  total_iter: " + "7" * 5000 + "\n", "value has 5000 digits"),
+    ],
+    ids=["deep_nesting", "5000_digits"],
+)
+def test_a_training_config_that_cannot_be_read_is_one_line(tmp_path, text, needle):
+    """vsr-train's --config is YAML the user passes: nesting that exhausts the parser's recursion and a
+    number beyond Python's int-string limit are one line naming the file, not a traceback, and no
+    training folder is made."""
+    from runtime.cli.train import main as train_main
+
+    config = tmp_path / "over.yaml"
+    config.write_text(text)
+    argv = ["basicvsr", "--config", str(config), "--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(train_main, argv)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    assert f"config {config}" in result.output and needle in result.output, result.output
+    assert "Traceback" not in result.output and "set_int_max_str_digits" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------------------------------
