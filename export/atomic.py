@@ -8,11 +8,14 @@ One rule for every file and folder the tools write (outputs, packages, caches, w
   (an error, Ctrl-C, SIGTERM) never leaves a partial output and never touches an existing one
   until the new one is complete;
 * **committed atomically, also when two processes race**: a file is put in place by one
-  ``rename``; a folder replacing a folder takes the target's commit lock (:class:`FileLock`), so two
-  commits of one target follow each other and each leaves a whole folder;
+  ``rename``; a folder replacing a folder is swapped with it in one step (``renameat2`` with
+  ``RENAME_EXCHANGE`` on Linux, ``renamex_np`` on macOS; elsewhere, or on a file system that cannot,
+  under the target's commit lock, :class:`FileLock`), so concurrent commits of one target all
+  succeed and each leaves a whole folder;
 * **leftovers of a killed run are recognised and removed** by the next write of the same target:
   the staged path carries its owner's process id and is locked (``flock``) by it while it lives,
-  so :func:`sweep_leftovers` removes exactly those whose owner is gone (SIGKILL, a power cut);
+  so :func:`sweep_leftovers` removes exactly those whose owner is gone (SIGKILL, a power cut), and
+  puts back an old output that a killed commit had moved aside;
 * **symlinks are not followed**: leftovers are opened with ``O_NOFOLLOW`` and a symlink among them
   is removed as a link; :func:`check_real_folder` refuses a folder the tool owns that has been
   replaced by a link.
@@ -27,6 +30,7 @@ Plain Python: no torch, no onnx.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as _dt
 import errno
 import os
@@ -86,6 +90,11 @@ def write_problem(exc: OSError, target: str | os.PathLike[str]) -> WriteError | 
         place = shown(exc.filename) if exc.filename else target
         return WriteError(
             exc.errno, f"cannot write {target}: {place} is a symbolic link where this tool keeps a file; remove it"
+        )
+    if exc.errno == errno.ENOTDIR:
+        place = shown(exc.filename) if exc.filename else target
+        return WriteError(
+            exc.errno, f"cannot write {target}: a part of {place} is a file, not a folder; choose another place"
         )
     if exc.errno in (errno.EACCES, errno.EPERM):
         place = shown(exc.filename) if exc.filename else target.parent
@@ -200,6 +209,40 @@ class FileLock:
             os.close(self._fd)  # the file stays; the next acquirer takes it over
 
 
+# ---- swapping two paths --------------------------------------------------------------------------
+
+#: renameat2(2) flag (Linux 3.15+, glibc 2.28+) and renamex_np(2) flag (macOS 10.12+): swap two paths.
+_RENAME_EXCHANGE = 2
+_RENAME_SWAP = 2
+_AT_FDCWD = -100
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:  # Windows: no C library by that name
+        return None
+
+
+def exchange(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Swap ``a`` and ``b`` (two existing paths on one file system) in one atomic step; ``False``
+    where the system or the file system cannot (then nothing was changed)."""
+    libc = _libc()
+    first, second = os.fsencode(a), os.fsencode(b)
+    if sys.platform.startswith("linux") and libc is not None and hasattr(libc, "renameat2"):
+        done = libc.renameat2(_AT_FDCWD, first, _AT_FDCWD, second, _RENAME_EXCHANGE)
+    elif sys.platform == "darwin" and libc is not None and hasattr(libc, "renamex_np"):
+        done = libc.renamex_np(first, second, _RENAME_SWAP)
+    else:
+        return False
+    if done == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False  # a file system (or kernel) without the swap
+    raise OSError(code, os.strerror(code), os.fsdecode(first), None, os.fsdecode(second))
+
+
 # ---- leftovers of killed runs --------------------------------------------------------------------
 
 
@@ -270,9 +313,10 @@ def remove_path(path: Path) -> None:
 
 
 def sweep_leftovers(target: str | os.PathLike[str]) -> list[Path]:
-    """Remove what killed writers of ``target`` left beside it (staged ``.NAME.partial-*`` files and
-    folders, ``.NAME.old-*`` folders of an interrupted commit); return what was removed. A staged
-    path of a live writer (this process's included) is left alone."""
+    """Remove what killed writers of ``target`` left beside it: staged ``.NAME.partial-*`` files and
+    folders, ``.NAME.old-*`` folders of an interrupted commit (whose old output is first put back
+    at ``target`` if nothing took its place), and a commit lock ``.NAME.lock`` nobody holds. Return
+    what was removed. A live writer's staged path (this process's included) is left alone."""
     target = Path(target)
     removed = []
     try:
@@ -283,9 +327,29 @@ def sweep_leftovers(target: str | os.PathLike[str]) -> list[Path]:
         prefix = f".{target.name}{mark}"
         for entry in entries:
             if entry.name.startswith(prefix) and _is_leftover(Path(entry.path), mark):
+                if mark == OLD_MARK:
+                    _put_back(Path(entry.path) / target.name, target)
                 remove_path(Path(entry.path))
                 removed.append(Path(entry.path))
+    lock = FileLock(target.parent / f".{target.name}{LOCK_SUFFIX}")
+    if fcntl is not None and os.path.lexists(lock.path):
+        try:
+            if lock.acquire(blocking=False):
+                lock.release()  # removes the file, still holding the lock
+                removed.append(lock.path)
+        except OSError:
+            pass  # a link or an unreadable file in its place: a commit that needs it says so
     return removed
+
+
+def _put_back(old: Path, target: Path) -> None:
+    """Return the output a killed commit moved aside (``old``) to ``target``, unless something is there."""
+    try:
+        if not stat.S_ISDIR(os.lstat(old).st_mode) or os.path.lexists(target):
+            return
+        os.rename(old, target)
+    except OSError:
+        pass  # gone meanwhile, or another writer put something there: the old one is removed
 
 
 def check_real_folder(path: str | os.PathLike[str], what: str) -> os.stat_result:
@@ -311,7 +375,9 @@ def check_real_folder(path: str | os.PathLike[str], what: str) -> os.stat_result
 
 def shared_folder_warning(path: str | os.PathLike[str], what: str) -> str | None:
     """A warning when others could change what is in ``path`` (writable by group or others, or
-    owned by another user), ``None`` when only this user can."""
+    owned by another user), ``None`` when only this user can. A folder of this user's with the sticky
+    bit (as ``/tmp``) draws none: others may add entries there but not rename or remove this user's,
+    and every cache folder below it is made private and checked on its own."""
     try:
         info = os.stat(path)
     except OSError:
@@ -321,7 +387,7 @@ def shared_folder_warning(path: str | os.PathLike[str], what: str) -> str | None
     mode = stat.S_IMODE(info.st_mode)
     if info.st_uid != os.geteuid() and info.st_uid != 0:
         who = f"belongs to another user (uid {info.st_uid})"
-    elif mode & 0o022:
+    elif mode & 0o022 and not (mode & stat.S_ISVTX and info.st_uid == os.geteuid()):
         who = f"is writable by {'others' if mode & 0o002 else 'its group'} (mode {mode:o})"
     else:
         return None
@@ -375,9 +441,9 @@ class StagedPath:
     def commit(self) -> Path:
         """Put the staged output in place of ``target`` (replacing what was there) and return it.
 
-        A folder replaces an existing folder by moving the old one aside first, under the target's
-        commit lock, so at every moment either the old or the new output is complete at ``target``
-        and a concurrent commit of the same target waits for this one.
+        A folder replaces an existing folder by swapping the two (or, where that cannot be done, by
+        moving the old one aside under the target's commit lock), so at every moment the old or the
+        new output is complete at ``target``, and concurrent commits of one target each succeed.
         """
         if self.done:
             raise RuntimeError(f"{self.path} was already committed or discarded")
@@ -398,6 +464,41 @@ class StagedPath:
         return self.target
 
     def _commit_folder(self) -> None:
+        """Put the staged folder at ``target``. Where the system can swap two paths in one step
+        (:func:`exchange`: Linux, macOS) an existing folder is swapped with the staged one, which
+        then holds the old output and is removed; no lock is needed, and two commits racing each
+        leave a whole folder, the later one's. Elsewhere the target's commit lock is taken and the
+        old folder moved aside first (a kill between the two renames leaves it in ``.NAME.old-*``,
+        which the next write of ``target`` puts back if nothing took its place)."""
+        for _ in range(100):  # each turn another process changed the target; one always ends a turn
+            try:
+                existing = os.lstat(self.target)
+            except FileNotFoundError:
+                try:
+                    os.rename(self.path, self.target)  # a folder: refused if one appeared meanwhile
+                except OSError as exc:
+                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                        raise
+                    continue
+                return
+            if not stat.S_ISDIR(existing.st_mode):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.target)  # a file or a link (not what it points to), replaced as asked
+                continue
+            try:
+                swapped = exchange(self.path, self.target)
+            except FileNotFoundError:
+                continue  # the target went away meanwhile
+            if swapped:
+                remove_path(self.path)  # the old output, under the staged name
+                return
+            self._commit_folder_locked()
+            return
+        raise OSError(errno.EBUSY, f"{self.target} keeps changing while this run puts its output there")
+
+    def _commit_folder_locked(self) -> None:
+        """The commit of a folder where paths cannot be swapped: under the target's commit lock, the
+        old folder moved aside, the new one put in place, the old one removed."""
         lock = FileLock(self.target.parent / f".{self.target.name}{LOCK_SUFFIX}")
         with lock:
             try:
@@ -405,7 +506,7 @@ class StagedPath:
             except FileNotFoundError:
                 existing = None
             if existing is not None and not stat.S_ISDIR(existing.st_mode):
-                os.unlink(self.target)  # a file or a link (not what it points to), replaced as asked
+                os.unlink(self.target)
             if existing is None or not stat.S_ISDIR(existing.st_mode):
                 os.replace(self.path, self.target)
                 return

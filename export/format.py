@@ -25,6 +25,7 @@ checks them when asked (``verify``), as the zoo cache does before it uses an exp
 from __future__ import annotations
 
 import ast
+import errno
 import hashlib
 import json
 import math
@@ -117,19 +118,21 @@ def cache_folder(*parts: str) -> Path:
     """``cache_dir() / parts...``, created (private to this user) and checked: a folder that cannot be
     written is a one-line :class:`~export.atomic.WriteError`; one that other users can write draws a
     :class:`CacheWarning` (once per folder and process)."""
-    from .atomic import shared_folder_warning, writing
+    from .atomic import shared_folder_warning
 
     root = cache_dir()
     folder = root.joinpath(*parts)
     try:
-        with writing(folder):
-            for place in [root, *[root.joinpath(*parts[: i + 1]) for i in range(len(parts))]]:
-                place.mkdir(parents=True, exist_ok=True, mode=0o700)  # new folders private to this user
-            if not os.access(folder, os.W_OK | os.X_OK):
-                raise PermissionError(13, "Permission denied", str(folder))
+        for place in [root, *[root.joinpath(*parts[: i + 1]) for i in range(len(parts))]]:
+            place.mkdir(parents=True, exist_ok=True, mode=0o700)  # new folders private to this user
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "Permission denied", str(folder))
     except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+            reason = "a part of its path is a file, not a folder"
         raise CacheError(
-            f"the cache folder {folder} cannot be used ({exc.strerror or exc}); set VSR_CACHE_DIR to a "
+            f"the cache folder {folder} cannot be used ({reason}); set VSR_CACHE_DIR to a "
             "folder you can write, or fix its permissions"
         ) from exc
     for place in [root, *[root.joinpath(*parts[: i + 1]) for i in range(len(parts))]]:

@@ -3,8 +3,10 @@ for the PyTorch backend alone, a network of the registry that is not exported (:
 
 This is the one place that may run the exporter on the user's behalf; the runtime's core
 (executor, backends, pipeline) only ever reads packages. What comes from the cache is verified
-before it is used: the export must be this user's own, with no symbolic link in it, and every file
-must match the sha256 recorded when it was written; anything else is exported again.
+before it is used: the export must be this user's own, with no symbolic link in it, every file must
+match the sha256 recorded in its manifest when it was written, and the manifest itself the sha256
+recorded beside the entry (``<entry>.manifest.sha256``: a manifest edited in place, its plan or sizes
+changed, is caught too); anything else is exported again.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any
 
 import torch
 
-from export.atomic import check_real_folder
-from export.format import Package, PackageError, cache_dir, cache_folder, tool_version
+from export.atomic import check_real_folder, write_text_atomic
+from export.format import Package, PackageError, cache_dir, cache_folder, sha256_file, tool_version
 from export.package import export_package
 from vsr_models.base import VSRNetwork
 from vsr_models.plan import Plan, SizeConstraints
@@ -49,17 +51,25 @@ def resolve_package(model: str, log: Callable[[str], None] = print, *, export: b
                     f"minute); run vsr-export {model} -o PKG and pass --model PKG, or run once without --dry-run"
                 )
             check_real_folder(found, "the cached export")
-            return Package.open(found, verify=True)
+            package = Package.open(found, verify=True)
+            _check_manifest_digest(found)
+            return package
         target = cache_folder("packages") / name
         if os.path.lexists(target):
             try:
                 check_real_folder(target, "the cached export")
-                return Package.open(target, verify=True)
+                package = Package.open(target, verify=True)
+                _check_manifest_digest(target)
+                return package
             except (PackageError, OSError) as exc:
                 log(f"the cached export of {model} is damaged or was changed ({exc}); exporting it again")
         else:
             log(f"exporting {model} to {target} (first use; later runs reuse it) ...")
-        return export_package(pretrained(model), target, weights=model, checkpoints=[source], overwrite=True, log=log)
+        package = export_package(
+            pretrained(model), target, weights=model, checkpoints=[source], overwrite=True, log=log
+        )
+        write_text_atomic(_manifest_digest_path(target), sha256_file(target / "manifest.json") + "\n")
+        return package
     if model in networks():
         names = [w.name for w in networks()[model].weights]
         hint = f" (its released weights: {', '.join(names)})" if names else ""
@@ -72,6 +82,25 @@ def resolve_package(model: str, log: Callable[[str], None] = print, *, export: b
     raise PackageError(
         f"--model {model!r} is neither a package folder nor known weights; known: {', '.join(sorted(weights))}"
     )
+
+
+def _manifest_digest_path(entry: Path) -> Path:
+    """Where the sha256 of a cached export's ``manifest.json`` is kept: beside the entry, since the
+    manifest cannot record its own digest."""
+    return entry.with_name(entry.name + ".manifest.sha256")
+
+
+def _check_manifest_digest(entry: Path) -> None:
+    """Raise :class:`PackageError` unless the cached export's manifest is the one recorded when it was written."""
+    record = _manifest_digest_path(entry)
+    try:
+        if record.is_symlink():
+            raise PackageError(f"{record} is a symbolic link")
+        recorded = record.read_text(encoding="ascii", errors="replace")[:65].strip()
+    except FileNotFoundError:
+        raise PackageError(f"no digest of {entry / 'manifest.json'} was recorded when it was written") from None
+    if sha256_file(entry / "manifest.json") != recorded:
+        raise PackageError(f"{entry / 'manifest.json'} is not the manifest recorded when it was written")
 
 
 @dataclass(frozen=True)

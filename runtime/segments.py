@@ -21,6 +21,7 @@ the first segment starts.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
@@ -42,6 +43,7 @@ from export.atomic import (
     Busy,
     FileLock,
     StagedPath,
+    WriteError,
     check_real_folder,
     remove_path,
     write_text_atomic,
@@ -55,7 +57,7 @@ from .devices import Device
 from .lanes import LaneStats, run_lanes
 from .options import Encoding, RunOptions
 from .pipeline import Upscaler
-from .video import VideoInfo, VideoWarning, VideoWriter, chw, hwc, output_kind, read_frames
+from .video import Colour, VideoInfo, VideoWarning, VideoWriter, chw, hwc, output_kind, read_frames
 from .video.audio import side_streams
 from .video.index import PacketIndex, Span, build_index, read_span, timestamps_problem
 from .video.remux import Piece, stitch_frames, stitch_video
@@ -136,6 +138,7 @@ class SegmentTask:
     crf: int
     steps: int
     bit_depth: int = 8
+    colour: Colour = field(default_factory=Colour)
 
     @property
     def frames(self) -> int:
@@ -201,6 +204,7 @@ def render_segment(
             overwrite=True,
             time_base=task.time_base,
             bit_depth=task.bit_depth,
+            colour=task.colour,
         )
     with writer:
 
@@ -255,10 +259,24 @@ class WorkFolder:
                     shutil.rmtree(self.root)
             self.root.mkdir(exist_ok=True)
             check_real_folder(self.root, "the work folder")
+            self._refuse_links()
             for stale in self.root.glob(f"*{PARTIAL_MARK}*"):  # half-written by a run that was killed
                 remove_path(stale)
             write_text_atomic(self.root / "key.json", json.dumps(key, indent=1, sort_keys=True, default=str))
         return discarded
+
+    def _refuse_links(self) -> None:
+        """A :class:`~export.atomic.WriteError` if a symbolic link sits in the folder (or in a
+        segment's folder of frames): a resumed run would otherwise trust or replace what it names."""
+        for entry in self.root.iterdir():
+            inner = list(entry.iterdir()) if entry.is_dir() and not entry.is_symlink() else []
+            for path in [entry, *inner]:
+                if path.is_symlink():
+                    raise WriteError(
+                        errno.ELOOP,
+                        f"the work folder {self.root} holds a symbolic link, {path.name} (to {os.readlink(path)}), "
+                        "which this tool never makes nor follows; remove it, or run without --resume to start afresh",
+                    )
 
     def segment_path(self, segment: Segment, frames_output: bool) -> Path:
         name = f"seg-{segment.index:05d}-{segment.start}-{segment.stop}"
@@ -522,6 +540,7 @@ def _plan_file(
                 crf=encoding.crf,
                 steps=up.steps(num, info.height, info.width, seg.start, seg.stop),
                 bit_depth=info.bit_depth,
+                colour=info.colour,
             )
         )
     missing = [t for t in tasks if not segment_is_complete(t.dest, t.frames, t.exact)]

@@ -151,6 +151,7 @@ def run_stream_file(
             crf=encoding.crf,
             time_base=info.time_base,
             bit_depth=info.bit_depth,
+            colour=info.colour,
             live=latency is not None,
         )
     else:
@@ -164,6 +165,7 @@ def run_stream_file(
             audio_from=input_path if info.kind == "video" and not is_pipe(input_path) else None,
             time_base=info.time_base,
             bit_depth=info.bit_depth,
+            colour=info.colour,
         )
     total = info.num_frames if max_frames is None else min(info.num_frames or max_frames, max_frames)
     start = time.perf_counter()

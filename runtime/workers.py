@@ -7,7 +7,7 @@ A pool takes :class:`~runtime.segments.SegmentTask`\\ s and hands back results a
   :func:`worker_context`), each loading the package and backend once, on its own device (``cuda:0``,
   ``cuda:1``, ... or the CPU); a worker that dies breaks the executor, which is rebuilt, and the
   segments it held are retried; a worker whose parent dies (even by SIGKILL) ends at once
-  (:func:`die_with_parent`), so no worker outlives its run or holds a GPU for nothing;
+  (:func:`runtime.lifeline.die_with_parent`), so no worker outlives its run or holds a GPU for nothing;
 * :class:`runtime.cluster.RayPool` runs Ray actors.
 
 :func:`run_jobs` feeds a bounded queue of segments from every input into a pool, retries a failed
@@ -18,13 +18,8 @@ on past an input that fails.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import ctypes
 import multiprocessing as mp
-import os
 import queue
-import signal
-import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +27,7 @@ from typing import Protocol
 
 from vsr_models.errors import VSRError
 
+from . import lifeline
 from .devices import Device
 from .options import RunOptions
 from .segments import FileJob, Runner, RunReport, SegmentResult, SegmentTask, render_segment, stitch
@@ -98,53 +94,31 @@ _runner: Runner | None = None
 _progress: mp.Queue | None = None
 
 
-#: prctl(2) option: the signal a process gets when the thread that started it ends (Linux).
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """In a child process: end this process when its parent ends, however the parent ends.
-
-    On Linux the kernel sends SIGKILL the moment the parent goes (``prctl(PR_SET_PDEATHSIG)``), which
-    also stops a worker busy inside a library call. On every platform a daemon thread waits on
-    :func:`multiprocessing.parent_process`'s sentinel (a pipe the parent holds open; a process
-    handle on Windows) and ends the process when it closes. A parent already gone before this
-    ran ends the process here.
-    """
-    parent = mp.parent_process()
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if parent is None:
-        return
-    if not parent.is_alive():
-        os._exit(1)
-
-    def watch() -> None:
-        parent.join()
-        os._exit(1)
-
-    threading.Thread(target=watch, name="vsr-parent-watch", daemon=True).start()
-
-
 def worker_context() -> mp.context.BaseContext:
     """How worker processes start: from a fork server that has imported the worker's code once
-    (POSIX), so that a new worker runs :func:`die_with_parent` within milliseconds instead of after
-    seconds of imports, during which a SIGKILL of the parent would go unnoticed; by ``spawn`` where
-    there is no fork server (Windows). Either way a worker is a fresh interpreter's child, never a
-    fork of the parent with its threads and devices."""
+    (POSIX), so that a new worker runs :func:`~runtime.lifeline.die_with_parent` within milliseconds
+    instead of after seconds of imports, during which a SIGKILL of the parent would go unnoticed; by
+    ``spawn`` where there is no fork server (Windows). Either way a worker is a fresh interpreter's
+    child, never a fork of the parent with its threads and devices.
+
+    The fork server imports :mod:`runtime.lifeline` before anything else, so that it too ends with
+    its parent (at once on Linux) instead of finishing seconds of imports first. It does not import
+    the parent's ``__main__`` (multiprocessing would import that first of all): a worker runs the
+    console script's two lines itself. The fork server is started by the first worker, from the
+    thread that makes the pool (the main thread of ``vsr-run``); on Linux it ends when that thread does.
+    """
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     context = mp.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", __name__])
+    lifeline.announce_parent()
+    context.set_forkserver_preload([lifeline.__name__, __name__])
     return context
 
 
 def _start_worker(options: RunOptions, devices: mp.Queue, progress: mp.Queue) -> None:
     """Process initializer: die with the parent, load the package and its backend once, on the next free device."""
     global _runner, _progress
-    die_with_parent()
+    lifeline.die_with_parent()
     _runner = Runner(options, devices.get())
     _progress = progress
 

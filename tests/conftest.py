@@ -1,6 +1,11 @@
 """Shared fixtures: real frames from the installed sample clips, the BasicVSR weights, the exported
 packages (the REDS4 BasicVSR, and a tiny BasicVSR exported once through vsr-export).
 
+The exports are made once per run, not once per xdist worker: the first worker to need one writes it
+into the run's shared temporary folder (the parent of every worker's base temp) under a file lock, the
+others wait for it and open it (pytest-xdist's documented recipe). The whole run uses its own cache
+(``$VSR_CACHE_DIR`` in that shared folder), never the user's ``~/.cache/vsr``.
+
 Nothing here imports PyAV: on a machine without it (the lent GPU machine), the frames come from
 ``$VSR_SAMPLE_FRAMES`` (:mod:`runtime.samples`), and what needs files that are not installed
 (clips, weights) skips with the reason instead of failing.
@@ -8,18 +13,56 @@ Nothing here imports PyAV: on a machine without it (the lent GPU machine), the f
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
+from filelock import FileLock
 
 from export.format import Package
 from runtime.samples import downscale, load_lr, sample_clip, sample_frames
 from vsr_models.errors import NotInstalled
+
+
+def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temporary folder every xdist worker of this run shares (the base temp without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """``run_folder() / name``, made by ``make(path)`` by the first worker that asks (under a file lock),
+    reused by every other worker of the run. It is made in place (what it prints names its final path);
+    a ``name.done`` marker written afterwards tells a complete one from one a crashed worker left."""
+    target = run_folder(tmp_path_factory) / name
+    done = target.with_name(name + ".done")
+    with FileLock(str(target) + ".lock"):
+        if not done.exists():
+            shutil.rmtree(target, ignore_errors=True)
+            make(target)
+            done.touch()
+    return target
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``$VSR_CACHE_DIR`` pointed at a folder of this run for the whole session (subprocesses inherit it):
+    no test reads or writes the user's ``~/.cache/vsr``. Tests that need an empty cache set their own."""
+    folder = run_folder(tmp_path_factory) / "vsr-cache"
+    previous = os.environ.get("VSR_CACHE_DIR")
+    os.environ["VSR_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("VSR_CACHE_DIR", None)
+    else:
+        os.environ["VSR_CACHE_DIR"] = previous
 
 
 def has_cuda() -> bool:
@@ -64,12 +107,14 @@ def basicvsr():
 
 @pytest.fixture(scope="session")
 def basicvsr_package(tmp_path_factory, basicvsr):
-    """The REDS4 BasicVSR exported once per test session."""
+    """The REDS4 BasicVSR exported once per test run (shared by the xdist workers)."""
     from export.package import export_package
     from vsr_models import get_weights
 
-    out = tmp_path_factory.mktemp("packages") / "basicvsr"
-    return export_package(basicvsr, out, weights="basicvsr", checkpoints=[get_weights("basicvsr").path()])
+    def make(out: Path) -> None:
+        export_package(basicvsr, out, weights="basicvsr", checkpoints=[get_weights("basicvsr").path()])
+
+    return Package.open(once_per_run(tmp_path_factory, "basicvsr-package", make))
 
 
 @pytest.fixture(scope="session")
@@ -81,25 +126,19 @@ def sample_video() -> Path:
 
 
 def fp16_package_from(package: Package, tmp_path_factory: pytest.TempPathFactory) -> Package:
-    """A copy of ``package`` with fp16 graphs added, made once per session (in its base temp dir)."""
+    """A copy of ``package`` with fp16 graphs added, made once per test run (shared by the xdist workers)."""
     from export.fp16 import add_fp16
 
-    root = tmp_path_factory.getbasetemp() / f"{package.root.name}-with-fp16"
-    if not (root / "manifest.json").is_file():
-        partial = root.with_name(root.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
+    def make(partial: Path) -> None:
         shutil.copytree(package.root, partial)
         add_fp16(partial)
-        os.replace(partial, root)
-    return Package.open(root)
+
+    return Package.open(once_per_run(tmp_path_factory, f"{package.root.name}-with-fp16", make))
 
 
 @pytest.fixture(scope="session")
 def basicvsr_fp16_package(basicvsr_package: Package, tmp_path_factory: pytest.TempPathFactory) -> Package:
-    """conftest's BasicVSR package (REDS4 weights, exported once per session) with fp16 graphs.
-
-    The copy is made once per session.
-    """
+    """conftest's BasicVSR package (REDS4 weights) with fp16 graphs; made once per test run."""
     return fp16_package_from(basicvsr_package, tmp_path_factory)
 
 
@@ -110,31 +149,50 @@ TINY_CONFIG = {"num_feat": 8, "num_block": 1}
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny BasicVSR (random weights, seed 0) saved as vsr-train saves one: BasicSR layout, its
-    configuration recorded in ``meta`` (so vsr-export rebuilds the tiny variant)."""
+    configuration recorded in ``meta`` (so vsr-export rebuilds the tiny variant). Made once per run."""
     from vsr_models import create_model
 
-    torch.manual_seed(0)
-    model = create_model("basicvsr", **TINY_CONFIG)
-    path = tmp_path_factory.mktemp("tiny") / "tiny_basicvsr.pth"
-    torch.save({"params": model.state_dict(), "meta": {"network": "basicvsr", "network_config": TINY_CONFIG}}, path)
-    return path
+    def make(folder: Path) -> None:
+        torch.manual_seed(0)
+        model = create_model("basicvsr", **TINY_CONFIG)
+        folder.mkdir()
+        meta = {"network": "basicvsr", "network_config": TINY_CONFIG}
+        torch.save({"params": model.state_dict(), "meta": meta}, folder / "tiny_basicvsr.pth")
+
+    return once_per_run(tmp_path_factory, "tiny", make) / "tiny_basicvsr.pth"
+
+
+@dataclass(frozen=True)
+class ExportRun:
+    """What one ``vsr-export`` invocation returned: its exit code, its output, its exception (repr)."""
+
+    exit_code: int
+    output: str
+    exception: str
 
 
 @pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> tuple[Result, Path]:
+def tiny_export(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> tuple[ExportRun, Path]:
     """``vsr-export basicvsr --checkpoint tiny_basicvsr.pth --precision fp16 --check-tensorrt -o PKG``,
-    run once per session: (click's result, PKG). tests/test_cli_export.py checks what it printed
-    and wrote; the other command-line tests run the package."""
+    run once per test run: (its exit code and output, PKG). tests/test_cli_export.py checks what it
+    printed and wrote; the other command-line tests run the package."""
     from runtime.cli.export import main as export_main
 
-    out = tmp_path_factory.mktemp("tiny-export") / "pkg"
-    args = ["basicvsr", "--checkpoint", str(tiny_checkpoint), "--precision", "fp16", "--check-tensorrt", "-o", str(out)]
-    return CliRunner().invoke(export_main, args), out
+    def make(folder: Path) -> None:
+        folder.mkdir()
+        out = folder / "pkg"
+        args = ["basicvsr", "--checkpoint", str(tiny_checkpoint), "--precision", "fp16", "--check-tensorrt"]
+        result = CliRunner().invoke(export_main, [*args, "-o", str(out)])
+        run = {"exit_code": result.exit_code, "output": result.output, "exception": repr(result.exception)}
+        (folder / "result.json").write_text(json.dumps(run))
+
+    folder = once_per_run(tmp_path_factory, "tiny-export", make)
+    return ExportRun(**json.loads((folder / "result.json").read_text())), folder / "pkg"
 
 
 @pytest.fixture(scope="session")
-def tiny_package(tiny_export: tuple[Result, Path]) -> Package:
+def tiny_package(tiny_export: tuple[ExportRun, Path]) -> Package:
     """The tiny BasicVSR package (fp32 and fp16 graphs) that ``vsr-export`` wrote."""
     result, out = tiny_export
-    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert result.exit_code == 0, result.output + result.exception
     return Package.open(out)

@@ -38,7 +38,7 @@ def test_centre_frame_equals_the_released_arch_code(basicvsr):
         ours = basicvsr(x)
         theirs = ref(x)
     assert ours.shape == (1, 5, 3, 144, 208)
-    assert (ours[:, 2] - theirs).abs().max().item() <= 1e-6
+    assert torch.equal(ours[:, 2], theirs)  # the README's 'max abs 0, bit-exact'
 
 
 def test_all_three_released_files_load_strictly():
@@ -90,6 +90,7 @@ def test_executor_on_torch_equals_whole_clip_forward(basicvsr):
     out = np.stack(
         list(Upscaler(TorchBackend(basicvsr), basicvsr.plan(), 4, basicvsr.constraints, chunk=None).stream(iter(lr)))
     )
+    # not bit-exact (float32 rounding, about 3e-8 seen on 2026-12-06); the README says so
     assert np.abs(out - ref).max() <= 1e-5
 
 
@@ -105,9 +106,12 @@ def test_onnxruntime_package_equals_pytorch_over_20_frames(basicvsr, basicvsr_pa
         )
     )
     errors = np.abs(out - ref).reshape(len(ref), -1).max(axis=1)
-    assert errors.max() <= 1e-4, errors
-    # no growth along the clip: the error does not accumulate through the recurrence
-    assert errors[-5:].mean() <= 3 * errors[:5].mean() + 1e-6, errors
+    print("max abs per frame:", " ".join(f"{e:.1e}" for e in errors))
+    # Measured (2026-12-06, AMD EPYC AVX2, ONNX Runtime 1.32 CPU): 8.3e-7 to 2.1e-6 per frame, first 5
+    # frames 1.7e-6 on average, last 5 1.1e-6 (0.62x). Bounds: 10x the worst frame; the last 5 at most
+    # 1.5x the first 5 (no growth through the recurrence; 2.4x the measured ratio).
+    assert errors.max() <= 2e-5, errors
+    assert errors[-5:].mean() <= 1.5 * errors[:5].mean(), errors
 
 
 def test_reds4_weights_beat_bicubic_by_3db_on_a_real_clip(basicvsr):

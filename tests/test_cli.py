@@ -204,6 +204,26 @@ def test_demo_upscales_the_sample_clip_and_beats_bicubic(tmp_path, monkeypatch, 
     assert gain >= 3.0 and probe(out).num_frames == 3
 
 
+@pytest.mark.slow
+def test_a_zoo_name_is_exported_into_an_empty_cache_on_first_use_and_reused(tmp_path, monkeypatch):
+    """The README's "exported into the cache on first use": ``vsr-run --demo`` (the zoo's basicvsr) with an
+    empty cache exports the REDS4 package into it; a second run reuses it without exporting again."""
+    from export.format import Package, cache_dir, tool_version
+    from vsr_models import get_weights
+
+    monkeypatch.setenv("VSR_CACHE_DIR", str(tmp_path / "cache"))
+    cached = cache_dir() / "packages" / f"basicvsr-{get_weights('basicvsr').sha256[:12]}-vsr{tool_version()}"
+    assert not (tmp_path / "cache").exists()
+    first = CliRunner().invoke(run_main, ["--demo", "-o", str(tmp_path / "a.mp4"), "--frames", "2"])
+    _ok(first)
+    assert f"exporting basicvsr to {cached} (first use; later runs reuse it)" in first.output
+    package = Package.open(cached)
+    assert package.model == "basicvsr" and package.manifest["weights"] == "basicvsr"
+    second = CliRunner().invoke(run_main, ["--demo", "-o", str(tmp_path / "b.mp4"), "--frames", "2"])
+    _ok(second)
+    assert "exporting" not in second.output and probe(tmp_path / "b.mp4").num_frames == 2
+
+
 def test_a_damaged_cached_export_is_exported_again(tmp_path, monkeypatch, basicvsr_package):
     """A zoo name whose cached package was damaged (a truncated graph) is re-exported, not reported
     as the user's broken package."""

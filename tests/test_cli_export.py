@@ -43,7 +43,7 @@ def _fail(result: Result, code: int = 1) -> str:
 def test_export_of_a_trained_checkpoint_with_fp16_and_the_tensorrt_check(tiny_export, tiny_checkpoint):
     """The session's ``vsr-export basicvsr --checkpoint tiny.pth --precision fp16 --check-tensorrt``."""
     result, out = tiny_export
-    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert result.exit_code == 0, result.output + result.exception
     text = result.output
     assert f"wrote {out}: stages flow, backward_step, forward_step; opset 19; precisions fp32, fp16" in text
     assert re.search(r"fp16: nodes kept in FP32 .*: flow \d+, backward_step \d+, forward_step \d+", text)

@@ -156,12 +156,21 @@ def exported(entry: NetworkEntry, model: VSRNetwork, root: Path) -> Package:
     return package
 
 
+#: Package (ONNX Runtime, OpenVINO) vs forward, max abs. Measured 2026-12-06 (AMD EPYC AVX2, ONNX Runtime 1.32,
+#: OpenVINO 2026.4): 1.8e-7 to 3.0e-7 for every network of the default suite on both; bound 10x that. DAVSR and
+#: FTVSR (slow suite) were not measured this way here (FTVSR's top-1 keyframe choice can tip at near-ties):
+#: they keep 1e-4.
+PACKAGE_MAX_ABS = {"davsr": 1e-4, "ftvsr": 1e-4}
+DEFAULT_PACKAGE_MAX_ABS = 3e-6
+
+
 def check_package(backend: Backend, package: Package, entry: NetworkEntry, model: VSRNetwork, lr: np.ndarray) -> None:
     for scale in scales(model):
         out = upscale_clip(backend, package, lr, scale)
         ref = forward(model, lr, scale)
         assert out.shape == ref.shape
-        assert np.abs(out - ref).max() <= 1e-4, (entry.name, scale)
+        print(f"{entry.name} {type(backend).__name__} {scale}: max abs {np.abs(out - ref).max():.2e}")
+        assert np.abs(out - ref).max() <= PACKAGE_MAX_ABS.get(entry.name, DEFAULT_PACKAGE_MAX_ABS), (entry.name, scale)
 
 
 @pytest.mark.parametrize("quick", ORT_NAMES, indirect=True)

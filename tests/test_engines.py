@@ -431,7 +431,7 @@ class _Config:
         return ok
 
 
-def test_a_refused_timing_cache_is_said_and_replaced():
+def test_a_refused_timing_cache_is_said_and_replaced_on_a_stand_in_config():
     said = []
     config = _Config(accepts=False)
     assert use_timing_cache(config, b"cache from another GPU", said.append) is False
@@ -459,6 +459,8 @@ def test_inputs_the_manifest_does_not_describe_fail():
 
 
 # ------------------------------------------------------------------ the runner (stand-in engines and GPU)
+# Everything below up to the GPU test drives runtime.backends.trt's EngineSetRunner and load_engines with
+# stand-in objects shaped like TensorRT's (no TensorRT here): it checks our calls, not real engines.
 _TRT = types.SimpleNamespace(
     ExecutionContextAllocationStrategy=types.SimpleNamespace(USER_MANAGED="user-managed", STATIC="static"),
     TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"),
@@ -540,8 +542,9 @@ def _runner(place: _Place, sizes=(4096, 1 << 20, 512)):
     return EngineSetRunner(_TRT, engines, place), engines
 
 
-def test_engines_load_and_run_on_the_chosen_device(tmp_path: Path):
-    """--device cuda:1: engines are deserialised, and stages enqueued, with device 1 current."""
+def test_runner_on_stand_in_engines_loads_and_enqueues_with_the_chosen_device_current(tmp_path: Path):
+    """--device cuda:1: our loader deserialises, and our runner enqueues, with device 1 current (stand-in
+    engines and GPU: this checks our control flow, not TensorRT)."""
     from runtime.backends.trt import load_engines
 
     place = _Place(index=1)
@@ -555,8 +558,9 @@ def test_engines_load_and_run_on_the_chosen_device(tmp_path: Path):
     assert [device for _, device in stages["stage0"].contexts[0].enqueued] == [1]
 
 
-def test_stages_run_on_the_backends_own_stream():
-    """Never the legacy default stream (handle 0), on which TensorRT synchronises after every enqueue."""
+def test_runner_on_stand_in_engines_enqueues_on_the_backends_own_stream():
+    """Our runner never passes the legacy default stream (handle 0; TensorRT synchronises after every
+    enqueue on it) to a stand-in context."""
     place = _Place()
     runner, engines = _runner(place)
     for stage in engines:
@@ -566,7 +570,9 @@ def test_stages_run_on_the_backends_own_stream():
     assert place.stream_handle != 0
 
 
-def test_contexts_share_one_user_managed_activation_buffer():
+def test_runner_on_stand_in_engines_gives_contexts_one_user_managed_buffer():
+    """Our runner creates user-managed contexts and hands each the one buffer, sized for the largest stand-in
+    engine's ``device_memory_size_v2`` (whether TensorRT honours it is for the GPU tests)."""
     runner, engines = _runner(_Place(), sizes=(4096, 1 << 20, 512))
     contexts = [c for e in engines.values() for c in e.contexts]
     assert len(contexts) == 3 and {c.strategy for c in contexts} == {"user-managed"}
@@ -574,7 +580,7 @@ def test_contexts_share_one_user_managed_activation_buffer():
     assert runner.memory.numel() == 1 << 20  # the largest stage's need, once
 
 
-def test_shape_outside_the_profile_is_a_clear_error():
+def test_runner_on_stand_in_engines_refuses_a_shape_outside_the_profile():
     from runtime.backends.trt import ShapeOutsideProfile
 
     runner, _ = _runner(_Place())

@@ -10,6 +10,7 @@ parity elsewhere, or PyTorch's whole-clip forward in the slow test).
 from __future__ import annotations
 
 import platform
+import re
 from collections import Counter
 
 import numpy as np
@@ -142,7 +143,8 @@ def test_converted_graph_is_fp16_outside_the_policy_and_runs():
     }
     (ref,), (out,) = _run(model, feeds), _run(fp16, feeds)
     assert out.dtype == np.float32
-    np.testing.assert_allclose(out, ref, rtol=0, atol=0.05 * np.abs(ref).max())
+    # Measured 2.9e-4 of the output's maximum (FP16 weights and features); bound about 7x that.
+    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-3 * np.abs(ref).max())
 
 
 def test_fp32_output_of_a_blocked_node_is_exact():
@@ -332,17 +334,58 @@ FP16_SHORT_LIMIT = 74.0
 FP16_CLIP_LIMIT = 75.0
 
 
-def test_basicvsr_fp16_accuracy_on_real_frames_short(basicvsr_fp16_package: Package):
-    """6 real frames (bikes.mp4 / 4, centre 40x56): FP16 against FP32, both on ONNX Runtime CPU."""
+def _short_fp16_psnrs(package: Package) -> list[float]:
+    """Per-frame PSNR of ``package``'s fp16 graphs against its fp32 graphs, 6 real frames (bikes.mp4 / 4,
+    centre 40x56), both on ONNX Runtime CPU."""
     from runtime.backends import OrtBackend, OrtOptions
     from runtime.pipeline import upscale_clip as run_backend
 
     lr = _lr(6, (40, 56))
-    ref = run_backend(OrtBackend(basicvsr_fp16_package, OrtOptions(precision="fp32")), basicvsr_fp16_package, lr)
-    out = run_backend(OrtBackend(basicvsr_fp16_package, OrtOptions(precision="fp16")), basicvsr_fp16_package, lr)
+    ref = run_backend(OrtBackend(package, OrtOptions(precision="fp32")), package, lr)
+    out = run_backend(OrtBackend(package, OrtOptions(precision="fp16")), package, lr)
     p = _psnrs(out, ref)
     print(f"FP16 vs FP32, 6 frames 40x56: worst {min(p):.2f} dB, mean {np.mean(p):.2f} dB")
-    assert min(p) >= FP16_SHORT_LIMIT
+    return p
+
+
+def test_basicvsr_fp16_accuracy_on_real_frames_short(basicvsr_fp16_package: Package):
+    assert min(_short_fp16_psnrs(basicvsr_fp16_package)) >= FP16_SHORT_LIMIT
+
+
+def _without_the_coordinate_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mutate the FP16 policy as the README's control does: rule 1 (coordinate math) off, so flows, grids
+    and their arithmetic are rounded to FP16; GridSample and the converter's block list stay FP32 (a Range
+    in FP16 would not load). The graph check, which rejects exactly this, is switched off too."""
+    import export.fp16 as policy
+
+    real = policy.fp32_nodes
+    keep = set(policy.FP32_OPS) | set(policy._converter_default_block_list())
+
+    def mutated(model, fp32_names=()):
+        return [b for b in real(model, fp32_names) if not b.reason.startswith("coordinate math") or b.op_type in keep]
+
+    monkeypatch.setattr(policy, "fp32_nodes", mutated)
+    monkeypatch.setattr(policy, "check_fp16_graph", lambda *args: None)
+
+
+@pytest.mark.slow
+def test_negative_control_fp16_without_the_coordinate_rule_fails_the_bound(
+    basicvsr_package: Package, tmp_path, monkeypatch
+):
+    """The FP16 bound above can fail: the same 6 frames with flows and grids rounded to FP16 fall below it
+    (measured: worst frame 71.80 dB, mean 72.58 dB, against 77.39 dB with the rule; slow: a second FP16
+    conversion of the REDS4 package)."""
+    import shutil
+
+    from export.fp16 import add_fp16
+
+    root = tmp_path / "pkg"
+    shutil.copytree(basicvsr_package.root, root)
+    _without_the_coordinate_rule(monkeypatch)
+    mutated = add_fp16(root)
+    notes = mutated.manifest["precision_notes"]["fp16"]["fp32_nodes"]["backward_step"]
+    assert not any(re.match(r".* \((Add|Mul|Sub|Div|Transpose|Concat)\): coordinate math", n) for n in notes)
+    assert min(_short_fp16_psnrs(mutated)) < FP16_SHORT_LIMIT
 
 
 @pytest.mark.slow

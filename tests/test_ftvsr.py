@@ -180,14 +180,15 @@ def test_vsr_export_builds_the_configuration_of_the_named_weights(tmp_path, monk
     assert seen["net"].keyframe_stride == 1 and seen["net"].keyframe_slots == 41
 
 
-def test_zoo_names_say_where_the_released_files_are(tmp_path):
+def test_zoo_names_say_where_the_released_files_are(tmp_path, sample_video):
     for args in (["ftvsr", "-o", str(tmp_path / "pkg")], ["ftvsr-vimeo", "-o", str(tmp_path / "pkg")]):
         result = CliRunner().invoke(export_cli.main, args)
         assert result.exit_code == 1 and "drive.google.com" in result.output and "--checkpoint" in result.output
-    video = tmp_path / "in.mp4"
-    video.write_bytes(b"")
-    result = CliRunner().invoke(run_main, [str(video), "-o", str(tmp_path / "out.mp4"), "--model", "ftvsr"])
-    assert result.exit_code == 1
+    # a real input: the error can only be the missing weights
+    result = CliRunner().invoke(run_main, [str(sample_video), "-o", str(tmp_path / "out.mp4"), "--model", "ftvsr"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("Error: the ftvsr weights (FTVSR_REDS.pth) cannot be installed"), result.output
+    assert "drive.google.com" in result.output and "vsr-export ftvsr --checkpoint FTVSR_REDS.pth" in result.output
     assert not (tmp_path / "pkg").exists() and not (tmp_path / "out.mp4").exists()
 
 
@@ -373,7 +374,7 @@ def test_executor_equals_forward_while_slots_hold_every_keyframe(stride, frames)
     with torch.no_grad():
         expected = model(None)(lr)[0]
     for slots in (needed,) if stride > 1 else (None, needed):
-        assert torch.allclose(run_stages(model(slots), lr), expected, atol=1e-5)
+        assert torch.equal(run_stages(model(slots), lr), expected)  # the README's 'bit for bit'
     evicting = run_stages(model(needed - 1), lr)
     assert (evicting - expected).abs().max() > 1e-5
 
@@ -497,16 +498,21 @@ def test_the_package_carries_the_workspace_to_the_tile_budget(package):
     assert up.workspace(270, 480) == _attention_bytes(2, 270, 480)
 
 
+#: vsr-parity's floor for FTVSR's FP16 graphs: the measured worst frame (87.7 dB) less 2.7 dB.
+FTVSR_FP16_MIN_PSNR = 85.0
+
+
 @pytest.mark.slow
 def test_fp16_against_fp32_per_frame_through_vsr_parity(package):
     """``vsr-parity --precision fp16`` on 6 real frames of 64x64: the FP16 graphs (keep-FP32
     policy: scores, memory, flows, softmax, normalisation) against the PyTorch FP32 forward, in dB
-    per frame, at the tool's own 50 dB floor."""
+    per frame. Measured (README): 88.4, 88.3, 87.7, 88.3, 89.1, 88.5 dB; the floor is the worst frame
+    less 2.7 dB (85 dB), far above the 42.9 dB the scores in FP16 gave."""
     args = [str(package.root), "--precision", "fp16", "--backend", "onnxruntime", "--frames", "6", "--crop", "64x64"]
-    result = CliRunner().invoke(parity_main, args)
+    result = CliRunner().invoke(parity_main, [*args, "--min-psnr", str(FTVSR_FP16_MIN_PSNR)])
     print(result.output)
     assert result.exit_code == 0, result.output
-    assert "dB" in result.output
+    assert "parity OK" in result.output
 
 
 @pytest.mark.slow
@@ -638,7 +644,9 @@ def _stream(model: FTVSR, lr: torch.Tensor, **schedule) -> np.ndarray:
 def test_eviction_and_chunking_against_the_unbounded_forward_on_100_real_frames():
     """Prints the figures of the README: per-frame PSNR against the original's unbounded keyframe
     lists of (a) a 100-frame window with the default 14 slots (evicting), (b) the default
-    chunked schedule (30 + 2 x 6 frames, never evicting); and checks that 33 slots are exact."""
+    chunked schedule (30 + 2 x 6 frames, never evicting); and checks that 33 slots are exact. The README's
+    figures (min / mean dB: evicting 75.1 / 97.7, chunked 55.9 / 76.0) are held within 0.5 dB (seeded
+    random weights; the margin covers thread-count rounding, not a changed schedule)."""
     lr = real_lr(100, 48, 64)
     model = quick_model(**MEASURE)
     with torch.no_grad():
@@ -647,11 +655,14 @@ def test_eviction_and_chunking_against_the_unbounded_forward_on_100_real_frames(
     assert np.abs(_stream(exact, lr, chunk=None) - reference).max() < 1e-5
     evicting = _stream(model, lr, chunk=None)
     chunked = _stream(model, lr)
+    readme = {"evicting (K=14, one 100-frame window)": (75.1, 97.7), "chunked (30 + 2 x 6)": (55.9, 76.0)}
     for name, out in (("evicting (K=14, one 100-frame window)", evicting), ("chunked (30 + 2 x 6)", chunked)):
         db = [_psnr(out[i], reference[i]) for i in range(100)]
         print(f"{name}: min {min(db):.2f} dB, mean {np.mean(db):.2f} dB, max abs {np.abs(out - reference).max():.4f}")
         print("  per 10 frames (mean dB):", [round(float(np.mean(db[i : i + 10])), 1) for i in range(0, 100, 10)])
         assert np.isfinite(out).all()
+        low, mean = readme[name]
+        assert abs(min(db) - low) <= 0.5 and abs(float(np.mean(db)) - mean) <= 0.5, (name, min(db), np.mean(db))
 
 
 def _rss() -> int:
@@ -659,14 +670,13 @@ def _rss() -> int:
         return int(f.read().split()[1]) * 4096
 
 
-@pytest.mark.slow
-def test_500_frames_run_at_flat_memory():
-    """500 real frames (bikes.mp4 forward then backward) through the default chunked schedule:
-    the resident memory after the first windows does not grow."""
+def _check_flat_memory(backend: type[TorchBackend]) -> None:
+    """500 real frames (bikes.mp4 forward then backward) through the default chunked schedule on
+    ``backend(model)``: the resident memory of frames 400-500 is at most 32 MiB above that of frames 60-120."""
     lr = real_lr(250, 36, 40)
     clip = torch.cat([lr, lr.flip(1)], dim=1)[0].numpy()
     model = quick_model()
-    up = Upscaler(TorchBackend(model), model.plan(), 4, model.constraints)
+    up = Upscaler(backend(model), model.plan(), 4, model.constraints)
     rss: list[int] = []
     for frame in up.stream(iter(clip)):
         assert np.isfinite(frame).all()
@@ -675,3 +685,27 @@ def test_500_frames_run_at_flat_memory():
     early, late = max(rss[60:120]), max(rss[400:])
     print(f"resident memory: frames 60-120 {early / 2**20:.0f} MiB, frames 400-500 {late / 2**20:.0f} MiB")
     assert late <= early + (32 << 20)
+
+
+@pytest.mark.slow
+def test_500_frames_run_at_flat_memory():
+    _check_flat_memory(TorchBackend)
+
+
+class _LeakingBackend(TorchBackend):
+    """The torch backend, but keeping 256 KiB (written, so resident) of every stage call for its lifetime."""
+
+    def __init__(self, model: FTVSR) -> None:
+        super().__init__(model)
+        self.kept: list[np.ndarray] = []
+
+    def run(self, stage: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        self.kept.append(np.ones(1 << 16, np.float32))
+        return super().run(stage, inputs)
+
+
+@pytest.mark.slow
+def test_negative_control_a_leaking_allocation_fails_the_flat_memory_check():
+    """The check above can fail: a backend that leaks 256 KiB per stage call (several calls a frame) does."""
+    with pytest.raises(AssertionError, match=r"assert .* <= "):
+        _check_flat_memory(_LeakingBackend)

@@ -34,6 +34,7 @@ import torch
 from click.testing import CliRunner
 from onnx import numpy_helper
 
+import export.atomic
 import export.package
 import runtime.budget
 import runtime.memory
@@ -84,64 +85,65 @@ def _state(pid: int) -> str | None:
         return None
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if parent == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        kids = _children(todo.pop())
-        found += kids
-        todo += kids
-    return found
-
-
 # ---------------------------------------------------------------------------------------------
 # workers die with their run
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not LINUX, reason="reads the process tree from /proc")
-def test_sigkill_of_a_run_on_two_workers_leaves_no_process(tmp_path, cache, bikes, tiny_package):
-    """vsr-run --workers 2 killed with SIGKILL while both workers compute: every process it started
-    (the workers, the fork server, the resource tracker) is gone within a few seconds."""
+def _marked(mark: str) -> dict[int, str]:
+    """Every live process (not a zombie) whose environment holds ``VSR_TEST_MARK=mark``, with its
+    command line: whatever a run started, however deep, and even after it was re-parented."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if f"VSR_TEST_MARK={mark}".encode() in environ and _state(int(entry.name)) not in (None, "Z"):
+                found[int(entry.name)] = command
+    return found
+
+
+@pytest.mark.skipif(not LINUX, reason="reads every process's environment from /proc")
+@pytest.mark.parametrize("moment", ["starting", "working"])
+def test_sigkill_of_a_run_on_two_workers_leaves_no_process(tmp_path, cache, bikes, tiny_package, moment):
+    """vsr-run --workers 2 killed with SIGKILL, while its fork server still imports (``starting``) or
+    while both workers compute segments (``working``): every process it started (the workers, the
+    fork server, the resource tracker) is gone within a few seconds. Before the fork server ended
+    with its parent, it lived on for the rest of its imports and its interpreter's shutdown
+    (4 to 15 s here)."""
     source = write_video(tmp_path / "long.mp4", crops(bikes, 120))
     out = tmp_path / "out.mp4"
+    mark = f"{os.getpid()}-{time.monotonic_ns()}"
     command = [sys.executable, "-c", "import sys; from runtime.cli.run import main; sys.exit(main())"]
     command += [str(source), "-o", str(out), "--model", str(tiny_package.root), "--workers", "2", "--threads", "1"]
     command += ["--segment", "4", "--chunk", "4", "--overlap", "1"]
-    run = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**_env(), "VSR_TEST_MARK": mark}
+    run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        work = cache / "work"
-        deadline = time.monotonic() + 240
-        while not list(work.glob("out.mp4-*/seg-*.mp4")) and run.poll() is None:  # a worker has finished a segment
-            assert time.monotonic() < deadline, "no segment was ever finished"
-            time.sleep(0.05)
+        deadline = time.monotonic() + 300
+        while run.poll() is None and time.monotonic() < deadline:
+            started = _marked(mark)
+            servers = [p for p, c in started.items() if "multiprocessing.forkserver" in c]
+            if moment == "starting" and servers:
+                break  # the fork server exists: it imports torch and the backends for seconds
+            if moment == "working" and len(servers) >= 3 and list((cache / "work").glob("out.mp4-*/seg-*.mp4")):
+                break  # the fork server and two workers, one of which has finished a segment
+            time.sleep(0.02)
         assert run.poll() is None, "the run ended before it could be killed"
-        started = _descendants(run.pid)
-        workers = [p for p in started if "multiprocessing.forkserver" in Path(f"/proc/{p}/cmdline").read_text()]
-        assert len(workers) >= 3, started  # the fork server and two workers
+        assert time.monotonic() < deadline, f"the run never reached the moment to kill it: {started}"
         run.send_signal(signal.SIGKILL)
         run.wait()
-        deadline = time.monotonic() + 5
-        while any(_state(p) not in (None, "Z") for p in started) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 3
+        while _marked(mark) and time.monotonic() < deadline:
             time.sleep(0.05)
-        left = [p for p in started if _state(p) not in (None, "Z")]
+        left = _marked(mark)
     finally:
-        for pid in [run.pid, *_descendants(run.pid)]:
-            if _state(pid) not in (None, "Z"):
-                os.kill(pid, signal.SIGKILL)
-    assert not left, f"processes left running after the run was killed: {left}"
+        for pid in _marked(mark):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left running 3 s after the run was killed: {left}"
     assert not out.exists()
 
 
@@ -210,6 +212,33 @@ def test_a_link_planted_in_the_zoo_cache_is_not_followed(tmp_path, monkeypatch, 
     assert not package.root.is_symlink() and (decoy / "manifest.json").is_file()  # the link's target is untouched
 
 
+def test_a_manifest_edited_in_the_zoo_cache_is_not_used(monkeypatch, tiny_package):
+    """The manifest cannot record its own digest: the one recorded beside the entry when it was
+    written catches a manifest edited in place (here its size multiple: other padding, other frames)
+    whose graphs all still match their records; a missing record means exporting again as well."""
+    exported: list[Path] = []
+    monkeypatch.setattr(runtime.resolve, "export_package", _fake_zoo_export(tiny_package, exported))
+    monkeypatch.setattr(runtime.resolve, "pretrained", lambda name: None)
+    lines: list[str] = []
+    first = runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    record = first.root.with_name(first.root.name + ".manifest.sha256")
+    assert record.read_text().strip() == hashlib.sha256((first.root / "manifest.json").read_bytes()).hexdigest()
+    runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    assert len(exported) == 1
+
+    manifest = json.loads((first.root / "manifest.json").read_text())
+    manifest["constraints"]["multiple"] = 8
+    (first.root / "manifest.json").write_text(json.dumps(manifest))
+    assert Package.open(first.root, verify=True).constraints.multiple == 8  # the graphs' digests still match
+    again = runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    assert len(exported) == 2 and "manifest.json is not the manifest recorded" in lines[-1]
+    assert again.constraints.multiple == tiny_package.constraints.multiple
+
+    record.unlink()
+    runtime.resolve.resolve_package("basicvsr", log=lines.append)
+    assert len(exported) == 3 and "no digest of" in lines[-1] and record.is_file()
+
+
 def test_a_cache_others_can_write_draws_a_warning(tmp_path, monkeypatch):
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -218,12 +247,42 @@ def test_a_cache_others_can_write_draws_a_warning(tmp_path, monkeypatch):
     monkeypatch.setattr("export.format._warned_cache", set())
     with pytest.warns(CacheWarning, match=r"is writable by others \(mode 777\).*chmod 700"):
         cache_folder("packages")
-    private = tmp_path / "private"
-    monkeypatch.setenv("VSR_CACHE_DIR", str(private))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", CacheWarning)
+    group = tmp_path / "group"
+    group.mkdir()
+    group.chmod(0o770)
+    monkeypatch.setenv("VSR_CACHE_DIR", str(group))
+    with pytest.warns(CacheWarning, match=r"is writable by its group \(mode 770\).*chmod 700"):
         cache_folder("packages")
+    private, sticky = tmp_path / "private", tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # as /tmp, but this user's: others may add entries, not change this user's
+    for quiet in (private, sticky):
+        monkeypatch.setenv("VSR_CACHE_DIR", str(quiet))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CacheWarning)
+            cache_folder("packages")
+        assert oct((quiet / "packages").stat().st_mode & 0o777) == oct(0o700)
     assert oct(private.stat().st_mode & 0o777) == oct(0o700)
+
+
+def test_a_shared_cache_is_one_warning_line_of_the_run(tmp_path, bikes, tiny_package):
+    """What the user sees: one line naming the folder and the chmod that fixes it, no Python source
+    line; the run itself goes on."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 2))
+    command = [sys.executable, "-c", "import sys; from runtime.cli.run import main; sys.exit(main())", str(source)]
+    command += ["-o", str(tmp_path / "out.mp4"), "--model", str(tiny_package.root), "--threads", "1"]
+    done = subprocess.run(
+        command, env={**_env(), "VSR_CACHE_DIR": str(shared)}, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "cache folder" in line or "warn" in line.lower()]
+    assert lines == [
+        f"Warning: the cache folder {shared} is writable by others (mode 777): whoever can write there can change "
+        f"what this tool runs; make it private (chmod 700 {shared}) or set VSR_CACHE_DIR to a private folder"
+    ], done.stderr
 
 
 def test_an_empty_cache_variable_is_not_the_current_folder(tmp_path, monkeypatch):
@@ -253,6 +312,41 @@ def test_an_engine_file_changed_in_the_cache_is_not_used(tmp_path):
     (tmp_path / "elsewhere.engine").write_bytes(b"engine b" * 100)  # the right bytes, behind a link
     with pytest.raises(EngineChanged, match="not a plain file"):
         cache.find(*args)
+
+
+def test_a_blob_swapped_in_openvinos_model_cache_is_removed_and_compiled_again(tmp_path, cache, bikes, tiny_package):
+    """OpenVINO loads any valid blob of the name it expects: two of its blobs swapped (each a whole
+    compiled model, of another stage) are found by their recorded digests, removed with one note, and
+    compiled again (OpenVINO's blobs differ in bytes from one compile to the next); the frames are those of
+    the first run, and the untouched blob is kept."""
+    pytest.importorskip("openvino", reason="the OpenVINO backend is an optional extra")
+    from runtime.backends.ov import BlobLedger, OpenVinoBackend
+    from runtime.pipeline import upscale_clip
+
+    frames = np.stack([np.moveaxis(img, -1, 0) for img in crops(bikes, 2)]).astype(np.float32) / 255
+    expected = upscale_clip(OpenVinoBackend(tiny_package), tiny_package, frames, (4, 4))
+    folder = cache / "openvino"
+    records = json.loads((folder / BlobLedger.NAME).read_text())
+    blobs = sorted(folder.glob("*.blob"), key=lambda p: p.stat().st_size)
+    assert len(blobs) == 3 and sorted(records) == sorted(b.name for b in blobs)
+    for blob in blobs:
+        assert records[blob.name]["sha256"] == hashlib.sha256(blob.read_bytes()).hexdigest()
+    small, large = blobs[0].read_bytes(), blobs[-1].read_bytes()
+    for blob, data in ((blobs[0], large), (blobs[-1], small)):
+        blob.unlink()
+        blob.write_bytes(data)
+    kept = blobs[1].stat().st_ino
+    with pytest.warns(CacheWarning, match=r"2 compiled model\(s\) in OpenVINO's model cache .* removed"):
+        again = OpenVinoBackend(tiny_package)
+    assert sorted(p.name for p in folder.glob("*.blob")) == [blobs[1].name]
+    assert np.array_equal(upscale_clip(again, tiny_package, frames, (4, 4)), expected)
+    records = json.loads((folder / BlobLedger.NAME).read_text())  # compiled again, recorded again
+    assert sorted(records) == sorted(b.name for b in blobs) and blobs[1].stat().st_ino == kept
+    for blob in blobs:
+        assert records[blob.name]["sha256"] == hashlib.sha256(blob.read_bytes()).hexdigest()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        OpenVinoBackend(tiny_package)  # all recorded: nothing removed, no note
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,19 +527,50 @@ def test_a_work_folder_replaced_by_a_link_is_refused_and_its_target_untouched(
     )
 
 
+def test_a_link_inside_a_resumed_work_folder_is_refused_and_its_target_untouched(tmp_path, cache, bikes, tiny_package):
+    """A segment of the work folder replaced by a link to the user's file: --resume refuses in one
+    line, naming the link, and neither trusts nor replaces what it points to."""
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 4))
+    out = tmp_path / "out.mp4"
+    job = runtime.segments.prepare_file(
+        0, source, out, probe(source), tiny_package,
+        runtime.options.RunOptions(package=str(tiny_package.root), backend="onnxruntime", threads=1),
+        runtime.options.Encoding(codec="libx264", crf=18, frames=None),
+        device_kind="cpu", fps=Fraction(25), segment_frames=None,
+        resume=True, work_dir=cache / "work", scale=(4.0, 4.0),
+    )  # fmt: skip
+    victim = tmp_path / "victim.mp4"
+    shutil.copyfile(source, victim)
+    job.tasks[0].dest.symlink_to(victim)
+    job.close()
+    before = listing(tmp_path)
+    outcome = vsr_run(source, "-o", out, "--segment", "0", "--resume", package=tiny_package.root)
+    assert_clean_error(
+        outcome, "holds a symbolic link", job.tasks[0].dest.name, "remove it", before=before, folder=tmp_path
+    )
+    assert len(outcome.result.output.strip().splitlines()) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # staged writes: atomic under concurrency, leftovers of killed writers removed
 # ---------------------------------------------------------------------------------------------
 
 
-def test_concurrent_commits_of_one_folder_all_succeed_and_leave_a_whole_folder(tmp_path):
+@pytest.mark.parametrize("swap", [True, False], ids=["swap", "locked"])
+def test_concurrent_commits_of_one_folder_all_succeed_and_leave_a_whole_folder(tmp_path, monkeypatch, swap):
+    """Four processes commit the same folder 25 times each: none fails, nothing is left beside it
+    (no ``.old-*``, ``.partial-*``, ``.lock``), and the folder is one commit's, whole. ``locked``:
+    as on a system that cannot swap two paths (the commit lock and two renames)."""
     target = tmp_path / "pkg"
     code = textwrap.dedent(
         """
         import sys
         from pathlib import Path
+        import export.atomic
         from export.atomic import staged_directory
-        me, target = sys.argv[1], Path(sys.argv[2])
+        me, target, swap = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"
+        if not swap:
+            export.atomic.exchange = lambda a, b: False
         for i in range(25):
             with staged_directory(target) as staged:
                 for part in range(4):
@@ -454,7 +579,10 @@ def test_concurrent_commits_of_one_folder_all_succeed_and_leave_a_whole_folder(t
     )
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", code, str(k), str(target)], env=_env(), stderr=subprocess.PIPE, text=True
+            [sys.executable, "-c", code, str(k), str(target), str(int(swap))],
+            env=_env(),
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for k in range(4)
     ]
@@ -462,6 +590,50 @@ def test_concurrent_commits_of_one_folder_all_succeed_and_leave_a_whole_folder(t
     assert all(w.returncode == 0 for w in writers), errors
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]  # no .old-*, .partial-*, .lock left
     assert len({(target / f"part{part}").read_text() for part in range(4)}) == 1  # one commit's folder, whole
+
+
+@pytest.mark.skipif(sys.platform not in ("linux", "darwin"), reason="swaps two paths with renameat2 or renamex_np")
+def test_a_folder_being_replaced_is_never_missing(tmp_path, monkeypatch):
+    """Replacing a folder swaps the new one in, in one step: after every rename the commit makes, the
+    target is there, whole. (The commit before moved the old folder aside first: for a moment
+    there was nothing at the target, and a kill at that moment left nothing there.)"""
+    target = tmp_path / "pkg"
+    states = []
+
+    def watched(rename):
+        def call(src, dst):
+            rename(src, dst)
+            states.append(sorted(p.name for p in target.iterdir()) if target.is_dir() else "missing")
+
+        return call
+
+    for i in range(3):
+        monkeypatch.setattr(export.atomic.os, "replace", watched(os.replace))
+        monkeypatch.setattr(export.atomic.os, "rename", watched(os.rename))
+        with staged_directory(target) as staged:
+            for part in range(4):
+                (staged / f"part{part}").write_text(str(i))
+        monkeypatch.undo()
+        assert {(target / f"part{part}").read_text() for part in range(4)} == {str(i)}
+    assert states and all(state == [f"part{part}" for part in range(4)] for state in states), states
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+
+
+def test_an_output_a_killed_commit_moved_aside_is_put_back_and_its_lock_removed(tmp_path):
+    """A commit killed between its two renames (where paths cannot be swapped) leaves the old output
+    in ``.NAME.old-PID-*`` and nothing at the target, and its commit lock: the next write of the
+    target puts the old output back (a write that then fails leaves it so) and removes the lock."""
+    target = tmp_path / "pkg"
+    dead = _dead_pid()
+    aside = tmp_path / f".pkg.old-{dead}-x1y2z3" / "pkg"
+    aside.mkdir(parents=True)
+    (aside / "manifest.json").write_text("the old output")
+    (tmp_path / ".pkg.lock").write_text(f"pid {dead} on a host since then: vsr-export\n")
+    with pytest.raises(RuntimeError, match="the export failed"), staged_directory(target) as staged:
+        (staged / "manifest.json").write_text("half a new output")
+        raise RuntimeError("the export failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+    assert (target / "manifest.json").read_text() == "the old output"
 
 
 def _dead_pid() -> int:
@@ -516,16 +688,66 @@ def test_a_cache_folder_that_cannot_be_made_is_a_one_line_error(tmp_path, monkey
     )
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into a 0o500 folder; run as a normal user")
 def test_a_cache_folder_without_write_permission_is_a_one_line_error(tmp_path, monkeypatch):
+    """A 0o500 cache folder. Runs as root too (CI does): root may write into it, so there the cache simply
+    works (what root gets), and the refusal a user gets is made by having the permission check say no."""
+    import export.format
+
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     monkeypatch.setenv("VSR_CACHE_DIR", str(locked))
     try:
-        with pytest.raises(CacheError, match=r"cannot be used.*set VSR_CACHE_DIR"):
-            cache_folder("packages")
+        with monkeypatch.context() as m:
+            if os.geteuid() == 0:
+                assert cache_folder("packages").is_dir()
+                m.setattr(export.format.os, "access", lambda path, mode, **kw: False)
+            with pytest.raises(CacheError, match=r"cannot be used.*set VSR_CACHE_DIR"):
+                cache_folder("packages")
     finally:
         locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("cache_of", ["work", "openvino"])
+def test_a_cache_folder_behind_a_file_is_one_line_naming_the_cache(
+    tmp_path, tmp_path_factory, monkeypatch, bikes, tiny_package, cache_of
+):
+    """A cache path through a file, met by the work folders (every run) or by OpenVINO's model cache
+    (the run given a work folder of its own): one line naming that cache folder and VSR_CACHE_DIR."""
+    flags: list[object] = []
+    if cache_of == "openvino":
+        pytest.importorskip("openvino", reason="the OpenVINO backend is an optional extra")
+        flags = ["--backend", "openvino", "--work-dir", tmp_path_factory.mktemp("work")]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("VSR_CACHE_DIR", str(blocker / "cache"))
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 2))
+    before = listing(tmp_path)
+    outcome = vsr_run(source, "-o", tmp_path / "out.mp4", *flags, package=tiny_package.root)
+    assert_clean_error(
+        outcome,
+        f"the cache folder {blocker / 'cache' / cache_of} cannot be used",
+        "(a part of its path is a file, not a folder)",
+        "set VSR_CACHE_DIR",
+        before=before,
+        folder=tmp_path,
+    )
+    assert len(outcome.text.strip().splitlines()) == 1
+
+
+def test_a_cache_folder_the_user_may_not_write_is_one_line_even_as_root(tmp_path, monkeypatch, bikes, tiny_package):
+    """The permission check itself, independent of who runs the tests (root writes anywhere): the
+    cache refused by ``os.access`` is a one-line error before any work."""
+    real_access = os.access
+    locked = tmp_path / "locked-cache"
+    monkeypatch.setenv("VSR_CACHE_DIR", str(locked))
+    monkeypatch.setattr(
+        os, "access", lambda path, mode, **kw: not str(path).startswith(str(locked)) and real_access(path, mode, **kw)
+    )
+    source = write_video(tmp_path / "in.mp4", crops(bikes, 2))
+    outcome = vsr_run(source, "-o", tmp_path / "out.mp4", package=tiny_package.root)
+    assert outcome.result.exit_code == 1 and isinstance(outcome.result.exception, SystemExit), outcome.text
+    assert f"the cache folder {locked / 'work'} cannot be used (Permission denied)" in outcome.text
+    assert len(outcome.text.strip().splitlines()) == 1 and not (tmp_path / "out.mp4").exists()
 
 
 def test_a_full_disk_during_export_is_a_one_line_error_and_leaves_nothing(tmp_path, monkeypatch, tiny_checkpoint):
@@ -568,6 +790,30 @@ def test_checkpoint_settings_are_checked_before_the_network_is_built(tmp_path, m
     assert str(path) in result.output and len(result.output.strip().splitlines()) == 1
     assert not built, "the network was built with the recorded settings"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trained.pth"]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("train:\n  total_iter: " + "[" * 100_000 + "]" * 100_000 + "\n", "nests too deep to be a recipe"),
+        ("train:\n  total_iter: " + "7" * 5000 + "\n", "value has 5000 digits"),
+    ],
+    ids=["deep_nesting", "5000_digits"],
+)
+def test_a_training_config_that_cannot_be_read_is_one_line(tmp_path, text, needle):
+    """vsr-train's --config is YAML the user passes: nesting that exhausts the parser's recursion and a
+    number beyond Python's int-string limit are one line naming the file, not a traceback, and no
+    training folder is made."""
+    from runtime.cli.train import main as train_main
+
+    config = tmp_path / "over.yaml"
+    config.write_text(text)
+    argv = ["basicvsr", "--config", str(config), "--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(train_main, argv)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    assert f"config {config}" in result.output and needle in result.output, result.output
+    assert "Traceback" not in result.output and "set_int_max_str_digits" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def test_reference_equals_gather_formulation(warp: ImplicitWarp, n: int, h: int,
             cross = implicit_warp_gather(*_args(warp, source, target, flow), num_heads=HEADS)
             module = warp(source, target, flow)
             assert ref.shape == (n, C, h, w)
-            assert (ref - cross).abs().max().item() <= 1e-5, kind
+            assert torch.equal(ref, cross), kind  # the README's 'equal to the last bit'
             assert torch.equal(module, ref), kind
 
 
@@ -131,7 +131,8 @@ def test_half_features_keep_fp32_coordinates(warp: ImplicitWarp) -> None:
         ref = warp(source, target, flow)
         out = half(source.half(), target.half(), flow.half()).float()
     err = (out - ref).abs()[..., 256:].max().item()
-    assert err < 0.05 * ref.abs().max().item(), err
+    # Measured 0.0094 of the output's maximum (FP16 features, FP32 positions); bound about 2x that.
+    assert err < 0.02 * ref.abs().max().item(), err
 
 
 def _export(module: torch.nn.Module, h: int, w: int, path: str) -> onnx.ModelProto:

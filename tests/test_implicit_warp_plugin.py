@@ -112,8 +112,10 @@ def _signature(fn) -> inspect.Signature:
     return inspect.signature(fn)  # what tensorrt.plugin reads (_validate.py), not get_type_hints
 
 
-def test_register_function_annotations_are_the_real_classes():
-    """tensorrt.plugin calls issubclass(annotation, TensorDesc) on every parameter and on the return."""
+def test_register_function_annotations_are_the_classes_passed_in():
+    """tensorrt.plugin calls issubclass(annotation, TensorDesc) on every parameter and on the return, so the
+    annotations must be the very classes of the module handed in (not strings or copies). Checked with a
+    stand-in for ``tensorrt.plugin`` (no TensorRT here); the real module is exercised by the GPU tests."""
     desc, _, _ = plugin.plugin_functions(types.SimpleNamespace(float32="f32"), _TRTP)
     sig = _signature(desc)
     params = list(sig.parameters.values())
@@ -314,7 +316,8 @@ sys.path.insert(0, "tests")
 from test_implicit_warp_plugin import _case
 from engines.plugins import implicit_warp as plugin, implicit_warp_kernel as kernel_module
 from vsr_models.ops.implicit_warp import implicit_warp
-# The interpreter has no libdevice: numpy's sin, cos and exp stand in (the rest runs as written).
+# The interpreter has no libdevice: tl.math's sin, cos and exp stand in, which Triton 3.9's interpreter
+# evaluates with numpy's np.sin, np.cos, np.exp (triton/runtime/interpreter.py); the rest runs as written.
 kernel_module.libdevice = types.SimpleNamespace(
     sin=lambda x: tl.math.sin(x), cos=lambda x: tl.math.cos(x), exp=lambda x: tl.math.exp(x)
 )
@@ -341,6 +344,8 @@ def test_tiled_kernel_matches_the_reference_in_the_interpreter():
     assert errors["32 torch.float16"][1] == "torch.float16" and errors["32 torch.float16"][0] <= 2e-2, errors
 
 
+#: The README's figures: shared memory per block of IART's kernel (C=120, 6 heads), the same for every target.
+_IART_SHARED_BYTES = {"fp32": 31360, "fp16": 12288}
 #: Largest dynamic shared memory per block with an opt-in (CUDA programming guide, compute capabilities).
 _OPT_IN_LIMIT = {90: 227 * 1024, 89: 99 * 1024, 86: 99 * 1024}
 
@@ -358,6 +363,7 @@ def test_iart_kernel_fits_shared_memory(feature_type: str, capability: int):
     assert ".entry implicit_warp_kernel" in ptx and f".target sm_{capability}" in ptx
     assert meta.target.arch == capability and meta.num_warps == plugin.NUM_WARPS
     assert 0 < meta.shared <= plugin.SHARED_MEMORY_LIMIT < _OPT_IN_LIMIT[capability]
+    assert meta.shared == _IART_SHARED_BYTES[feature_type]  # exactly the README's bytes
     assert meta.global_scratch_size == 0 and meta.profile_scratch_size == 0
 
 

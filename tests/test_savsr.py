@@ -374,10 +374,17 @@ def test_parity_and_bench_take_a_scale(small_package: Package) -> None:
     assert result.exit_code == 1 and "x1 to x4" in result.output
 
 
+#: Measured (README's SAVSR table, released configuration, 5 real frames at 13x17): ONNX Runtime vs
+#: PyTorch 2.4e-7 to 3.0e-7 max abs, bound 10x the largest; FP16 vs FP32 worst frame 95.3 to 95.4 dB,
+#: bound the worst less 3.3 dB.
+SAVSR_ORT_MAX_ABS = 3e-6
+SAVSR_FP16_MIN_PSNR = 92.0
+
+
 @pytest.mark.slow
 def test_released_configuration_one_package_every_scale_fp16_and_tensorrt_check(tmp_path: Path) -> None:
-    """The released configuration (random weights), exported once: ONNX Runtime equals PyTorch to 1e-4
-    at x4, x2.5 by x3.5 and x1.6 on real frames of an odd LR size; FP16 graphs within 50 dB of FP32;
+    """The released configuration (random weights), exported once: ONNX Runtime equals PyTorch to SAVSR_ORT_MAX_ABS
+    at x4, x2.5 by x3.5 and x1.6 on real frames of an odd LR size; FP16 graphs within SAVSR_FP16_MIN_PSNR of FP32;
     every graph passes the static TensorRT check."""
     from export.fp16 import add_fp16
     from export.package import export_package
@@ -398,5 +405,9 @@ def test_released_configuration_one_package_every_scale_fp16_and_tensorrt_check(
             ref = model.forward_clip(torch.from_numpy(lr)[None], scale)[0].numpy()
         out = upscale_clip(fp32, package, lr, scale)
         assert out.shape == ref.shape == (5, 3, *output_size(13, 17, scale))
-        assert np.abs(out - ref).max() <= 1e-4, scale
-        assert psnr(upscale_clip(fp16, package, lr, scale), out) >= 50, scale
+        print(f"SAVSR ONNX Runtime vs PyTorch at {scale}: max abs {np.abs(out - ref).max():.1e}")
+        assert np.abs(out - ref).max() <= SAVSR_ORT_MAX_ABS, scale
+        half = upscale_clip(fp16, package, lr, scale)
+        worst = min(psnr(half[i], out[i]) for i in range(len(lr)))
+        print(f"SAVSR FP16 vs FP32 at {scale}: clip {psnr(half, out):.1f} dB, worst frame {worst:.1f} dB")
+        assert worst >= SAVSR_FP16_MIN_PSNR, scale

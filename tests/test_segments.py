@@ -264,20 +264,28 @@ def test_two_worker_processes_one_killed_mid_segment(tmp_path, clip, tiny_packag
     while it computes its next one; the pool is rebuilt, the lost segments retried, the frames unchanged."""
     job = _job(clip, tmp_path / "frames", tiny_package, segment_frames=4)
     pool = ProcessPool(_spec(tiny_package), [Device("cpu")], 2)
-    killed, retried, pids = [], [], set()
+    killed, retried, pids, handed_in = [], [], set(), []
 
     def on_result(task, result):
         pids.add(result.pid)
+        handed_in.append(task.segment.index)
         if not killed:
             os.kill(result.pid, signal.SIGKILL)
-            killed.append(result.pid)
+            killed.append((result.pid, len(handed_in)))
 
     try:
-        result = run_jobs([job], pool, progress=Progress(on_result=on_result, on_retry=lambda t, e: retried.append(e)))
+        result = run_jobs(
+            [job], pool, progress=Progress(on_result=on_result, on_retry=lambda t, e: retried.append((t, e)))
+        )
     finally:
         pool.close()
     assert not result.failed and result.report.segments_computed == 5
-    assert killed and any(isinstance(e, WorkerDied) for e in retried)
+    assert killed and any(isinstance(e, WorkerDied) for _, e in retried)
+    # the kill landed mid segment: a segment not handed in at the kill was lost with the worker, retried,
+    # and handed in afterwards (killed while idle, nothing would have been retried)
+    before_kill = set(handed_in[: killed[0][1]])
+    lost = {t.segment.index for t, e in retried if isinstance(e, WorkerDied)}
+    assert lost and not lost & before_kill and lost <= set(handed_in[killed[0][1] :]), (lost, handed_in, killed)
     assert len(pids) >= 2
     assert np.array_equal(_frames(tmp_path / "frames"), sequential)
 
@@ -304,6 +312,30 @@ def test_an_error_that_persists_leaves_no_output_and_exits_non_zero(
     assert not out.exists() and not list(tmp_path.glob(".o.mp4.partial*"))
     (work,) = work_in_tmp.glob("o.mp4-*")  # what finished stays for --resume; no more work is
     assert [p.name for p in work.glob("seg-*")] == ["seg-00000-0-8.mp4"]  # spent on the failed input
+
+
+def test_a_user_error_in_a_segment_is_not_retried(tmp_path, clip, tiny_package, monkeypatch, work_in_tmp):
+    """A VSRError (the user's to fix: it would fail again) fails its segment at the first try, with its
+    message, though --retries allows two more."""
+    import runtime.workers
+    from vsr_models.errors import VSRError
+
+    calls = []
+    real = runtime.workers.render_segment
+
+    def refusing(engine, task, dest=None, on_step=None):
+        if task.segment.index == 1:
+            calls.append(task.segment.index)
+            raise VSRError("the frame is too small for this network; use --tile 0")
+        return real(engine, task, dest, on_step)
+
+    monkeypatch.setattr(runtime.workers, "render_segment", refusing)
+    out = tmp_path / "o.mp4"
+    result = _run([clip, "-o", out, "--model", tiny_package.root, "--segment", "8", "--retries", "2"])
+    assert result.exit_code != 0 and "the frame is too small for this network; use --tile 0" in result.output
+    assert "Traceback" not in result.output
+    assert calls == [1]  # no retry
+    assert not out.exists() and not list(tmp_path.glob(".o.mp4.partial*"))
 
 
 def test_many_inputs_into_a_folder_go_on_past_a_bad_one(tmp_path, tiny_package):
@@ -388,6 +420,64 @@ def test_work_folder_is_keyed_by_what_changes_a_frame(tmp_path):
     a = WorkFolder.for_output(tmp_path / "o.mp4", {"crf": 18}, tmp_path)
     assert a.root == WorkFolder.for_output(tmp_path / "o.mp4", {"crf": 18}, tmp_path).root
     assert a.root != WorkFolder.for_output(tmp_path / "o.mp4", {"crf": 17}, tmp_path).root
+
+
+def test_every_field_of_the_work_folder_key_gives_its_own_folder(tmp_path, clip, tiny_package):
+    """prepare_file's key, each field varied alone from one base run: every variant gets a work folder of its
+    own (so --resume never mixes segments made another way), and its key.json records the change."""
+    import json
+    import shutil
+
+    source = tmp_path / "src" / clip.name
+    other = tmp_path / "other" / clip.name
+    for copy in (source, other):
+        copy.parent.mkdir()
+        shutil.copy2(clip, copy)
+    (tmp_path / "elsewhere").mkdir()
+    base_spec = _spec(tiny_package)
+    h264 = Encoding(codec="libx264", crf=18, frames=None)
+
+    def folder(src=source, out=tmp_path / "o.mp4", spec=base_spec, encoding=h264, **kw) -> dict:
+        args = {"device_kind": "cpu", "fps": Fraction(25), "segment_frames": 8, "scale": (4.0, 4.0), **kw}
+        job = prepare_file(
+            0, src, out, probe(src), tiny_package, spec, encoding, resume=False, work_dir=tmp_path / "work", **args
+        )
+        root = job.work.root
+        key = json.loads((root / "key.json").read_text())
+        job.close()  # removes the folder (no finished segment in it) and releases the output's lock
+        return {"root": root, **key, **key["runner"]}
+
+    def options(backend="onnxruntime", precision="fp32", **schedule) -> RunOptions:
+        return RunOptions(
+            package=base_spec.package,
+            backend=backend,
+            precision=precision,
+            threads=1,
+            schedule=Schedule(**{"chunk": 4, "overlap": 1, **schedule}),
+        )
+
+    base = folder()
+    variants = {
+        "input": folder(src=other),
+        "to": folder(out=tmp_path / "elsewhere" / "o.mp4"),
+        "output": folder(out=tmp_path / "frames"),
+        "precision": folder(spec=options(precision="fp16")),
+        "backend": folder(spec=options(backend="torch")),
+        "chunk": folder(spec=options(chunk=5)),
+        "overlap": folder(spec=options(overlap=2)),
+        "device": folder(device_kind="cuda"),
+        "frames": folder(encoding=Encoding(codec="libx264", crf=18, frames=6)),
+        "segments": folder(segment_frames=4),
+        "codec": folder(encoding=Encoding(codec="libx265", crf=18, frames=None)),
+        "crf": folder(encoding=Encoding(codec="libx264", crf=17, frames=None)),
+        "fps": folder(fps=Fraction(30)),
+    }
+    os.utime(source, ns=(1, 1))  # the same file, changed since
+    variants["mtime_ns"] = folder()
+    roots = [base["root"], *(v["root"] for v in variants.values())]
+    assert len(set(roots)) == len(roots), roots
+    for field, variant in variants.items():
+        assert variant[field] != base[field], field
 
 
 def _run_real(args) -> str:

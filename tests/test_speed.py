@@ -438,3 +438,36 @@ def test_onnxruntime_cuda_provider_and_its_cuda_graphs(basicvsr_package):
     for levers in ({}, {"cuda_graphs": True}):
         backend = make_backend("onnxruntime", basicvsr_package, "cuda", levers=levers)
         assert np.abs(upscale_clip(backend, basicvsr_package, lr, (4, 4)) - ref).max() <= 1e-4
+
+
+def test_repeat_reports_the_median_and_the_range_of_the_runs(monkeypatch, tmp_path):
+    """``--repeat 3``: each contender's timed runs are real; their wall times are then set to known values
+    (2 frames: 0.5, 0.1 and 0.2 s for the baseline, 0.2, 0.2 and 0.4 s for the other), so the printed
+    ms per frame is the median with the range (100 (50-250) and 100 (100-200)), the speed-up is the
+    median of the per-round ratios (2.50, 0.50, 0.50 -> 0.50x (0.50-2.50)), and the JSON's fps is
+    frames over the median seconds."""
+    import runtime.cli.bench as bench
+
+    seconds = {"torch:fp32": [0.5, 0.1, 0.2], "torch:fp32+channels_last": [0.2, 0.2, 0.4]}
+    real = bench._timed_run
+
+    def timed(c, lr):
+        real(c, lr)
+        c.runs[-1].seconds = seconds[c.label][len(c.runs) - 1]
+
+    monkeypatch.setattr(bench, "_timed_run", timed)
+    monkeypatch.setenv("COLUMNS", "250")
+    record = tmp_path / "bench.json"
+    args = ["--model", "basicvsr", "--random-weights", "--quick", "--size", "16x16", "--frames", "2", "--repeat", "3"]
+    args += ["--contenders", "torch:fp32,torch:fp32+channels_last", "--peak-side", "128", "--json", str(record)]
+    result = CliRunner().invoke(bench_main, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "3 interleaved run(s) each, median (range)" in " ".join(result.output.split())
+    row = next(line for line in result.output.splitlines() if "ms per frame" in line)
+    assert re.findall(r"\d+ \(\d+-\d+\)", row) == ["100 (50-250)", "100 (100-200)"], row
+    row = next(line for line in result.output.splitlines() if "speed-up vs" in line)
+    assert re.findall(r"[\d.]+x|[\d.]+ \([\d.]+-[\d.]+\)x", row) == ["1.00 (1.00-1.00)x", "0.50 (0.50-2.50)x"], row
+    figures = {c["label"]: c for c in json.loads(record.read_text())["contenders"]}
+    assert figures["torch:fp32"]["fps"] == pytest.approx(2 / 0.2)
+    assert figures["torch:fp32+channels_last"]["fps"] == pytest.approx(2 / 0.2)
+    assert figures["torch:fp32+channels_last"]["speedup"] == pytest.approx(0.5)

@@ -268,26 +268,83 @@ def _train_process(args: list[str]) -> subprocess.Popen:
     )
 
 
-@pytest.mark.slow
-def test_a_killed_run_resumes_exactly(tmp_path, clips):
-    """Kill a run (SIGKILL) after its state at iteration 2 is saved; --resume gives the losses of an
-    uninterrupted run at every later iteration, bit for bit, with a different worker count."""
-    config = _config(tmp_path, ema=0.5, freeze=[{"modules": ["spynet"], "iters": 2}])
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    assert _train_process(_args(clips, full, config, 4, "--save-every", "2")).wait() == 0
-    proc = _train_process([*_args(clips, killed, config, 4, "--save-every", "2"), "--workers", "2"])
-    deadline = time.time() + 120
-    while 3 not in (_losses(killed) if (killed / "log.jsonl").is_file() else {}):
+def _kill_after_iteration_3(clips: Path, out: Path, config: Path) -> dict[str, int]:
+    """Start a 4-iteration run saving every 2, SIGKILL it once iteration 3 is logged (its state at 2
+    saved), and check the kill landed there: the process was alive when killed, died of the signal, and
+    had not saved iteration 4. Returns the saved iteration-2 state's (inode, mtime_ns)."""
+    proc = _train_process([*_args(clips, out, config, 4, "--save-every", "2"), "--workers", "2"])
+    deadline = time.time() + 600  # a stuck run, not a slow one (4 tiny iterations take minutes under load)
+    while 3 not in (_losses(out) if (out / "log.jsonl").is_file() else {}):
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()
         time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    resumed = _train_process([*_args(clips, killed, config, 4, "--save-every", "2"), "--resume", "--workers", "1"])
-    assert resumed.wait() == 0, resumed.stderr.read().decode()
+    assert proc.wait() == -signal.SIGKILL
+    weights = out / "weights"
+    assert not (weights / "iter_0000004.pth").exists(), "killed after the end of the run, not mid run"
+    assert torch.load(weights / "latest.pth", weights_only=True)["meta"]["iter"] == 2
+    saved = (weights / "iter_0000002.pth").stat()
+    return {"inode": saved.st_ino, "mtime_ns": saved.st_mtime_ns}
+
+
+def _check_resumed_from_iteration_2(killed: Path, full: Path, saved: dict[str, int]) -> None:
+    """The resumed run went on from the saved iteration 2: one log record per iteration, the killed run's
+    records of iterations 1-2 kept as written (tagged by the test before resuming), its iteration-2 weights
+    file untouched; and the losses and final EMA weights equal the uninterrupted run's, bit for bit."""
+    records = [json.loads(line) for line in (killed / "log.jsonl").read_text().splitlines()]
+    losses = [r["iter"] for r in records if "loss" in r]
+    assert losses == [1, 2, 3, 4], losses
+    assert all(r.get("killed_run") for r in records if r["iter"] <= 2), "iterations 1-2 were run again"
+    stat = (killed / "weights" / "iter_0000002.pth").stat()
+    assert {"inode": stat.st_ino, "mtime_ns": stat.st_mtime_ns} == saved, "iteration 2 was saved again"
     assert _losses(killed) == _losses(full)
     a = torch.load(full / "weights" / "latest.pth", weights_only=True)
     b = torch.load(killed / "weights" / "latest.pth", weights_only=True)
     assert all(torch.equal(a["params_ema"][k], b["params_ema"][k]) for k in a["params_ema"])
+
+
+def _tag_the_killed_runs_log(out: Path) -> None:
+    log = out / "log.jsonl"
+    records = [{**json.loads(line), "killed_run": True} for line in log.read_text().splitlines()]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.fixture
+def uninterrupted(tmp_path, clips) -> tuple[Path, Path]:
+    """(the recipe, an uninterrupted 4-iteration run's folder)."""
+    config = _config(tmp_path, ema=0.5, freeze=[{"modules": ["spynet"], "iters": 2}])
+    full = tmp_path / "full"
+    assert _train_process(_args(clips, full, config, 4, "--save-every", "2")).wait() == 0
+    return config, full
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_exactly(tmp_path, clips, uninterrupted):
+    """Kill a run (SIGKILL) after its state at iteration 2 is saved; --resume goes on from iteration 3 and
+    gives the losses of an uninterrupted run at every later iteration, bit for bit, with a different
+    worker count."""
+    config, full = uninterrupted
+    killed = tmp_path / "killed"
+    saved = _kill_after_iteration_3(clips, killed, config)
+    _tag_the_killed_runs_log(killed)
+    resumed = _train_process([*_args(clips, killed, config, 4, "--save-every", "2"), "--resume", "--workers", "1"])
+    assert resumed.wait() == 0, resumed.stderr.read().decode()
+    _check_resumed_from_iteration_2(killed, full, saved)
+
+
+@pytest.mark.slow
+def test_negative_control_a_restart_from_scratch_fails_the_resume_check(tmp_path, clips, uninterrupted):
+    """The check above can fail: the killed run restarted from iteration 1 (--overwrite instead of
+    --resume; deterministic, so its losses alone would match) is caught."""
+    config, full = uninterrupted
+    killed = tmp_path / "killed"
+    saved = _kill_after_iteration_3(clips, killed, config)
+    _tag_the_killed_runs_log(killed)
+    restart = _train_process([*_args(clips, killed, config, 4, "--save-every", "2"), "--overwrite", "--workers", "1"])
+    assert restart.wait() == 0, restart.stderr.read().decode()
+    assert _losses(killed) == _losses(full)  # what the old test checked: it passes on a restart
+    with pytest.raises(AssertionError, match=r"run again|saved again"):
+        _check_resumed_from_iteration_2(killed, full, saved)
 
 
 def test_a_recipe_naming_another_layout_than_the_networks_is_refused(tmp_path, clips):

@@ -1,5 +1,10 @@
 """The static TensorRT check: passes on the BasicVSR package, fails by node name on unsupported ops, and
-says which TensorRT release each node needs."""
+says which TensorRT release each node needs.
+
+What is checked is our rule table (``export.trt_check``: read from onnx-tensorrt's ``docs/operators.md``
+and ``onnxOpImporters.cpp`` at the 10.1 GA release, TensorRT's CHANGELOG, and the 10.15 operator table)
+applied to graphs; no TensorRT parser runs here, so these tests cannot show the table matches the parser.
+"""
 
 from __future__ import annotations
 

@@ -157,14 +157,25 @@ def recipe_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+#: The largest --config file read (the shipped recipes are about 2 KB).
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"config {path} does not exist; pass a YAML file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise RecipeError(f"config {path} is {path.stat().st_size} bytes, more than a recipe needs; pass a YAML file")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise RecipeError(f"config {path} is not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise RecipeError(f"config {path} nests too deep to be a recipe; pass a YAML file of settings") from None
+    except ValueError as exc:  # a number of thousands of digits (Python's int-string limit)
+        reason = str(exc).split(";")[0]
+        raise RecipeError(f"config {path} holds a value this tool does not read ({reason}); fix that value") from None
     if not isinstance(data, dict):
         raise RecipeError(f"config {path} must be a mapping of sections (data, train, val, log), not a list or value")
     return data

@@ -168,8 +168,8 @@ def resolve_auto(package: Package, device: Device, precision: str) -> tuple[str,
         Device("cpu"),
         (
             f"--device {device}: no TensorRT engines are built for it and this onnxruntime has no CUDA provider, so "
-            "ONNX Runtime runs on the CPU (for its CUDA provider: pip uninstall -y onnxruntime onnxruntime-gpu && "
-            "pip install onnxruntime-gpu, since both write one package folder; or build engines with vsr-build-engine)"
+            "ONNX Runtime runs on the CPU (install onnxruntime-gpu in place of onnxruntime: pip uninstall -y "
+            "onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu; or build engines with vsr-build-engine)"
         ),
     )
 

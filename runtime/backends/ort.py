@@ -93,8 +93,8 @@ def providers(device: Device, options: OrtOptions | None = None, stream: int | N
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         raise DeviceError(
             f"--device {device}: this onnxruntime ({ort.__version__}) has no CUDA provider; "
-            "replace it with onnxruntime-gpu (pip uninstall -y onnxruntime onnxruntime-gpu && "
-            "pip install onnxruntime-gpu: both write one package folder) or use --device cpu"
+            "install onnxruntime-gpu in its place (pip uninstall -y onnxruntime onnxruntime-gpu && "
+            "pip install onnxruntime-gpu) or use --device cpu"
         )
     options = options or OrtOptions(device=device)
     cuda: dict[str, str] = {

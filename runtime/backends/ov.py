@@ -7,8 +7,11 @@ so a later run with the same graph, size, device and precision loads the compile
 The folder is made private to the user and checked as every cache folder is (:func:`export.format.cache_folder`);
 the blobs in it are OpenVINO's own (named by a hash of the model, shapes, device and settings). OpenVINO 2026.4
 writes them in place, not atomically, but a blob it cannot load (cut short by a killed run, damaged) is compiled
-afresh instead (tests/test_openvino.py), so a bad entry costs time, never a wrong result. The graphs OpenVINO reads
-are the package's, which the caller opened (and, for a cached export, verified against its digests) before.
+afresh instead (tests/test_openvino.py), so a bad entry costs time, never a wrong result. OpenVINO loads any valid
+blob of the expected name, so :class:`BlobLedger` records the sha256 of each blob OpenVINO writes and removes,
+before a backend compiles anything, every blob that is not the one recorded (a note says so; the stage is compiled
+again). The graphs OpenVINO reads are the package's, which the caller opened (and, for a cached export, verified
+against its digests) before.
 
 Values are ``openvino.Tensor``\\ s. Inputs are bound to the infer request as they are (no copy), and each
 call binds fresh output tensors that the plugin writes into, so the outputs the executor keeps (states,
@@ -33,8 +36,13 @@ the activations are not rounded, so it emulates neither BF16's speed nor its err
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import json
+import os
+import stat
 import tempfile
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +52,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from export.format import Package, PackageError, cache_folder
+from export.atomic import FileLock, remove_path, write_text_atomic
+from export.format import CacheWarning, JsonLimitError, Package, PackageError, cache_folder, read_json, sha256_file
 from export.fp16 import fp32_nodes
 from vsr_models.errors import VSRError
 
@@ -318,6 +327,88 @@ class OpenVinoOptions:
     model_cache: bool = True
 
 
+class BlobLedger:
+    """The sha256 and size of each compiled blob in OpenVINO's model cache folder, recorded when OpenVINO
+    wrote it (``blobs.json`` beside them).
+
+    :meth:`prune` removes every blob that is not recorded or not the one recorded (before anything is
+    compiled, so OpenVINO compiles that stage again); :meth:`record` records the blobs a compile wrote.
+    A blob is hashed once, when recorded, and again only when its inode, size or change time differ from
+    those recorded: any write or replacement changes its change time (ctime), which a user cannot set,
+    so the digest is checked whenever the file may have changed without reading every blob on each run.
+    Processes sharing the folder (``--workers``) take :meth:`lock` around a prune and around a compile
+    with its record, so that none removes a blob another has just written and not yet recorded, and no
+    record is lost.
+    """
+
+    NAME = "blobs.json"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def lock(self) -> FileLock:
+        """The folder's lock (a context manager)."""
+        return FileLock(self.folder / "blobs.lock")
+
+    @staticmethod
+    def _stamp(info: os.stat_result) -> str:
+        """inode, size and change time (a string: a time in nanoseconds has more digits than JSON is read with)."""
+        return f"{info.st_ino}:{info.st_size}:{info.st_ctime_ns}"
+
+    def _records(self) -> dict[str, Any]:
+        try:
+            found = read_json(self.folder / self.NAME)
+        except (OSError, JsonLimitError):  # none yet, or unreadable: nothing is trusted
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def _blobs(self) -> dict[str, str | None]:
+        """Each blob's stamp (``None``: not a plain file)."""
+        found: dict[str, str | None] = {}
+        for blob in self.folder.glob("*.blob"):
+            info = os.lstat(blob)
+            found[blob.name] = self._stamp(info) if stat.S_ISREG(info.st_mode) else None
+        return found
+
+    def _save(self, records: dict[str, Any]) -> None:
+        write_text_atomic(self.folder / self.NAME, json.dumps(records, indent=1, sort_keys=True) + "\n")
+
+    def prune(self) -> int:
+        """Remove each blob that is not the one recorded; the number removed."""
+        records, kept, removed = self._records(), {}, 0
+        for name, stamp in sorted(self._blobs().items()):
+            record = records.get(name)
+            path = self.folder / name
+            if stamp is not None and isinstance(record, dict):
+                if record.get("stamp") == stamp:
+                    kept[name] = record
+                    continue
+                if record.get("bytes") == path.stat().st_size and sha256_file(path) == record.get("sha256"):
+                    kept[name] = {**record, "stamp": stamp}
+                    continue
+            remove_path(path)
+            removed += 1
+        if kept != records:
+            self._save(kept)
+        return removed
+
+    def snapshot(self) -> dict[str, str | None]:
+        """The blobs as they are, to pass to :meth:`record` after a compile."""
+        return self._blobs()
+
+    def record(self, before: dict[str, str | None]) -> None:
+        """Record the blobs written or rewritten since ``before`` (a :meth:`snapshot`)."""
+        written = {
+            name: stamp for name, stamp in self._blobs().items() if stamp is not None and before.get(name) != stamp
+        }
+        if written:
+            records = self._records()
+            for name, stamp in written.items():
+                size = (self.folder / name).stat().st_size
+                records[name] = {"sha256": sha256_file(self.folder / name), "bytes": size, "stamp": stamp}
+            self._save(records)
+
+
 @dataclass
 class _Compiled:
     """One stage compiled for one set of input shapes, with its infer request and its ports."""
@@ -344,6 +435,7 @@ class OpenVinoBackend:
         self.models: dict[str, Any] = {}
         self.weights: list[Any] = []  # the constants' memory of models read back from IR
         self.compiled: dict[tuple[Any, ...], _Compiled] = {}
+        self.ledger: BlobLedger | None = None
         self.config = self._config()
         self.context = self.core.get_default_context(self.device_name) if self.device.kind == "gpu" else None
         for stage in package.stage_names():
@@ -360,7 +452,18 @@ class OpenVinoBackend:
         if self.options.threads and self.device.kind == "cpu":
             config[props.inference_num_threads] = self.options.threads
         if self.options.model_cache:
-            config[props.cache_dir] = str(cache_folder("openvino"))
+            folder = cache_folder("openvino")
+            self.ledger = BlobLedger(folder)
+            with self.ledger.lock():
+                removed = self.ledger.prune()
+            if removed:
+                warnings.warn(
+                    f"{removed} compiled model(s) in OpenVINO's model cache {folder} were not recorded, or not the "
+                    "ones recorded, when OpenVINO wrote them (changed since, or older): removed, to compile again",
+                    CacheWarning,
+                    stacklevel=2,
+                )
+            config[props.cache_dir] = str(folder)
         return config
 
     def _read(self, stage: str) -> Any:
@@ -397,7 +500,11 @@ class OpenVinoBackend:
         model = self.models[stage].clone()
         model.reshape({name: self.ov.PartialShape(list(shape)) for name, shape in shapes.items()})
         try:
-            compiled = self.core.compile_model(model, self.device_name, self.config)
+            with self.ledger.lock() if self.ledger is not None else contextlib.nullcontext():
+                before = self.ledger.snapshot() if self.ledger is not None else {}
+                compiled = self.core.compile_model(model, self.device_name, self.config)
+                if self.ledger is not None:
+                    self.ledger.record(before)
         except RuntimeError as exc:
             raise PackageError(
                 f"OpenVINO {self.ov.__version__} cannot compile stage {stage!r} at {shapes} on {self.device_name}: "

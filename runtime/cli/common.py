@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any, TypeVar
@@ -30,15 +31,35 @@ def say(message: str) -> None:
     click.echo(message, err=True)
 
 
+_TOOL_PACKAGES = {"vsr_models", "export", "engines", "runtime", "training"}
+
+
+def _warning_line(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """A warning of this tool (a shared cache folder, what a video loses) as one line, ``Warning: <message>``,
+    without Python's file, line and source; other libraries' warnings as Python shows them."""
+    if category.__module__.split(".")[0] in _TOOL_PACKAGES:
+        return f"Warning: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
+_python_format = warnings.formatwarning
+
+
 def user_errors(func: F) -> F:
     """Turn a :class:`VSRError` raised by a command into click's clean error exit."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        shown = warnings.formatwarning
+        warnings.formatwarning = _warning_line
         try:
             return func(*args, **kwargs)
         except VSRError as exc:
             raise click.ClickException(str(exc)) from exc
+        finally:
+            warnings.formatwarning = shown
 
     return wrapper  # type: ignore[return-value]
 
@@ -328,7 +349,9 @@ codec_option = Flag(
     default="libx264",
     show_default=True,
     help="Video encoder (PyAV/FFmpeg name). ffv1 is lossless: it writes the RGB levels as they are (8-bit, or "
-    "as deep as a deeper source), in .mkv, .nut or a pipe, for a next tool to take without a second loss.",
+    "as deep as a deeper source), in .mkv, .nut or a pipe, for a next tool to take without a second loss. "
+    "A 10-bit input stays 10-bit and keeps its colour tags; libx264, libx265 and libsvtav1 also keep HDR10's "
+    "mastering display and light level.",
 )
 
 crf_option = Flag(

@@ -10,17 +10,30 @@ Frames cross this package's boundary as float32 RGB arrays of shape (H, W, 3) in
 
 Networks take frames as (3, H, W): :func:`chw` turns one around, :func:`hwc` turns an output back.
 
-Modules: :mod:`.types` (errors, :class:`VideoInfo`, :class:`Frame`, :func:`chw`, :func:`hwc`), :mod:`.colour` (YUV/RGB
-conversion), :mod:`.reading`, :mod:`.writing` and :mod:`.audio`.
+Modules: :mod:`.types` (errors, :class:`VideoInfo`, :class:`Colour`, :class:`Frame`, :func:`chw`,
+:func:`hwc`), :mod:`.colour` (YUV/RGB conversion, colour descriptions), :mod:`.reading`, :mod:`.writing`
+and :mod:`.audio`.
 """
 
 from .reading import is_frame_folder, natural_key, probe, read_frames
-from .types import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Frame, InputError, OutputError, VideoInfo, VideoWarning, chw, hwc
+from .types import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    Colour,
+    Frame,
+    InputError,
+    OutputError,
+    VideoInfo,
+    VideoWarning,
+    chw,
+    hwc,
+)
 from .writing import VideoWriter, check_output, output_kind
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "VIDEO_SUFFIXES",
+    "Colour",
     "Frame",
     "InputError",
     "OutputError",

@@ -3,8 +3,9 @@
 YUV is converted with the matrix the stream is tagged with (BT.601 / BT.709 / BT.2020 / ...); an
 untagged stream is taken as BT.709 when it is HD (wider than 1279 or taller than 576 pixels, the
 rule players use) and BT.601 otherwise; still images (PNG, JPEG) are BT.601. Output videos are
-written in limited range with the matrix the same rule picks for their size (BT.709 for HD, BT.601
-otherwise), and tagged, so that players reading the tag and players guessing agree.
+written with the input's matrix and range; where the input states none, in limited range with the
+matrix the same rule picks for their size (BT.709 for HD, BT.601 otherwise); tagged either way, so
+that players reading the tag and players guessing agree.
 
 FFmpeg 8's swscale (bundled with PyAV 18) converts exactly only between 8-bit YUV and *planar*
 8-bit RGB with ``ACCURATE_RND``: packed ``rgb24`` output is off by up to 3 levels, and every
@@ -17,14 +18,16 @@ from their planes directly. ``tests/test_video.py`` pins these levels.
 from __future__ import annotations
 
 import re
+import struct
 import warnings
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 from av.video.reformatter import Interpolation
 
-from .types import VideoWarning
+from .types import Colour, MasteringDisplay, VideoWarning
 
 # swscale flags under which 8-bit YUV <-> planar 8-bit RGB is exact (see the module docstring).
 SWS_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
@@ -39,8 +42,14 @@ MATRICES: dict[int, tuple[str, float, float]] = {
     9: ("BT2020", 0.2627, 0.0593),  # BT2020_NCL
     10: ("BT2020", 0.2627, 0.0593),  # BT2020_CL (approximated by NCL)
 }
-BT709, BT601, SMPTE170M, UNSPECIFIED = 1, 5, 6, 2
+RGB, BT709, BT601, SMPTE170M, UNSPECIFIED = 0, 1, 5, 6, 2
+BT2020_NCL, BT2020_CL = 9, 10
 RANGE_MPEG, RANGE_JPEG = 1, 2
+
+# AVMasteringDisplayMetadata: 3x2 primaries, 2 white point, min and max luminance (each an AVRational
+# num/den pair of ints), then has_primaries and has_luminance; AVContentLightMetadata: two unsigned.
+_MASTERING = struct.Struct("=20i2i")
+_LIGHT_LEVEL = struct.Struct("=2I")
 
 # Packed RGB formats read straight from their single plane: name -> channel letters in memory.
 _PACKED_RGB = {
@@ -167,6 +176,46 @@ class Decoder:
         return yuv_to_rgb(y, u, v, depth, full, kr, kb)
 
 
+def colour_of(frame: av.VideoFrame) -> Colour:
+    """What ``frame`` says about its colours: the codes of its primaries, transfer, matrix and range,
+    and its HDR10 mastering display and content light level side data (FFmpeg's decoders attach
+    these to frames whether they came in the bitstream's SEI or in the container)."""
+    mastering, light = None, None
+    for data in frame.side_data:
+        if data.type.name == "MASTERING_DISPLAY_METADATA" and data.buffer_size == _MASTERING.size:
+            mastering = _mastering(_MASTERING.unpack(bytes(data)))
+        elif data.type.name == "CONTENT_LIGHT_LEVEL" and data.buffer_size == _LIGHT_LEVEL.size:
+            max_cll, max_fall = _LIGHT_LEVEL.unpack(bytes(data))
+            light = (max_cll, max_fall)
+    return Colour(
+        primaries=int(frame.color_primaries),
+        transfer=int(frame.color_trc),
+        matrix=int(frame.colorspace),
+        range=int(frame.color_range),
+        mastering=mastering,
+        light_level=light,
+    )
+
+
+def _mastering(values: tuple[int, ...]) -> MasteringDisplay | None:
+    """A MasteringDisplay from the 22 integers of FFmpeg's struct; ``None`` if it states nothing."""
+
+    def ratio(i: int) -> Fraction | None:
+        num, den = values[2 * i], values[2 * i + 1]
+        return Fraction(num, den) if den else None
+
+    has_primaries, has_luminance = values[20], values[21]
+    points = [ratio(i) for i in range(8)]
+    primaries = white = None
+    if has_primaries and None not in points:
+        primaries = ((points[0], points[1]), (points[2], points[3]), (points[4], points[5]))
+        white = (points[6], points[7])
+    low, high = (ratio(8), ratio(9)) if has_luminance else (None, None)
+    if primaries is None and high is None:
+        return None
+    return MasteringDisplay(primaries=primaries, white=white, min_luminance=low, max_luminance=high)
+
+
 def _transparent(frame: av.VideoFrame) -> bool:
     """Whether some pixel of ``frame`` is not fully opaque.
 
@@ -231,11 +280,18 @@ def yuv_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, bits: int, full: boo
     return np.clip(np.stack([r, g, b], axis=-1), 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def rgb_to_yuv16(rgb: np.ndarray, kr: float, kb: float) -> np.ndarray:
-    """float RGB (H, W, 3) in [0, 1] -> limited-range 4:4:4 YUV at 16 bits, uint16 (H, W, 3)."""
+def rgb_to_yuv16(rgb: np.ndarray, kr: float, kb: float, *, full: bool = False, bits: int = 16) -> np.ndarray:
+    """float RGB (H, W, 3) in [0, 1] -> 4:4:4 YUV at 16 bits, uint16 (H, W, 3), for a ``bits``-deep
+    output: each sample is the ``bits``-bit level times 2**(16 - bits), so that swscale's reduction
+    to ``bits`` (a shift) lands on the right level. Limited range (16-235/240 scaled) by default,
+    full range (0 to 2**bits - 1, chroma centred on 2**(bits - 1)) with ``full``."""
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     y = kr * r + (1.0 - kr - kb) * g + kb * b
     u = (b - y) / (2 * (1 - kb))
     v = (r - y) / (2 * (1 - kr))
-    yuv = np.stack([(16 + 219 * y) * 256, (128 + 224 * u) * 256, (128 + 224 * v) * 256], axis=-1)
+    if full:
+        peak, mid, step = float((1 << bits) - 1), float(1 << (bits - 1)), float(1 << (16 - bits))
+        yuv = np.stack([y * peak * step, (mid + u * peak) * step, (mid + v * peak) * step], axis=-1)
+    else:
+        yuv = np.stack([(16 + 219 * y) * 256, (128 + 224 * u) * 256, (128 + 224 * v) * 256], axis=-1)
     return np.clip(np.rint(yuv), 0, 65535).astype(np.uint16)

@@ -23,8 +23,8 @@ from typing import BinaryIO
 import av
 
 from ..defaults import PIPE_FORMATS
-from .colour import Decoder
-from .types import Frame, InputError, OutputError, VideoInfo, VideoWarning, av_reason
+from .colour import Decoder, colour_of
+from .types import Colour, Frame, InputError, OutputError, VideoInfo, VideoWarning, av_reason
 from .writing import LOSSLESS_RGB, VideoWriter
 
 PIPE = "-"
@@ -105,6 +105,7 @@ class PipeInput:
                 source=Path(PIPE),
                 kind="video",
                 bit_depth=max(8, max(c.bits for c in first.format.components if not c.is_alpha)),
+                colour=colour_of(first),
             )
         except BaseException:
             self._container.close()
@@ -171,6 +172,7 @@ def pipe_writer(
     bit_depth: int = 8,
     live: bool = False,
     stream: BinaryIO | None = None,
+    colour: Colour | None = None,
 ) -> VideoWriter:
     """A :class:`VideoWriter` into ``stream`` (standard output by default) in ``container_format``.
 
@@ -181,6 +183,13 @@ def pipe_writer(
         raise OutputError(f"--format {container_format!r}: a pipe gets {' or '.join(PIPE_FORMATS)}")
     if container_format == "mpegts" and codec in LOSSLESS_RGB:
         raise OutputError(f"MPEG-TS has no stream type for {codec} (a reader finds no video in it); use --format nut")
+    if codec in LOSSLESS_RGB and colour is not None and (colour.primaries, colour.transfer) != (2, 2):
+        warnings.warn(
+            f"NUT has no place for the colour tags of {codec} (its bitstream has none): the stream leaves out the "
+            "input's primaries and transfer; tell the reader (ffmpeg -color_primaries, -color_trc) or use libx264",
+            VideoWarning,
+            stacklevel=2,
+        )
     if stream is None:
         if sys.stdout is None or sys.stdout.isatty():
             raise OutputError("-o - writes a video stream to standard output, which is a terminal; pipe it on")
@@ -196,6 +205,7 @@ def pipe_writer(
         crf=crf,
         time_base=time_base,
         bit_depth=bit_depth,
+        colour=colour,
         options=options,
         stream=stream,
         container_format=container_format,

@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 
 from ..memory import frame_size_problem
-from .colour import Decoder
+from .colour import Decoder, colour_of
 from .types import IMAGE_SUFFIXES, Frame, InputError, VideoInfo, VideoWarning, av_reason
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -255,6 +255,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             source=path,
             kind="video",
             bit_depth=max(bits, 8),
+            colour=colour_of(first),
         )
     finally:
         container.close()

@@ -1,10 +1,10 @@
-"""What crosses the video package's boundary: the errors, the warning category, :class:`VideoInfo`
-and :class:`Frame`, and the file suffixes it recognises."""
+"""What crosses the video package's boundary: the errors, the warning category, :class:`VideoInfo`,
+:class:`Colour` and :class:`Frame`, and the file suffixes it recognises."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
@@ -30,6 +30,43 @@ class VideoWarning(UserWarning):
     """Something about a video was handled in a lossy or unusual way (alpha dropped, truncation)."""
 
 
+@dataclass(frozen=True)
+class MasteringDisplay:
+    """HDR10 mastering display colour volume (SMPTE ST 2086), as FFmpeg's side data holds it.
+
+    ``primaries`` are the CIE 1931 (x, y) chromaticities of the display's red, green and blue;
+    ``white`` its white point; ``min_luminance`` and ``max_luminance`` in cd/m². Either part may
+    be ``None`` where the source does not state it.
+    """
+
+    primaries: tuple[tuple[Fraction, Fraction], tuple[Fraction, Fraction], tuple[Fraction, Fraction]] | None
+    white: tuple[Fraction, Fraction] | None
+    min_luminance: Fraction | None
+    max_luminance: Fraction | None
+
+
+@dataclass(frozen=True)
+class Colour:
+    """How a video's samples are to be read: FFmpeg's codes (``AVColorPrimaries``,
+    ``AVColorTransferCharacteristic``, ``AVColorSpace``, ``AVColorRange``; 2 and 0 are "unspecified")
+    and the HDR10 static metadata, carried from an input to its output.
+
+    ``light_level`` is (MaxCLL, MaxFALL) in cd/m² (ST 2086 / CTA-861.3 content light level).
+    """
+
+    primaries: int = 2
+    transfer: int = 2
+    matrix: int = 2
+    range: int = 0
+    mastering: MasteringDisplay | None = None
+    light_level: tuple[int, int] | None = None
+
+    @property
+    def hdr(self) -> bool:
+        """Whether the transfer is an HDR one (PQ, SMPTE ST 2084, or HLG, ARIB STD-B67)."""
+        return self.transfer in (16, 18)
+
+
 @dataclass
 class VideoInfo:
     """What :func:`~runtime.video.probe` learned about an input.
@@ -39,6 +76,8 @@ class VideoInfo:
     frame folder). ``num_frames`` is the count the container states, or the number of images in
     a folder; ``None`` when the container does not say. ``bit_depth`` is the largest component
     depth of the source pixel format (8 for ordinary video, 10 for HDR/10-bit, 16 for 16-bit PNGs).
+    ``colour`` is what the first frame of a video says about its colours (all unspecified for a
+    frame folder): the output is written with the same.
     """
 
     width: int
@@ -50,6 +89,7 @@ class VideoInfo:
     source: Path
     kind: Literal["video", "frames"]
     bit_depth: int = 8
+    colour: Colour = field(default_factory=Colour)
 
 
 @dataclass

@@ -20,8 +20,21 @@ import numpy as np
 from export.atomic import StagedPath, WriteError
 
 from .audio import StreamCopier, side_streams
-from .colour import BT709, MATRICES, RANGE_MPEG, SMPTE170M, SWS_FLAGS, is_hd, rgb_to_yuv16
-from .types import IMAGE_SUFFIXES, InputError, OutputError, VideoWarning, av_reason
+from .colour import (
+    BT709,
+    BT2020_CL,
+    BT2020_NCL,
+    MATRICES,
+    RANGE_JPEG,
+    RANGE_MPEG,
+    RGB,
+    SMPTE170M,
+    SWS_FLAGS,
+    UNSPECIFIED,
+    is_hd,
+    rgb_to_yuv16,
+)
+from .types import IMAGE_SUFFIXES, Colour, InputError, MasteringDisplay, OutputError, VideoWarning, av_reason
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +52,16 @@ LOSSLESS_RGB: dict[str, tuple[tuple[int, str], ...]] = {
 #: where the CPUs differ (another affinity, another worker, another machine), then differ by up to
 #: 12/255 in places. A fixed count makes every run, segment and machine encode alike.
 ENCODER_THREADS = 4
+
+#: Encoders that write HDR10 static metadata into the bitstream (SEI / AV1 metadata OBUs) from
+#: their own parameters: the option that holds them, and the names of its mastering display and
+#: content light level keys. Every other encoder would need the container's stream side data,
+#: which PyAV cannot set.
+HDR10_PARAMS: dict[str, tuple[str, str, str]] = {
+    "libx265": ("x265-params", "master-display", "max-cll"),
+    "libx264": ("x264-params", "mastering-display", "cll"),
+    "libsvtav1": ("svtav1-params", "mastering-display", "content-light"),
+}
 
 
 def output_kind(path: Path) -> Literal["video", "frames"]:
@@ -123,6 +146,50 @@ def _depth(pix_fmt: str) -> int:
         return 0
 
 
+def _display_units(m: MasteringDisplay, codec: str) -> str | None:
+    """``m`` as the mastering display parameter of ``codec`` (x264/x265 count chromaticities in
+    units of 0.00002 and luminance in 0.0001 cd/m², SVT-AV1 takes decimals); ``None`` unless every
+    part is known."""
+    if m.primaries is None or m.white is None or m.min_luminance is None or m.max_luminance is None:
+        return None
+    (rx, ry), (gx, gy), (bx, by) = m.primaries
+    points = {"G": (gx, gy), "B": (bx, by), "R": (rx, ry), "WP": m.white}
+    if codec == "libsvtav1":
+        xy = "".join(f"{k}({float(x):.5f},{float(y):.5f})" for k, (x, y) in points.items())
+        return f"{xy}L({float(m.max_luminance):.4f},{float(m.min_luminance):.4f})"
+    xy = "".join(f"{k}({round(x * 50000)},{round(y * 50000)})" for k, (x, y) in points.items())
+    return f"{xy}L({round(m.max_luminance * 10000)},{round(m.min_luminance * 10000)})"
+
+
+def _hdr10_options(codec: str, colour: Colour, options: dict[str, str]) -> str | None:
+    """Add ``colour``'s HDR10 static metadata to ``codec``'s ``options`` (in place, after any the
+    caller gave); returns a sentence naming what could not be carried, or ``None``."""
+    parts = (("mastering display", colour.mastering), ("content light level", colour.light_level))
+    wanted = [name for name, value in parts if value is not None]
+    if not wanted:
+        return None
+    what = " and ".join(wanted)
+    if codec not in HDR10_PARAMS:
+        return (
+            f"the input's HDR10 {what} metadata is not carried: {codec} does not write it and PyAV "
+            f"{av.__version__} cannot set a container's stream side data (use --codec libx265, libx264 or "
+            "libsvtav1 to keep it)"
+        )
+    option, display_key, light_key = HDR10_PARAMS[codec]
+    params = []
+    display = _display_units(colour.mastering, codec) if colour.mastering is not None else None
+    if display is not None:
+        params.append(f"{display_key}={display}")
+    if colour.light_level is not None:
+        params.append(f"{light_key}={colour.light_level[0]},{colour.light_level[1]}")
+    given = options.get(option)
+    if params:
+        options[option] = ":".join([given, *params] if given else params)
+    if colour.mastering is not None and display is None:
+        return "the input's mastering display metadata is incomplete (no primaries or no luminance); it is left out"
+    return None
+
+
 def _chroma_multiple(pix_fmt: str) -> tuple[int, int]:
     """(horizontal, vertical) multiple that a frame size must have for ``pix_fmt``'s chroma."""
     fmt = av.VideoFormat(pix_fmt, 16, 16)
@@ -152,7 +219,8 @@ class VideoWriter:
             ignored by codecs that have none) and pixel format (``None``: ``yuv420p``, or RGB as deep
             as ``bit_depth`` for a lossless RGB codec, :data:`LOSSLESS_RGB`: ``ffv1`` writes the
             frames' 8-bit levels exactly as ``bgr0``, deeper ones as ``gbrp10le`` to ``gbrp16le``).
-            YUV output is limited range, BT.709 for HD sizes and BT.601 below, tagged so. A pixel format with subsampled
+            YUV output uses the matrix and range of ``colour``; where it states none, limited range,
+            BT.709 for HD sizes and BT.601 below; tagged so. A pixel format with subsampled
             chroma (``yuv420p``) needs even sizes: an odd width or height is padded by one
             column/row replicating the edge pixels (the encoded video is then one pixel larger,
             with a warning; the frames passed in are not modified).
@@ -169,7 +237,16 @@ class VideoWriter:
             above (10-bit video becomes 16-bit PNGs, losing nothing). For video, a value above 8
             picks the deepest variant of an 8-bit ``pix_fmt`` that the codec has, up to
             ``bit_depth`` (``yuv420p`` -> ``yuv420p10le`` for x264); an explicit deep ``pix_fmt``
-            is kept.
+            is kept. A codec without a deeper variant (``mpeg4``, this build's ``libvpx-vp9``)
+            writes 8 bits, with a warning.
+        colour: the source's colour description (:attr:`VideoInfo.colour`): its primaries and
+            transfer are tagged as they are, its matrix and range are used for the RGB -> YUV
+            conversion and tagged, and its HDR10 mastering display and content light level are
+            written by the encoders that can (:data:`HDR10_PARAMS`); a warning names what cannot
+            be carried. The samples are not tone-mapped. PNG frames get the primaries and
+            transfer as a ``cICP`` chunk when the transfer is HDR (PQ or HLG) and nothing else;
+            without it SDR PNGs stay untagged, read as sRGB like every exported video frame.
+            :attr:`colour` is what the output is tagged with.
         options: extra encoder options, e.g. ``{"preset": "slow"}``.
         stream: write the video into this binary file object (a pipe such as standard output) in
             ``container_format`` (``"nut"``, ``"mpegts"``) instead of a file: nothing is staged,
@@ -199,6 +276,7 @@ class VideoWriter:
         stream: BinaryIO | None = None,
         container_format: str | None = None,
         frame_threads: bool = True,
+        colour: Colour | None = None,
     ) -> None:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
@@ -220,12 +298,14 @@ class VideoWriter:
         self._last_pts: int | None = None
         self._warned_pts = False
         self._closed = False
+        source_colour = colour or Colour()
 
         if self.kind == "frames":
             if not 8 <= self.bit_depth <= 16:
                 raise OutputError(f"bit_depth for PNG frames must be 8 to 16, got {bit_depth}")
             self.bit_depth = 8 if self.bit_depth == 8 else 16  # PNG has 8- and 16-bit samples
             self._quant_bits = self.bit_depth
+            self.colour = self._png_colour(source_colour)
             streams = side_streams(Path(audio_from)) if audio_from is not None else []
             if streams:
                 warnings.warn(
@@ -255,7 +335,8 @@ class VideoWriter:
                 "folder?), pass one with --fps"
             )
         self.time_base = Fraction(time_base) if time_base else 1 / self.fps
-        self._matrix = BT709 if is_hd(self.width, self.height) else SMPTE170M
+        self.colour = self._video_colour(source_colour)
+        self._matrix, self._full = self.colour.matrix, self.colour.range == RANGE_JPEG
         mw, mh = _chroma_multiple(self.pix_fmt)
         self.encoded_width = self.width + (-self.width) % mw
         self.encoded_height = self.height + (-self.height) % mh
@@ -270,9 +351,13 @@ class VideoWriter:
         if audio_path is not None and not audio_path.is_file():
             raise InputError(f"audio_from={audio_path} is not a file; pass the input video or None")
 
+        opts = dict(options or {})
+        problem = _hdr10_options(codec, self.colour, opts)
+        if problem:
+            warnings.warn(f"{self.path}: {problem}", VideoWarning, stacklevel=2)
         self._staged = self._stage(directory=False) if stream is None else None
         try:
-            self._open_video(codec, crf, options or {})
+            self._open_video(codec, crf, opts)
             if audio_path is not None:
                 self._audio = StreamCopier(audio_path, self._container, self.path)
         except BaseException:
@@ -280,6 +365,48 @@ class VideoWriter:
             raise
 
     # ---- set-up ----------------------------------------------------------------------------
+
+    def _video_colour(self, source: Colour) -> Colour:
+        """What a video output says about its colours: the source's primaries, transfer and HDR10
+        metadata; for YUV its matrix (BT.709 by size or BT.601 where it has none we convert with)
+        and its range (limited where unstated or where the source is RGB); for RGB the RGB matrix,
+        full range."""
+        if not self._yuv:
+            return Colour(source.primaries, source.transfer, RGB, RANGE_JPEG, source.mastering, source.light_level)
+        matrix = source.matrix
+        if matrix == BT2020_CL:
+            warnings.warn(
+                f"{self.path}: the input's constant-luminance BT.2020 matrix was decoded as the non-constant "
+                "one; the output is written and tagged with the non-constant one",
+                VideoWarning,
+                stacklevel=3,
+            )
+            matrix = BT2020_NCL
+        if matrix not in MATRICES:
+            matrix = BT709 if is_hd(self.width, self.height) else SMPTE170M
+        full = source.range == RANGE_JPEG and source.matrix != RGB  # an RGB source's full range is not YUV's
+        return Colour(
+            source.primaries,
+            source.transfer,
+            matrix,
+            RANGE_JPEG if full else RANGE_MPEG,
+            source.mastering,
+            source.light_level,
+        )
+
+    def _png_colour(self, source: Colour) -> Colour:
+        """What PNG frames say: an HDR source's primaries and transfer (a ``cICP`` chunk), else nothing."""
+        if not source.hdr:
+            return Colour()
+        if source.mastering is not None or source.light_level is not None:
+            warnings.warn(
+                f"{self.path}: PNG frames get the input's primaries and transfer (cICP) but not its HDR10 "
+                f"mastering display / content light level: PyAV {av.__version__} cannot attach side data to "
+                "a frame; write a video (--codec libx265) to keep them",
+                VideoWarning,
+                stacklevel=3,
+            )
+        return Colour(source.primaries, source.transfer, 0, RANGE_JPEG)
 
     def _stage(self, *, directory: bool) -> StagedPath:
         """The hidden sibling everything is written to; creating it is the check that the directory is writable."""
@@ -316,7 +443,18 @@ class VideoWriter:
         chosen = pix_fmt
         if self.bit_depth > 8 and _depth(pix_fmt) == 8:
             deeper = [f"{pix_fmt}{d}le" for d in (12, 10) if d <= self.bit_depth]
-            chosen = next((f for f in deeper if f in supported), deeper[-1] if deeper else pix_fmt)
+            if not supported:
+                chosen = deeper[-1]
+            elif any(f in supported for f in deeper):
+                chosen = next(f for f in deeper if f in supported)
+            else:
+                warnings.warn(
+                    f"{self.path}: {codec} cannot encode {pix_fmt} deeper than 8 bits, so the {self.bit_depth}-bit "
+                    "input is written with 8 bits (banding may show); use --codec libx265, libx264 or ffv1 to keep "
+                    "the depth",
+                    VideoWarning,
+                    stacklevel=3,
+                )
         if supported and chosen not in supported:
             raise OutputError(f"{codec} cannot encode pixel format {chosen!r}; it supports: {', '.join(supported)}")
         try:
@@ -338,7 +476,11 @@ class VideoWriter:
             ) from e
         self._container = container
         opts = dict(options)
-        if crf is not None and codec in _CRF_CODECS:
+        if crf == 0 and codec == "libx265":  # x265's CRF 0 is not lossless at any depth
+            opts["x265-params"] = ":".join(p for p in ("lossless=1", opts.get("x265-params")) if p)
+        elif crf == 0 and codec == "libx264" and self._quant_bits > 8:  # above 8 bits x264's CRF 0 is not QP 0
+            opts.setdefault("qp", "0")
+        elif crf is not None and codec in _CRF_CODECS:
             opts.setdefault("crf", str(crf))
             if codec == "libvpx-vp9":
                 opts.setdefault("b", "0")
@@ -353,9 +495,12 @@ class VideoWriter:
         stream.pix_fmt = self.pix_fmt
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
-        if self._yuv:
-            stream.codec_context.colorspace = self._matrix
-            stream.codec_context.color_range = RANGE_MPEG
+        ctx = stream.codec_context
+        ctx.colorspace, ctx.color_range = self.colour.matrix, self.colour.range
+        if self.colour.primaries != UNSPECIFIED:
+            ctx.color_primaries = self.colour.primaries
+        if self.colour.transfer != UNSPECIFIED:
+            ctx.color_trc = self.colour.transfer
         stream.thread_type = "AUTO" if self._frame_threads else "SLICE"
         stream.codec_context.thread_count = ENCODER_THREADS
         self._stream = stream
@@ -417,6 +562,8 @@ class VideoWriter:
             self._png = ctx
         fmt = "rgb24" if self.bit_depth == 8 else "rgb48be"
         frame = av.VideoFrame.from_ndarray(self._quantize(rgb), format=fmt)
+        if self.colour.hdr:  # FFmpeg's PNG encoder writes these as a cICP chunk
+            frame.color_primaries, frame.color_trc = self.colour.primaries, self.colour.transfer
         frame.pts = self.frames_written
         self._save_pngs(self._png.encode(frame))
 
@@ -459,20 +606,21 @@ class VideoWriter:
             if self._quant_bits > 8:  # planar RGB of 10 to 16 bits, filled with its own levels
                 return av.VideoFrame.from_ndarray(q, format=self.pix_fmt, channel_last=True)
             return av.VideoFrame.from_ndarray(q, format="rgb24").reformat(format=self.pix_fmt)
+        colour_range = RANGE_JPEG if self._full else RANGE_MPEG
         if self._quant_bits == 8:
             frame = av.VideoFrame.from_ndarray(q, format="rgb24")
             return frame.reformat(
                 format=self.pix_fmt,
                 dst_colorspace=MATRICES[self._matrix][0],
-                dst_color_range="MPEG",
+                dst_color_range="JPEG" if self._full else "MPEG",
                 interpolation=SWS_FLAGS,
             )
         _, kr, kb = MATRICES[self._matrix]
-        yuv = rgb_to_yuv16(q.astype(np.float32) / 65535.0, kr, kb)
+        yuv = rgb_to_yuv16(q.astype(np.float32) / 65535.0, kr, kb, full=self._full, bits=_depth(self.pix_fmt))
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv444p16le", channel_last=True)
-        frame.colorspace, frame.color_range = self._matrix, RANGE_MPEG
+        frame.colorspace, frame.color_range = self._matrix, colour_range
         out = frame.reformat(format=self.pix_fmt, interpolation=SWS_FLAGS)
-        out.colorspace, out.color_range = self._matrix, RANGE_MPEG
+        out.colorspace, out.color_range = self._matrix, colour_range
         return out
 
     # ---- finishing ---------------------------------------------------------------------------

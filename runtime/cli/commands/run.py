@@ -15,7 +15,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from export.format import Package, cache_dir, dim_value
+from export.format import Package, cache_folder, dim_value
 from vsr_models.errors import VSRError
 from vsr_models.scales import Scale, output_size
 
@@ -404,7 +404,7 @@ def _prepare(
         fps=in_fps,
         segment_frames=files.segment_frames or None,
         resume=resume,
-        work_dir=files.work_dir or cache_dir() / "work",
+        work_dir=files.work_dir or cache_folder("work"),
         scale=scale,
     )
     click.get_current_context().call_on_close(job.close)  # whatever ends the command releases the output's lock
@@ -434,6 +434,7 @@ def _check_encoder(
         audio_from=info.source if info.kind == "video" else None,
         time_base=info.time_base if rate == 1 and info.kind == "video" else None,
         bit_depth=info.bit_depth,
+        colour=info.colour,
     ).abort()
 
 
