@@ -299,6 +299,18 @@ def _is_leftover(path: Path, mark: str) -> bool:
         os.close(fd)
 
 
+def _rename_folder(source: Path, target: Path) -> bool:
+    """Rename the folder ``source`` to the absent path ``target``; ``False`` if a folder is already
+    there (another process put it there first)."""
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            return False
+        raise
+    return True
+
+
 def remove_path(path: Path) -> None:
     """Remove a file, a link (not what it points to) or a folder tree (links inside are not followed)."""
     try:
@@ -498,8 +510,11 @@ class StagedPath:
 
     def _commit_folder_locked(self) -> None:
         """The commit of a folder where paths cannot be swapped: under the target's commit lock, the
-        old folder moved aside, the new one put in place, the old one removed."""
+        old folder moved aside, the new one put in place, the old one removed. A commit that found no
+        folder at ``target`` renames without the lock (a rename onto an absent path is atomic); if one
+        lands in the moment the old folder is aside, it is the later commit and this one gives way."""
         lock = FileLock(self.target.parent / f".{self.target.name}{LOCK_SUFFIX}")
+        old: Path | None = None
         with lock:
             try:
                 existing = os.lstat(self.target)
@@ -508,14 +523,18 @@ class StagedPath:
             if existing is not None and not stat.S_ISDIR(existing.st_mode):
                 os.unlink(self.target)
             if existing is None or not stat.S_ISDIR(existing.st_mode):
-                os.replace(self.path, self.target)
+                if not _rename_folder(self.path, self.target):
+                    remove_path(self.path)  # another commit put its folder there meanwhile: the later one
                 return
             old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}{OLD_MARK}{os.getpid()}-", dir=self.target.parent))
-            os.replace(self.target, old / self.target.name)
+            with contextlib.suppress(FileNotFoundError):  # gone meanwhile (an unlocked writer's unlink)
+                os.replace(self.target, old / self.target.name)
             try:
-                os.replace(self.path, self.target)
+                if not _rename_folder(self.path, self.target):
+                    remove_path(self.path)  # another commit landed while the old folder was aside
             except BaseException:
-                os.replace(old / self.target.name, self.target)  # put the old one back
+                if (old / self.target.name).exists() and not os.path.lexists(self.target):
+                    os.replace(old / self.target.name, self.target)  # put the old one back
                 shutil.rmtree(old, ignore_errors=True)
                 raise
         shutil.rmtree(old, ignore_errors=True)
