@@ -260,6 +260,13 @@ def test_smoke_run_lowers_the_loss_and_writes_official_checkpoints(tmp_path, cli
         before, after = charbonnier(initial(lr), gt), charbonnier(trained(lr), gt)
     assert after < 0.9 * before, (float(before), float(after))
 
+    # resuming a finished run is refused in one line and writes nothing (it once "trained" 9..8 and
+    # reported iteration None)
+    latest = (out / "weights" / "latest.pth").stat().st_mtime_ns
+    result = CliRunner().invoke(train_main, [*_args(clips, out, config, 8, "--save-every", "4"), "--resume"])
+    assert result.exit_code == 1 and "finished all 8 iterations" in result.output, result.output
+    assert "--pretrained" in result.output and (out / "weights" / "latest.pth").stat().st_mtime_ns == latest
+
 
 def _train_process(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

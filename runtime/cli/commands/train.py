@@ -76,6 +76,12 @@ def execute(
         device=device,
         progress=not no_progress,
     )
+    if trainer.start >= trainer.recipe.train.iters:
+        raise click.ClickException(
+            f"the run in {out} has finished all {trainer.recipe.train.iters} iterations of its recipe; nothing to "
+            f"resume. To train on, start a new run from its weights: --pretrained {out / 'weights' / 'latest.pth'} "
+            "--out NEW_FOLDER"
+        )
     if trainer.world.main:
         say(
             f"training {model} on {len(trainer.dataset.clips)} clip(s), {len(trainer.dataset)} start positions; "
