@@ -9,9 +9,11 @@ import av
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from rich.table import Table
 
 import runtime.options
 from export.atomic import PARTIAL_MARK
+from runtime.cli.commands.tables import print_table
 from runtime.cli.export import main as export_main
 from runtime.cli.parity import main as parity_main
 from runtime.cli.run import main as run_main
@@ -252,3 +254,16 @@ def test_a_damaged_cached_export_is_exported_again(tmp_path, monkeypatch, basicv
     package = runtime.resolve.resolve_package("basicvsr", log=lines.append)
     assert exported == [(cached, True)] and package.root == cached
     assert "damaged" in lines[0] and "exporting it again" in lines[0]
+
+
+def test_a_table_into_a_pipe_is_printed_whole(capsys):
+    """Into a pipe or a file (no terminal) a table of vsr-bench or vsr-parity is as wide as its
+    columns need: rich alone assumes 80 columns there and folds every cell in two."""
+    table = Table(title="six contenders")
+    cells = [f"contender {i}: 1234.5 ms per frame" for i in range(6)]
+    for i in range(6):
+        table.add_column(f"column {i}")
+    table.add_row(*cells)
+    print_table(table)
+    row = next(line for line in capsys.readouterr().out.splitlines() if "contender 0" in line)
+    assert all(cell in row for cell in cells), row

@@ -446,7 +446,7 @@ def test_repeat_reports_the_median_and_the_range_of_the_runs(monkeypatch, tmp_pa
     ms per frame is the median with the range (100 (50-250) and 100 (100-200)), the speed-up is the
     median of the per-round ratios (2.50, 0.50, 0.50 -> 0.50x (0.50-2.50)), and the JSON's fps is
     frames over the median seconds."""
-    import runtime.cli.bench as bench
+    import runtime.cli.commands.bench as bench
 
     seconds = {"torch:fp32": [0.5, 0.1, 0.2], "torch:fp32+channels_last": [0.2, 0.2, 0.4]}
     real = bench._timed_run
@@ -456,7 +456,6 @@ def test_repeat_reports_the_median_and_the_range_of_the_runs(monkeypatch, tmp_pa
         c.runs[-1].seconds = seconds[c.label][len(c.runs) - 1]
 
     monkeypatch.setattr(bench, "_timed_run", timed)
-    monkeypatch.setenv("COLUMNS", "250")
     record = tmp_path / "bench.json"
     args = ["--model", "basicvsr", "--random-weights", "--quick", "--size", "16x16", "--frames", "2", "--repeat", "3"]
     args += ["--contenders", "torch:fp32,torch:fp32+channels_last", "--peak-side", "128", "--json", str(record)]

@@ -16,7 +16,6 @@ import click
 import numpy as np
 import onnxruntime as ort
 import torch
-from rich.console import Console
 from rich.table import Table
 
 from export.format import Package
@@ -35,6 +34,7 @@ from ..common import (
     say,
 )
 from ..measure import device_name, peak_gflops, stage_flops, top_ops, torch_op_profile
+from .tables import print_table
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -352,7 +352,7 @@ def _report(
         "",
         *[f"{psnr(c.output, base.output):.2f}" if ok else "-" for c, ok in zip(live, same)],
     )
-    Console().print(table)
+    print_table(table)
     for precision, (best, worst, how) in sorted(peaks.items()):
         spread = f", {worst:.0f} in the slowest round" if len(live[0].runs) > 1 else ""
         print(f"peak {precision.upper()}: {best:.0f} GFLOP/s ({how}, best round{spread})")
@@ -441,4 +441,4 @@ def _profile_report(c: Contender, top: int) -> None:
         calls = run.calls.get(stage, 1)
         for i, (op, seconds, share) in enumerate(top_ops(per_op, top)):
             table.add_row(stage if i == 0 else "", op, f"{1000 * seconds / calls:.2f}", f"{100 * share:.0f}%")
-    Console().print(table)
+    print_table(table)

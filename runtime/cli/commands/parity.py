@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
-from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -31,6 +30,7 @@ from ..common import (
     SIZE,
     say,
 )
+from .tables import print_table
 
 
 def execute(
@@ -90,7 +90,7 @@ def execute(
     psnrs = [psnr(out[i], ref[i]) for i in range(len(ref))]
     for i, (e, p) in enumerate(zip(errors, psnrs)):
         table.add_row(str(i), f"{e:.2e}", f"{p:.2f}")
-    Console().print(table)
+    print_table(table)
     worst, low = max(errors), min(psnrs)
     print(
         f"max abs error {worst:.3e}, min PSNR {low:.2f} dB, PSNR over the clip {psnr(out, ref):.2f} dB "
@@ -203,7 +203,7 @@ def live_parity(
     for t, p in enumerate(c.psnr):
         ahead = str(latency + block - 1 - t % block) if c.steady[t] else "to the end"
         table.add_row(str(t), ahead, f"{c.max_abs[t]:.2e}", f"{p:.2f}")
-    Console().print(table)
+    print_table(table)
     steady = sum(c.steady)
     if steady == 0:
         print(f"every window reaches the end of these {count} frames: give more --frames than K + B")
