@@ -60,6 +60,7 @@ from .pipeline import Upscaler
 from .video import Colour, VideoInfo, VideoWarning, VideoWriter, chw, hwc, output_kind, read_frames
 from .video.audio import side_streams
 from .video.index import PacketIndex, Span, build_index, read_span, timestamps_problem
+from .video.reading import frame_files, is_frame_folder
 from .video.remux import Piece, stitch_frames, stitch_video
 
 
@@ -592,6 +593,15 @@ def _offset(task: SegmentTask) -> Fraction:
     return Fraction(task.segment.start * task.rate) / task.fps
 
 
+def _input_names(job: FileJob) -> list[str] | None:
+    """The PNG names of a frame-folder input's frames (``shot_0001.jpg`` -> ``shot_0001.png``), for an
+    output of one frame per input frame; None (frames numbered) otherwise or where two names collide."""
+    if not is_frame_folder(job.source) or any(task.rate != 1 for task in job.tasks):
+        return None
+    names = [f"{path.stem}.png" for path in frame_files(job.source)]
+    return names if len(set(names)) == len(names) else None
+
+
 def stitch(job: FileJob) -> Path:
     """Join the finished segments of ``job`` into its output (then the work folder is removed)."""
     pieces = [
@@ -600,7 +610,7 @@ def stitch(job: FileJob) -> Path:
     ]
     staged, job.staged = job.reserve(), None
     if job.frames_output:
-        out = stitch_frames(pieces, staged)
+        out = stitch_frames(pieces, staged, _input_names(job))
     else:
         with warnings.catch_warnings():  # streams the output leaves out were named when the run was planned
             warnings.simplefilter("ignore", VideoWarning)

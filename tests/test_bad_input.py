@@ -508,7 +508,7 @@ def test_grey_and_16_bit_png_folders(tmp_path, bikes, tiny_root, kind):
         (folder / f"{i}.png").write_bytes(png_bytes(pixels))
     out = tmp_path / "out"
     assert_ok(vsr_run(folder, "-o", out, package=tiny_root))
-    assert sorted(p.name for p in out.iterdir()) == ["00000000.png", "00000001.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]  # the input frames' names
     assert probe(out).bit_depth == (16 if kind == "rgb16" else 8)
     assert frames_of(out)[0].rgb.shape == (H * SCALE, W * SCALE, 3)
 
@@ -553,7 +553,24 @@ def test_png_folder_output_needs_no_frame_rate(tmp_path, bikes, tiny_root):
     outcome = vsr_run(folder, "-o", tmp_path / "out", package=tiny_root)
     assert_ok(outcome)
     assert "frame rate" not in outcome.text
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{i:08d}.png" for i in range(3)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{i + 1:04d}.png" for i in range(3)]
+
+
+def test_png_output_of_a_frame_folder_keeps_the_input_frames_names(tmp_path, bikes, tiny_root):
+    """Each output frame is named after the input frame it comes from (across segments); where two
+    input names would give one PNG name (``b.jpg``, ``b.png``) the frames are numbered instead."""
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    names = ["take_2.png", "take_10.jpg", "take_11.png", "zz_last.png"]  # natural order, mixed suffixes
+    for name, img in zip(names, crops(bikes, 4), strict=True):
+        Image.fromarray(img).save(folder / name)
+    assert_ok(vsr_run(folder, "-o", tmp_path / "out", "--segment", "2", package=tiny_root))
+    kept = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert kept == sorted(f"{Path(n).stem}.png" for n in names)
+    assert frames_of(tmp_path / "out")[0].rgb.shape == (H * SCALE, W * SCALE, 3)
+    Image.fromarray(crops(bikes, 1)[0]).save(folder / "take_2.jpg")  # take_2.jpg and take_2.png
+    assert_ok(vsr_run(folder, "-o", tmp_path / "numbered", package=tiny_root))
+    assert sorted(p.name for p in (tmp_path / "numbered").iterdir()) == [f"{i:08d}.png" for i in range(5)]
 
 
 def test_fps_for_a_video_input_is_said_to_be_ignored(tmp_path, bikes, tiny_root):

@@ -142,10 +142,11 @@ def _copy_piece(
     return last_dts
 
 
-def stitch_frames(pieces: Sequence[Piece], staged: StagedPath) -> Path:
-    """Assemble the frame-folder segments ``pieces`` in the staged folder ``staged``, each PNG named
-    by its frame number in the whole output (hard links where the file system allows, else copies),
-    and commit it. On an error the staged folder is discarded."""
+def stitch_frames(pieces: Sequence[Piece], staged: StagedPath, names: Sequence[str] | None = None) -> Path:
+    """Assemble the frame-folder segments ``pieces`` in the staged folder ``staged`` (hard links where
+    the file system allows, else copies) and commit it. Output frame ``k`` is named ``names[k]`` (the
+    input frame it comes from, for a frame-folder input at one output frame per input frame), else by
+    its number in the whole output (``00000000.png``, ...). On an error the staged folder is discarded."""
     try:
         for piece in pieces:
             files = sorted(piece.path.glob("*.png"))
@@ -155,7 +156,8 @@ def stitch_frames(pieces: Sequence[Piece], staged: StagedPath) -> Path:
                     f"delete it from {piece.path.parent} and run again with --resume"
                 )
             for i, src in enumerate(files):
-                dst = staged.path / f"{piece.first + i:08d}.png"
+                k = piece.first + i
+                dst = staged.path / (names[k] if names is not None else f"{k:08d}.png")
                 try:
                     os.link(src, dst)
                 except OSError:
