@@ -12,7 +12,7 @@ import inspect
 import json
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -168,8 +168,10 @@ def export_package(
     weights: str | None = None,
     checkpoints: list[Path] | None = None,
     overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> Package:
-    """Export every stage of ``model`` and write the manifest into ``out_dir``.
+    """Export every stage of ``model`` and write the manifest into ``out_dir``; ``log`` hears of each
+    stage as its export starts (a stage takes seconds to minutes on a CPU).
 
     The package is written into a temporary directory beside ``out_dir`` and renamed at the end
     (:func:`staged_directory`), so an interrupted export leaves nothing behind. ``weights`` (a zoo
@@ -185,7 +187,9 @@ def export_package(
     with staged_directory(out_dir) as tmp:
         (tmp / "fp32").mkdir()
         entries = {}
-        for name, stage in stages.items():
+        for number, (name, stage) in enumerate(stages.items(), 1):
+            if log is not None:
+                log(f"  stage {number} of {len(stages)}: {name} (trace, ONNX export, checks, constant folding)")
             ins, outs = stage_io_specs(plan, name, stage)
             entries[name] = export_stage(stage, ins, outs, model.constraints, tmp / "fp32" / f"{name}.onnx")
         manifest = {

@@ -172,7 +172,7 @@ def check_fits(
         return
     each = f" each of {workers} workers" if workers > 1 else ""
     head = (
-        f"{what}: upscaling {w}x{h} frames to {output_size(h, w, scale)[1]}x{output_size(h, w, scale)[0]} needs about "
+        f"{what}: upscaling {h}x{w} frames to {output_size(h, w, scale)[0]}x{output_size(h, w, scale)[1]} needs about "
         f"{gib(need.total)}{each} (input {gib(need.frames_in)}, network {gib(need.network)}, output "
         f"{gib(need.frames_out)}), but {room} is available"
     )
@@ -184,7 +184,7 @@ def check_fits(
         if chunk is not None:
             raise NotEnoughMemory(f"{head}; pass --chunk {chunk} (the longest window that fits), or free memory")
     side = _largest_frame(up, graphs, h, w, scale, budget, tile, args)
-    hint = f"frames up to about {side[1]}x{side[0]} fit" if side else "not even small frames fit"
+    hint = f"frames up to about {side[0]}x{side[1]} fit" if side else "not even small frames fit"
     raise NotEnoughMemory(f"{head}; downscale the input ({hint}) or free memory")
 
 

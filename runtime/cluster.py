@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,7 +24,7 @@ from vsr_models.errors import VSRError
 from .devices import Device
 from .options import RunOptions
 from .segments import Runner, SegmentResult, SegmentTask, read_segment, render_segment, store_segment
-from .workers import Outcome, WorkerDied
+from .workers import Outcome, StepHook, WorkerDied
 
 
 class ClusterUnavailable(VSRError, RuntimeError):
@@ -93,7 +92,7 @@ class RayPool:
         self._refs[self.actors[actor].render.remote(task)] = (task, actor)
         self._load[actor] += 1
 
-    def wait(self, on_steps: Callable[[int, int], None]) -> list[tuple[SegmentTask, Outcome]]:
+    def wait(self, on_steps: StepHook) -> list[tuple[SegmentTask, Outcome]]:
         ray = self.ray
         errors = importlib.import_module("ray.exceptions")
         done, _ = ray.wait(list(self._refs), num_returns=1)
@@ -110,7 +109,7 @@ class RayPool:
                 finished.append((task, WorkerDied(f"segment {task.segment.index}: {exc}")))
                 continue
             store_segment(task.dest, files)
-            on_steps(task.file, task.steps)
+            on_steps(task.file, task.steps, None)
             finished.append((task, result))
         return finished
 

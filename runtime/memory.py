@@ -112,14 +112,14 @@ def frame_size_problem(width: int, height: int) -> str | None:
     decodes, or one frame needs more memory than is available."""
     if not ffmpeg_decodes(width, height):
         return (
-            f"its frames are {width}x{height} pixels, more than FFmpeg decodes (about 16000x16000); "
+            f"its frames are {height}x{width} pixels, more than FFmpeg decodes (about 16000x16000); "
             "such a header is broken or made to exhaust memory"
         )
     need = width * height * DECODE_BYTES_PER_PIXEL
     room = available_memory()
     if room is not None and need > room.bytes:
         return (
-            f"its frames are {width}x{height} pixels: decoding one takes about {gib(need)}, more than the "
+            f"its frames are {height}x{width} pixels: decoding one takes about {gib(need)}, more than the "
             f"{room} available; downscale it first"
         )
     return None

@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -36,13 +37,11 @@ from vsr_models.errors import VSRError
 from vsr_models.plan import Plan, Read, SizeConstraints
 from vsr_models.scales import Scale, ScaleError, output_size, scale_for_size
 
+from .defaults import DEFAULT_CHUNK, DEFAULT_OVERLAP
 from .executor import Backend, run_plan
 from .live import LiveUpscaler
 from .tiles import Tile, pad_to, plan_tiles
 
-#: Default chunk and overlap, chosen from the chunked-vs-whole-clip measurement in the README.
-DEFAULT_CHUNK = 30
-DEFAULT_OVERLAP = 6
 #: Memory budget (bytes) for networks with a step workspace (:attr:`Package.step_workspace`) when none is given.
 DEFAULT_MEMORY_BUDGET = 8 << 30
 _FP32 = 4
@@ -309,15 +308,23 @@ class Upscaler:
     def steps(self, num_frames: int, height: int, width: int, start: int = 0, stop: int | None = None) -> int:
         """How many stage calls (``on_step`` calls) keeping frames ``start:stop`` takes: the unit of
         progress, since a bidirectional window emits its first frame only after its backward sweeps."""
+        return sum(self.stage_calls(num_frames, height, width, start, stop).values())
+
+    def stage_calls(
+        self, num_frames: int, height: int, width: int, start: int = 0, stop: int | None = None
+    ) -> Counter[str]:
+        """:meth:`steps`, stage by stage (stage name -> calls), for pricing each stage at its own cost."""
         tiles = len(plan_tiles(height, width, self.tile, self.tile_overlap))
+        calls: Counter[str] = Counter()
         if self.lookahead is not None:  # each frame once, whatever the chunks
             stop = num_frames if stop is None else min(stop, num_frames)
-            spans = [(step.first, num_frames + step.last) for step in self.plan.steps]  # frames first..T-1+last
-            return tiles * sum(max(0, min(hi, stop) - max(lo, start)) for lo, hi in spans)
-        return sum(
-            tiles * sum(len(step.frames(hi - lo)) for step in self.plan.steps)
-            for lo, hi, _ in self.windows(num_frames, start, stop)
-        )
+            for step in self.plan.steps:  # frames first..T-1+last
+                calls[step.stage] += tiles * max(0, min(num_frames + step.last, stop) - max(step.first, start))
+            return calls
+        for lo, hi, _ in self.windows(num_frames, start, stop):
+            for step in self.plan.steps:
+                calls[step.stage] += tiles * len(step.frames(hi - lo))
+        return calls
 
     def check_range(self, first: int, start: int) -> None:
         """Raise ValueError unless frames from ``first`` on can produce the windows from ``start``."""

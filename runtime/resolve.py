@@ -20,15 +20,16 @@ from typing import Any
 import torch
 
 from export.atomic import check_real_folder, write_text_atomic
-from export.format import Package, PackageError, cache_folder, sha256_file, tool_version
+from export.format import Package, PackageError, cache_dir, cache_folder, sha256_file, tool_version
 from export.package import export_package
 from vsr_models.base import VSRNetwork
 from vsr_models.plan import Plan, SizeConstraints
 from vsr_models.registry import all_weights, network, networks, pretrained
 
 
-def resolve_package(model: str, log: Callable[[str], None] = print) -> Package:
-    """A package folder as given, or the cached export of a zoo name (exported on first use).
+def resolve_package(model: str, log: Callable[[str], None] = print, *, export: bool = True) -> Package:
+    """A package folder as given, or the cached export of a zoo name (exported on first use; with
+    ``export`` False nothing is written: a zoo name not exported yet is a :class:`PackageError`).
 
     The cache entry is keyed by the weights' sha256 and this tool's version, so a new release
     re-exports instead of reusing stale graphs.
@@ -41,7 +42,19 @@ def resolve_package(model: str, log: Callable[[str], None] = print) -> Package:
         entry = weights[model]
         source = entry.path()  # says how to get the file where it is not installed
         digest = (entry.sha256 or "unchecked")[:12]
-        target = cache_folder("packages") / f"{model}-{digest}-vsr{tool_version()}"
+        name = f"{model}-{digest}-vsr{tool_version()}"
+        if not export:
+            found = cache_dir() / "packages" / name
+            if not found.is_dir():
+                raise PackageError(
+                    f"{model} is not exported yet, and the run would export it into {found} first (about a "
+                    f"minute); run vsr-export {model} -o PKG and pass --model PKG, or run once without --dry-run"
+                )
+            check_real_folder(found, "the cached export")
+            package = Package.open(found, verify=True)
+            _check_manifest_digest(found)
+            return package
+        target = cache_folder("packages") / name
         if os.path.lexists(target):
             try:
                 check_real_folder(target, "the cached export")
@@ -52,7 +65,9 @@ def resolve_package(model: str, log: Callable[[str], None] = print) -> Package:
                 log(f"the cached export of {model} is damaged or was changed ({exc}); exporting it again")
         else:
             log(f"exporting {model} to {target} (first use; later runs reuse it) ...")
-        package = export_package(pretrained(model), target, weights=model, checkpoints=[source], overwrite=True)
+        package = export_package(
+            pretrained(model), target, weights=model, checkpoints=[source], overwrite=True, log=log
+        )
         write_text_atomic(_manifest_digest_path(target), sha256_file(target / "manifest.json") + "\n")
         return package
     if model in networks():
@@ -163,3 +178,13 @@ def resolve_unexported(model: str, random_weights: bool = False, quick: bool = F
     torch.manual_seed(seed)
     built = entry.build(**entry.quick.config) if quick else entry.build()
     return Unexported(built)
+
+
+def resolve_model(
+    model: str, no_export: bool, random_weights: bool, quick: bool, log: Callable[[str], None] = print
+) -> Package | Unexported:
+    """What vsr-bench's and vsr-parity's ``--model`` with ``--no-export``, ``--random-weights`` and
+    ``--quick`` name: a package (exported into the cache for a zoo name), or a network built from the registry."""
+    if no_export or random_weights or quick:
+        return resolve_unexported(model, random_weights, quick)
+    return resolve_package(model, log=log)

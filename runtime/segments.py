@@ -62,9 +62,6 @@ from .video.audio import side_streams
 from .video.index import PacketIndex, Span, build_index, read_span, timestamps_problem
 from .video.remux import Piece, stitch_frames, stitch_video
 
-#: Default input frames per segment (rounded up to whole windows).
-DEFAULT_SEGMENT = 300
-
 
 @dataclass(frozen=True)
 class Segment:
@@ -623,11 +620,14 @@ class RunReport:
     segments_reused: int = 0
     began: float = field(default_factory=time.perf_counter)
 
-    def summary(self) -> str:
+    def summary(self, rate: bool = True) -> str:
+        """One line; ``rate``: with the run's frames per second (leave it to the input's own line when
+        there is one input)."""
         wall = time.perf_counter() - self.began
-        fps = self.lanes.frames / wall if wall > 0 else 0.0
+        fps = f" ({self.lanes.frames / wall:.2f} frames/s)" if rate and wall > 0 else ""
+        segments = "segment" if self.segments_computed == 1 else "segments"
         return (
-            f"{self.segments_computed} segments computed, {self.segments_reused} reused; "
-            f"{self.lanes.frames} frames in {wall:.1f} s ({fps:.2f} frames/s); "
+            f"{self.segments_computed} {segments} computed, {self.segments_reused} reused; "
+            f"{self.lanes.frames} frames in {wall:.1f} s{fps}; "
             f"backend busy {100 * self.lanes.busy_share:.0f} % of the workers' time"
         )

@@ -184,7 +184,7 @@ def run_stream_file(
     elapsed = time.perf_counter() - start
     count = len(measured.written_at)
     where = "standard output" if is_pipe(output) else str(output)
-    log(f"wrote {count} frames to {where}, {size[0]}x{size[1]}, {count / elapsed:.2f} frames/s with {backend.name}")
+    log(f"wrote {count} frames to {where}, {size[1]}x{size[0]}, {count / elapsed:.2f} frames/s with {backend.name}")
     if isinstance(upscaler, LiveUpscaler):
         log(
             f"live: look-ahead {upscaler.latency} frames, blocks of {block} "

@@ -32,6 +32,10 @@ from .devices import Device
 from .options import RunOptions
 from .segments import FileJob, Runner, RunReport, SegmentResult, SegmentTask, render_segment, stitch
 
+#: ``on_steps(file, n, stage)``: ``n`` more stage calls of input ``file`` finished (``stage`` named where the
+#: pool knows it: the inline pool; worker processes report counts).
+StepHook = Callable[[int, int, str | None], None]
+
 Outcome = SegmentResult | BaseException
 
 
@@ -51,9 +55,9 @@ class Pool(Protocol):
     def submit(self, task: SegmentTask) -> None:
         """Start computing ``task``."""
 
-    def wait(self, on_steps: Callable[[int, int], None]) -> list[tuple[SegmentTask, Outcome]]:
+    def wait(self, on_steps: StepHook) -> list[tuple[SegmentTask, Outcome]]:
         """Block until at least one submitted task finishes; return the finished ones with their
-        result or error. ``on_steps(file, n)`` hears of progress (``n`` more steps) meanwhile."""
+        result or error. ``on_steps(file, n, stage)`` hears of progress (``n`` more steps) meanwhile."""
 
     def close(self) -> None:
         """Release the workers."""
@@ -72,10 +76,10 @@ class InlinePool:
     def submit(self, task: SegmentTask) -> None:
         self._todo.append(task)
 
-    def wait(self, on_steps: Callable[[int, int], None]) -> list[tuple[SegmentTask, Outcome]]:
+    def wait(self, on_steps: StepHook) -> list[tuple[SegmentTask, Outcome]]:
         task = self._todo.pop(0)
         try:
-            outcome: Outcome = render_segment(self.runner, task, on_step=lambda _stage: on_steps(task.file, 1))
+            outcome: Outcome = render_segment(self.runner, task, on_step=lambda stage: on_steps(task.file, 1, stage))
         except Exception as exc:
             outcome = exc
         return [(task, outcome)]
@@ -169,15 +173,15 @@ class ProcessPool:
             future = self._executor.submit(_work, task)
         self._futures[future] = task
 
-    def _drain(self, on_steps: Callable[[int, int], None]) -> None:
+    def _drain(self, on_steps: StepHook) -> None:
         while True:
             try:
                 file, n = self._progress.get_nowait()
             except queue.Empty:
                 return
-            on_steps(file, n)
+            on_steps(file, n, None)
 
-    def wait(self, on_steps: Callable[[int, int], None]) -> list[tuple[SegmentTask, Outcome]]:
+    def wait(self, on_steps: StepHook) -> list[tuple[SegmentTask, Outcome]]:
         while True:
             done, _ = cf.wait(list(self._futures), timeout=0.2, return_when=cf.FIRST_COMPLETED)
             self._drain(on_steps)
@@ -228,7 +232,7 @@ class Failure:
 class Progress:
     """Hooks the driver calls (all in the driver's thread)."""
 
-    on_steps: Callable[[int, int], None] = lambda file, n: None
+    on_steps: StepHook = lambda file, n, stage: None
     on_file_done: Callable[[FileJob], None] = lambda job: None
     on_result: Callable[[SegmentTask, SegmentResult], None] = lambda task, result: None
     on_retry: Callable[[SegmentTask, BaseException], None] = lambda task, error: None

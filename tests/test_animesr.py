@@ -29,7 +29,7 @@ from export.fp16 import add_fp16
 from export.package import export_package
 from export.trt_check import check_package
 from runtime.backends import OrtBackend, OrtOptions, TorchBackend
-from runtime.cli.bench import parse_contenders
+from runtime.cli.commands.bench import parse_contenders
 from runtime.cli.run import main as run_main
 from runtime.live import LiveError, live_upscaler_for
 from runtime.pipeline import Upscaler, upscale_clip, upscaler_for
@@ -218,7 +218,7 @@ def test_overlap_is_refused_and_a_video_is_one_segment(animesr_package, tmp_path
     args = [str(source), "-o", str(out), "--model", str(animesr_package.root), "--backend", "onnxruntime"]
     result = CliRunner().invoke(run_main, [*args, "--segment", "2", "--codec", "ffv1"])
     assert result.exit_code == 0, result.output
-    assert "1 segments computed" in result.output
+    assert "1 segment computed" in result.output
 
 
 def test_live_latency_is_the_look_ahead_and_explains_itself(animesr_package, ort):
@@ -304,7 +304,7 @@ def test_demo_runs_on_big_buck_bunny(animesr_package, tmp_path):
         run_main, ["--demo", "--model", str(animesr_package.root), "--frames", "2", "-o", str(out)]
     )
     assert result.exit_code == 0, result.output
-    assert "2 frames of bigbuckbunny.mp4 (640x360 at its centre) downscaled x4" in result.output
+    assert "2 frames of bigbuckbunny.mp4 (360x640 at its centre) downscaled x4" in result.output
     assert "PSNR against the original frames" in result.output and "judge it by eye" in result.output
     with av.open(str(out)) as container:
         frames = list(container.decode(video=0))

@@ -39,6 +39,7 @@ from click.testing import CliRunner, Result
 from PIL import Image
 from safetensors.torch import save_file
 
+import runtime.cli.commands.run as run_command
 import runtime.cli.run as run_cli
 from engines.tensorrt import TensorRTUnavailable, import_tensorrt
 from export.format import Package
@@ -781,7 +782,7 @@ def test_damaged_package_is_a_clean_error_before_any_work(case, tmp_path, bikes,
     def no_frames_may_be_read(*args, **kwargs):
         raise AssertionError("frames were read before the package was checked")
 
-    monkeypatch.setattr(run_cli, "read_frames", no_frames_may_be_read)
+    monkeypatch.setattr(run_command, "read_frames", no_frames_may_be_read)
     before = listing(work)
     outcome = vsr_run(source, "-o", work / "out.mp4", *extra, package=package)
     assert_clean_error(outcome, *needles, before=before, folder=work)

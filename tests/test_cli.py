@@ -62,7 +62,7 @@ def test_run_upscales_a_video_with_onnxruntime(tmp_path, short_clip, basicvsr_pa
         ],
     )
     _ok(result)
-    assert re.search(r"wrote .*up\.mp4: 4 frames, 192x160, [\d.]+ frames/s", result.output)
+    assert re.search(r"wrote .*up\.mp4: 4 frames, 160x192, [\d.]+ frames/s", result.output)
     info, src = probe(out), probe(short_clip)
     assert (info.width, info.height, info.num_frames) == (192, 160, 4)
     assert info.fps == src.fps

@@ -16,7 +16,7 @@ from onnx import TensorProto
 
 import export.fp16
 import export.package
-import runtime.cli.export
+import runtime.cli.commands.export
 from export.atomic import PARTIAL_MARK
 from export.format import Package
 from export.fp16 import FP16Error
@@ -88,7 +88,7 @@ def _opset20_grid_sample_export(source: Path):
 
 def test_check_tensorrt_fails_naming_the_node(tmp_path, monkeypatch, tiny_package, tiny_checkpoint):
     fake_export, grid_sample = _opset20_grid_sample_export(tiny_package.root)
-    monkeypatch.setattr(runtime.cli.export, "export_package", fake_export)
+    monkeypatch.setattr(runtime.cli.commands.export, "export_package", fake_export)
     out = tmp_path / "pkg"
     args = ["basicvsr", "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--check-tensorrt"]
     text = _fail(CliRunner().invoke(export_main, args))
@@ -165,7 +165,7 @@ def test_failed_fp16_conversion_leaves_nothing(tmp_path, monkeypatch, tiny_packa
         converted.append(model.graph.name)
         return real_convert(model, fp32_io)
 
-    monkeypatch.setattr(runtime.cli.export, "export_package", fp32_only_export)
+    monkeypatch.setattr(runtime.cli.commands.export, "export_package", fp32_only_export)
     monkeypatch.setattr(export.fp16, "convert_to_fp16", convert_to_fp16)
     folder = tmp_path / "out"
     folder.mkdir()

@@ -232,7 +232,7 @@ def test_space_time_network_writes_five_frames_per_input_frame(tmp_path: Path, f
     source = _video(tmp_path / "in.mp4", lr)
     out = tmp_path / "out.mp4"
     result = _run(source, "-o", out, "--model", five_x.root, "--crf", 0)
-    assert f"{5 * count} frames, 48x32" in result.output
+    assert f"{5 * count} frames, 32x48" in result.output
     info = probe(out)
     assert (info.num_frames, info.fps) == (5 * count, 125)
     stamps = _timestamps(out)

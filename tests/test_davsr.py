@@ -282,6 +282,7 @@ def test_davsr_loads_both_released_files_strictly(released_files, tmp_path):
 
 
 def test_vsr_export_loads_both_checkpoints_into_one_model(released_files, tmp_path, monkeypatch):
+    import runtime.cli.commands.export
     import runtime.cli.export
 
     davsr_file, slomo_file, davsr, slomo = released_files
@@ -289,9 +290,9 @@ def test_vsr_export_loads_both_checkpoints_into_one_model(released_files, tmp_pa
 
     def fake_export(net, output, **kw):
         seen.update(net=net, **kw)
-        raise runtime.cli.export.PackageError("stop after loading")
+        raise runtime.cli.commands.export.PackageError("stop after loading")
 
-    monkeypatch.setattr(runtime.cli.export, "export_package", fake_export)
+    monkeypatch.setattr(runtime.cli.commands.export, "export_package", fake_export)
     result = CliRunner().invoke(
         runtime.cli.export.main,
         ["davsr", "--checkpoint", str(davsr_file), "--checkpoint", str(slomo_file), "-o", str(tmp_path / "pkg")],

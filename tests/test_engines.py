@@ -32,7 +32,7 @@ from engines.tensorrt import (
 )
 from export.format import Package
 from runtime.cli.build_engine import main as build_main
-from runtime.cli.build_engine import resolve_profile
+from runtime.cli.commands.build_engine import resolve_profile
 from vsr_models.plan import SizeConstraints
 
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", (9, 0))

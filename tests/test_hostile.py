@@ -777,10 +777,10 @@ def test_a_full_disk_during_export_is_a_one_line_error_and_leaves_nothing(tmp_pa
     ids=["huge_count", "huge_network", "string", "unknown_setting"],
 )
 def test_checkpoint_settings_are_checked_before_the_network_is_built(tmp_path, monkeypatch, settings, needles):
-    import runtime.cli.export
+    import runtime.cli.commands.export
 
     built = []
-    monkeypatch.setattr(runtime.cli.export, "create_model", lambda *a, **kw: built.append(kw))
+    monkeypatch.setattr(runtime.cli.commands.export, "create_model", lambda *a, **kw: built.append(kw))
     path = tmp_path / "trained.pth"
     torch.save({"params": {}, "meta": {"network": "basicvsr", "network_config": settings}}, path)
     result = CliRunner().invoke(export_main, ["basicvsr", "--checkpoint", str(path), "-o", str(tmp_path / "pkg")])

@@ -28,7 +28,7 @@ import pytest
 from click.testing import CliRunner
 
 from runtime.backends import OrtBackend
-from runtime.cli.parity import compare_live
+from runtime.cli.commands.parity import compare_live
 from runtime.cli.parity import main as parity_main
 from runtime.cli.run import main as run_main
 from runtime.executor import run_plan

@@ -105,7 +105,7 @@ def _frames(path: Path) -> np.ndarray:
 
 
 def _counts(output: str) -> tuple[int, int]:
-    m = re.search(r"(\d+) segments computed, (\d+) reused", output)
+    m = re.search(r"(\d+) segments? computed, (\d+) reused", output)
     assert m, output
     return int(m.group(1)), int(m.group(2))
 

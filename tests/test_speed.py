@@ -33,8 +33,8 @@ from runtime.backends.torch_eager import (
     tf32_math,
 )
 from runtime.cli import measure
-from runtime.cli.bench import ContenderError, parse_contenders
 from runtime.cli.bench import main as bench_main
+from runtime.cli.commands.bench import ContenderError, parse_contenders
 from runtime.cli.measure import stage_flops, torch_op_profile
 from runtime.devices import Device
 from runtime.pipeline import upscale_clip

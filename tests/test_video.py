@@ -391,7 +391,7 @@ def test_fps_multiplier_without_pts(tmp_path, bikes5):
 def test_odd_size_is_padded_by_edge_replication(tmp_path, bikes5):
     crop = np.ascontiguousarray(bikes5[0].rgb[50:141, 200:361])  # 91 x 161
     out = tmp_path / "odd.mp4"
-    with pytest.warns(VideoWarning, match="161x91 is encoded as 162x92"):
+    with pytest.warns(VideoWarning, match="91x161 is encoded as 92x162"):
         writer = VideoWriter(out, 161, 91, Fraction(25), crf=0)
     with writer:
         writer.write(crop)

@@ -13,7 +13,9 @@ training state are written.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -40,6 +42,13 @@ from .recipe import Recipe, RecipeError, build, to_yaml
 LOG = "log.jsonl"
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells it, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 class RunLog:
     """``OUT/log.jsonl`` (one JSON object per record) and, if installed, TensorBoard under ``OUT/tb``."""
 
@@ -55,10 +64,10 @@ class RunLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            warnings.warn(
-                "TensorBoard is not installed, so only OUT/log.jsonl is written; "
+            print(
+                "note: TensorBoard is not installed, so only OUT/log.jsonl is written; "
                 "pip install tensorboard (or the vsr[train] extra) for TensorBoard logs",
-                stacklevel=2,
+                file=sys.stderr,
             )
         else:
             self.tb = SummaryWriter(str(out / "tb"), purge_step=resume_at + 1 if resume_at is not None else None)
@@ -96,9 +105,10 @@ def _check_crop(net: VSRNetwork, recipe: Recipe, scale: int | None) -> None:
     if (lr, lr) != c.padded(lr, lr):
         need = max(c.min_h, c.min_w)
         need = (need + c.multiple - 1) // c.multiple * c.multiple
+        multiple = f", multiples of {c.multiple}" if c.multiple > 1 else ""
         raise RecipeError(
             f"a GT crop of {d.crop} gives LR crops of {lr}x{lr}, which {net.name} cannot take (at least "
-            f"{c.min_h}x{c.min_w}, multiples of {c.multiple}); pass --crop {need * (scale or 4)} or more"
+            f"{c.min_h}x{c.min_w}{multiple}); pass --crop {need * (scale or 4)} or more"
         )
 
 
@@ -247,13 +257,20 @@ class Trainer:
         sampler = IterationSampler(
             len(self.dataset), t.batch, t.iters, self.start, self.world.rank, self.world.size, t.seed
         )
+        workers = min(d.workers, usable_cores())
+        if workers < d.workers and self.world.main:
+            print(
+                f"note: {workers} data loader worker(s) instead of data.workers {d.workers}: this process may use "
+                f"{usable_cores()} core(s) (the data drawn is the same)",
+                file=sys.stderr,
+            )
         return DataLoader(
             KeyedDataset(self.dataset),
             batch_sampler=sampler,
-            num_workers=d.workers,
+            num_workers=workers,
             collate_fn=BatchCollate(self.dataset),
             pin_memory=self.world.device.type == "cuda",
-            prefetch_factor=4 if d.workers else None,
+            prefetch_factor=4 if workers else None,
         )
 
     def step(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -285,6 +302,7 @@ class Trainer:
             initial=self.start,
             disable=not (self.world.main and self.progress),
             unit="it",
+            desc=f"training {self.entry.name}",
             dynamic_ncols=True,
         )
         record: dict[str, Any] = {}

@@ -28,7 +28,6 @@ _EXPORTS = {
     "SizeConstraints": "plan",
     "Step": "plan",
     "TensorSpec": "plan",
-    "DEFAULT_MODEL": "registry",
     "Metric": "registry",
     "NetworkEntry": "registry",
     "QuickCheck": "registry",

@@ -29,9 +29,6 @@ from .base import VSRNetwork
 from .checkpoint import CheckpointError, load_checkpoint, sha256sum
 from .errors import NotInstalled, VSRError
 
-#: The zoo name ``vsr-run`` uses when none is given.
-DEFAULT_MODEL = "basicvsr"
-
 
 class UnknownModel(VSRError, KeyError):
     """A name that is neither a registered network nor released weights."""

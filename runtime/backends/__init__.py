@@ -24,17 +24,13 @@ from engines.tensorrt import TensorRTUnavailable, find_engines, tensorrt_availab
 from export.format import Package
 from vsr_models.errors import VSRError
 
+from ..defaults import BACKENDS, DEFAULT_PRECISION
 from ..devices import Device, DeviceError
 from ..executor import Backend
 from .ort import OrtBackend, OrtCudaGraphBackend, OrtOptions, cuda_provider_available
 from .ov import OpenVinoBackend, OpenVinoOptions, openvino_available
 from .torch_eager import TorchBackend, TorchOptions, check_torch_device, model_for_package
 from .trt import TensorRTBackend, TensorRTOptions
-
-BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
-#: The precision a backend runs when none is named (the same for every tool: vsr-build-engine builds it).
-DEFAULT_PRECISION = "fp32"
-
 
 #: Each backend's options class; its fields other than :data:`SET_BY_FLAGS` are the levers.
 OPTIONS: dict[str, type] = {

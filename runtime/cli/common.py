@@ -17,14 +17,10 @@ from typing import Any, TypeVar
 
 import click
 
-from export.format import Package
 from vsr_models.errors import VSRError
-from vsr_models.registry import DEFAULT_MODEL, all_weights
 
-from ..backends import BACKENDS, DEFAULT_PRECISION
+from ..defaults import BACKENDS, DEFAULT_CHUNK, DEFAULT_MODEL, DEFAULT_OVERLAP, DEFAULT_PRECISION
 from ..devices import Device
-from ..pipeline import DEFAULT_CHUNK, DEFAULT_OVERLAP
-from ..resolve import Unexported, resolve_package, resolve_unexported
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -189,19 +185,18 @@ class Flag:
         return click.option(*self.decls, **{**self.settings, **changes})
 
 
-def model_option(func: F) -> F:
-    names = ", ".join(sorted(w.name for w in all_weights().values() if w.installable))
-    return click.option(
-        "--model",
-        "model",
-        default=DEFAULT_MODEL,
-        show_default=True,
-        help="A model package folder (from vsr-export) or the zoo name of installed weights "
-        f"({names}); a zoo name is exported into the cache on first use.",
-    )(func)
+model_option = Flag(
+    "--model",
+    "model",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="A model package folder (from vsr-export) or the zoo name of installed weights (vsr-export --list "
+    "lists the zoo); a zoo name is exported into the cache on first use.",
+)
 
 
-#: vsr-bench's and vsr-parity's way to run the PyTorch network without exporting it (:func:`resolve_model`).
+#: vsr-bench's and vsr-parity's way to run the PyTorch network without exporting it
+#: (:func:`runtime.resolve.resolve_model`).
 unexported_options = apply(
     [
         click.option(
@@ -223,14 +218,6 @@ unexported_options = apply(
         ),
     ]
 )
-
-
-def resolve_model(model: str, no_export: bool, random_weights: bool, quick: bool) -> Package | Unexported:
-    """What --model and :data:`unexported_options` name: a package (exported into the cache for a zoo name),
-    or a network built from the registry."""
-    if no_export or random_weights or quick:
-        return resolve_unexported(model, random_weights, quick)
-    return resolve_package(model, log=say)
 
 
 device_option = Flag(

@@ -1,38 +1,20 @@
-"""vsr-export: write a model package (manifest + one ONNX graph per stage)."""
+"""vsr-export: write a model package (manifest + one ONNX graph per stage).
+
+The command and its flags; the work is :mod:`runtime.cli.commands.export`, imported when the command runs.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from engines.plugins import lookup as plugin_lookup
-from export.atomic import staged_directory
-from export.format import Package, PackageError
-from export.fp16 import add_fp16
-from export.package import export_package
-from export.trt_check import check_package, package_requirements, version_text
-from vsr_models.checkpoint import check_all_parts_loaded, load_checkpoint, read_checkpoint
-from vsr_models.registry import all_weights, checked_settings, create_model, networks, pretrained, zoo_listing
-
-from .common import CONTEXT, overwrite_option, precision_option, say, user_errors
-
-
-def recorded_config(path: Path, arch: str) -> dict:
-    """The constructor arguments a ``vsr-train`` checkpoint records in its ``meta`` (``{}`` for
-    official files, which carry none), checked before they reach the constructor
-    (:func:`~vsr_models.registry.checked_settings`): a smaller trained variant is rebuilt as it was trained."""
-    obj = read_checkpoint(path, getattr(networks()[arch].cls, "checkpoint_safe_types", ()))
-    meta = obj.get("meta") if isinstance(obj, dict) else None
-    if not isinstance(meta, dict) or meta.get("network") != arch:
-        return {}
-    if "network_config" not in meta:
-        return {}
-    return checked_settings(arch, meta["network_config"], f"checkpoint {path}")
+from .common import CONTEXT, overwrite_option, precision_option, user_errors
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("model")
+@click.argument("model", required=False)
 @click.option(
     "--checkpoint",
     "checkpoints",
@@ -42,7 +24,7 @@ def recorded_config(path: Path, arch: str) -> dict:
     "Without it, a zoo name uses its installed weights.",
 )
 @click.option("--key", default=None, help="Entry of a BasicSR checkpoint to load: params (default) or params_ema.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Package folder to write.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Package folder to write.")
 @overwrite_option.but(help="Replace the package folder if it exists.")
 # --precision as vsr-run's, naming the graphs written besides the FP32 ones (no bf16 graphs: BF16 is computed
 # by OpenVINO or PyTorch from the FP32 ones).
@@ -62,87 +44,24 @@ def recorded_config(path: Path, arch: str) -> dict:
     is_flag=True,
     help="Export with random weights (for testing the toolchain on a network whose weights are not installed).",
 )
+@click.option(
+    "--list",
+    "list_zoo",
+    is_flag=True,
+    help="Print the zoo (each network, and its released weights: training data, degradation, how to install) and exit.",
+)
 @user_errors
-def main(
-    model: str,
-    checkpoints: tuple[Path, ...],
-    key: str | None,
-    output: Path,
-    overwrite: bool,
-    precision: str,
-    check_tensorrt: bool,
-    random_weights: bool,
-) -> None:
+def main(**flags: Any) -> None:
     """Export MODEL (a network, or the zoo name of released weights) to a package at -o.
 
-    \b
-    The zoo:
-    {zoo}
+    vsr-export --list prints the zoo.
 
     Each stage becomes one ONNX graph (opset 19, dynamic height and width, checked by the ONNX
     checker, constants folded); manifest.json records the plan, the stages' inputs and outputs,
     size constraints and the checkpoints' sha256.
     """
-    if output.exists() and not overwrite:
-        raise PackageError(f"{output} exists; pass --overwrite to replace it")
-    weights, nets, released = None, networks(), all_weights()
-    arch = released[model].arch if model in released else model
-    if arch not in nets:
-        raise click.UsageError(f"unknown model {model!r}; known: {', '.join(sorted(set(nets) | set(released)))}")
-    if random_weights:
-        if checkpoints:
-            raise click.UsageError("--random-weights and --checkpoint exclude each other")
-        net = create_model(arch)
-    elif checkpoints:
-        # A zoo name builds the configuration its weights were trained in (ftvsr-vimeo: stride 1).
-        config = released[model].config if model in released else "default"
-        net = create_model(arch, config, **recorded_config(checkpoints[0], arch))
-        for path in checkpoints:
-            load_checkpoint(net, path, key=key)
-        check_all_parts_loaded(net)
-    elif model in released:
-        net, weights = pretrained(model), model
-        checkpoints = (released[model].path(),)
-    else:
-        names = ", ".join(w.name for w in nets[model].weights)
-        raise click.UsageError(
-            f"{model} has no installed weights: pass --checkpoint FILE (released: "
-            f"{names or 'none'}; see vsr-export --help), or --random-weights to test the "
-            "toolchain"
-        )
-    say(f"exporting {model} ({len(net.stages())} stages) to {output} ...")
-    # FP32 and FP16 graphs are staged together: a failed FP16 conversion leaves no FP32-only package.
-    with staged_directory(output) as staged:
-        export_package(net, staged, weights=weights, checkpoints=list(checkpoints), overwrite=True)
-        if precision == "fp16":
-            add_fp16(staged)
-    package = Package.open(output)
-    stages = ", ".join(package.stage_names())
-    click.echo(
-        f"wrote {output}: stages {stages}; opset {package.manifest['opset']}; "
-        f"precisions {', '.join(package.precisions)}"
-    )
-    if precision == "fp16":
-        kept = package.manifest["precision_notes"]["fp16"]["fp32_nodes"]
-        click.echo(
-            "fp16: nodes kept in FP32 (coordinates, GridSample, ...; reasons in manifest.json "
-            "precision_notes): " + ", ".join(f"{stage} {len(nodes)}" for stage, nodes in kept.items())
-        )
-    if check_tensorrt:
-        reports = check_package(package.root, plugins=plugin_lookup)
-        for report in reports:
-            click.echo(report.format())
-        version, needs = package_requirements(reports)
-        failed = [r.graph for r in reports if not r.ok]
-        if failed:
-            raise click.ClickException(f"TensorRT check FAILED for {', '.join(failed)} (the package is written)")
-        why = "; set by:" if needs else " (the oldest release engines are built with; no node needs a later one)"
-        click.echo(
-            f"TensorRT check OK: every node of every graph is supported by the ONNX parser of TensorRT >= "
-            f"{version_text(version)}, which this package needs{why}"
-        )
-        for line in needs:
-            click.echo(f"  {line}")
+    if not flags["list_zoo"] and (flags["model"] is None or flags["output"] is None):
+        raise click.UsageError("give MODEL and -o PKG (vsr-export --list prints the zoo's names)")
+    from .commands import export as command  # the work and its libraries load here, not for --help
 
-
-main.help = (main.help or "").replace("{zoo}", zoo_listing().replace("\n", "\n    "))
+    command.execute(**flags)

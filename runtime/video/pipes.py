@@ -22,13 +22,12 @@ from typing import BinaryIO
 
 import av
 
+from ..defaults import PIPE_FORMATS
 from .colour import Decoder, colour_of
 from .types import Colour, Frame, InputError, OutputError, VideoInfo, VideoWarning, av_reason
 from .writing import LOSSLESS_RGB, VideoWriter
 
 PIPE = "-"
-#: Containers written to a pipe (FFmpeg muxer names).
-PIPE_FORMATS = ("nut", "mpegts")
 #: Encoders told to emit each frame at once (no look-ahead, no B-frames) when the output is live.
 _ZERO_LATENCY = frozenset({"libx264", "libx264rgb", "libx265"})
 #: Demuxer options for a stream that starts at once: stream analysis reads no more than the first

@@ -299,8 +299,8 @@ def _probe_folder(folder: Path) -> VideoInfo:
         if len(sizes) > 1:
             (s0, p0), (s1, p1) = list(sizes.items())[:2]
             raise InputError(
-                f"frame folder {folder} mixes frame sizes: {p0.name} is {s0[0]}x{s0[1]} but "
-                f"{p1.name} is {s1[0]}x{s1[1]}; all frames must have one size, resize or split them"
+                f"frame folder {folder} mixes frame sizes: {p0.name} is {s0[1]}x{s0[0]} but "
+                f"{p1.name} is {s1[1]}x{s1[0]} (HxW); all frames must have one size, resize or split them"
             )
     container = open_input(files[0])
     try:
@@ -353,8 +353,8 @@ def _read_folder(info: VideoInfo, start: int) -> Iterator[Frame]:
             container.close()
         if (frame.width, frame.height) != (info.width, info.height):
             raise InputError(
-                f"frame folder {info.source}: {file.name} is {frame.width}x{frame.height} but the "
-                f"first frame is {info.width}x{info.height}; all frames must have one size"
+                f"frame folder {info.source}: {file.name} is {frame.height}x{frame.width} but the "
+                f"first frame is {info.height}x{info.width} (HxW); all frames must have one size"
             )
         yield Frame(index=index, rgb=decoder.to_rgb(frame), pts=None)
 

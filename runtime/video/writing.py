@@ -281,7 +281,7 @@ class VideoWriter:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
         if self.width <= 0 or self.height <= 0:
-            raise OutputError(f"frame size must be positive, got {width}x{height}")
+            raise OutputError(f"frame size must be positive, got {height}x{width} (HxW)")
         if stream is None:
             self.kind = check_output(self.path, overwrite=overwrite, source=audio_from)
         else:
@@ -342,8 +342,8 @@ class VideoWriter:
         self.encoded_height = self.height + (-self.height) % mh
         if (self.encoded_width, self.encoded_height) != (self.width, self.height):
             warnings.warn(
-                f"{self.pix_fmt} needs sizes divisible by {mw}x{mh}: {self.width}x{self.height} is "
-                f"encoded as {self.encoded_width}x{self.encoded_height} with replicated edge pixels",
+                f"{self.pix_fmt} needs sizes divisible by {mh}x{mw} (HxW): {self.height}x{self.width} is "
+                f"encoded as {self.encoded_height}x{self.encoded_width} with replicated edge pixels",
                 VideoWarning,
                 stacklevel=2,
             )
