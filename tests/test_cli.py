@@ -226,6 +226,39 @@ def test_a_zoo_name_is_exported_into_an_empty_cache_on_first_use_and_reused(tmp_
     assert "exporting" not in second.output and probe(tmp_path / "b.mp4").num_frames == 2
 
 
+@pytest.mark.parametrize("name", ["basicvsr-vimeo-bi", "basicvsr-vimeo-bd"])
+def test_a_vimeo_zoo_name_resolves_to_its_own_weights(tmp_path, monkeypatch, name):
+    """``--model basicvsr-vimeo-bi/bd`` (resolved by ``resolve_package``, as vsr-run, vsr-parity and vsr-bench
+    do): the network handed to the export carries exactly that file's weights (and not the other releases'),
+    into a cache entry named after it and its sha256, with the name recorded as the package's weights. The
+    export itself is replaced by a recorder (the real one is the slow zoo test's, for the default name)."""
+    import torch
+
+    import runtime.resolve
+    from export.format import cache_dir, tool_version
+    from vsr_models import get_weights
+
+    monkeypatch.setenv("VSR_CACHE_DIR", str(tmp_path / "cache"))
+    exported = []
+
+    def record(model, target, **kw):
+        exported.append((model, target, kw))
+        raise SystemExit("recorded")
+
+    monkeypatch.setattr(runtime.resolve, "export_package", record)
+    with pytest.raises(SystemExit, match="recorded"):
+        runtime.resolve.resolve_package(name, log=lambda line: None)
+    [(model, target, kw)] = exported
+    entry = get_weights(name)
+    assert target == cache_dir() / "packages" / f"{name}-{entry.sha256[:12]}-vsr{tool_version()}"
+    assert kw["weights"] == name and kw["checkpoints"] == [entry.path()]
+    state = model.state_dict()
+    for other in ("basicvsr", "basicvsr-vimeo-bi", "basicvsr-vimeo-bd"):
+        params = torch.load(get_weights(other).path(), weights_only=True)["params"]
+        same = all(torch.equal(state[k], v) for k, v in params.items())
+        assert same == (other == name), other  # the three releases differ, so this tells them apart
+
+
 def test_a_damaged_cached_export_is_exported_again(tmp_path, monkeypatch, basicvsr_package):
     """A zoo name whose cached package was damaged (a truncated graph) is re-exported, not reported
     as the user's broken package."""

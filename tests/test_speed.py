@@ -5,6 +5,7 @@ run only on a GPU (``gpu``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -31,6 +32,7 @@ from runtime.backends.torch_eager import (
     native_bf16,
     tf32_math,
 )
+from runtime.cli import measure
 from runtime.cli.bench import main as bench_main
 from runtime.cli.commands.bench import ContenderError, parse_contenders
 from runtime.cli.measure import stage_flops, torch_op_profile
@@ -223,6 +225,16 @@ def test_torch_profile_times_ops_and_keeps_the_terminal_clean(capfd):
     assert torch.equal(out, a @ a)
     assert per_op.get("aten::mm", 0) > 0
     assert "profiler_st" not in capfd.readouterr().err
+
+
+def test_negative_control_the_profiler_lines_reach_the_terminal_without_the_silencing(capfd, monkeypatch):
+    """The check above can fail: with file descriptor 2 left alone, the profiler's native lines do
+    reach it (so their absence above is the silencing's doing, not a quiet profiler)."""
+    monkeypatch.setattr(measure, "_native_stderr_silenced", contextlib.nullcontext)
+    a = torch.randn(64, 64)
+    torch_op_profile(lambda: a @ a, Device(), {})
+    err = capfd.readouterr().err
+    assert "profiler_start" in err and "profiler_stop" in err, err
 
 
 def test_onnxruntime_profile_times_each_op(basicvsr_package, frames, tmp_path):
