@@ -19,6 +19,7 @@ from export.format import Package, dim_value
 from runtime.backends import OrtBackend, TorchBackend
 from runtime.cli import export as export_cli
 from runtime.cli.bench import main as bench_main
+from runtime.cli.commands import export as export_work
 from runtime.cli.parity import main as parity_main
 from runtime.cli.run import main as run_main
 from runtime.executor import run_plan
@@ -172,9 +173,9 @@ def test_vsr_export_builds_the_configuration_of_the_named_weights(tmp_path, monk
 
     def fake_export(net, output, **kw):
         seen["net"] = net
-        raise export_cli.PackageError("stop after loading")
+        raise export_work.PackageError("stop after loading")
 
-    monkeypatch.setattr(export_cli, "export_package", fake_export)
+    monkeypatch.setattr(export_work, "export_package", fake_export)
     args = ["ftvsr-vimeo", "--checkpoint", str(tmp_path / "v.pth"), "-o", str(tmp_path / "pkg")]
     assert "stop after loading" in CliRunner().invoke(export_cli.main, args).output
     assert seen["net"].keyframe_stride == 1 and seen["net"].keyframe_slots == 41
