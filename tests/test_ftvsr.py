@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -710,3 +712,43 @@ def test_negative_control_a_leaking_allocation_fails_the_flat_memory_check():
     """The check above can fail: a backend that leaks 256 KiB per stage call (several calls a frame) does."""
     with pytest.raises(AssertionError, match=r"assert .* <= "):
         _check_flat_memory(_LeakingBackend)
+
+
+def _stated(cell: str, value: float) -> bool:
+    """``value`` rounded to the decimals written in ``cell`` ("0.31", "5.9", "479") is what it says."""
+    text = cell.replace(",", "")
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    return round(value, decimals) == float(text)
+
+
+def test_the_readmes_ftvsr_tile_table_is_the_runtimes_arithmetic():
+    """Every row of the README's FTVSR memory table (tokens, attention per call, a 42-frame window's
+    sequences, the tile picked at 8 GiB and the 1080p tile's estimate) is what ``Upscaler.estimate``
+    and ``tile_for`` give on the released plan, to the digits the table shows."""
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    lines = text[text.index("| output | LR | L | attention per call |") :].splitlines()[2:]
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in itertools.takewhile(lambda s: s.startswith("|"), lines)
+    ]
+    assert len(rows) == 5
+    model = create_model("ftvsr")
+    workspace = lambda h, w: _attention_bytes(4, h, w)  # noqa: E731
+    up = Upscaler(None, model.plan(), 4, model.constraints, memory_budget=8 << 30, workspace=workspace)
+    sequences = Upscaler(None, model.plan(), 4, model.constraints, workspace=lambda h, w: 0)
+    gib = float(1 << 30)
+    for output, lr, tokens, attention, window, tile in rows:
+        h, w = map(int, lr.split("x"))
+        assert output == f"{4 * h}x{4 * w}"
+        assert int(tokens.replace(",", "")) == 64 * (h // 16) * (w // 16)
+        assert _stated(attention.split()[0], _attention_bytes(4, h, w) / gib), (lr, attention)
+        assert _stated(window.split()[0], sequences.estimate(WINDOW_FRAMES, h, w) / gib), (lr, window)
+        picked = up.tile_for(WINDOW_FRAMES, h, w)
+        if tile == "whole frame":
+            assert picked is None, lr
+            continue
+        assert picked == int(tile.split()[0]), (lr, picked)
+        if "estimated per tile" in tile:
+            span = min(picked + 2 * up.tile_overlap, h), min(picked + 2 * up.tile_overlap, w)
+            per_tile = re.search(r"\(([\d.]+) GiB", tile).group(1)
+            assert _stated(per_tile, up.estimate(WINDOW_FRAMES, *span) / gib), (lr, tile)
