@@ -60,7 +60,7 @@ def test_parity_passes_on_the_package_and_fails_on_an_altered_graph(tiny_package
 def test_chunked_compares_windows_with_the_whole_clip(tiny_package: Package):
     result = _parity(tiny_package.root, "--chunked", "--chunk", "3", "--overlap", "2", "--frames", "8", *QUICK[2:])
     assert result.exit_code == 0, result.output
-    title = "basicvsr: chunk 3 + overlap 2 vs whole clip on onnxruntime fp32, 8 frames 40x36"
+    title = "basicvsr: chunk 3 + overlap 2 vs whole clip on onnxruntime fp32, 8 frames 36x40"
     assert title in " ".join(result.output.split())  # rich wraps the table's title
     worst, low = _figures(result.output)
     assert worst > 0 and low >= 45.0 and "parity OK" in result.output  # windows differ, within the default bound

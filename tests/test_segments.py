@@ -238,7 +238,7 @@ def test_a_damaged_segment_is_not_reused(tmp_path, clip, tiny_package):
     job = _job(clip, tmp_path / "o.mp4", tiny_package)
     pool = InlinePool(_spec(tiny_package), Device("cpu"))
     pool.submit(job.missing[0])
-    ((task, result),) = pool.wait(lambda f, n: None)
+    ((task, result),) = pool.wait(lambda *_: None)
     job.close()  # the next run on the output may start
     assert segment_is_complete(task.dest, 8) and result.stats.steps == task.steps  # progress counts what runs
     data = task.dest.read_bytes()
@@ -246,7 +246,7 @@ def test_a_damaged_segment_is_not_reused(tmp_path, clip, tiny_package):
     again = _job(clip, tmp_path / "o.mp4", tiny_package, resume=True)
     assert again.reused == 0 and len(again.missing) == 3
     pool.submit(again.missing[0])
-    pool.wait(lambda f, n: None)
+    pool.wait(lambda *_: None)
     again.close()
 
     def reused(resume: bool) -> int:
