@@ -207,6 +207,20 @@ def test_the_writer_keeps_depth_tags_and_hdr10_and_10_bit_levels(tmp_path, hdr_c
         assert (np.stack(lumas) % 4 != 0).mean() > 0.5  # 10-bit levels, not 8-bit ones shifted
 
 
+def test_x265_keeps_its_info_lines_off_stderr_and_its_hdr10_parameters(tmp_path, hdr_clip, capfd):
+    """x265 prints a dozen "x265 [info]" lines (and warnings about small frames) per output unless told
+    otherwise; the writer quiets them without dropping the HDR10 parameters it passes the same way."""
+    path, _ = hdr_clip
+    info = probe(path)
+    out = tmp_path / "out.mkv"
+    capfd.readouterr()
+    with VideoWriter(out, 96, 64, Fraction(25), codec="libx265", crf=20, bit_depth=10, colour=info.colour) as writer:
+        for frame in read_frames(path):
+            writer.write(frame.rgb)
+    assert "x265 [" not in capfd.readouterr().err
+    assert_hdr10(stored(out)[0])
+
+
 def test_full_range_is_kept_at_10_bits(tmp_path, pq_frames):
     """A full-range source gives a full-range output with the levels of full range."""
     colour = Colour(BT2020, PQ, BT2020_NCL, 2)

@@ -476,6 +476,10 @@ class VideoWriter:
             ) from e
         self._container = container
         opts = dict(options)
+        if codec == "libx265" and "log-level" not in opts.get("x265-params", ""):
+            # x265 writes a dozen "x265 [info]" lines and warnings about small frames to stderr per
+            # output; its errors still reach the user
+            opts["x265-params"] = ":".join(p for p in ("log-level=error", opts.get("x265-params")) if p)
         if crf == 0 and codec == "libx265":  # x265's CRF 0 is not lossless at any depth
             opts["x265-params"] = ":".join(p for p in ("lossless=1", opts.get("x265-params")) if p)
         elif crf == 0 and codec == "libx264" and self._quant_bits > 8:  # above 8 bits x264's CRF 0 is not QP 0
