@@ -167,6 +167,18 @@ def test_run_bad_input_is_a_clear_error(tmp_path, short_clip, basicvsr_package, 
     )
 
 
+@pytest.mark.parametrize("where", ["file", "pipe"])
+def test_run_refuses_a_codec_the_container_cannot_carry_before_any_export(tmp_path, short_clip, monkeypatch, where):
+    """AV1 in MPEG-TS: one line, before the network is exported into the (empty) cache or loaded."""
+    monkeypatch.setenv("VSR_CACHE_DIR", str(tmp_path / "cache"))
+    out = ["-o", str(tmp_path / "o.ts")] if where == "file" else ["-o", "-", "--format", "mpegts"]
+    result = CliRunner().invoke(run_main, [str(short_clip), *out, "--codec", "libsvtav1"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "MPEG-TS has no stream type for libsvtav1 (av1)" in result.output
+    assert "exporting" not in result.output.lower() and not (tmp_path / "cache").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_run_unknown_model_names_the_known_ones(tmp_path, short_clip):
     result = CliRunner().invoke(run_main, [str(short_clip), "-o", str(tmp_path / "o.mp4"), "--model", "nosuch"])
     assert result.exit_code != 0 and "basicvsr" in result.output

@@ -72,7 +72,12 @@ def eta_error_at(package: Package, frames: int, crop: tuple[int, int], share: fl
     end = meter.readings[-1].elapsed
     at = next(r for r in meter.readings if r.done >= share)
     assert at.remaining is not None
-    return at.remaining, end - at.elapsed
+    real = end - at.elapsed
+    print(
+        f"{frames} frames of {crop[0]}x{crop[1]}: at {at.done:.0%} of the work {at.remaining:.1f} s left estimated, "
+        f"{real:.1f} s really ({at.remaining / real - 1:+.0%}); whole run {end:.1f} s"
+    )
+    return at.remaining, real
 
 
 def test_eta_at_ten_percent_of_a_small_real_run(basicvsr_package: Package) -> None:

@@ -371,9 +371,35 @@ def test_ffv1_keeps_every_level_at_the_source_depth(tmp_path, bikes5, depth, pix
     assert probe(out).bit_depth == depth
 
 
-def test_ffv1_is_refused_in_mpegts_pipes():
-    with pytest.raises(OutputError, match=r"MPEG-TS has no stream type for ffv1.*use --format nut"):
-        pipe_writer(32, 32, Fraction(25), container_format="mpegts", codec="ffv1", stream=io.BytesIO())
+MPEGTS_CASES = [("libx264", True), ("libx265", True), ("mpeg2video", True), ("ffv1", False), ("libsvtav1", False)]
+
+
+@pytest.mark.parametrize(("codec", "readable"), [*MPEGTS_CASES, ("libvpx-vp9", False)])
+def test_mpegts_takes_only_the_codecs_a_reader_finds_video_in(tmp_path, codec, readable):
+    """What FFmpeg writes into MPEG-TS for a codec without a stream type has no video a reader finds
+    (PyAV raised IndexError on it); such a codec is refused in a pipe and in a .ts file, before anything
+    is written, and each accepted one reads back."""
+    frames = [np.random.default_rng(i).random((32, 32, 3), dtype=np.float32) for i in range(3)]
+    pipe = io.BytesIO()
+    target = tmp_path / "out.ts"
+    for make in (
+        lambda: pipe_writer(32, 32, Fraction(25), container_format="mpegts", codec=codec, crf=30, stream=pipe),
+        lambda: VideoWriter(target, 32, 32, Fraction(25), codec=codec, crf=30),
+    ):
+        if not readable:
+            refused = rf"MPEG-TS has no stream type for {codec} .*use (--format nut|a .mkv)"
+            with pytest.raises(OutputError, match=refused):
+                make()
+            continue
+        with make() as writer:
+            for f in frames:
+                writer.write(f)
+    if readable:
+        for source in (io.BytesIO(pipe.getvalue()), str(target)):
+            with av.open(source) as container:
+                assert sum(1 for _ in container.decode(video=0)) == 3
+    else:
+        assert not target.exists() and pipe.getvalue() == b""
 
 
 def test_fps_multiplier_without_pts(tmp_path, bikes5):

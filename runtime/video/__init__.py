@@ -28,7 +28,7 @@ from .types import (
     chw,
     hwc,
 )
-from .writing import VideoWriter, check_output, output_kind
+from .writing import VideoWriter, check_codec, check_output, output_kind
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -40,6 +40,7 @@ __all__ = [
     "VideoInfo",
     "VideoWarning",
     "VideoWriter",
+    "check_codec",
     "check_output",
     "chw",
     "hwc",

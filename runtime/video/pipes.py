@@ -181,8 +181,6 @@ def pipe_writer(
     """
     if container_format not in PIPE_FORMATS:
         raise OutputError(f"--format {container_format!r}: a pipe gets {' or '.join(PIPE_FORMATS)}")
-    if container_format == "mpegts" and codec in LOSSLESS_RGB:
-        raise OutputError(f"MPEG-TS has no stream type for {codec} (a reader finds no video in it); use --format nut")
     if codec in LOSSLESS_RGB and colour is not None and (colour.primaries, colour.transfer) != (2, 2):
         warnings.warn(
             f"NUT has no place for the colour tags of {codec} (its bitstream has none): the stream leaves out the "

@@ -42,6 +42,10 @@ _CRF_CODECS = frozenset({"libx264", "libx264rgb", "libx265", "libvpx", "libvpx-v
 
 #: Lossless codecs that take RGB: (bits, pixel format) from the shallowest, the first at least as deep
 #: as the source is written (RGB straight from the network: no YUV conversion, no chroma subsampling).
+#: Video codecs MPEG-TS has a stream type for that FFmpeg reads back (ISO/IEC 13818-1, table 2-34), and the
+#: file suffixes FFmpeg writes as MPEG-TS.
+_MPEGTS_VIDEO = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4", "vvc", "cavs", "dirac"})
+_MPEGTS_SUFFIXES = frozenset({".ts", ".mts", ".m2ts"})
 LOSSLESS_RGB: dict[str, tuple[tuple[int, str], ...]] = {
     "ffv1": ((8, "bgr0"), (10, "gbrp10le"), (12, "gbrp12le"), (16, "gbrp16le")),
 }
@@ -99,6 +103,30 @@ def _check_output_dir(path: Path) -> None:
         raise OutputError(
             f"cannot write {path}: the directory {parent} does not exist; create it first "
             f"(mkdir -p {parent}) or choose another output path"
+        )
+
+
+def check_codec(codec: str, path: Path | None, container_format: str | None = None) -> None:
+    """Refuse (:class:`OutputError`) a ``codec`` this PyAV build cannot encode video with, or one that
+    the container (``container_format``, or what the suffix of ``path`` makes) cannot carry: MPEG-TS
+    (``--format mpegts``, a .ts/.mts/.m2ts file) has stream types for a few codecs only, and FFmpeg
+    muxes any other as private data in which no reader, FFmpeg included, finds video. Cheap: vsr-run
+    calls it before exporting or loading a network."""
+    try:
+        encoder = av.Codec(codec, "w")
+    except (av.FFmpegError, ValueError) as e:
+        raise OutputError(
+            f"video encoder {codec!r} is not available in this PyAV build; use libx264, "
+            "libx265, libsvtav1 or libvpx-vp9"
+        ) from e
+    if encoder.type != "video":
+        raise OutputError(f"{codec!r} is not a video encoder; use libx264 or libx265")
+    mpegts = container_format == "mpegts" or (path is not None and path.suffix.lower() in _MPEGTS_SUFFIXES)
+    if mpegts and encoder.canonical_name not in _MPEGTS_VIDEO:
+        how = "--format nut" if path is None else "a .mkv output"
+        raise OutputError(
+            f"MPEG-TS has no stream type for {codec} ({encoder.canonical_name}): a reader finds no video in it; "
+            f"use {how}, or --codec libx264 or libx265"
         )
 
 
@@ -318,6 +346,7 @@ class VideoWriter:
             return
 
         # Video file: validate everything cheap before creating anything.
+        check_codec(codec, None if self._pipe is not None else self.path, self._format)
         self.pix_fmt = self._choose_pix_fmt(codec, pix_fmt)
         fmt = av.VideoFormat(self.pix_fmt)
         self._yuv = not fmt.is_rgb
@@ -426,15 +455,7 @@ class VideoWriter:
             ) from e
 
     def _choose_pix_fmt(self, codec: str, pix_fmt: str | None) -> str:
-        try:
-            encoder = av.Codec(codec, "w")
-        except (av.FFmpegError, ValueError) as e:
-            raise OutputError(
-                f"video encoder {codec!r} is not available in this PyAV build; use libx264, "
-                "libx265, libsvtav1 or libvpx-vp9"
-            ) from e
-        if encoder.type != "video":
-            raise OutputError(f"{codec!r} is not a video encoder; use libx264 or libx265")
+        encoder = av.Codec(codec, "w")
         supported = [f.name for f in (encoder.video_formats or [])]
         if pix_fmt is None and codec in LOSSLESS_RGB:
             depths = LOSSLESS_RGB[codec]

@@ -36,6 +36,7 @@ from ...video import (
     OutputError,
     VideoInfo,
     VideoWriter,
+    check_codec,
     check_output,
     chw,
     hwc,
@@ -110,6 +111,12 @@ def execute(
         pairs = plan_outputs(inputs, output, create=not dry_run)
     if dry_run and (demo or streaming):
         raise click.UsageError("--dry-run shows the plan of a file run: leave out --demo, --latency and the pipes (-)")
+    targets = [output] if demo or streaming else [target for _, target in pairs]
+    for target in targets:  # before any export or model load
+        if is_pipe(target):
+            check_codec(codec, None, container_format)
+        elif output_kind(target) == "video":
+            check_codec(codec, target)
     package = resolve_package(model, log=say, export=not dry_run)
     kind, dev = resolve_backend(backend, package, device[0], precision, log=say)
     options = RunOptions(
