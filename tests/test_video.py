@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import os
+import shutil
 import struct
+import tempfile
 import warnings
 import zlib
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -599,16 +603,32 @@ def test_output_directory_problems(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["somefile.txt"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into a 0o500 directory; run as a normal user")
-def test_read_only_output_directory(tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
+@contextlib.contextmanager
+def as_a_normal_user() -> Iterator[None]:
+    """Root (as CI runs) writes into any directory: for the block, the effective user is ``nobody``,
+    which drops root's override of file permissions; a normal user runs the block as itself."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(65534)
     try:
-        with pytest.raises(OutputError, match=f"cannot write into {locked}"):
-            VideoWriter(locked / "out.mp4", 64, 64, Fraction(25))
+        yield
     finally:
-        locked.chmod(0o700)
+        os.seteuid(0)
+
+
+def test_read_only_output_directory():
+    VideoWriter(Path(tempfile.gettempdir()) / "never-written.mp4", 64, 64, Fraction(25)).abort()  # imports done
+    parent = Path(tempfile.mkdtemp(prefix="vsr-read-only-"))
+    parent.chmod(0o755)  # reachable by the normal user
+    locked = parent / "locked"
+    locked.mkdir(mode=0o555)
+    try:
+        with as_a_normal_user(), pytest.raises(OutputError, match=f"cannot write into {locked}: Permission denied"):
+            VideoWriter(locked / "out.mp4", 64, 64, Fraction(25))
+        assert list(locked.iterdir()) == []
+    finally:
+        shutil.rmtree(parent)
 
 
 def test_unwritable_directory_is_found_by_trying(tmp_path, monkeypatch):
