@@ -12,21 +12,23 @@ half-written segment is never reused. :func:`stitch` joins the segments by strea
 The work folder (``WORK/NAME-KEY``, by default in the cache) is keyed by the input, the output,
 the package and every option that changes a frame, so a run with ``resume`` keeps the segments that
 an interrupted run with the same key finished, and computes only the missing ones. A run holds the
-lock of its output (``WORK/.NAME-DIGEST.lock``) from planning to the end, so a second run on the
-same output is refused at once; a link or another user's folder in place of the work folder is
-refused, never followed. Before the first segment starts, the memory the run needs is checked
-(:mod:`runtime.budget`). Nothing is written beside the output but its staged file, reserved when
-the first segment starts.
+lock of its output (in this user's lock folder, :func:`lock_folder`, whatever the cache or work
+folder) from planning to the end, so a second run on the same output is refused at once; a link or
+another user's folder in place of the work folder is refused, never followed. Before the first
+segment starts, the memory the run needs is checked (:mod:`runtime.budget`). Nothing is written
+beside the output but its staged file, reserved when the first segment starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -288,18 +290,35 @@ class WorkFolder:
             remove_path(self.root)
 
 
-def output_lock(output: Path, base: Path) -> FileLock:
-    """The lock that one run writing ``output`` holds, in the work folders' base ``base``: keyed by
-    the output's full path, so that a second run on the same output (with any options) is refused."""
+def lock_folder() -> Path:
+    """This user's folder of output locks, the same whatever the cache (``VSR_CACHE_DIR``) or
+    ``--work-dir``: ``$XDG_RUNTIME_DIR/vsr-locks`` (a private folder the system clears at log-out), or
+    ``vsr-locks-UID`` in the temporary folder. Made private; a link, a file or another user's
+    folder in its place is refused (:class:`~export.atomic.WriteError`)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        folder = Path(runtime) / "vsr-locks"
+    else:
+        folder = Path(tempfile.gettempdir()) / f"vsr-locks-{os.geteuid() if hasattr(os, 'geteuid') else 'user'}"
+    with writing(folder), contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    if check_real_folder(folder, "the lock folder").st_mode & 0o077:
+        folder.chmod(0o700)
+    return folder
+
+
+def output_lock(output: Path) -> FileLock:
+    """The lock that one run writing ``output`` holds, in :func:`lock_folder`: keyed by the output's
+    full path, so that a second run on the same output (with any options, cache or work folder) is
+    refused."""
     digest = hashlib.sha256(str(output.resolve()).encode()).hexdigest()[:16]
-    return FileLock(base / f".{output.name[:80]}-{digest}{LOCK_SUFFIX}")
+    return FileLock(lock_folder() / f"{output.name[:80]}-{digest}{LOCK_SUFFIX}")
 
 
-def lock_output(output: Path, base: Path) -> FileLock:
+def lock_output(output: Path) -> FileLock:
     """Take :func:`output_lock` at once, or raise :class:`~export.atomic.Busy` naming the run that holds it."""
-    lock = output_lock(output, base)
+    lock = output_lock(output)
     with writing(lock.path):
-        base.mkdir(parents=True, exist_ok=True)
         taken = lock.acquire(blocking=False)
     if not taken:
         holder = lock.holder() or "another process"
@@ -429,7 +448,7 @@ def prepare_file(
     The job holds the lock of ``output`` (:func:`lock_output`) from here until :meth:`FileJob.close`:
     a second run on the same output is refused at once, naming this one.
     """
-    lock = lock_output(output, work_dir)
+    lock = lock_output(output)
     try:
         job = _plan_file(
             number,

@@ -44,10 +44,11 @@ import runtime.resolve
 import runtime.segments
 import runtime.video.reading
 from engines.cache import EngineCache, EngineChanged, EngineKey, GpuInfo, Profile
-from export.atomic import PARTIAL_MARK, StagedPath, staged_directory, sweep_leftovers
+from export.atomic import PARTIAL_MARK, StagedPath, WriteError, staged_directory, sweep_leftovers
 from export.format import CacheError, CacheWarning, Package, PackageError, cache_dir, cache_folder
 from runtime.cli.export import main as export_main
 from runtime.memory import Available
+from runtime.segments import lock_folder, output_lock
 from runtime.video import VideoWriter, probe, read_frames
 from vsr_models import get_weights
 
@@ -458,9 +459,16 @@ def test_lying_headers_and_bombs_name_the_real_cause(tmp_path, monkeypatch, tiny
 # ---------------------------------------------------------------------------------------------
 
 
-def test_a_second_run_on_the_same_output_is_refused_at_once_naming_the_first(tmp_path, cache, bikes, tiny_package):
+@pytest.mark.parametrize("second", ["same cache", "other --work-dir", "other VSR_CACHE_DIR"])
+def test_a_second_run_on_the_same_output_is_refused_at_once_naming_the_first(
+    tmp_path, tmp_path_factory, monkeypatch, cache, bikes, tiny_package, second
+):
+    """The first run holds the output's lock; the second is refused whatever work folder or cache it uses."""
     source = write_video(tmp_path / "in.mp4", crops(bikes, 4))
     out = tmp_path / "out.mp4"
+    where = []
+    if second == "other --work-dir":
+        where = ["--work-dir", str(tmp_path_factory.mktemp("elsewhere"))]
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -470,7 +478,7 @@ def test_a_second_run_on_the_same_output_is_refused_at_once_naming_the_first(tmp
                 import sys, time
                 from pathlib import Path
                 from runtime.segments import lock_output
-                lock = lock_output(Path({str(out)!r}), Path({str(cache / "work")!r}))
+                lock = lock_output(Path({str(out)!r}))
                 print("locked", flush=True)
                 time.sleep(120)
                 """
@@ -482,9 +490,11 @@ def test_a_second_run_on_the_same_output_is_refused_at_once_naming_the_first(tmp
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
+        if second == "other VSR_CACHE_DIR":
+            monkeypatch.setenv("VSR_CACHE_DIR", str(tmp_path_factory.mktemp("other-cache")))
         started = time.monotonic()
         before = listing(tmp_path)
-        outcome = vsr_run(source, "-o", out, package=tiny_package.root)
+        outcome = vsr_run(source, "-o", out, *where, package=tiny_package.root)
         assert time.monotonic() - started < 30
         assert_clean_error(
             outcome, "out.mp4 is being written by another run", f"pid {holder.pid}", before=before, folder=tmp_path
@@ -492,9 +502,25 @@ def test_a_second_run_on_the_same_output_is_refused_at_once_naming_the_first(tmp
     finally:
         holder.kill()
         holder.wait()
+    monkeypatch.setenv("VSR_CACHE_DIR", str(cache))
     assert_ok_run = vsr_run(source, "-o", out, package=tiny_package.root)  # the lock died with its holder
     assert assert_ok_run.result.exit_code == 0, assert_ok_run.text
-    assert not list((cache / "work").iterdir())  # lock file and work folder removed
+    assert not list((cache / "work").iterdir())  # work folder removed
+    assert not output_lock(out).path.exists()  # and the lock file
+
+
+def test_the_lock_folder_is_private_and_a_link_in_its_place_is_refused(tmp_path, monkeypatch):
+    runtime_dir = tmp_path / "run"
+    runtime_dir.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime_dir))
+    folder = lock_folder()
+    assert folder == runtime_dir / "vsr-locks" and folder.stat().st_mode & 0o777 == 0o700
+    folder.rmdir()
+    (tmp_path / "elsewhere").mkdir()
+    folder.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(WriteError, match=r"the lock folder .* is a symbolic link"):
+        lock_folder()
+    assert not list((tmp_path / "elsewhere").iterdir())
 
 
 @pytest.mark.parametrize("resume", [False, True], ids=["fresh", "resume"])
