@@ -532,6 +532,9 @@ def _plan_file(
         "crf": encoding.crf,
         "fps": str(fps),
         "scale": list(scale),
+        # the encoder that wrote the kept segments: another PyAV or FFmpeg may encode the same frames
+        # differently, and a stitched output would then not be one encoder's run
+        "writer": {"pyav": av.__version__, "libavcodec": ".".join(map(str, av.library_versions["libavcodec"]))},
     }
     work = WorkFolder.for_output(output, key, work_dir)
     discarded = work.prepare(key, resume=resume)
