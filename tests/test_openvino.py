@@ -2,7 +2,7 @@
 OpenVINO's model cache under ours, outputs never overwritten by later calls, ONNX DeformConv through our
 conversion, the keep-FP32 marks on exactly the nodes of the FP16 policy, BF16 refused (with the reason)
 where the CPU has none and checked where it has, and the errors for a missing install, a custom op and
-a GPU that is not there. Every network's package is checked on OpenVINO by tests/test_contract.py."""
+a GPU that is not there. Every network's package is checked on OpenVINO by tests/test_contract_packages.py."""
 
 from __future__ import annotations
 
