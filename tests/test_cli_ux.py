@@ -59,6 +59,15 @@ def test_dry_run_of_several_inputs_creates_no_output_folder(
     assert not outdir.exists() and not own_cache.exists()
 
 
+def test_dry_run_of_a_zoo_network_not_yet_exported_says_how_and_exports_nothing(
+    tmp_path: Path, own_cache: Path, sample_video: Path
+):
+    result = CliRunner().invoke(run_main, [str(sample_video), "-o", str(tmp_path / "up.mp4"), "--dry-run"])
+    assert result.exit_code == 1 and "basicvsr is not exported yet" in result.output, result.output
+    assert "run vsr-export basicvsr -o PKG and pass --model PKG" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [] and not list(own_cache.glob("packages/*"))
+
+
 def test_a_run_its_backend_refuses_leaves_no_work_folder(
     tmp_path: Path, own_cache: Path, sample_video: Path, basicvsr_package: Package
 ):
