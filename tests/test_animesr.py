@@ -269,7 +269,7 @@ def test_onnxruntime_package_equals_pytorch_over_50_frames_without_drift(fifty):
         f"ONNX Runtime vs PyTorch, 50 frames: max {errors.max():.2e}, first 10 {errors[:10].mean():.2e}, "
         f"last 10 {errors[-10:].mean():.2e}"
     )
-    assert errors.max() <= 1e-4, errors
+    assert errors.max() <= 1e-5, errors  # measured 2.6e-6 (README)
     assert errors[-10:].mean() <= 3 * errors[:10].mean() + 1e-6, errors  # the recurrence does not accumulate it
 
 
@@ -278,7 +278,7 @@ def test_fp16_graphs_against_fp32_per_frame(fifty, animesr_package):
     FP32 graphs, PSNR per frame of the clamped output; no node is kept FP32 (AnimeSR has no coordinates)."""
     db = [psnr(np.clip(a, 0, 1), np.clip(b, 0, 1)) for a, b in zip(fifty["fp16"], fifty["fp32"])]
     print("FP16 vs FP32 graphs, dB per frame:", " ".join(f"{d:.1f}" for d in db))
-    assert min(db) >= 70, db
+    assert min(db) >= 75, db  # measured 76.8 dB at frame 18 (README)
     assert np.mean(db[-10:]) >= np.mean(db[:10]) - 6, db  # no runaway drift through the fed-back SR frame
     assert animesr_package.manifest["precision_notes"]["fp16"]["fp32_nodes"] == {"cell": []}
 

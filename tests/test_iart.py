@@ -271,7 +271,7 @@ def test_implicit_warp_on_real_frames() -> None:
 def test_fused_window_attention_equals_written_out(batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """PyTorch runs window attention fused (scaled_dot_product_attention); the ONNX export writes it
     out. Both, on Swin blocks of the released size (plain and shifted, 3 frames padded to windows)
-    fed features of real frames, agree to 1e-5."""
+    fed features of real frames, agree to 3e-6 (measured 9.5e-7 on features up to 2.2)."""
     from vsr_models.swin import SwinTransformerBlock
 
     torch.manual_seed(5)
@@ -289,7 +289,7 @@ def test_fused_window_attention_equals_written_out(batch: int, monkeypatch: pyte
     assert len(fused_calls) == 2  # the eager path is the fused one, the export path is not
     for a, b in zip(fused, written, strict=True):
         assert (a - x).abs().mean() > 1e-2  # the blocks change the features
-        assert (a - b).abs().max().item() <= 1e-5
+        assert (a - b).abs().max().item() <= 3e-6
 
 
 # ---------------------------------------------------------------- the whole-clip forward

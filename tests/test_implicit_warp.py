@@ -216,7 +216,7 @@ def peak_allocated_bytes(fn, *args, **kwargs) -> tuple[int, torch.Tensor]:
     return peak, out
 
 
-def test_reference_peak_memory_at_most_a_quarter(warp: ImplicitWarp) -> None:
+def test_reference_peak_memory_at_most_0_15x_the_gather_formulations(warp: ImplicitWarp) -> None:
     h, w = 180, 320
     gen = torch.Generator().manual_seed(13)
     source, target = torch.randn(1, C, h, w, generator=gen), torch.randn(1, C, h, w, generator=gen)
@@ -231,4 +231,4 @@ def test_reference_peak_memory_at_most_a_quarter(warp: ImplicitWarp) -> None:
     )
     assert (ref - cross).abs().max().item() <= 1e-5
     assert gather_peak > 8 * feature  # the measurement sees the big index and (4hw, C) tensors
-    assert ref_peak <= gather_peak / 4
+    assert ref_peak <= 0.15 * gather_peak  # measured 0.11x (README)
