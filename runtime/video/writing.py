@@ -40,12 +40,12 @@ log = logging.getLogger(__name__)
 
 _CRF_CODECS = frozenset({"libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1"})
 
-#: Lossless codecs that take RGB: (bits, pixel format) from the shallowest, the first at least as deep
-#: as the source is written (RGB straight from the network: no YUV conversion, no chroma subsampling).
 #: Video codecs MPEG-TS has a stream type for that FFmpeg reads back (ISO/IEC 13818-1, table 2-34), and the
 #: file suffixes FFmpeg writes as MPEG-TS.
 _MPEGTS_VIDEO = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4", "vvc", "cavs", "dirac"})
 _MPEGTS_SUFFIXES = frozenset({".ts", ".mts", ".m2ts"})
+#: Lossless codecs that take RGB: (bits, pixel format) from the shallowest, the first at least as deep
+#: as the source is written (RGB straight from the network: no YUV conversion, no chroma subsampling).
 LOSSLESS_RGB: dict[str, tuple[tuple[int, str], ...]] = {
     "ffv1": ((8, "bgr0"), (10, "gbrp10le"), (12, "gbrp12le"), (16, "gbrp16le")),
 }
