@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 _CRF_CODECS = frozenset({"libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1"})
 
-#: Video codecs MPEG-TS has a stream type for that FFmpeg reads back (ISO/IEC 13818-1, table 2-34), and the
+#: Video codecs MPEG-TS has a stream type for that FFmpeg reads back (stream types of ISO/IEC 13818-1), and the
 #: file suffixes FFmpeg writes as MPEG-TS.
 _MPEGTS_VIDEO = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4", "vvc", "cavs", "dirac"})
 _MPEGTS_SUFFIXES = frozenset({".ts", ".mts", ".m2ts"})
