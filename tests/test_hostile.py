@@ -523,6 +523,17 @@ def test_the_lock_folder_is_private_and_a_link_in_its_place_is_refused(tmp_path,
     assert not list((tmp_path / "elsewhere").iterdir())
 
 
+def _one_segment_job(source: Path, out: Path, package: Package, cache: Path, *, resume: bool):
+    """What vsr-run plans for ``source`` -> ``out`` in one segment on ONNX Runtime (its work folder in ``cache``)."""
+    return runtime.segments.prepare_file(
+        0, source, out, probe(source), package,
+        runtime.options.RunOptions(package=str(package.root), backend="onnxruntime", threads=1),
+        runtime.options.Encoding(codec="libx264", crf=18, frames=None),
+        device_kind="cpu", fps=Fraction(25), segment_frames=None,
+        resume=resume, work_dir=cache / "work", scale=(4.0, 4.0),
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("resume", [False, True], ids=["fresh", "resume"])
 def test_a_work_folder_replaced_by_a_link_is_refused_and_its_target_untouched(
     tmp_path, cache, bikes, tiny_package, resume
@@ -532,13 +543,7 @@ def test_a_work_folder_replaced_by_a_link_is_refused_and_its_target_untouched(
     first = vsr_run(source, "-o", out, "--segment", "0", package=tiny_package.root)
     assert first.result.exit_code == 0, first.text
     out.unlink()
-    job = runtime.segments.prepare_file(
-        0, source, out, probe(source), tiny_package,
-        runtime.options.RunOptions(package=str(tiny_package.root), backend="onnxruntime", threads=1),
-        runtime.options.Encoding(codec="libx264", crf=18, frames=None),
-        device_kind="cpu", fps=Fraction(25), segment_frames=None,
-        resume=False, work_dir=cache / "work", scale=(4.0, 4.0),
-    )  # fmt: skip
+    job = _one_segment_job(source, out, tiny_package, cache, resume=False)
     work = job.work.root
     job.close()
     assert not work.exists()  # a work folder without a finished segment is not kept
@@ -559,13 +564,7 @@ def test_a_link_inside_a_resumed_work_folder_is_refused_and_its_target_untouched
     line, naming the link, and neither trusts nor replaces what it points to."""
     source = write_video(tmp_path / "in.mp4", crops(bikes, 4))
     out = tmp_path / "out.mp4"
-    job = runtime.segments.prepare_file(
-        0, source, out, probe(source), tiny_package,
-        runtime.options.RunOptions(package=str(tiny_package.root), backend="onnxruntime", threads=1),
-        runtime.options.Encoding(codec="libx264", crf=18, frames=None),
-        device_kind="cpu", fps=Fraction(25), segment_frames=None,
-        resume=True, work_dir=cache / "work", scale=(4.0, 4.0),
-    )  # fmt: skip
+    job = _one_segment_job(source, out, tiny_package, cache, resume=True)
     victim = tmp_path / "victim.mp4"
     shutil.copyfile(source, victim)
     job.tasks[0].dest.symlink_to(victim)
