@@ -68,7 +68,7 @@ def resolve_package(model: str, log: Callable[[str], None] = print, *, export: b
         package = export_package(
             pretrained(model), target, weights=model, checkpoints=[source], overwrite=True, log=log
         )
-        write_text_atomic(_manifest_digest_path(target), sha256_file(target / "manifest.json") + "\n")
+        record_manifest_digest(target)
         return package
     if model in networks():
         names = [w.name for w in networks()[model].weights]
@@ -88,6 +88,12 @@ def _manifest_digest_path(entry: Path) -> Path:
     """Where the sha256 of a cached export's ``manifest.json`` is kept: beside the entry, since the
     manifest cannot record its own digest."""
     return entry.with_name(entry.name + ".manifest.sha256")
+
+
+def record_manifest_digest(entry: Path) -> None:
+    """Record the sha256 of a cache entry's ``manifest.json`` beside it, as an export into the cache does
+    once it is complete (:func:`resolve_package` trusts the entry only while the manifest still matches)."""
+    write_text_atomic(_manifest_digest_path(entry), sha256_file(entry / "manifest.json") + "\n")
 
 
 def _check_manifest_digest(entry: Path) -> None:

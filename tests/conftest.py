@@ -139,6 +139,20 @@ def sample_video() -> Path:
         pytest.skip(f"needs the sample clips: {exc}")
 
 
+def in_zoo_cache(package: Package, weights: str = "basicvsr") -> Path:
+    """Copy ``package`` into the cache (``VSR_CACHE_DIR``, which the test points at its own folder) as the
+    export of the zoo name ``weights``, recorded as an export into the cache records it, so that vsr-run
+    resolves the name to it instead of exporting (a minute). Returns the cache entry."""
+    from export.format import cache_folder, tool_version
+    from runtime.resolve import record_manifest_digest
+    from vsr_models import get_weights
+
+    entry = cache_folder("packages") / f"{weights}-{get_weights(weights).sha256[:12]}-vsr{tool_version()}"
+    shutil.copytree(package.root, entry)
+    record_manifest_digest(entry)
+    return entry
+
+
 def fp16_package_from(package: Package, tmp_path_factory: pytest.TempPathFactory) -> Package:
     """A copy of ``package`` with fp16 graphs added, made once per test run (shared by the xdist workers)."""
     from export.fp16 import add_fp16

@@ -461,7 +461,7 @@ class FrameBar:
     """A progress bar in frames, moved by a :class:`~runtime.progress.WorkMeter`: its position is the work
     done (in frames) and its remaining time the meter's, each stage priced at its own measured cost."""
 
-    FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} frames [{elapsed}, {postfix}]"
+    FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} frames [{elapsed}{postfix}]"  # tqdm adds ", "
 
     def __init__(self, meter: WorkMeter, desc: str, position: int = 0, leave: bool = True, disable: bool = False):
         self.meter = meter
