@@ -4,8 +4,9 @@ A stage call is not a unit of work: a flow network, a recurrent step at LR and a
 pixels differ several times over, and a bidirectional window runs all its backward steps before its
 first frame comes out. :class:`WorkMeter` measures each stage's seconds per call as the run goes and
 prices the calls still to come at those rates. A stage not seen yet (a window's upsampling steps while its
-flows run) is priced by its FLOPs (``costs``, counted from the network) at the seconds per FLOP measured so
-far, or without them at the mean of the calls so far:
+flows run) is priced by its cost (``costs``: the seconds per call an earlier run here recorded,
+:mod:`runtime.costs`, else the FLOPs counted from the network) at the seconds per unit of cost measured so
+far, or without costs at the mean of the calls so far:
 the remaining time is their sum, and the work done is shown in frames (the share of the run's cost
 done, times its frames), so that the bar moves in proportion to time.
 """
@@ -30,7 +31,8 @@ class Reading:
 
 class WorkMeter:
     """The work of a run, ``calls`` (stage name -> calls planned) over ``frames`` output frames;
-    ``costs``: FLOPs of one call of each stage (those it lacks are priced at the mean).
+    ``costs``: the cost of one call of each stage, in any one unit (FLOPs, or seconds recorded by an earlier
+    run); stages it lacks are priced at the mean.
 
     :meth:`step` hears of each finished stage call (``stage`` None: a call whose stage is not known,
     from a worker process, priced at the mean). :attr:`readings` keeps every reading, so that the
@@ -50,6 +52,7 @@ class WorkMeter:
         self.frames, self.clock = frames, clock
         self.done: Counter[str | None] = Counter()
         self.seconds: Counter[str | None] = Counter()
+        self.first: dict[str | None, tuple[float, int]] = {}  # each stage's first report: (seconds, calls)
         self.started = self.last = clock()
         self.readings: list[Reading] = []
 
@@ -61,10 +64,25 @@ class WorkMeter:
         now = self.clock()
         self.done[stage] += n
         self.seconds[stage] += now - self.last
+        self.first.setdefault(stage, (now - self.last, n))
         self.last = now
         reading = Reading(now - self.started, self.fraction(now), self.remaining())
         self.readings.append(reading)
         return reading
+
+    def warm(self, stage: str | None) -> tuple[float, int]:
+        """(seconds, calls) of ``stage`` past its first report where there were more: a backend's first call
+        of a stage also allocates its buffers, and the first call of a run waits for the first frames to
+        decode and the output to open, time that the calls to come will not take again."""
+        seconds, first = self.first.get(stage, (0.0, 0))
+        if self.done[stage] > first:
+            return self.seconds[stage] - seconds, self.done[stage] - first
+        return self.seconds[stage], self.done[stage]
+
+    def rate(self, stage: str | None) -> float:
+        """Seconds per call of ``stage`` measured so far (warm calls where there are any)."""
+        seconds, calls = self.warm(stage)
+        return seconds / calls
 
     def remaining(self) -> float | None:
         """Seconds the calls not made yet will take at the rates measured so far."""
@@ -75,14 +93,14 @@ class WorkMeter:
         if self.done[None]:  # calls of unknown stages: every call at the mean
             return max(self.total_calls - calls, 0) * mean
         priced = [s for s in self.planned if self.done[s] and s in self.costs]
-        work = sum(self.done[s] * self.costs[s] for s in priced)
-        per_flop = sum(self.seconds[s] for s in priced) / work if work else None
+        work = sum(self.warm(s)[1] * self.costs[s] for s in priced)
+        per_unit = sum(self.warm(s)[0] for s in priced) / work if work else None
         left = 0.0
         for stage, planned in self.planned.items():
             if self.done[stage]:
-                rate = self.seconds[stage] / self.done[stage]
-            elif per_flop is not None and stage in self.costs:
-                rate = self.costs[stage] * per_flop
+                rate = self.rate(stage)
+            elif per_unit is not None and stage in self.costs:
+                rate = self.costs[stage] * per_unit
             else:
                 rate = mean
             left += max(planned - self.done[stage], 0) * rate

@@ -232,6 +232,7 @@ class Failure:
 class Progress:
     """Hooks the driver calls (all in the driver's thread)."""
 
+    on_start: Callable[[FileJob], None] = lambda job: None  # its first segment is handed to a worker
     on_steps: StepHook = lambda file, n, stage: None
     on_file_done: Callable[[FileJob], None] = lambda job: None
     on_result: Callable[[SegmentTask, SegmentResult], None] = lambda task, result: None
@@ -297,7 +298,10 @@ def _drive(jobs: Sequence[FileJob], pool: Pool, retries: int, hooks: Progress) -
             task = queued.pop(0)
             if task.file in failed:
                 continue
-            by_number[task.file].reserve()
+            job = by_number[task.file]
+            if job.staged is None:
+                hooks.on_start(job)
+            job.reserve()
             pool.submit(task)
             in_flight += 1
         if not in_flight:

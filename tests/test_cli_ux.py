@@ -4,6 +4,7 @@ found where its package installed it, and the help says where segments are kept.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,31 @@ def test_a_checkpoint_named_as_the_zoo_lists_it_is_found_where_it_was_installed(
 def test_help_says_where_segments_are_kept() -> None:
     text = CliRunner().invoke(run_main, ["--help"], terminal_width=200).output
     assert "cache's work folder" in text and "beside the output" not in text
+
+
+def test_a_run_records_what_it_cost_and_the_next_dry_run_of_that_size_says_it(
+    tmp_path: Path, own_cache: Path, tiny_package: Package
+):
+    """A first --dry-run can only count FLOPs; the run records the seconds each stage call took, and a dry
+    run of the same size afterwards prints the cost per frame and the total they imply; another size, or
+    the record damaged, gives no such line and no error."""
+    frames = _frames(tmp_path / "frames", count=3)
+    other = _frames(tmp_path / "other", count=3, h=32, w=64)
+    base = ["--model", str(tiny_package.root), "--backend", "onnxruntime"]
+    line = "cost here, as an earlier run of this size measured it: about "
+
+    def dry(source: Path) -> str:
+        result = CliRunner().invoke(run_main, [str(source), "-o", str(tmp_path / "dry.mp4"), *base, "--dry-run"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        return result.output
+
+    assert line not in dry(frames)
+    result = CliRunner().invoke(run_main, [str(frames), "-o", str(tmp_path / "up.mp4"), *base])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    (record,) = (own_cache / "costs").iterdir()
+    assert set(json.loads(record.read_text())["seconds_per_call"]) == set(tiny_package.manifest["stages"])
+    shown = dry(frames)
+    assert line in shown and " ms per frame, " in shown and " in all (one process" in shown, shown
+    assert line not in dry(other)
+    record.write_text("{}")
+    assert line not in dry(frames)

@@ -55,6 +55,56 @@ def test_without_costs_an_unseen_stage_is_priced_at_the_mean() -> None:
     assert meter.remaining() == pytest.approx(3.0)  # 2 calls left at (1 + 2) / 2 s
 
 
+def test_a_first_call_that_waited_for_set_up_is_not_the_rate() -> None:
+    """The first call of a run also waits for the first frames and the output (5 s here, 1 s of work); the
+    calls after it are priced at the warm rate, so the estimate is exact once the warm calls are timed."""
+    clock = Clock()
+    meter = WorkMeter({"flow": 10, "step": 10}, frames=10, costs={"flow": 1.0, "step": 3.0}, clock=clock)
+    clock.now += 5.0
+    meter.step("flow")
+    for _ in range(9):
+        clock.now += 1.0
+        meter.step("flow")
+    assert meter.rate("flow") == pytest.approx(1.0) and meter.remaining() == pytest.approx(30.0)
+
+
+def simulated(costs: dict[str, float] | None, clock: Clock, record: Path | None = None) -> WorkMeter:
+    """A run of 20 flow calls then 10 step calls, timed by ``clock``: a flow call takes 3 s for 1 GFLOP, a step
+    1 s for 2 GFLOP (the flows run at a sixth of the steps' rate per FLOP), the very first call 4 s more."""
+    meter = WorkMeter({"flow": 20, "step": 10}, frames=10, costs=costs, clock=clock)
+    clock.now += 4.0
+    for stage, seconds, calls in (("flow", 3.0, 20), ("step", 1.0, 10)):
+        for _ in range(calls):
+            clock.now += seconds
+            meter.step(stage)
+    return meter
+
+
+def test_a_run_recorded_here_prices_the_next_one_where_flops_misjudge_the_stages(tmp_path, monkeypatch) -> None:
+    """On a machine where FLOPs misjudge the stages, the first run's estimate at 10 % is far off; it records
+    the seconds per call it measured, the next run with the same key starts from them and is exact. A record
+    of another key, one that lacks a stage, one unreadable, or a run whose stages were not named (worker
+    processes) gives nothing."""
+    from runtime.costs import record_costs, recorded_costs
+
+    monkeypatch.setenv("VSR_CACHE_DIR", str(tmp_path / "cache"))
+    flops = {"flow": 1e9, "step": 2e9}
+    first = simulated(flops, Clock())
+    assert error_at(first) > 0.5  # each step priced at the flows' 3 s per GFLOP: 6 s instead of 1
+    assert recorded_costs("key", {"flow", "step"}) is None
+    assert record_costs("key", first)
+    seconds = recorded_costs("key", {"flow", "step"})
+    assert seconds == pytest.approx({"flow": 3.0, "step": 1.0})
+    assert error_at(simulated(seconds, Clock())) == pytest.approx(0.0, abs=1e-9)
+    assert recorded_costs("other key", {"flow", "step"}) is None
+    assert recorded_costs("key", {"flow", "step", "upsample"}) is None
+    (tmp_path / "cache" / "costs" / "key.json").write_text('{"seconds_per_call": {"flow": "fast"')
+    assert recorded_costs("key", {"flow", "step"}) is None
+    workers = WorkMeter({"flow": 1}, frames=1, clock=Clock())
+    workers.step(None)
+    assert not record_costs("workers", workers) and recorded_costs("workers", {"flow"}) is None
+
+
 def test_the_bar_reads_frames_then_time_left(capsys: pytest.CaptureFixture[str]) -> None:
     """What vsr-run's bar prints after a tenth of the work: frames done and the time left, once each."""
     clock = Clock()

@@ -20,6 +20,7 @@ from vsr_models.errors import VSRError
 from vsr_models.scales import Scale, output_size
 
 from ...cluster import RayPool, connect
+from ...costs import cost_key, record_costs, recorded_costs
 from ...devices import Device
 from ...options import Encoding, LiveOptions, RunOptions, Schedule, resolve_backend
 from ...pipeline import resolve_scale
@@ -290,8 +291,16 @@ def show_plan(
             f"{tiles} tile(s) per frame; {len(segments)} segment(s); {sum(calls.values())} stage calls, about "
             f"{gflops:.0f} GFLOPs per frame" + ("" if all(s in costs for s in calls) else " (some stages not counted)")
         )
+        _, seconds, measured = stage_prior(package, options, device, info.height, info.width, resolved)
+        if measured:
+            total = sum(calls[s] * seconds[s] for s in calls)
+            click.echo(
+                f"  cost here, as an earlier run of this size measured it: about {1000 * total / num:.0f} ms per "
+                f"frame, {eta_text(total)} in all (one process; more workers share it)"
+            )
     click.echo(
-        "ms per frame is measured on the first frames when the run starts, and printed with the total it implies"
+        "ms per frame is measured on the first frames when the run starts, and printed with the total it implies; "
+        "a run records it for the next one of the same size here"
     )
 
 
@@ -514,6 +523,17 @@ def stage_costs(package: Package, h: int, w: int, scale: Scale) -> dict[str, flo
         return {}
 
 
+def stage_prior(
+    package: Package, options: RunOptions, device: Device, h: int, w: int, scale: Scale
+) -> tuple[str, dict[str, float], bool]:
+    """(record key, the cost of one call of each stage, whether it was measured): the seconds per call an
+    earlier run with the same key recorded here (:mod:`runtime.costs`), else the FLOPs."""
+    key = cost_key(package.manifest, options, device, h, w, scale)
+    flops = stage_costs(package, h, w, scale)
+    measured = recorded_costs(key, set(flops)) if flops else None
+    return key, measured or flops, measured is not None
+
+
 def scale_text(scale: Scale) -> str:
     """``x4`` or, where the two factors differ, ``2.5x3.5`` (HxW)."""
     return f"x{scale[0]:g}" if scale[0] == scale[1] else f"{scale[0]:g}x{scale[1]:g}"
@@ -539,12 +559,12 @@ def _run(
     options: RunOptions,
 ) -> RunResult:
     """Drive the pool with one progress bar per input (in frames) and one overall (several inputs)."""
+    priors = {
+        j.number: stage_prior(package, options, device, j.tasks[0].height, j.tasks[0].width, j.tasks[0].scale)
+        for j in jobs
+    }
     meters = {
-        j.number: WorkMeter(
-            job_calls(j, package, options),
-            sum(t.frames for t in j.missing),
-            stage_costs(package, j.tasks[0].height, j.tasks[0].width, j.tasks[0].scale),
-        )
+        j.number: WorkMeter(job_calls(j, package, options), sum(t.frames for t in j.missing), priors[j.number][1])
         for j in jobs
     }
     overall = FrameBar(
@@ -555,17 +575,19 @@ def _run(
     bars: dict[int, FrameBar] = {}
     began: dict[int, float] = {}
 
+    def on_start(job: FileJob) -> None:  # the clock of its bar starts with its first segment
+        meters[job.number].restart()
+        began[job.number] = time.perf_counter()
+        bars[job.number] = FrameBar(
+            meters[job.number],
+            f"{label.format(scale=scale_text(job.tasks[0].scale))} {job.source.name}",
+            position=len(bars) + 1 if len(jobs) > 1 else 0,
+            leave=len(jobs) == 1,
+        )
+        if not overall.meter.readings:
+            overall.meter.restart()
+
     def on_steps(file: int, n: int, stage: str | None) -> None:
-        if file not in bars:
-            job = next(j for j in jobs if j.number == file)
-            meters[file].restart()
-            began[file] = time.perf_counter()
-            bars[file] = FrameBar(
-                meters[file],
-                f"{label.format(scale=scale_text(job.tasks[0].scale))} {job.source.name}",
-                position=len(bars) + 1 if len(jobs) > 1 else 0,
-                leave=len(jobs) == 1,
-            )
         bars[file].step(stage, n)
         overall.step(stage, n)
 
@@ -573,6 +595,7 @@ def _run(
         bar = bars.pop(job.number, None)
         if bar is not None:
             bar.close()
+            record_costs(priors[job.number][0], meters[job.number])
         h, w = job.tasks[0].out_size
         computed = sum(t.frames for t in job.missing)
         rate = ""
@@ -588,7 +611,7 @@ def _run(
             jobs,
             pool,
             retries=retries,
-            progress=Progress(on_steps=on_steps, on_file_done=on_file_done, on_retry=on_retry),
+            progress=Progress(on_start=on_start, on_steps=on_steps, on_file_done=on_file_done, on_retry=on_retry),
         )
     finally:
         for bar in bars.values():
@@ -641,7 +664,7 @@ def run_demo(output: Path, package: Package, options: RunOptions, device: Device
     upscaler = options.schedule.upscaler(package, be)
     sr = []
     start = time.perf_counter()
-    costs = stage_costs(package, h // s, w // s, (s, s))
+    key, costs, _ = stage_prior(package, options, device, h // s, w // s, (s, s))
     meter = WorkMeter(upscaler.stage_calls(len(lr), h // s, w // s), len(lr), costs)
     bar = FrameBar(meter, f"{package.manifest['model']} x{s} [{be.name}]")
     try:
@@ -655,6 +678,7 @@ def run_demo(output: Path, package: Package, options: RunOptions, device: Device
                 writer.write(hwc(out))
     finally:
         bar.close()
+    record_costs(key, meter)
     elapsed = time.perf_counter() - start
     sr_psnr, bic_psnr = psnr(np.stack(sr), hr), psnr(upscale_bicubic(lr, s), hr)
     say(f"wrote {output}: {len(sr)} frames, {h}x{w}, {len(sr) / elapsed:.2f} frames/s with {be.name} on {be.device}")
