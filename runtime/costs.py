@@ -3,13 +3,13 @@
 Before a run has timed a stage, :class:`~runtime.progress.WorkMeter` prices its calls by their FLOPs at the
 seconds per FLOP measured on the stages already timed. FLOPs rank a network's stages, but how a processor
 spends its time on them is its own: a flow network's small convolutions at a fraction of the frame can run at
-a lower rate per FLOP than the recurrent steps, by a ratio that changes from one CPU to the next (on the CI's
-machine, 2026-12-06, the FLOPs prior was 68 % high at 10 % of an 8-frame BasicVSR run that it put within 25 %
-on the AMD EPYC this was written on). So each run records the seconds per call it measured for every stage,
-keyed by everything that sets them (the package, backend, precision, threads, schedule, device, machine, LR
-size and scale); the next run with the same key starts from those figures instead of the FLOPs, and
-``--dry-run`` prints the cost per frame they imply. A record that is missing, unreadable or from another key is never
-used.
+a lower rate per FLOP than the recurrent steps, by a ratio that changes from one CPU to the next (in one CI
+run, 2026-12-06, under the test suite's own load, the FLOPs prior was 68 % high at 10 % of an 8-frame BasicVSR
+run that it put within 25 % on the AMD EPYC this was written on). So each run records the seconds per call it
+measured for every stage, keyed by everything that sets them (the package, backend, precision, threads,
+schedule, device, machine, LR size and scale); the next run with the same key starts from those figures
+instead of the FLOPs, and ``--dry-run`` prints the cost per frame they imply. A record that is missing,
+unreadable or from another key is never used.
 """
 
 from __future__ import annotations
