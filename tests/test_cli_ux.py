@@ -12,9 +12,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import runtime.cli.commands.run as run_command
 from export.format import Package
 from runtime.cli.commands.export import installed_copy
 from runtime.cli.run import main as run_main
+from runtime.progress import WorkMeter
 from tests.conftest import clip_frames
 from vsr_models.registry import all_weights
 
@@ -111,11 +113,11 @@ def test_help_says_where_segments_are_kept() -> None:
 
 
 def test_a_run_records_what_it_cost_and_the_next_dry_run_of_that_size_says_it(
-    tmp_path: Path, own_cache: Path, tiny_package: Package
+    tmp_path: Path, own_cache: Path, tiny_package: Package, monkeypatch: pytest.MonkeyPatch
 ):
     """A first --dry-run can only count FLOPs; the run records the seconds each stage call took, and a dry
     run of the same size afterwards prints the cost per frame and the total they imply; another size, or
-    the record damaged, gives no such line and no error."""
+    the record damaged, gives no such line and no error. The next run's meter starts from the record."""
     frames = _frames(tmp_path / "frames", count=3)
     other = _frames(tmp_path / "other", count=3, h=32, w=64)
     base = ["--model", str(tiny_package.root), "--backend", "onnxruntime"]
@@ -133,6 +135,19 @@ def test_a_run_records_what_it_cost_and_the_next_dry_run_of_that_size_says_it(
     assert set(json.loads(record.read_text())["seconds_per_call"]) == set(tiny_package.manifest["stages"])
     shown = dry(frames)
     assert line in shown and " ms per frame, " in shown and " in all (one process" in shown, shown
+    meters: list[WorkMeter] = []
+
+    class Heard(WorkMeter):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            meters.append(self)
+
+    monkeypatch.setattr(run_command, "WorkMeter", Heard)
+    recorded = json.loads(record.read_text())["seconds_per_call"]
+    result = CliRunner().invoke(run_main, [str(frames), "-o", str(tmp_path / "again.mp4"), *base])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert meters[0].costs == recorded  # the second run starts from the first run's seconds
+    assert json.loads(record.read_text())["seconds_per_call"] != recorded  # and records its own
     assert line not in dry(other)
     record.write_text("{}")
     assert line not in dry(frames)
