@@ -151,8 +151,9 @@ format_option = Flag(
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Print the plan (package, backend, precision, windows, tiles, segments) and the work per frame, and "
-    "exit: nothing is computed or written.",
+    help="Print the plan (package, backend, precision, windows, tiles, segments), the work per frame and, where "
+    "an earlier run of that size measured it here, the ms per frame and the total, and exit: nothing is "
+    "computed or written.",
 )
 @stop_cleanly_on_signals()
 @user_errors
