@@ -331,7 +331,10 @@ def vsr_run(*options: str) -> list[str]:
     return [sys.executable, "-c", "from runtime.cli.run import main; main()", *options]
 
 
-CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+def child_env() -> dict[str, str]:
+    """The environment of a child vsr-run, read when it starts (after conftest pointed VSR_CACHE_DIR at this
+    run's cache: read at import, it sent the children to the user's own cache)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
 def file_and_pipe_runs(package: Package, lr: np.ndarray, tmp_path: Path) -> tuple[np.ndarray, np.ndarray, str]:
@@ -341,10 +344,10 @@ def file_and_pipe_runs(package: Package, lr: np.ndarray, tmp_path: Path) -> tupl
     write_ffv1(source, lr)
     out = tmp_path / "file.mkv"
     model = ["--model", str(package.root), "--backend", "onnxruntime", "--codec", "ffv1"]
-    done = subprocess.run(vsr_run(str(source), "-o", str(out), *model), capture_output=True, env=CHILD_ENV, cwd=ROOT)
+    done = subprocess.run(vsr_run(str(source), "-o", str(out), *model), capture_output=True, env=child_env(), cwd=ROOT)
     assert done.returncode == 0, done.stderr.decode()
     piped = subprocess.run(
-        vsr_run("-", "-o", "-", *model), input=source.read_bytes(), capture_output=True, env=CHILD_ENV, cwd=ROOT
+        vsr_run("-", "-o", "-", *model), input=source.read_bytes(), capture_output=True, env=child_env(), cwd=ROOT
     )
     assert piped.returncode == 0, piped.stderr.decode()
     file_frames, file_times = decode(out)
@@ -379,7 +382,7 @@ def test_500_frames_through_ffv1_pipes_equal_the_file_run_at_flat_memory(animesr
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=CHILD_ENV,
+        env=child_env(),
         cwd=ROOT,
     )
     status = Path(f"/proc/{child.pid}/status")
@@ -411,7 +414,7 @@ def test_500_frames_through_ffv1_pipes_equal_the_file_run_at_flat_memory(animesr
     print(f"resident memory (MiB): frame 100-199 {settled / 1024:.1f}, frame 400-499 {late / 1024:.1f}")
     assert late - settled <= 16 * 1024, (settled, late)
     out = tmp_path / "file.mkv"
-    done = subprocess.run(vsr_run(str(source), "-o", str(out), *model), capture_output=True, env=CHILD_ENV, cwd=ROOT)
+    done = subprocess.run(vsr_run(str(source), "-o", str(out), *model), capture_output=True, env=child_env(), cwd=ROOT)
     assert done.returncode == 0, done.stderr.decode()
     assert np.array_equal(decode(out)[0], np.stack(frames))
 
