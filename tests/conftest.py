@@ -153,6 +153,23 @@ def in_zoo_cache(package: Package, weights: str = "basicvsr") -> Path:
     return entry
 
 
+def heard_meters(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The :class:`~runtime.progress.WorkMeter` objects vsr-run makes from now on (each input's, then the
+    overall one; the demo's), collected as it makes them, to read what its bars were told."""
+    import runtime.cli.commands.run as run_command
+    from runtime.progress import WorkMeter
+
+    meters: list[WorkMeter] = []
+
+    class Heard(WorkMeter):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            meters.append(self)
+
+    monkeypatch.setattr(run_command, "WorkMeter", Heard)
+    return meters
+
+
 def fp16_package_from(package: Package, tmp_path_factory: pytest.TempPathFactory) -> Package:
     """A copy of ``package`` with fp16 graphs added, made once per test run (shared by the xdist workers)."""
     from export.fp16 import add_fp16

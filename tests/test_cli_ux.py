@@ -12,12 +12,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-import runtime.cli.commands.run as run_command
 from export.format import Package
 from runtime.cli.commands.export import installed_copy
 from runtime.cli.run import main as run_main
-from runtime.progress import WorkMeter
-from tests.conftest import clip_frames
+from tests.conftest import clip_frames, heard_meters
 from vsr_models.registry import all_weights
 
 
@@ -135,14 +133,7 @@ def test_a_run_records_what_it_cost_and_the_next_dry_run_of_that_size_says_it(
     assert set(json.loads(record.read_text())["seconds_per_call"]) == set(tiny_package.manifest["stages"])
     shown = dry(frames)
     assert line in shown and " ms per frame, " in shown and " in all (one process" in shown, shown
-    meters: list[WorkMeter] = []
-
-    class Heard(WorkMeter):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            meters.append(self)
-
-    monkeypatch.setattr(run_command, "WorkMeter", Heard)
+    meters = heard_meters(monkeypatch)
     recorded = json.loads(record.read_text())["seconds_per_call"]
     result = CliRunner().invoke(run_main, [str(frames), "-o", str(tmp_path / "again.mp4"), *base])
     assert result.exit_code == 0, result.output + repr(result.exception)

@@ -16,7 +16,7 @@ from runtime.cli.commands.run import FrameBar, scale_text, stage_costs
 from runtime.devices import Device
 from runtime.options import RunOptions, Schedule
 from runtime.progress import WorkMeter, eta_text
-from tests.conftest import in_zoo_cache, real_lr
+from tests.conftest import heard_meters, in_zoo_cache, real_lr
 
 
 class Clock:
@@ -211,19 +211,11 @@ def test_the_demo_prints_the_readmes_figures_and_its_eta_at_ten_percent_holds(tm
 
     from click.testing import CliRunner
 
-    import runtime.cli.commands.run as run_command
     from runtime.cli.run import main as run_main
 
     monkeypatch.setenv("VSR_CACHE_DIR", str(tmp_path / "cache"))
     in_zoo_cache(basicvsr_package)
-    meters: list[WorkMeter] = []
-
-    class Heard(WorkMeter):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            meters.append(self)
-
-    monkeypatch.setattr(run_command, "WorkMeter", Heard)
+    meters = heard_meters(monkeypatch)
     result = CliRunner().invoke(run_main, ["--demo", "-o", str(tmp_path / "vsr-demo.mp4")])
     assert result.exit_code == 0, result.output
     assert "export" not in result.output, result.output  # the cached package, as a user's second run finds it
