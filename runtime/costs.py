@@ -22,13 +22,11 @@ from collections.abc import Mapping
 
 from export.atomic import write_text_atomic
 from export.format import cache_dir, cache_folder
+from vsr_models.scales import Scale
 
 from .devices import Device, cpu_name
 from .options import RunOptions
 from .progress import WorkMeter
-
-#: Scale: (height factor, width factor)
-Scale = tuple[float, float]
 
 
 def cost_key(manifest: Mapping, options: RunOptions, device: Device, height: int, width: int, scale: Scale) -> str:

@@ -291,8 +291,9 @@ def show_plan(
             f"{tiles} tile(s) per frame; {len(segments)} segment(s); {sum(calls.values())} stage calls, about "
             f"{gflops:.0f} GFLOPs per frame" + ("" if all(s in costs for s in calls) else " (some stages not counted)")
         )
-        _, seconds, measured = stage_prior(package, options, device, info.height, info.width, resolved)
-        if measured:
+        key = cost_key(package.manifest, options, device, info.height, info.width, resolved)
+        seconds = recorded_costs(key, set(calls))
+        if seconds:
             total = sum(calls[s] * seconds[s] for s in calls)
             click.echo(
                 f"  cost here, as an earlier run of this size measured it: about {1000 * total / num:.0f} ms per "
