@@ -259,6 +259,26 @@ def test_a_damaged_segment_is_not_reused(tmp_path, clip, tiny_package):
     assert reused(resume=False) == 0  # without --resume: a fresh start
 
 
+def test_an_input_is_started_once_before_its_first_stage_call(tmp_path, clip, tiny_package):
+    """3 segments of one input: ``on_start`` hears of it once, when its first segment is handed out and
+    before any of its stage calls is reported (vsr-run starts the input's clock there, so that the
+    first call is timed too)."""
+    job = _job(clip, tmp_path / "o.mp4", tiny_package)
+    events: list[str] = []
+    pool = InlinePool(_spec(tiny_package), Device("cpu"))
+    progress = Progress(
+        on_start=lambda started: events.append(f"start {started.number}"),
+        on_steps=lambda file, n, stage: events.append(f"step {file}"),
+    )
+    try:
+        result = run_jobs([job], pool, progress=progress)
+    finally:
+        pool.close()
+    assert not result.failed and result.report.segments_computed == 3
+    assert events[0] == "start 0" and events.count("start 0") == 1
+    assert events.count("step 0") == sum(t.steps for t in job.tasks)
+
+
 @pytest.mark.slow
 def test_two_worker_processes_one_killed_mid_segment(tmp_path, clip, tiny_package, sequential):
     """--workers 2 as vsr-run builds it, 5 segments: the worker that hands in the first result is killed
