@@ -526,13 +526,12 @@ def stage_costs(package: Package, h: int, w: int, scale: Scale) -> dict[str, flo
 
 def stage_prior(
     package: Package, options: RunOptions, device: Device, h: int, w: int, scale: Scale
-) -> tuple[str, dict[str, float], bool]:
-    """(record key, the cost of one call of each stage, whether it was measured): the seconds per call an
-    earlier run with the same key recorded here (:mod:`runtime.costs`), else the FLOPs."""
+) -> tuple[str, dict[str, float]]:
+    """(record key, the cost of one call of each stage): the seconds per call an earlier run with the same
+    key recorded here (:mod:`runtime.costs`), else the FLOPs."""
     key = cost_key(package.manifest, options, device, h, w, scale)
     flops = stage_costs(package, h, w, scale)
-    measured = recorded_costs(key, set(flops)) if flops else None
-    return key, measured or flops, measured is not None
+    return key, (recorded_costs(key, set(flops)) if flops else None) or flops
 
 
 def scale_text(scale: Scale) -> str:
@@ -665,7 +664,7 @@ def run_demo(output: Path, package: Package, options: RunOptions, device: Device
     upscaler = options.schedule.upscaler(package, be)
     sr = []
     start = time.perf_counter()
-    key, costs, _ = stage_prior(package, options, device, h // s, w // s, (s, s))
+    key, costs = stage_prior(package, options, device, h // s, w // s, (s, s))
     meter = WorkMeter(upscaler.stage_calls(len(lr), h // s, w // s), len(lr), costs)
     bar = FrameBar(meter, f"{package.manifest['model']} x{s} [{be.name}]")
     try:
